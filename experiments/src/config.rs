@@ -1,0 +1,202 @@
+//! The run configuration: one TOML file holding every knob of a run, saved into the run folder.
+//! Every field has a documented default (see `docs/configuration.md`); unknown keys are errors.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use metakd_model::metakd::{KdDistance, KdPairs};
+use metakd_model::nets::SegmenterConfig;
+use serde::{Deserialize, Serialize};
+
+/// Which cases train, meta-validate and test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Folder of prepared shards (holding `manifest.json`).
+    pub shards: PathBuf,
+    /// Cases held out for evaluation (the last ones after a seeded shuffle).
+    pub test_cases: usize,
+    /// Training cases taken out as the meta-validation split.
+    pub meta_val_cases: usize,
+    /// Seed of the shuffle that assigns cases to splits.
+    pub split_seed: u64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            shards: PathBuf::from("shards"),
+            test_cases: 8,
+            meta_val_cases: 4,
+            split_seed: 0,
+        }
+    }
+}
+
+/// Network optimisation and the missing-modality schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Total iterations (stage 1 and stage 2).
+    pub iterations: usize,
+    /// Stage 1: iterations with all modalities before random missing modalities start.
+    pub warmup_iterations: usize,
+    /// Crops per batch.
+    pub batch_size: usize,
+    /// Crop extents (d, h, w); each divisible by the network's size divisor.
+    pub crop: [usize; 3],
+    /// Initial learning rate of SGD.
+    pub lr: f64,
+    /// Nesterov momentum of SGD.
+    pub momentum: f64,
+    /// L2 weight decay of SGD.
+    pub weight_decay: f64,
+    /// Exponent of the poly schedule lr = lr0 · (1 − t/T)^power.
+    pub poly_power: f64,
+    /// Probability of centring a crop on a foreground voxel.
+    pub foreground_probability: f64,
+    /// Weight λ of the distillation loss.
+    pub kd_weight: f64,
+    /// Distance of the distillation loss.
+    pub kd_distance: KdDistance,
+    /// Which pairs distil.
+    pub kd_pairs: KdPairs,
+    /// Random flips of the crops along each axis.
+    pub flips: bool,
+    /// Seed of every random choice of the run.
+    pub seed: u64,
+    /// Write a checkpoint every this many iterations (and at the end).
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            iterations: 600,
+            warmup_iterations: 200,
+            batch_size: 2,
+            crop: [32, 32, 32],
+            lr: 1e-2,
+            momentum: 0.99,
+            weight_decay: 0.0,
+            poly_power: 0.9,
+            foreground_probability: 0.5,
+            kd_weight: 0.1,
+            kd_distance: KdDistance::L1,
+            kd_pairs: KdPairs::All,
+            flips: true,
+            seed: 0,
+            checkpoint_every: 200,
+        }
+    }
+}
+
+/// The meta phases that learn the importance logits w.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetaConfig {
+    /// Run a meta phase every this many iterations during stage 1.
+    pub every_warmup: usize,
+    /// Run a meta phase every this many iterations during stage 2.
+    pub every: usize,
+    /// Meta-validation crops (batch 1) per meta phase.
+    pub samples: usize,
+    /// Adam learning rate of w.
+    pub lr: f64,
+    /// Adam L2 weight decay of w.
+    pub weight_decay: f64,
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        Self {
+            every_warmup: 50,
+            every: 50,
+            samples: 4,
+            lr: 1e-2,
+            weight_decay: 5e-4,
+        }
+    }
+}
+
+/// Sliding-window inference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Fraction of the tile shared by neighbouring tiles.
+    pub overlap: f64,
+    /// Probability above which a voxel belongs to a region.
+    pub threshold: f32,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            overlap: 1.0 / 3.0,
+            threshold: 0.5,
+        }
+    }
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Cases and splits.
+    pub data: DataConfig,
+    /// The network.
+    pub model: SegmenterConfig,
+    /// Optimisation.
+    pub train: TrainConfig,
+    /// Meta-learning of the importance weights.
+    pub meta: MetaConfig,
+    /// Evaluation.
+    pub eval: EvalConfig,
+}
+
+impl RunConfig {
+    /// Parses a configuration from TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
+        let config: RunConfig =
+            toml::from_str(text).with_context(|| format!("{origin}: invalid configuration"))?;
+        config.validate().with_context(|| format!("{origin}: invalid configuration"))?;
+        Ok(config)
+    }
+
+    /// Reads and checks a configuration file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the configuration", path.display()))?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the configuration serialises")
+    }
+
+    /// Checks values that would otherwise fail deep inside training.
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        let divisor = self.model.size_divisor();
+        if t.crop.iter().any(|&c| c == 0 || c % divisor != 0) {
+            bail!("train.crop {:?}: every extent must be a positive multiple of {divisor}", t.crop)
+        }
+        if t.batch_size == 0 || t.iterations == 0 {
+            bail!("train.batch_size and train.iterations must be positive")
+        }
+        if t.warmup_iterations > t.iterations {
+            bail!("train.warmup_iterations ({}) exceeds train.iterations ({})", t.warmup_iterations, t.iterations)
+        }
+        if self.model.modalities != 4 {
+            bail!("model.modalities must be 4 for BraTS (FLAIR, T1, T1ce, T2)")
+        }
+        if !(0.0..1.0).contains(&self.eval.overlap) {
+            bail!("eval.overlap must lie in [0, 1)")
+        }
+        if self.meta.every == 0 || self.meta.every_warmup == 0 {
+            bail!("meta.every and meta.every_warmup must be positive")
+        }
+        Ok(())
+    }
+}

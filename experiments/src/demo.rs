@@ -1,0 +1,98 @@
+//! The demo: a fresh synthetic data set, prepared, trained on, swept and reported, all in one
+//! working folder.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use metakd_data::synth::{write_dataset, SynthConfig};
+
+use crate::config::RunConfig;
+use crate::files::SWEEP_FILE;
+use crate::progress;
+
+/// The embedded demo configuration (`configs/demo.toml`).
+pub const DEMO_CONFIG: &str = include_str!("../../configs/demo.toml");
+
+/// Sizes of a demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// The working folder.
+    pub workdir: PathBuf,
+    /// Synthetic cases.
+    pub cases: usize,
+    /// Volume extents (D, H, W).
+    pub shape: [usize; 3],
+    /// Seed of the data set.
+    pub seed: u64,
+    /// Training iterations (the configuration's when `None`).
+    pub iterations: Option<usize>,
+    /// Progress bars.
+    pub show_progress: bool,
+}
+
+/// Where a demo left its results.
+#[derive(Debug, Clone)]
+pub struct DemoOutcome {
+    /// The report.
+    pub report: PathBuf,
+    /// Its headline numbers.
+    pub summary: metakd_reports::Summary,
+    /// Seconds per stage: synth, prepare, train, sweep, report.
+    pub stage_seconds: [f64; 5],
+}
+
+/// Runs every stage of the pipeline in `options.workdir`: `data/` (NIfTI cases), `shards/`,
+/// `run/` (configuration, splits, model, log, sweep table) and `report/`.
+pub fn run_demo(options: &DemoOptions) -> Result<DemoOutcome> {
+    let dir = &options.workdir;
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let mut seconds = [0.0; 5];
+    let mut clock = Instant::now();
+    let mut lap = |i: usize| {
+        seconds[i] = clock.elapsed().as_secs_f64();
+        clock = Instant::now();
+    };
+
+    let data = dir.join("data");
+    let synth = SynthConfig {
+        cases: options.cases,
+        shape: options.shape,
+        seed: options.seed,
+    };
+    let bar = progress::bar(synth.cases as u64, "synth", options.show_progress);
+    write_dataset(&synth, &data, || bar.inc(1))?;
+    bar.finish_and_clear();
+    lap(0);
+
+    let shards = dir.join("shards");
+    crate::prepare(&data, &shards, 256 << 20, options.show_progress)?;
+    lap(1);
+
+    let mut cfg = RunConfig::from_toml(DEMO_CONFIG, "the embedded demo configuration")?;
+    cfg.data.shards = shards;
+    if let Some(iterations) = options.iterations {
+        cfg.train.warmup_iterations = cfg.train.warmup_iterations * iterations / cfg.train.iterations;
+        cfg.train.iterations = iterations;
+    }
+    let run = dir.join("run");
+    crate::train::train(&cfg, &run, options.show_progress)?;
+    lap(2);
+
+    let table = run.join(SWEEP_FILE);
+    crate::sweep::sweep(&run, None, &table, options.show_progress)?;
+    lap(3);
+
+    let (report, summary) = metakd_reports::write_report(&table, &dir.join("report"))?;
+    lap(4);
+    Ok(DemoOutcome {
+        report,
+        summary,
+        stage_seconds: seconds,
+    })
+}
+
+/// The default working folder of the demo.
+pub fn default_workdir() -> &'static Path {
+    Path::new("work/demo")
+}

@@ -1,0 +1,36 @@
+//! Experiments with MetaKD: run configuration ([`config`]), training with meta-learned importance
+//! weights ([`train`]), checkpoints ([`checkpoint`]), sliding-window evaluation ([`evaluate`]),
+//! modality-subset sweeps ([`sweep`]) and the end-to-end [`demo`]. The `metakd` command wires
+//! them to the data preparation and report stages.
+
+pub mod checkpoint;
+pub mod config;
+pub mod demo;
+pub mod evaluate;
+pub mod files;
+pub mod progress;
+pub mod sampler;
+pub mod splits;
+pub mod subsets;
+pub mod sweep;
+pub mod tables;
+pub mod train;
+
+use std::path::Path;
+
+use anyhow::Result;
+
+/// Prepares the BraTS folder `src` into shards in `out`, with a progress bar.
+pub fn prepare(src: &Path, out: &Path, max_shard_bytes: usize, show_progress: bool) -> Result<metakd_data::shards::Manifest> {
+    let total = metakd_data::prepare::count_cases(src)?;
+    let bar = progress::bar(total as u64, "prepare", show_progress);
+    let manifest = metakd_data::prepare::prepare_brats(src, out, max_shard_bytes, |id| {
+        bar.set_message(id.to_owned());
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    for skipped in &manifest.skipped {
+        eprintln!("skipped case {}: {}", skipped.id, skipped.reason);
+    }
+    Ok(manifest)
+}

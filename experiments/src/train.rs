@@ -1,0 +1,215 @@
+//! Training MetaKD (method spec, sections 2 to 7): stage 1 with all modalities, stage 2 with a
+//! random subset per iteration; the task loss plus λ·pairwise KD for the network (SGD, Nesterov
+//! momentum, poly schedule); meta phases that take Adam steps on the importance logits w on
+//! meta-validation crops with every bottleneck feature scaled by its importance.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use metakd_data::preprocess::PreparedCase;
+use metakd_data::shards::{read_cases, Manifest};
+use metakd_model::losses::segmentation_loss;
+use metakd_model::metakd::pairwise_kd_loss;
+use metakd_model::optim::{Adam, SgdNesterov};
+use polars::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::checkpoint::Model;
+use crate::config::RunConfig;
+use crate::files::{write_atomic, CONFIG_FILE, LOG_FILE, MODEL_FILE, SPLIT_FILE};
+use crate::progress;
+use crate::sampler::CropSampler;
+use crate::splits::Splits;
+use crate::subsets::Subset;
+use crate::tables::write_parquet;
+
+/// What a finished training run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// Iterations run.
+    pub iterations: usize,
+    /// Mean total loss over the last tenth of the iterations.
+    pub final_loss: f64,
+    /// The learned importance ω.
+    pub omega: Vec<f32>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// One row of the training log.
+#[derive(Debug, Clone, Default)]
+struct LogRow {
+    iteration: u32,
+    subset: u32,
+    lr: f64,
+    loss: f64,
+    dice: f64,
+    bce: f64,
+    kd: f64,
+    omega: Vec<f32>,
+}
+
+/// A batch of crops as tensors: images `[n, m, d, h, w]` and targets `[n, 3, d, h, w]`.
+fn batch(
+    cases: &[PreparedCase],
+    sampler: &CropSampler,
+    n: usize,
+    crop: [usize; 3],
+    rng: &mut StdRng,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let (mut images, mut targets) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let case = &cases[rng.random_range(0..cases.len())];
+        let c = sampler.sample(case, rng);
+        images.extend(c.images);
+        targets.extend(c.targets);
+    }
+    let [d, h, w] = crop;
+    Ok((
+        Tensor::from_vec(images, (n, 4, d, h, w), device)?,
+        Tensor::from_vec(targets, (n, 3, d, h, w), device)?,
+    ))
+}
+
+/// Poly learning rate at iteration `t` of `total`.
+fn poly_lr(lr0: f64, t: usize, total: usize, power: f64) -> f64 {
+    lr0 * (1.0 - t as f64 / total as f64).powf(power)
+}
+
+/// Trains the run described by `cfg` into `run_dir` (config, splits, model, log).
+pub fn train(cfg: &RunConfig, run_dir: &Path, show_progress: bool) -> Result<TrainSummary> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let device = Device::Cpu;
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("{}: cannot create the run folder", run_dir.display()))?;
+    write_atomic(&run_dir.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
+
+    let manifest = Manifest::read(&cfg.data.shards)?;
+    let ids: Vec<String> = manifest.cases.iter().filter(|c| c.labelled).map(|c| c.id.clone()).collect();
+    let splits = Splits::assign(&ids, &cfg.data)?;
+    splits.write(&run_dir.join(SPLIT_FILE))?;
+    let train_cases = read_cases(&cfg.data.shards, |id| splits.train.iter().any(|t| t == id))?;
+    let meta_cases = read_cases(&cfg.data.shards, |id| splits.meta_val.iter().any(|t| t == id))?;
+
+    let t = &cfg.train;
+    let m = cfg.model.modalities;
+    let model = Model::new(&cfg.model, t.seed, &device)?;
+    let mut sgd = SgdNesterov::new(model.varmap.all_vars(), t.momentum, t.weight_decay);
+    let mut adam = Adam::new(vec![model.importance.logits().clone()], cfg.meta.lr, cfg.meta.weight_decay)?;
+    let sampler = CropSampler::new(t.crop, t.foreground_probability, t.flips);
+    let mut rng = StdRng::seed_from_u64(t.seed);
+    let bar = progress::bar(t.iterations as u64, "train", show_progress);
+    let mut log = Vec::with_capacity(t.iterations);
+
+    for it in 0..t.iterations {
+        let warmup = it < t.warmup_iterations;
+        let subset = if warmup { Subset::full(m) } else { Subset::random(m, &mut rng) };
+        let available = subset.flags(m);
+        let (x, y) = batch(&train_cases, &sampler, t.batch_size, t.crop, &mut rng, &device)?;
+        let mask: Vec<f32> = available.iter().map(|&a| f32::from(u8::from(a))).collect();
+        let x = x.broadcast_mul(&Tensor::from_vec(mask, (1, m, 1, 1, 1), &device)?)?;
+
+        let features = model.net.encode(&x)?;
+        let logits_w = model.importance.logit_values()?;
+        let kd = pairwise_kd_loss(&features.bottleneck, &available, &logits_w, t.kd_distance, t.kd_pairs)?;
+        let logits = model.net.decode(&features, &available)?;
+        let seg = segmentation_loss(&logits, &y)?;
+        let loss = (seg.total()? + (&kd * t.kd_weight)?)?;
+        let loss_value = f64::from(loss.to_scalar::<f32>()?);
+        if !loss_value.is_finite() {
+            bail!(
+                "iteration {it}: the loss is {loss_value}; training stopped (the last checkpoint in {} is kept)",
+                run_dir.display()
+            )
+        }
+        let lr = poly_lr(t.lr, it, t.iterations, t.poly_power);
+        sgd.step(&loss.backward()?, lr)?;
+
+        let every = if warmup { cfg.meta.every_warmup } else { cfg.meta.every };
+        if (it + 1) % every == 0 && !meta_cases.is_empty() {
+            meta_phase(&model, &mut adam, &meta_cases, &sampler, cfg, &mut rng, &device)?;
+        }
+        let omega = model.importance.omega_values()?;
+        let row = LogRow {
+            iteration: it as u32,
+            subset: subset.0,
+            lr,
+            loss: loss_value,
+            dice: f64::from(seg.dice.to_scalar::<f32>()?),
+            bce: f64::from(seg.bce.to_scalar::<f32>()?),
+            kd: f64::from(kd.to_scalar::<f32>()?),
+            omega,
+        };
+        bar.set_message(format!(
+            "loss {:.3} (dice {:.3} bce {:.3} kd {:.3}) lr {:.1e} ω [{}]",
+            row.loss,
+            row.dice,
+            row.bce,
+            row.kd,
+            lr,
+            row.omega.iter().map(|o| format!("{o:.3}")).collect::<Vec<_>>().join(" ")
+        ));
+        bar.inc(1);
+        log.push(row);
+        if (it + 1) % t.checkpoint_every == 0 || it + 1 == t.iterations {
+            model.save(&run_dir.join(MODEL_FILE))?;
+        }
+    }
+    bar.finish_and_clear();
+    write_log(&log, m, &run_dir.join(LOG_FILE))?;
+    let tail = &log[log.len() - (log.len() / 10).max(1)..];
+    Ok(TrainSummary {
+        iterations: t.iterations,
+        final_loss: tail.iter().map(|r| r.loss).sum::<f64>() / tail.len() as f64,
+        omega: model.importance.omega_values()?,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// One meta phase: for each of `meta.samples` meta-validation crops (batch 1, all modalities),
+/// scale each bottleneck feature by ω_m, compute the task loss and take an Adam step on w alone.
+fn meta_phase(
+    model: &Model,
+    adam: &mut Adam,
+    cases: &[PreparedCase],
+    sampler: &CropSampler,
+    cfg: &RunConfig,
+    rng: &mut StdRng,
+    device: &Device,
+) -> Result<()> {
+    for _ in 0..cfg.meta.samples {
+        let (x, y) = batch(cases, sampler, 1, cfg.train.crop, rng, device)?;
+        let features = model.net.encode(&x)?.detach();
+        let omega = model.importance.omega()?;
+        let logits = model.net.decode_weighted(&features, &omega)?;
+        let loss = segmentation_loss(&logits, &y)?.total()?;
+        adam.step(&loss.backward()?)?;
+    }
+    Ok(())
+}
+
+/// Writes the training log as Parquet.
+fn write_log(log: &[LogRow], m: usize, path: &Path) -> Result<()> {
+    let mut columns = vec![
+        Column::new("iteration".into(), log.iter().map(|r| r.iteration).collect::<Vec<_>>()),
+        Column::new("subset".into(), log.iter().map(|r| r.subset).collect::<Vec<_>>()),
+        Column::new("lr".into(), log.iter().map(|r| r.lr).collect::<Vec<_>>()),
+        Column::new("loss".into(), log.iter().map(|r| r.loss).collect::<Vec<_>>()),
+        Column::new("dice_loss".into(), log.iter().map(|r| r.dice).collect::<Vec<_>>()),
+        Column::new("bce_loss".into(), log.iter().map(|r| r.bce).collect::<Vec<_>>()),
+        Column::new("kd_loss".into(), log.iter().map(|r| r.kd).collect::<Vec<_>>()),
+    ];
+    for (i, modality) in metakd_data::Modality::ALL.iter().enumerate().take(m) {
+        columns.push(Column::new(
+            format!("omega_{}", modality.suffix()).into(),
+            log.iter().map(|r| r.omega[i]).collect::<Vec<_>>(),
+        ));
+    }
+    let mut df = DataFrame::new(log.len(), columns)?;
+    write_parquet(&mut df, path)
+}

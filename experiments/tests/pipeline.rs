@@ -1,0 +1,71 @@
+//! A short train → sweep → report run through the library, and its files.
+
+use metakd_data::synth::{write_dataset, SynthConfig};
+use metakd_experiments::config::RunConfig;
+use metakd_experiments::files::{CONFIG_FILE, LOG_FILE, MODEL_FILE, SPLIT_FILE, SWEEP_FILE};
+use metakd_experiments::{prepare, sweep, train};
+use polars::prelude::*;
+
+#[test]
+fn short_run_trains_sweeps_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_dataset(&SynthConfig { cases: 6, shape: [24, 32, 32], seed: 3 }, &data, || {}).unwrap();
+    let shards = dir.path().join("shards");
+    prepare(&data, &shards, 256 << 20, false).unwrap();
+
+    let mut cfg = RunConfig::default();
+    cfg.data.shards = shards;
+    cfg.data.test_cases = 2;
+    cfg.data.meta_val_cases = 1;
+    cfg.train.iterations = 6;
+    cfg.train.warmup_iterations = 2;
+    cfg.train.crop = [16, 16, 16];
+    cfg.train.checkpoint_every = 3;
+    cfg.meta.every = 2;
+    cfg.meta.every_warmup = 2;
+    cfg.meta.samples = 1;
+    let run = dir.path().join("run");
+    let summary = train::train(&cfg, &run, false).unwrap();
+    assert_eq!(summary.iterations, 6);
+    assert!(summary.final_loss.is_finite());
+    let omega_sum: f32 = summary.omega.iter().sum();
+    assert!((omega_sum - 1.0).abs() < 1e-5);
+    for file in [CONFIG_FILE, SPLIT_FILE, MODEL_FILE, LOG_FILE] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    assert_eq!(RunConfig::read(&run.join(CONFIG_FILE)).unwrap(), cfg);
+
+    let table = run.join(SWEEP_FILE);
+    let info = sweep::sweep(&run, None, &table, false).unwrap();
+    assert_eq!(info.cases.len(), 2);
+    assert_eq!(info.importance, summary.omega);
+    let df = ParquetReader::new(std::fs::File::open(&table).unwrap()).finish().unwrap();
+    assert_eq!(df.height(), 2 * 15);
+    for name in ["run_id", "case", "subset_mask", "subset", "flair", "t1", "t1ce", "t2", "dice_et", "dice_tc", "dice_wt"] {
+        assert!(df.column(name).is_ok(), "column {name} missing");
+    }
+    let masks = df.column("subset_mask").unwrap().u32().unwrap().clone();
+    let mut distinct: Vec<u32> = masks.into_no_null_iter().collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct, (1..16).collect::<Vec<u32>>());
+    let dice = df.column("dice_wt").unwrap().f64().unwrap().clone();
+    assert!(dice.into_no_null_iter().all(|d| (0.0..=1.0).contains(&d)));
+
+    let log = ParquetReader::new(std::fs::File::open(run.join(LOG_FILE)).unwrap()).finish().unwrap();
+    assert_eq!(log.height(), 6);
+    let subsets = log.column("subset").unwrap().u32().unwrap().clone();
+    assert!(subsets.into_no_null_iter().take(2).all(|s| s == 15), "warm-up uses all modalities");
+
+    let (report, report_summary) = metakd_reports::write_report(&table, &dir.path().join("report")).unwrap();
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(text.contains("| FLAIR | T1 | T1ce | T2 | ET | TC | WT | Mean |"));
+    assert!(text.contains("| ● | ● | ● | ● |"));
+    assert!(text.contains("| ○ | ○ | ● | ○ |"));
+    assert!(text.contains("Learned importance weights"));
+    assert!(text.contains("[train]"));
+    assert_eq!(text.matches("\n| ●").count() + text.matches("\n| ○").count(), 15);
+    assert_eq!(report_summary.cases, 2);
+    assert!(dir.path().join("report/summary.json").is_file());
+}

@@ -1,0 +1,48 @@
+# metakd: the user's entry points. `just --list` shows them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Run every stage on fresh synthetic data (CPU) and print where the report is.
+demo workdir="work/demo":
+    cargo run --release -- demo --workdir {{workdir}}
+
+# Run the test suite.
+test:
+    cargo test --workspace --release
+
+# What CI runs: formatting, lints, tests.
+ci:
+    bash .ci/run
+
+# Generate a synthetic BraTS-like data set in the BraTS2020 layout.
+synth out="work/synth" cases="32":
+    cargo run --release -- synth brats --out {{out}} --cases {{cases}}
+
+# Reproduce the paper's BraTS2018 table from the downloaded training release.
+reproduce-brats2018 DATA="":
+    @just _reproduce brats2018 "{{DATA}}"
+
+# Reproduce the paper's BraTS2019 table from the downloaded training release.
+reproduce-brats2019 DATA="":
+    @just _reproduce brats2019 "{{DATA}}"
+
+# Reproduce the paper's BraTS2020 table from the downloaded training release.
+reproduce-brats2020 DATA="":
+    @just _reproduce brats2020 "{{DATA}}"
+
+_reproduce release DATA:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -z "{{DATA}}" ]; then
+        echo "usage: just reproduce-{{release}} DATA=/path/to/the/downloaded/release" >&2
+        exit 2
+    fi
+    if [ ! -f "configs/{{release}}.toml" ]; then
+        echo "reproduce-{{release}}: configs/{{release}}.toml (the reference preset and schedule of the paper) is not available yet;" >&2
+        echo "it needs the reference network, the release-specific readers and GPU training. Until then run: just demo" >&2
+        exit 2
+    fi
+    cargo run --release -- prepare brats --src "{{DATA}}" --out "work/{{release}}/shards"
+    cargo run --release -- train --config "configs/{{release}}.toml" --shards "work/{{release}}/shards" --out "work/{{release}}/run"
+    cargo run --release -- sweep --run "work/{{release}}/run"
+    cargo run --release -- report --sweep "work/{{release}}/run/sweep.parquet" --out "work/{{release}}/report"

@@ -1,0 +1,142 @@
+//! The parts of MetaKD that make it robust to missing modalities (method spec, sections 2, 4
+//! and 6): mean fill of missing bottleneck features, importance weights ω = softmax(w), and the
+//! pairwise modality-weighted distillation loss.
+
+use candle_core::{bail, DType, Device, Result, Tensor, Var, D};
+use serde::{Deserialize, Serialize};
+
+/// Distance between teacher and student features in the distillation loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KdDistance {
+    /// Mean absolute difference (the default).
+    #[default]
+    L1,
+    /// Mean squared difference.
+    L2,
+}
+
+/// Which ordered pairs (teacher i, student j) of available modalities distil.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KdPairs {
+    /// Every ordered pair i ≠ j (the default).
+    #[default]
+    All,
+    /// Only pairs whose teacher is more important than the student (ω_i > ω_j).
+    TeacherMoreImportant,
+}
+
+/// Checks that `available` names at least one of `m` modalities.
+pub fn check_available(available: &[bool], m: usize) -> Result<()> {
+    if available.len() != m {
+        bail!("{} availability flags for {m} modalities", available.len())
+    }
+    if !available.iter().any(|&a| a) {
+        bail!("at least one modality must be available")
+    }
+    Ok(())
+}
+
+/// Replaces the features of missing modalities by the mean of the available ones (gradient flows
+/// through the mean); available features are returned unchanged.
+pub fn fill_missing(features: &[Tensor], available: &[bool]) -> Result<Vec<Tensor>> {
+    check_available(available, features.len())?;
+    let present: Vec<&Tensor> = features
+        .iter()
+        .zip(available)
+        .filter_map(|(f, &a)| a.then_some(f))
+        .collect();
+    if present.len() == features.len() {
+        return Ok(features.to_vec());
+    }
+    let mut sum = present[0].clone();
+    for f in &present[1..] {
+        sum = (sum + *f)?;
+    }
+    let fill = (sum / present.len() as f64)?;
+    Ok(features
+        .iter()
+        .zip(available)
+        .map(|(f, &a)| if a { f.clone() } else { fill.clone() })
+        .collect())
+}
+
+/// The learned modality importance: logits w ∈ R^M and ω = softmax(w).
+#[derive(Debug, Clone)]
+pub struct ImportanceWeights {
+    logits: Var,
+}
+
+impl ImportanceWeights {
+    /// Logits drawn from U[0, 1) with the device's random generator (seed it first).
+    pub fn new_random(m: usize, device: &Device) -> Result<Self> {
+        Ok(Self {
+            logits: Var::rand(0f32, 1f32, m, device)?,
+        })
+    }
+
+    /// Logits with the given values.
+    pub fn from_logits(values: &[f32], device: &Device) -> Result<Self> {
+        Ok(Self {
+            logits: Var::from_slice(values, values.len(), device)?,
+        })
+    }
+
+    /// The trainable logits w.
+    pub fn logits(&self) -> &Var {
+        &self.logits
+    }
+
+    /// ω = softmax(w), differentiable with respect to w.
+    pub fn omega(&self) -> Result<Tensor> {
+        candle_nn::ops::softmax(self.logits.as_tensor(), D::Minus1)
+    }
+
+    /// Current values of w.
+    pub fn logit_values(&self) -> Result<Vec<f32>> {
+        self.logits.to_dtype(DType::F32)?.to_vec1()
+    }
+
+    /// Current values of ω.
+    pub fn omega_values(&self) -> Result<Vec<f32>> {
+        self.omega()?.to_vec1()
+    }
+}
+
+/// Pairwise modality-weighted distillation between the available modalities' features:
+/// Σ_{i∈A} Σ_{j∈A, j≠i} sg(ω_i/ω_j) · mean |sg(f_i) − f_j| (mean over batch, channels and voxels).
+/// Zero when a single modality is available.
+pub fn pairwise_kd_loss(
+    features: &[Tensor],
+    available: &[bool],
+    logits: &[f32],
+    distance: KdDistance,
+    pairs: KdPairs,
+) -> Result<Tensor> {
+    check_available(available, features.len())?;
+    if logits.len() != features.len() {
+        bail!("{} importance logits for {} modalities", logits.len(), features.len())
+    }
+    let device = features[0].device();
+    let mut total = Tensor::zeros((), DType::F32, device)?;
+    for (i, teacher) in features.iter().enumerate().filter(|(i, _)| available[*i]) {
+        let teacher = teacher.detach();
+        for (j, student) in features.iter().enumerate() {
+            if j == i || !available[j] {
+                continue;
+            }
+            if pairs == KdPairs::TeacherMoreImportant && logits[i] <= logits[j] {
+                continue;
+            }
+            let diff = (&teacher - student)?;
+            let d = match distance {
+                KdDistance::L1 => diff.abs()?.mean_all()?,
+                KdDistance::L2 => diff.sqr()?.mean_all()?,
+            };
+            let ratio = f64::from(logits[i] - logits[j]).exp();
+            total = (total + (d * ratio)?)?;
+        }
+    }
+    Ok(total)
+}

@@ -1,0 +1,215 @@
+//! 3D convolution and transposed convolution as Candle custom ops, differentiable to any order.
+//!
+//! Three linear maps make up a convolution and its gradients: the forward `conv(x, w)`, its
+//! gradient with respect to the input `data(dy, w)` (which is also the transposed convolution) and
+//! its gradient with respect to the weight `filter(x, dy)`. Each one's gradients are the other two,
+//! so each op's backward pass is built from the ops themselves.
+
+use candle_core::{bail, backend::BackendStorage, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+use super::conv3d_kernels as kernels;
+pub use super::geometry::Conv3dParams;
+use super::geometry::Geometry;
+
+/// Borrows a contiguous `f32` slice of a custom op's argument.
+fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    let data = match storage {
+        CpuStorage::F32(data) => data,
+        other => bail!("{op}: only f32 tensors are supported, got {:?}", other.dtype()),
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: expects contiguous tensors"),
+    }
+}
+
+/// `y = conv3d(x, w)`.
+struct Conv3dForward {
+    params: Conv3dParams,
+}
+
+/// `dx = data(dy, w)`, the gradient with respect to the input of a convolution whose input has
+/// dims `input_dims`.
+struct Conv3dData {
+    params: Conv3dParams,
+    input_dims: [usize; 5],
+}
+
+/// `dw = filter(x, dy)`, the gradient with respect to a weight of dims `weight_dims`.
+struct Conv3dFilter {
+    params: Conv3dParams,
+    weight_dims: [usize; 5],
+}
+
+impl CustomOp2 for Conv3dForward {
+    fn name(&self) -> &'static str {
+        "conv3d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let w = contiguous_f32(s2, l2, self.name())?;
+        let y = kernels::forward(x, w, &g);
+        Ok((CpuStorage::F32(y), Shape::from(g.output_dims().to_vec())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dims5 = |t: &Tensor| -> Result<[usize; 5]> { t.dims5().map(|d| d.into()) };
+        let dx = data(dy, w, self.params, dims5(x)?)?;
+        let dw = filter(x, dy, self.params, dims5(w)?)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp2 for Conv3dData {
+    fn name(&self) -> &'static str {
+        "conv3d-backward-data"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(&self.input_dims, l2.dims(), self.params)?;
+        if l1.dims() != g.output_dims() {
+            bail!(
+                "{}: gradient has dims {:?}, expected {:?}",
+                self.name(),
+                l1.dims(),
+                g.output_dims()
+            )
+        }
+        let dy = contiguous_f32(s1, l1, self.name())?;
+        let w = contiguous_f32(s2, l2, self.name())?;
+        let dx = kernels::backward_data(dy, w, &g);
+        Ok((CpuStorage::F32(dx), Shape::from(self.input_dims.to_vec())))
+    }
+
+    fn bwd(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let d_dy = conv3d(grad, w, self.params)?;
+        let dw = filter(grad, dy, self.params, w.dims5()?.into())?;
+        Ok((Some(d_dy), Some(dw)))
+    }
+}
+
+impl CustomOp2 for Conv3dFilter {
+    fn name(&self) -> &'static str {
+        "conv3d-backward-filter"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(l1.dims(), &self.weight_dims, self.params)?;
+        if l2.dims() != g.output_dims() {
+            bail!(
+                "{}: gradient has dims {:?}, expected {:?}",
+                self.name(),
+                l2.dims(),
+                g.output_dims()
+            )
+        }
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let dy = contiguous_f32(s2, l2, self.name())?;
+        let dw = kernels::backward_filter(x, dy, &g);
+        Ok((CpuStorage::F32(dw), Shape::from(self.weight_dims.to_vec())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = data(dy, grad, self.params, x.dims5()?.into())?;
+        let d_dy = conv3d(x, grad, self.params)?;
+        Ok((Some(dx), Some(d_dy)))
+    }
+}
+
+/// The gradient of `conv3d` with respect to an input of dims `input_dims`.
+fn data(dy: &Tensor, w: &Tensor, params: Conv3dParams, input_dims: [usize; 5]) -> Result<Tensor> {
+    dy.contiguous()?.apply_op2(
+        &w.contiguous()?,
+        Conv3dData {
+            params,
+            input_dims,
+        },
+    )
+}
+
+/// The gradient of `conv3d` with respect to a weight of dims `weight_dims`.
+fn filter(x: &Tensor, dy: &Tensor, params: Conv3dParams, weight_dims: [usize; 5]) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(
+        &dy.contiguous()?,
+        Conv3dFilter {
+            params,
+            weight_dims,
+        },
+    )
+}
+
+/// 3D convolution (cross-correlation, as PyTorch's `conv3d`) of `x [n, c, d, h, w]` with
+/// `w [co, c, kd, kh, kw]`, without bias. Returns `[n, co, od, oh, ow]`.
+pub fn conv3d(x: &Tensor, w: &Tensor, params: Conv3dParams) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, Conv3dForward { params })
+}
+
+/// 3D transposed convolution of `x [n, ci, d, h, w]` with `w [ci, co, kd, kh, kw]` (PyTorch's
+/// layout for `conv_transpose3d`), stride, padding and output padding per axis, without bias.
+pub fn conv_transpose3d(
+    x: &Tensor,
+    w: &Tensor,
+    stride: [usize; 3],
+    padding: [usize; 3],
+    output_padding: [usize; 3],
+) -> Result<Tensor> {
+    let (n, ci, d, h, wd) = x.dims5()?;
+    let (wci, co, kd, kh, kw) = w.dims5()?;
+    if ci != wci {
+        bail!("conv_transpose3d: input has {ci} channels but the weight expects {wci}")
+    }
+    let size = |input: usize, k: usize, axis: usize| -> Result<usize> {
+        if output_padding[axis] >= stride[axis] {
+            bail!("conv_transpose3d: output padding must be smaller than the stride")
+        }
+        ((input - 1) * stride[axis] + k + output_padding[axis])
+            .checked_sub(2 * padding[axis])
+            .ok_or_else(|| candle_core::Error::Msg("conv_transpose3d: padding too large".into()))
+    };
+    let out = [n, co, size(d, kd, 0)?, size(h, kh, 1)?, size(wd, kw, 2)?];
+    let params = Conv3dParams {
+        stride,
+        padding,
+        dilation: [1; 3],
+    };
+    data(x, w, params, out)
+}

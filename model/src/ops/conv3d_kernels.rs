@@ -1,0 +1,372 @@
+//! CPU kernels of the 3D convolution: forward, gradient with respect to the input ("backward
+//! data", which is also the transposed convolution) and gradient with respect to the weight
+//! ("backward filter").
+//!
+//! Each kernel walks the output in chunks of whole output rows. For one sample and one chunk it
+//! unfolds the input into a column matrix (vol2col, `[c·kd·kh·kw, rows·ow]`), small enough to stay
+//! in cache, and hands it to `gemm`. The backward-data kernel folds a column matrix back into the
+//! input (col2vol). Unfolding and folding run in parallel over channels with rayon; the matrix
+//! products run on gemm's rayon parallelism. A 1×1×1 kernel with stride 1 and no padding skips the
+//! unfolding: the input already is its column matrix.
+
+use std::ops::Range;
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::geometry::Geometry;
+
+/// Largest column matrix built at once, in `f32` elements (8 MiB).
+const COL_BUDGET_ELEMENTS: usize = 2 << 20;
+
+/// Where one output row of one kernel tap reads its input row.
+struct RowMap {
+    /// Offset of the input row inside one channel.
+    base: usize,
+    /// First output position that reads inside the input.
+    lo: usize,
+    /// One past the last output position that reads inside the input.
+    hi: usize,
+    /// Input column read by output position `lo`.
+    ix0: usize,
+}
+
+/// Maps output row `(od, oh)` of kernel tap `tap = (kz, ky, kx)` onto the input, or `None` when
+/// the whole row falls into the padding.
+fn row_map(g: &Geometry, tap: [usize; 3], od: usize, oh: usize) -> Option<RowMap> {
+    let p = &g.params;
+    let iz = (od * p.stride[0] + tap[0] * p.dilation[0]).checked_sub(p.padding[0])?;
+    let iy = (oh * p.stride[1] + tap[1] * p.dilation[1]).checked_sub(p.padding[1])?;
+    if iz >= g.input[0] || iy >= g.input[1] {
+        return None;
+    }
+    let (width, pad, stride) = (g.input[2], p.padding[2], p.stride[2]);
+    let offset = tap[2] * p.dilation[2];
+    let lo = if offset >= pad {
+        0
+    } else {
+        (pad - offset).div_ceil(stride)
+    };
+    if width + pad <= offset {
+        return None;
+    }
+    let hi = ((width - 1 + pad - offset) / stride + 1).min(g.output[2]);
+    if lo >= hi {
+        return None;
+    }
+    Some(RowMap {
+        base: (iz * g.input[1] + iy) * width,
+        lo,
+        hi,
+        ix0: lo * stride + offset - pad,
+    })
+}
+
+/// Kernel tap `(kz, ky, kx)` of flat tap index `index`.
+fn unravel_tap(index: usize, kernel: [usize; 3]) -> [usize; 3] {
+    [
+        index / (kernel[1] * kernel[2]),
+        (index / kernel[2]) % kernel[1],
+        index % kernel[2],
+    ]
+}
+
+/// Visits every (tap, output row) pair of the chunk `rows` for one channel: `visit(tap_index,
+/// row_in_chunk, map)`.
+fn for_each_row(
+    g: &Geometry,
+    rows: &Range<usize>,
+    mut visit: impl FnMut(usize, usize, Option<RowMap>),
+) {
+    for tap_index in 0..g.kernel_volume() {
+        let tap = unravel_tap(tap_index, g.kernel);
+        for (i, r) in rows.clone().enumerate() {
+            let (od, oh) = (r / g.output[1], r % g.output[1]);
+            visit(tap_index, i, row_map(g, tap, od, oh));
+        }
+    }
+}
+
+/// Unfolds output rows `rows` of one sample `x [c, d, h, w]` into `col [c·taps, rows·ow]`.
+fn vol2col(x: &[f32], g: &Geometry, rows: &Range<usize>, col: &mut [f32]) {
+    let ow = g.output[2];
+    let chunk = rows.len() * ow;
+    let stride = g.params.stride[2];
+    col.par_chunks_mut(g.kernel_volume() * chunk)
+        .zip(x.par_chunks(g.input_volume()))
+        .for_each(|(col_c, x_c)| {
+            for_each_row(g, rows, |tap, i, map| {
+                let out = &mut col_c[tap * chunk + i * ow..tap * chunk + (i + 1) * ow];
+                match map {
+                    None => out.fill(0.0),
+                    Some(m) => {
+                        out[..m.lo].fill(0.0);
+                        out[m.hi..].fill(0.0);
+                        let src = &x_c[m.base + m.ix0..];
+                        if stride == 1 {
+                            out[m.lo..m.hi].copy_from_slice(&src[..m.hi - m.lo]);
+                        } else {
+                            for (j, o) in out[m.lo..m.hi].iter_mut().enumerate() {
+                                *o = src[j * stride];
+                            }
+                        }
+                    }
+                }
+            });
+        });
+}
+
+/// Folds `col [c·taps, rows·ow]` back onto one sample `dx [c, d, h, w]`, adding overlaps.
+fn col2vol(col: &[f32], g: &Geometry, rows: &Range<usize>, dx: &mut [f32]) {
+    let ow = g.output[2];
+    let chunk = rows.len() * ow;
+    let stride = g.params.stride[2];
+    dx.par_chunks_mut(g.input_volume())
+        .zip(col.par_chunks(g.kernel_volume() * chunk))
+        .for_each(|(dx_c, col_c)| {
+            for_each_row(g, rows, |tap, i, map| {
+                if let Some(m) = map {
+                    let src = &col_c[tap * chunk + i * ow + m.lo..tap * chunk + i * ow + m.hi];
+                    let dst = &mut dx_c[m.base + m.ix0..];
+                    if stride == 1 {
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d += s;
+                        }
+                    } else {
+                        for (j, s) in src.iter().enumerate() {
+                            dst[j * stride] += s;
+                        }
+                    }
+                }
+            });
+        });
+}
+
+/// Whether the convolution is a plain per-voxel matrix product (1×1×1, stride 1, no padding).
+fn is_pointwise(g: &Geometry) -> bool {
+    g.kernel == [1, 1, 1] && g.params.stride == [1, 1, 1] && g.params.padding == [0, 0, 0]
+}
+
+/// Output-row chunks whose column matrix fits the budget.
+fn row_chunks(g: &Geometry) -> Vec<Range<usize>> {
+    let total = g.output[0] * g.output[1];
+    let per_row = (g.col_rows() * g.output[2]).max(1);
+    let step = (COL_BUDGET_ELEMENTS / per_row).clamp(1, total.max(1));
+    (0..total)
+        .step_by(step)
+        .map(|start| start..(start + step).min(total))
+        .collect()
+}
+
+/// A strided matrix view for gemm: pointer, row stride and column stride.
+#[derive(Clone, Copy)]
+struct View {
+    ptr: *const f32,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
+    if m * n * k >= 1 << 15 {
+        Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        Parallelism::None
+    }
+}
+
+/// `dst [m, n] (+)= lhs [m, k] · rhs [k, n]`, accumulating when `accumulate` is set.
+///
+/// # Safety
+/// Every view must address a valid matrix of the stated extents, and `dst` must not alias them.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_row_stride: isize,
+    lhs: View,
+    rhs: View,
+    accumulate: bool,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_row_stride,
+        accumulate,
+        lhs.ptr,
+        lhs.col_stride,
+        lhs.row_stride,
+        rhs.ptr,
+        rhs.col_stride,
+        rhs.row_stride,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism(m, n, k),
+    );
+}
+
+/// The column matrix of one chunk: a view into the input for pointwise convolutions, otherwise
+/// the unfolded buffer.
+fn columns(x_n: &[f32], g: &Geometry, rows: &Range<usize>, buffer: &mut Vec<f32>) -> View {
+    let chunk = rows.len() * g.output[2];
+    if is_pointwise(g) {
+        return View {
+            ptr: x_n[rows.start * g.output[2]..].as_ptr(),
+            row_stride: g.input_volume() as isize,
+            col_stride: 1,
+        };
+    }
+    buffer.resize(g.col_rows() * chunk, 0.0);
+    vol2col(x_n, g, rows, buffer);
+    View {
+        ptr: buffer.as_ptr(),
+        row_stride: chunk as isize,
+        col_stride: 1,
+    }
+}
+
+/// `y = conv3d(x, w)`: `x [n, c, d, h, w]`, `w [co, c, kd, kh, kw]`, returns `y [n, co, od, oh, ow]`.
+pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    let (in_size, out_vol) = (g.c * g.input_volume(), g.output_volume());
+    let mut y = vec![0f32; g.n * g.co * out_vol];
+    let mut buffer = Vec::new();
+    let chunks = row_chunks(g);
+    for n in 0..g.n {
+        let x_n = &x[n * in_size..(n + 1) * in_size];
+        let y_n = &mut y[n * g.co * out_vol..(n + 1) * g.co * out_vol];
+        for rows in &chunks {
+            let chunk = rows.len() * g.output[2];
+            let col = columns(x_n, g, rows, &mut buffer);
+            let weight = View {
+                ptr: w.as_ptr(),
+                row_stride: g.col_rows() as isize,
+                col_stride: 1,
+            };
+            // SAFETY: `y_n` holds co rows of out_vol elements; the chunk's columns start at
+            // rows.start·ow and span `chunk` elements of each row.
+            unsafe {
+                matmul(
+                    g.co,
+                    chunk,
+                    g.col_rows(),
+                    y_n[rows.start * g.output[2]..].as_mut_ptr(),
+                    out_vol as isize,
+                    weight,
+                    col,
+                    false,
+                )
+            };
+        }
+    }
+    y
+}
+
+/// Gradient of `conv3d` with respect to its input: `dy [n, co, od, oh, ow]`, `w [co, c, kd, kh,
+/// kw]`, returns `dx [n, c, d, h, w]`. This is also the transposed convolution of `dy` by `w`.
+pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    let (in_size, out_vol) = (g.c * g.input_volume(), g.output_volume());
+    let mut dx = vec![0f32; g.n * in_size];
+    let mut buffer = Vec::new();
+    let weight_t = View {
+        ptr: w.as_ptr(),
+        row_stride: 1,
+        col_stride: g.col_rows() as isize,
+    };
+    for n in 0..g.n {
+        let dy_n = &dy[n * g.co * out_vol..(n + 1) * g.co * out_vol];
+        let dx_n = &mut dx[n * in_size..(n + 1) * in_size];
+        if is_pointwise(g) {
+            let grad = View {
+                ptr: dy_n.as_ptr(),
+                row_stride: out_vol as isize,
+                col_stride: 1,
+            };
+            // SAFETY: dx_n is [c, vol] and dy_n is [co, vol], both contiguous.
+            unsafe {
+                matmul(
+                    g.c,
+                    out_vol,
+                    g.co,
+                    dx_n.as_mut_ptr(),
+                    out_vol as isize,
+                    weight_t,
+                    grad,
+                    false,
+                )
+            };
+            continue;
+        }
+        for rows in row_chunks(g) {
+            let chunk = rows.len() * g.output[2];
+            buffer.resize(g.col_rows() * chunk, 0.0);
+            let grad = View {
+                ptr: dy_n[rows.start * g.output[2]..].as_ptr(),
+                row_stride: out_vol as isize,
+                col_stride: 1,
+            };
+            // SAFETY: buffer holds col_rows × chunk elements.
+            unsafe {
+                matmul(
+                    g.col_rows(),
+                    chunk,
+                    g.co,
+                    buffer.as_mut_ptr(),
+                    chunk as isize,
+                    weight_t,
+                    grad,
+                    false,
+                )
+            };
+            col2vol(&buffer, g, &rows, dx_n);
+        }
+    }
+    dx
+}
+
+/// Gradient of `conv3d` with respect to its weight: `x [n, c, d, h, w]`, `dy [n, co, od, oh,
+/// ow]`, returns `dw [co, c, kd, kh, kw]`.
+pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let (in_size, out_vol) = (g.c * g.input_volume(), g.output_volume());
+    let mut dw = vec![0f32; g.co * g.col_rows()];
+    let mut buffer = Vec::new();
+    let chunks = row_chunks(g);
+    for n in 0..g.n {
+        let x_n = &x[n * in_size..(n + 1) * in_size];
+        let dy_n = &dy[n * g.co * out_vol..(n + 1) * g.co * out_vol];
+        for rows in &chunks {
+            let chunk = rows.len() * g.output[2];
+            let col = columns(x_n, g, rows, &mut buffer);
+            let col_t = View {
+                ptr: col.ptr,
+                row_stride: col.col_stride,
+                col_stride: col.row_stride,
+            };
+            let grad = View {
+                ptr: dy_n[rows.start * g.output[2]..].as_ptr(),
+                row_stride: out_vol as isize,
+                col_stride: 1,
+            };
+            // SAFETY: dw is [co, col_rows]; grad is [co, chunk]; col_t is [chunk, col_rows].
+            unsafe {
+                matmul(
+                    g.co,
+                    g.col_rows(),
+                    chunk,
+                    dw.as_mut_ptr(),
+                    g.col_rows() as isize,
+                    grad,
+                    col_t,
+                    true,
+                )
+            };
+        }
+    }
+    dw
+}

@@ -1,0 +1,135 @@
+//! Shapes of a 3D convolution: input, kernel and output extents with stride, padding and
+//! dilation, as `torch.nn.functional.conv3d` defines them.
+
+use candle_core::{bail, Result};
+
+/// Stride, padding and dilation of a 3D convolution, per axis (depth, height, width).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv3dParams {
+    /// Step between output positions, per axis.
+    pub stride: [usize; 3],
+    /// Zero padding added on both sides, per axis.
+    pub padding: [usize; 3],
+    /// Spacing between kernel taps, per axis.
+    pub dilation: [usize; 3],
+}
+
+impl Conv3dParams {
+    /// The same stride, padding and dilation on all three axes.
+    pub fn uniform(stride: usize, padding: usize, dilation: usize) -> Self {
+        Self {
+            stride: [stride; 3],
+            padding: [padding; 3],
+            dilation: [dilation; 3],
+        }
+    }
+}
+
+impl Default for Conv3dParams {
+    fn default() -> Self {
+        Self::uniform(1, 0, 1)
+    }
+}
+
+/// Every extent of one convolution: `x [n, c, d, h, w]`, `weight [co, c, kd, kh, kw]`,
+/// `y [n, co, od, oh, ow]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input spatial extents (d, h, w).
+    pub input: [usize; 3],
+    /// Output channels.
+    pub co: usize,
+    /// Kernel extents (kd, kh, kw).
+    pub kernel: [usize; 3],
+    /// Output spatial extents (od, oh, ow).
+    pub output: [usize; 3],
+    /// Stride, padding and dilation.
+    pub params: Conv3dParams,
+}
+
+/// Output extent of one axis, or `None` when the dilated kernel does not fit.
+fn output_extent(input: usize, kernel: usize, p: &Conv3dParams, axis: usize) -> Option<usize> {
+    let span = p.dilation[axis] * (kernel - 1) + 1;
+    let padded = input + 2 * p.padding[axis];
+    (padded >= span).then(|| (padded - span) / p.stride[axis] + 1)
+}
+
+impl Geometry {
+    /// Geometry of `conv3d(x, weight)` for `x` of dims `[n, c, d, h, w]` and `weight` of dims
+    /// `[co, c, kd, kh, kw]`.
+    pub fn new(x: &[usize], weight: &[usize], params: Conv3dParams) -> Result<Self> {
+        if x.len() != 5 || weight.len() != 5 {
+            bail!("conv3d expects 5-D input and weight, got {x:?} and {weight:?}")
+        }
+        if x[1] != weight[1] {
+            bail!(
+                "conv3d: input has {} channels but the weight expects {}",
+                x[1],
+                weight[1]
+            )
+        }
+        if params.stride.contains(&0) || params.dilation.contains(&0) {
+            bail!("conv3d: stride and dilation must be positive, got {params:?}")
+        }
+        let kernel = [weight[2], weight[3], weight[4]];
+        let input = [x[2], x[3], x[4]];
+        let mut output = [0; 3];
+        for axis in 0..3 {
+            output[axis] = output_extent(input[axis], kernel[axis], &params, axis).ok_or_else(
+                || {
+                    candle_core::Error::Msg(format!(
+                        "conv3d: kernel {kernel:?} with {params:?} does not fit input {input:?}"
+                    ))
+                },
+            )?;
+        }
+        Ok(Self {
+            n: x[0],
+            c: x[1],
+            input,
+            co: weight[0],
+            kernel,
+            output,
+            params,
+        })
+    }
+
+    /// Taps of the kernel per input channel (kd·kh·kw).
+    pub fn kernel_volume(&self) -> usize {
+        self.kernel.iter().product()
+    }
+
+    /// Rows of the column matrix: c·kd·kh·kw.
+    pub fn col_rows(&self) -> usize {
+        self.c * self.kernel_volume()
+    }
+
+    /// Voxels of one input channel.
+    pub fn input_volume(&self) -> usize {
+        self.input.iter().product()
+    }
+
+    /// Voxels of one output channel.
+    pub fn output_volume(&self) -> usize {
+        self.output.iter().product()
+    }
+
+    /// Dims of the input tensor.
+    pub fn input_dims(&self) -> [usize; 5] {
+        [self.n, self.c, self.input[0], self.input[1], self.input[2]]
+    }
+
+    /// Dims of the weight tensor.
+    pub fn weight_dims(&self) -> [usize; 5] {
+        [self.co, self.c, self.kernel[0], self.kernel[1], self.kernel[2]]
+    }
+
+    /// Dims of the output tensor.
+    pub fn output_dims(&self) -> [usize; 5] {
+        [self.n, self.co, self.output[0], self.output[1], self.output[2]]
+    }
+}

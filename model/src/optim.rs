@@ -1,0 +1,103 @@
+//! The optimisers of the method, with PyTorch's update rules and inspectable state (so
+//! checkpoints can hold it): SGD with Nesterov momentum for the network, Adam with L2 weight decay
+//! for the importance logits.
+
+use candle_core::{backprop::GradStore, Result, Tensor, Var};
+
+/// SGD with Nesterov momentum, as `torch.optim.SGD(nesterov=True)`:
+/// b ← μ·b + g, p ← p − lr·(g + μ·b).
+#[derive(Debug)]
+pub struct SgdNesterov {
+    vars: Vec<Var>,
+    momentum_buffers: Vec<Option<Tensor>>,
+    momentum: f64,
+    weight_decay: f64,
+}
+
+impl SgdNesterov {
+    /// An optimiser over `vars`.
+    pub fn new(vars: Vec<Var>, momentum: f64, weight_decay: f64) -> Self {
+        let momentum_buffers = vec![None; vars.len()];
+        Self {
+            vars,
+            momentum_buffers,
+            momentum,
+            weight_decay,
+        }
+    }
+
+    /// One step with learning rate `lr`; parameters without a gradient are left alone.
+    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        for (var, buffer) in self.vars.iter().zip(self.momentum_buffers.iter_mut()) {
+            let Some(g) = grads.get(var) else { continue };
+            let g = if self.weight_decay > 0.0 {
+                (g + (var.as_tensor() * self.weight_decay)?)?
+            } else {
+                g.clone()
+            };
+            let b = match buffer.take() {
+                Some(b) => ((b * self.momentum)? + &g)?,
+                None => g.clone(),
+            };
+            let update = (&g + (&b * self.momentum)?)?;
+            var.set(&(var.as_tensor() - (update * lr)?)?)?;
+            *buffer = Some(b);
+        }
+        Ok(())
+    }
+}
+
+/// Adam with L2 weight decay added to the gradient, as `torch.optim.Adam(weight_decay=…)`.
+#[derive(Debug)]
+pub struct Adam {
+    vars: Vec<Var>,
+    first_moments: Vec<Tensor>,
+    second_moments: Vec<Tensor>,
+    steps: usize,
+    /// Learning rate.
+    pub lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+}
+
+impl Adam {
+    /// Adam over `vars` with betas (0.9, 0.999) and eps 1e-8.
+    pub fn new(vars: Vec<Var>, lr: f64, weight_decay: f64) -> Result<Self> {
+        let zeros = |v: &Var| v.zeros_like();
+        Ok(Self {
+            first_moments: vars.iter().map(zeros).collect::<Result<_>>()?,
+            second_moments: vars.iter().map(zeros).collect::<Result<_>>()?,
+            vars,
+            steps: 0,
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+        })
+    }
+
+    /// One step; parameters without a gradient are left alone.
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.steps += 1;
+        let t = self.steps as i32;
+        let (c1, c2) = (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t));
+        for ((var, m), v) in self
+            .vars
+            .iter()
+            .zip(self.first_moments.iter_mut())
+            .zip(self.second_moments.iter_mut())
+        {
+            let Some(g) = grads.get(var) else { continue };
+            let g = (g + (var.as_tensor() * self.weight_decay)?)?;
+            *m = ((&*m * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
+            *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            let denom = ((v.clone() / c2)?.sqrt()? + self.eps)?;
+            let update = ((m.clone() / c1)? / denom)?;
+            var.set(&(var.as_tensor() - (update * self.lr)?)?)?;
+        }
+        Ok(())
+    }
+}

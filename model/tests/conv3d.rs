@@ -1,0 +1,201 @@
+//! conv3d and conv_transpose3d against a naive loop and finite differences.
+
+use candle_core::{Device, Tensor, Var};
+use metakd_model::ops::{conv3d, conv_transpose3d, Conv3dParams, Geometry};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+fn random(rng: &mut StdRng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Calls `visit(x_index, w_index, y_index)` for every multiply-add of the convolution.
+fn for_each_tap(g: &Geometry, mut visit: impl FnMut(usize, usize, usize)) {
+    let p = g.params;
+    let [d, h, w] = g.input;
+    let [od, oh, ow] = g.output;
+    let [kd, kh, kw] = g.kernel;
+    for n in 0..g.n {
+        for co in 0..g.co {
+            for z in 0..od {
+                for y in 0..oh {
+                    for x in 0..ow {
+                        let yi = (((n * g.co + co) * od + z) * oh + y) * ow + x;
+                        for c in 0..g.c {
+                            for a in 0..kd {
+                                for b in 0..kh {
+                                    for e in 0..kw {
+                                        let iz = (z * p.stride[0] + a * p.dilation[0]) as isize
+                                            - p.padding[0] as isize;
+                                        let iy = (y * p.stride[1] + b * p.dilation[1]) as isize
+                                            - p.padding[1] as isize;
+                                        let ix = (x * p.stride[2] + e * p.dilation[2]) as isize
+                                            - p.padding[2] as isize;
+                                        if iz < 0
+                                            || iy < 0
+                                            || ix < 0
+                                            || iz >= d as isize
+                                            || iy >= h as isize
+                                            || ix >= w as isize
+                                        {
+                                            continue;
+                                        }
+                                        let xi = (((n * g.c + c) * d + iz as usize) * h
+                                            + iy as usize)
+                                            * w
+                                            + ix as usize;
+                                        let wi = (((co * g.c + c) * kd + a) * kh + b) * kw + e;
+                                        visit(xi, wi, yi);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "{what}[{i}]: got {g}, want {w}"
+        );
+    }
+}
+
+fn check_against_naive(x_dims: [usize; 5], w_dims: [usize; 5], params: Conv3dParams) {
+    let dev = Device::Cpu;
+    let mut rng = StdRng::seed_from_u64(7);
+    let g = Geometry::new(&x_dims, &w_dims, params).unwrap();
+    let xs = random(&mut rng, x_dims.iter().product());
+    let ws = random(&mut rng, w_dims.iter().product());
+    let out_len: usize = g.output_dims().iter().product();
+    let r = random(&mut rng, out_len);
+
+    let (mut y, mut dx, mut dw) = (vec![0f32; out_len], vec![0f32; xs.len()], vec![0f32; ws.len()]);
+    for_each_tap(&g, |xi, wi, yi| {
+        y[yi] += xs[xi] * ws[wi];
+        dx[xi] += ws[wi] * r[yi];
+        dw[wi] += xs[xi] * r[yi];
+    });
+
+    let x = Var::from_slice(&xs, &x_dims, &dev).unwrap();
+    let w = Var::from_slice(&ws, &w_dims, &dev).unwrap();
+    let out = conv3d(&x, &w, params).unwrap();
+    assert_eq!(out.dims(), &g.output_dims());
+    let rt = Tensor::from_slice(&r, out.dims(), &dev).unwrap();
+    let grads = (&out * &rt).unwrap().sum_all().unwrap().backward().unwrap();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_close(&flat(&out), &y, 1e-4, "y");
+    assert_close(&flat(grads.get(&x).unwrap()), &dx, 1e-4, "dx");
+    assert_close(&flat(grads.get(&w).unwrap()), &dw, 1e-4, "dw");
+}
+
+#[test]
+fn conv3d_matches_naive_loop_forward_and_backward() {
+    check_against_naive([2, 3, 5, 6, 7], [4, 3, 3, 3, 3], Conv3dParams::uniform(1, 1, 1));
+    check_against_naive([1, 2, 7, 5, 9], [3, 2, 3, 3, 3], Conv3dParams::uniform(2, 1, 1));
+    check_against_naive([2, 2, 9, 9, 9], [2, 2, 3, 3, 3], Conv3dParams::uniform(1, 2, 2));
+    check_against_naive([1, 1, 9, 8, 10], [2, 1, 3, 3, 3], Conv3dParams::uniform(1, 4, 4));
+    check_against_naive([2, 5, 4, 5, 6], [3, 5, 1, 1, 1], Conv3dParams::default());
+    check_against_naive([1, 2, 6, 7, 5], [2, 2, 2, 2, 2], Conv3dParams::uniform(2, 0, 1));
+    check_against_naive(
+        [1, 2, 7, 6, 8],
+        [3, 2, 3, 1, 2],
+        Conv3dParams {
+            stride: [1, 2, 3],
+            padding: [0, 1, 2],
+            dilation: [2, 1, 1],
+        },
+    );
+}
+
+#[test]
+fn conv3d_gradient_matches_finite_differences() {
+    let dev = Device::Cpu;
+    let mut rng = StdRng::seed_from_u64(3);
+    let params = Conv3dParams::uniform(2, 1, 1);
+    let xs: Vec<f64> = (0..2 * 2 * 5 * 4 * 6).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let ws: Vec<f64> = (0..3 * 2 * 27).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let loss = |xs: &[f64], ws: &[f64]| -> f64 {
+        let x = Tensor::from_slice(&xs.iter().map(|&v| v as f32).collect::<Vec<_>>(), (2, 2, 5, 4, 6), &dev).unwrap();
+        let w = Tensor::from_slice(&ws.iter().map(|&v| v as f32).collect::<Vec<_>>(), (3, 2, 3, 3, 3), &dev).unwrap();
+        let y = conv3d(&x, &w, params).unwrap();
+        f64::from(y.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap())
+    };
+    let x = Var::from_slice(&xs.iter().map(|&v| v as f32).collect::<Vec<_>>(), (2, 2, 5, 4, 6), &dev).unwrap();
+    let w = Var::from_slice(&ws.iter().map(|&v| v as f32).collect::<Vec<_>>(), (3, 2, 3, 3, 3), &dev).unwrap();
+    let grads = conv3d(&x, &w, params).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let gx = grads.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let gw = grads.get(&w).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let eps = 1e-2;
+    for i in [0, 17, 101, 200, 239] {
+        let (mut plus, mut minus) = (xs.clone(), xs.clone());
+        plus[i] += eps;
+        minus[i] -= eps;
+        let fd = (loss(&plus, &ws) - loss(&minus, &ws)) / (2.0 * eps);
+        assert!((fd - f64::from(gx[i])).abs() < 2e-2 * (1.0 + fd.abs()), "dx[{i}]: fd {fd} vs {}", gx[i]);
+    }
+    for i in [0, 13, 54, 99, 161] {
+        let (mut plus, mut minus) = (ws.clone(), ws.clone());
+        plus[i] += eps;
+        minus[i] -= eps;
+        let fd = (loss(&xs, &plus) - loss(&xs, &minus)) / (2.0 * eps);
+        assert!((fd - f64::from(gw[i])).abs() < 2e-2 * (1.0 + fd.abs()), "dw[{i}]: fd {fd} vs {}", gw[i]);
+    }
+}
+
+#[test]
+fn conv_transpose3d_is_the_adjoint_of_conv3d() {
+    // <conv(z, w), x> = <z, convT(x, w)> for every z and x.
+    let dev = Device::Cpu;
+    let mut rng = StdRng::seed_from_u64(11);
+    let z = Tensor::from_slice(&random(&mut rng, 2 * 3 * 8 * 6 * 10), (2, 3, 8, 6, 10), &dev).unwrap();
+    let w = Tensor::from_slice(&random(&mut rng, 4 * 3 * 8), (4, 3, 2, 2, 2), &dev).unwrap();
+    let y = conv3d(&z, &w, Conv3dParams::uniform(2, 0, 1)).unwrap();
+    let x = Tensor::from_slice(&random(&mut rng, y.elem_count()), y.dims(), &dev).unwrap();
+    let t = conv_transpose3d(&x, &w, [2; 3], [0; 3], [0; 3]).unwrap();
+    assert_eq!(t.dims(), z.dims());
+    let lhs = (&y * &x).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    let rhs = (&z * &t).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!((lhs - rhs).abs() < 1e-3 * (1.0 + lhs.abs()), "{lhs} vs {rhs}");
+}
+
+#[test]
+fn conv_transpose3d_gradients_match_finite_differences() {
+    let dev = Device::Cpu;
+    let mut rng = StdRng::seed_from_u64(5);
+    let xs = random(&mut rng, 2 * 3 * 3 * 4 * 2);
+    let ws = random(&mut rng, 3 * 2 * 8);
+    let loss = |xs: &[f32], ws: &[f32]| -> f64 {
+        let x = Tensor::from_slice(xs, (2, 3, 3, 4, 2), &dev).unwrap();
+        let w = Tensor::from_slice(ws, (3, 2, 2, 2, 2), &dev).unwrap();
+        let y = conv_transpose3d(&x, &w, [2; 3], [0; 3], [0; 3]).unwrap();
+        f64::from(y.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap())
+    };
+    let x = Var::from_slice(&xs, (2, 3, 3, 4, 2), &dev).unwrap();
+    let w = Var::from_slice(&ws, (3, 2, 2, 2, 2), &dev).unwrap();
+    let y = conv_transpose3d(&x, &w, [2; 3], [0; 3], [0; 3]).unwrap();
+    assert_eq!(y.dims(), &[2, 2, 6, 8, 4]);
+    let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let gx = grads.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let gw = grads.get(&w).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let eps = 1e-2;
+    for i in [0, 7, 33, 71] {
+        let (mut p, mut m) = (xs.clone(), xs.clone());
+        p[i] += eps;
+        m[i] -= eps;
+        let fd = (loss(&p, &ws) - loss(&m, &ws)) / (2.0 * f64::from(eps));
+        assert!((fd - f64::from(gx[i])).abs() < 2e-2 * (1.0 + fd.abs()), "dx[{i}]: {fd} vs {}", gx[i]);
+    }
+    for i in [0, 9, 30, 47] {
+        let (mut p, mut m) = (ws.clone(), ws.clone());
+        p[i] += eps;
+        m[i] -= eps;
+        let fd = (loss(&xs, &p) - loss(&xs, &m)) / (2.0 * f64::from(eps));
+        assert!((fd - f64::from(gw[i])).abs() < 2e-2 * (1.0 + fd.abs()), "dw[{i}]: {fd} vs {}", gw[i]);
+    }
+}
