@@ -127,7 +127,8 @@ fn header_for(volume: &Volume) -> NiftiHeader {
 /// type, going through a temporary file so a reader never sees a partial file.
 pub fn write_volume(path: &Path, volume: &Volume, stored: StoredType) -> Result<()> {
     let header = header_for(volume);
-    let xyz = volume.data.view().permuted_axes([1, 2, 0]);
+    // The writer expects a C-ordered (x, y, z) array.
+    let xyz = volume.data.view().permuted_axes([1, 2, 0]).as_standard_layout().into_owned();
     let file_name = path
         .file_name()
         .ok_or_else(|| DataError::InvalidArgument(format!("{}: not a file path", path.display())))?
@@ -146,7 +147,7 @@ pub fn write_volume(path: &Path, volume: &Volume, stored: StoredType) -> Result<
         StoredType::Uint8 => {
             options.write_nifti_with_type(&xyz.mapv(|v| v.round() as u8), NiftiType::Uint8)
         }
-        StoredType::Float32 => options.write_nifti_with_type(&xyz.to_owned(), NiftiType::Float32),
+        StoredType::Float32 => options.write_nifti_with_type(&xyz, NiftiType::Float32),
     };
     written.map_err(nifti_error(&temp))?;
     std::fs::rename(&temp, path).map_err(|e| DataError::io(path, e))

@@ -5,23 +5,12 @@
 //! its gradient with respect to the weight `filter(x, dy)`. Each one's gradients are the other two,
 //! so each op's backward pass is built from the ops themselves.
 
-use candle_core::{bail, backend::BackendStorage, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::conv3d_kernels as kernels;
+use super::elementwise::contiguous_f32;
 pub use super::geometry::Conv3dParams;
 use super::geometry::Geometry;
-
-/// Borrows a contiguous `f32` slice of a custom op's argument.
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    let data = match storage {
-        CpuStorage::F32(data) => data,
-        other => bail!("{op}: only f32 tensors are supported, got {:?}", other.dtype()),
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("{op}: expects contiguous tensors"),
-    }
-}
 
 /// `y = conv3d(x, w)`.
 struct Conv3dForward {

@@ -6,16 +6,16 @@
 //!   weight standardisation as the MetaKD reference network uses them;
 //! - [`leaky_relu`]: LeakyReLU.
 
+mod activation;
 mod conv3d;
 mod conv3d_kernels;
+mod elementwise;
 mod geometry;
-mod norm;
+mod instance_norm;
+mod weight_standardization;
 
+pub use activation::leaky_relu;
 pub use conv3d::{conv3d, conv_transpose3d, Conv3dParams};
 pub use geometry::Geometry;
-pub use norm::{instance_norm3d, standardize_weight};
-
-/// LeakyReLU with the given negative slope.
-pub fn leaky_relu(x: &candle_core::Tensor, slope: f64) -> candle_core::Result<candle_core::Tensor> {
-    candle_nn::ops::leaky_relu(x, slope)
-}
+pub use instance_norm::instance_norm3d;
+pub use weight_standardization::standardize_weight;
