@@ -11,20 +11,10 @@ use metakd_experiments::demo::{default_workdir, run_demo, DemoOptions};
 use metakd_experiments::files::SWEEP_FILE;
 use metakd_experiments::{progress, sweep, train};
 
-/// Tensors of several MiB are allocated and freed at every step; mimalloc keeps their memory for
-/// reuse instead of returning it to the system and faulting it back in each time.
+/// Tensors of several MiB are allocated and freed at every step; mimalloc reuses their memory
+/// where the system allocator returns it and faults it back in (a third of the CPU time).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_purge_delay` in mimalloc 2's `mimalloc.h` (the Rust bindings lack the constant).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Never hands freed memory back to the system: training reuses the same tensor sizes at every
-/// step, and re-faulting returned pages cost a third of the CPU time.
-fn keep_freed_memory() {
-    // SAFETY: setting a mimalloc option is allowed at any time.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-}
 
 /// MetaKD: meta-learned modality-weighted knowledge distillation for multi-modal learning with
 /// missing modalities.
@@ -177,7 +167,6 @@ fn parse_shape(text: &str) -> Result<[usize; 3], String> {
 }
 
 fn main() {
-    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

@@ -30,13 +30,14 @@ impl SgdNesterov {
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         for (var, buffer) in self.vars.iter().zip(self.momentum_buffers.iter_mut()) {
             let Some(g) = grads.get(var) else { continue };
+            // Buffers are cut off from the autograd graph, or each step would keep the last alive.
             let g = if self.weight_decay > 0.0 {
-                (g + (var.as_tensor() * self.weight_decay)?)?
+                (g + (var.as_tensor() * self.weight_decay)?)?.detach()
             } else {
-                g.clone()
+                g.detach()
             };
             let b = match buffer.take() {
-                Some(b) => ((b * self.momentum)? + &g)?,
+                Some(b) => ((b * self.momentum)? + &g)?.detach(),
                 None => g.clone(),
             };
             let update = (&g + (&b * self.momentum)?)?;
@@ -91,9 +92,10 @@ impl Adam {
             .zip(self.second_moments.iter_mut())
         {
             let Some(g) = grads.get(var) else { continue };
-            let g = (g + (var.as_tensor() * self.weight_decay)?)?;
-            *m = ((&*m * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
-            *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            // Moments are cut off from the autograd graph, or each step would keep the last alive.
+            let g = (g + (var.as_tensor() * self.weight_decay)?)?.detach();
+            *m = ((&*m * self.beta1)? + (&g * (1.0 - self.beta1))?)?.detach();
+            *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?.detach();
             let denom = ((v.clone() / c2)?.sqrt()? + self.eps)?;
             let update = ((m.clone() / c1)? / denom)?;
             var.set(&(var.as_tensor() - (update * self.lr)?)?)?;

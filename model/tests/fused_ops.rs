@@ -1,0 +1,99 @@
+//! Instance norm and LeakyReLU gradients against finite differences and the composed Candle ops.
+
+use candle_core::{Device, Tensor, Var, D};
+use metakd_model::ops::{instance_norm3d, leaky_relu};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+fn random(rng: &mut StdRng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-2.0f32..2.0)).collect()
+}
+
+/// Instance norm composed from Candle's own differentiable ops.
+fn composed_instance_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Tensor {
+    let (n, c, d, h, w) = x.dims5().unwrap();
+    let flat = x.reshape((n, c, d * h * w)).unwrap();
+    let centred = flat.broadcast_sub(&flat.mean_keepdim(D::Minus1).unwrap()).unwrap();
+    let var = centred.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+    let normed = centred.broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap()).unwrap();
+    normed
+        .broadcast_mul(&gamma.reshape((1, c, 1)).unwrap())
+        .unwrap()
+        .broadcast_add(&beta.reshape((1, c, 1)).unwrap())
+        .unwrap()
+        .reshape((n, c, d, h, w))
+        .unwrap()
+}
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+    }
+}
+
+#[test]
+fn instance_norm_gradients_match_composed_ops() {
+    let dev = Device::Cpu;
+    let mut rng = StdRng::seed_from_u64(1);
+    let dims = (2, 3, 3, 4, 5);
+    let x = Var::from_slice(&random(&mut rng, 360), dims, &dev).unwrap();
+    let gamma = Var::from_slice(&random(&mut rng, 3), 3, &dev).unwrap();
+    let beta = Var::from_slice(&random(&mut rng, 3), 3, &dev).unwrap();
+    let r = Tensor::from_slice(&random(&mut rng, 360), dims, &dev).unwrap();
+    let fused = instance_norm3d(&x, &gamma, &beta, 1e-5).unwrap();
+    let composed = composed_instance_norm(&x, &gamma, &beta);
+    assert_close(&flat(&fused), &flat(&composed), 1e-5, "y");
+    let g1 = (&fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (&composed * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    for (var, name) in [(&x, "dx"), (&gamma, "dgamma"), (&beta, "dbeta")] {
+        assert_close(&flat(g1.get(var).unwrap()), &flat(g2.get(var).unwrap()), 1e-4, name);
+    }
+}
+
+#[test]
+fn instance_norm_input_gradient_matches_finite_differences() {
+    let dev = Device::Cpu;
+    let mut rng = StdRng::seed_from_u64(2);
+    let xs = random(&mut rng, 2 * 2 * 2 * 3 * 3);
+    let gamma = Tensor::new(&[1.5f32, -0.7], &dev).unwrap();
+    let beta = Tensor::new(&[0.2f32, 0.1], &dev).unwrap();
+    let weights = random(&mut rng, xs.len());
+    let loss = |xs: &[f32]| -> f64 {
+        let x = Tensor::from_slice(xs, (2, 2, 2, 3, 3), &dev).unwrap();
+        let y = instance_norm3d(&x, &gamma, &beta, 1e-5).unwrap();
+        let w = Tensor::from_slice(&weights, (2, 2, 2, 3, 3), &dev).unwrap();
+        f64::from((y.sqr().unwrap() * w).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap())
+    };
+    let x = Var::from_slice(&xs, (2, 2, 2, 3, 3), &dev).unwrap();
+    let w = Tensor::from_slice(&weights, (2, 2, 2, 3, 3), &dev).unwrap();
+    let y = instance_norm3d(&x, &gamma, &beta, 1e-5).unwrap();
+    let grads = (y.sqr().unwrap() * w).unwrap().sum_all().unwrap().backward().unwrap();
+    let g = flat(grads.get(&x).unwrap());
+    let eps = 1e-3f32;
+    for i in [0, 5, 17, 30, 35] {
+        let (mut p, mut m) = (xs.clone(), xs.clone());
+        p[i] += eps;
+        m[i] -= eps;
+        let fd = (loss(&p) - loss(&m)) / (2.0 * f64::from(eps));
+        assert!((fd - f64::from(g[i])).abs() < 2e-2 * (1.0 + fd.abs()), "dx[{i}]: {fd} vs {}", g[i]);
+    }
+}
+
+#[test]
+fn leaky_relu_matches_definition_and_gradient() {
+    let dev = Device::Cpu;
+    let mut rng = StdRng::seed_from_u64(3);
+    let xs = random(&mut rng, 100);
+    let x = Var::from_slice(&xs, (4, 25), &dev).unwrap();
+    let y = leaky_relu(&x, 0.01).unwrap();
+    let expected: Vec<f32> = xs.iter().map(|&v| if v > 0.0 { v } else { 0.01 * v }).collect();
+    assert_eq!(flat(&y), expected);
+    let grads = (y * 3.0).unwrap().sum_all().unwrap().backward().unwrap();
+    let g = flat(grads.get(&x).unwrap());
+    for (gi, &v) in g.iter().zip(&xs) {
+        assert!((gi - if v > 0.0 { 3.0 } else { 0.03 }).abs() < 1e-6);
+    }
+}
