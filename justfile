@@ -2,6 +2,9 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
+# The downloaded release for the reproduce-* recipes: `just reproduce-brats2020 DATA=/path`.
+DATA := ""
+
 # Run every stage on fresh synthetic data (CPU) and print where the report is.
 demo workdir="work/demo":
     cargo run --release -- demo --workdir {{workdir}}
@@ -19,21 +22,23 @@ synth out="work/synth" cases="32":
     cargo run --release -- synth brats --out {{out}} --cases {{cases}}
 
 # Reproduce the paper's BraTS2018 table from the downloaded training release.
-reproduce-brats2018 DATA="":
-    @just _reproduce brats2018 "{{DATA}}"
+reproduce-brats2018 data=DATA:
+    @just _reproduce brats2018 "{{data}}"
 
 # Reproduce the paper's BraTS2019 table from the downloaded training release.
-reproduce-brats2019 DATA="":
-    @just _reproduce brats2019 "{{DATA}}"
+reproduce-brats2019 data=DATA:
+    @just _reproduce brats2019 "{{data}}"
 
 # Reproduce the paper's BraTS2020 table from the downloaded training release.
-reproduce-brats2020 DATA="":
-    @just _reproduce brats2020 "{{DATA}}"
+reproduce-brats2020 data=DATA:
+    @just _reproduce brats2020 "{{data}}"
 
-_reproduce release DATA:
+_reproduce release data:
     #!/usr/bin/env bash
     set -euo pipefail
-    if [ -z "{{DATA}}" ]; then
+    data="{{data}}"
+    data="${data#DATA=}"
+    if [ -z "$data" ]; then
         echo "usage: just reproduce-{{release}} DATA=/path/to/the/downloaded/release" >&2
         exit 2
     fi
@@ -42,7 +47,7 @@ _reproduce release DATA:
         echo "it needs the reference network, the release-specific readers and GPU training. Until then run: just demo" >&2
         exit 2
     fi
-    cargo run --release -- prepare brats --src "{{DATA}}" --out "work/{{release}}/shards"
+    cargo run --release -- prepare brats --src "$data" --out "work/{{release}}/shards"
     cargo run --release -- train --config "configs/{{release}}.toml" --shards "work/{{release}}/shards" --out "work/{{release}}/run"
     cargo run --release -- sweep --run "work/{{release}}/run"
     cargo run --release -- report --sweep "work/{{release}}/run/sweep.parquet" --out "work/{{release}}/report"

@@ -116,7 +116,11 @@ pub fn load_case(files: &CaseFiles) -> Result<RawCase> {
         Some(path) => {
             let seg = read_volume(path)?;
             check_shape(&files.id, &images[0], &seg, "seg")?;
-            if let Some(&bad) = seg.data.iter().find(|&&v| ![0.0, 1.0, 2.0, 4.0].contains(&v)) {
+            if let Some(&bad) = seg
+                .data
+                .iter()
+                .find(|&&v| ![0.0, 1.0, 2.0, 4.0].contains(&v))
+            {
                 return Err(DataError::BadLabel {
                     path: path.clone(),
                     value: bad,

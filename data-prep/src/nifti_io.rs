@@ -128,7 +128,12 @@ fn header_for(volume: &Volume) -> NiftiHeader {
 pub fn write_volume(path: &Path, volume: &Volume, stored: StoredType) -> Result<()> {
     let header = header_for(volume);
     // The writer expects a C-ordered (x, y, z) array.
-    let xyz = volume.data.view().permuted_axes([1, 2, 0]).as_standard_layout().into_owned();
+    let xyz = volume
+        .data
+        .view()
+        .permuted_axes([1, 2, 0])
+        .as_standard_layout()
+        .into_owned();
     let file_name = path
         .file_name()
         .ok_or_else(|| DataError::InvalidArgument(format!("{}: not a file path", path.display())))?
@@ -136,14 +141,21 @@ pub fn write_volume(path: &Path, volume: &Volume, stored: StoredType) -> Result<
         .into_owned();
     let temp = path.with_file_name(format!(".{file_name}.partial.{}", std::process::id()));
     let temp = if file_name.ends_with(".gz") {
-        temp.with_file_name(format!("{}.nii.gz", temp.file_name().unwrap().to_string_lossy()))
+        temp.with_file_name(format!(
+            "{}.nii.gz",
+            temp.file_name().unwrap().to_string_lossy()
+        ))
     } else {
-        temp.with_file_name(format!("{}.nii", temp.file_name().unwrap().to_string_lossy()))
+        temp.with_file_name(format!(
+            "{}.nii",
+            temp.file_name().unwrap().to_string_lossy()
+        ))
     };
     let options = WriterOptions::new(&temp).reference_header(&header);
     let written = match stored {
-        StoredType::Int16 => options
-            .write_nifti_with_type(&xyz.mapv(|v| v.round() as i16), NiftiType::Int16),
+        StoredType::Int16 => {
+            options.write_nifti_with_type(&xyz.mapv(|v| v.round() as i16), NiftiType::Int16)
+        }
         StoredType::Uint8 => {
             options.write_nifti_with_type(&xyz.mapv(|v| v.round() as u8), NiftiType::Uint8)
         }

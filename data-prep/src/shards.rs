@@ -80,8 +80,10 @@ impl Manifest {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
-        let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|source| DataError::Json { path: path.clone(), source })?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|source| DataError::Json {
+            path: path.clone(),
+            source,
+        })?;
         if manifest.format_version != FORMAT_VERSION {
             return Err(DataError::BadShard {
                 path,
@@ -103,7 +105,8 @@ impl Manifest {
 /// The schema of a shard: one row per case.
 pub fn shard_schema() -> Schema {
     let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, false)));
-    let fixed = |t: DataType, n: i32| DataType::FixedSizeList(Arc::new(Field::new("item", t, false)), n);
+    let fixed =
+        |t: DataType, n: i32| DataType::FixedSizeList(Arc::new(Field::new("item", t, false)), n);
     let mut fields = vec![
         Field::new("id", DataType::Utf8, false),
         Field::new("shape", fixed(DataType::UInt32, 3), false),
@@ -123,13 +126,23 @@ pub fn shard_schema() -> Schema {
 fn fixed_u32(values: &[usize]) -> ArrayRef {
     let field = Arc::new(Field::new("item", DataType::UInt32, false));
     let values = UInt32Array::from(values.iter().map(|&v| v as u32).collect::<Vec<_>>());
-    Arc::new(FixedSizeListArray::new(field, values.len() as i32, Arc::new(values), None))
+    Arc::new(FixedSizeListArray::new(
+        field,
+        values.len() as i32,
+        Arc::new(values),
+        None,
+    ))
 }
 
 fn fixed_f32(values: &[f32]) -> ArrayRef {
     let field = Arc::new(Field::new("item", DataType::Float32, false));
     let values = Float32Array::from(values.to_vec());
-    Arc::new(FixedSizeListArray::new(field, values.len() as i32, Arc::new(values), None))
+    Arc::new(FixedSizeListArray::new(
+        field,
+        values.len() as i32,
+        Arc::new(values),
+        None,
+    ))
 }
 
 fn list_of(values: ArrayRef, t: DataType) -> ArrayRef {
@@ -139,7 +152,10 @@ fn list_of(values: ArrayRef, t: DataType) -> ArrayRef {
 }
 
 /// The record batch of one case.
-fn case_batch(case: &PreparedCase, schema: &Arc<Schema>) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
+fn case_batch(
+    case: &PreparedCase,
+    schema: &Arc<Schema>,
+) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![case.id.as_str()])),
         fixed_u32(&case.shape),
@@ -152,8 +168,14 @@ fn case_batch(case: &PreparedCase, schema: &Arc<Schema>) -> std::result::Result<
         let image = Float32Array::from(case.image(m).to_vec());
         columns.push(list_of(Arc::new(image), DataType::Float32));
     }
-    columns.push(list_of(Arc::new(UInt8Array::from(case.labels.clone())), DataType::UInt8));
-    columns.push(list_of(Arc::new(UInt8Array::from(case.regions.clone())), DataType::UInt8));
+    columns.push(list_of(
+        Arc::new(UInt8Array::from(case.labels.clone())),
+        DataType::UInt8,
+    ));
+    columns.push(list_of(
+        Arc::new(UInt8Array::from(case.regions.clone())),
+        DataType::UInt8,
+    ));
     RecordBatch::try_new(schema.clone(), columns)
 }
 
@@ -221,7 +243,9 @@ impl ShardWriter {
         }
         let open = self.current.as_mut().expect("opened above");
         let batch = case_batch(case, &self.schema).map_err(Self::arrow_error(&open.temp))?;
-        open.writer.write(&batch).map_err(Self::arrow_error(&open.temp))?;
+        open.writer
+            .write(&batch)
+            .map_err(Self::arrow_error(&open.temp))?;
         self.entries.push(CaseEntry {
             id: case.id.clone(),
             shard: open.name.clone(),
@@ -239,7 +263,9 @@ impl ShardWriter {
 
     fn close_current(&mut self) -> Result<()> {
         if let Some(mut open) = self.current.take() {
-            open.writer.finish().map_err(Self::arrow_error(&open.temp))?;
+            open.writer
+                .finish()
+                .map_err(Self::arrow_error(&open.temp))?;
             drop(open.writer);
             let path = self.dir.join(&open.name);
             std::fs::rename(&open.temp, &path).map_err(|e| DataError::io(&path, e))?;
@@ -262,8 +288,10 @@ impl ShardWriter {
         };
         let path = self.dir.join(MANIFEST_FILE);
         let temp = self.dir.join(format!(".{MANIFEST_FILE}.partial"));
-        let text = serde_json::to_string_pretty(&manifest)
-            .map_err(|source| DataError::Json { path: path.clone(), source })?;
+        let text = serde_json::to_string_pretty(&manifest).map_err(|source| DataError::Json {
+            path: path.clone(),
+            source,
+        })?;
         std::fs::write(&temp, text).map_err(|e| DataError::io(&temp, e))?;
         std::fs::rename(&temp, &path).map_err(|e| DataError::io(&path, e))?;
         Ok(manifest)
@@ -271,14 +299,21 @@ impl ShardWriter {
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a ArrayRef> {
-    batch.column_by_name(name).ok_or_else(|| DataError::BadShard {
-        path: path.to_owned(),
-        problem: format!("no column `{name}`"),
-    })
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| DataError::BadShard {
+            path: path.to_owned(),
+            problem: format!("no column `{name}`"),
+        })
 }
 
 fn fixed_values<T: arrow_array::ArrowPrimitiveType>(array: &ArrayRef) -> Vec<T::Native> {
-    array.as_fixed_size_list().value(0).as_primitive::<T>().values().to_vec()
+    array
+        .as_fixed_size_list()
+        .value(0)
+        .as_primitive::<T>()
+        .values()
+        .to_vec()
 }
 
 fn to3<T: Copy + Default>(v: &[T]) -> [T; 3] {
@@ -296,15 +331,24 @@ pub fn read_case(path: &Path, index: usize) -> Result<PreparedCase> {
     if index >= reader.num_batches() {
         return Err(DataError::BadShard {
             path: path.to_owned(),
-            problem: format!("no record batch {index} (the shard has {})", reader.num_batches()),
+            problem: format!(
+                "no record batch {index} (the shard has {})",
+                reader.num_batches()
+            ),
         });
     }
     reader.set_index(index).map_err(arrow)?;
     let batch = reader
         .next()
         .expect("index checked above")
-        .map_err(|source| DataError::Arrow { path: path.to_owned(), source })?;
-    let id = column(&batch, "id", path)?.as_string::<i32>().value(0).to_owned();
+        .map_err(|source| DataError::Arrow {
+            path: path.to_owned(),
+            source,
+        })?;
+    let id = column(&batch, "id", path)?
+        .as_string::<i32>()
+        .value(0)
+        .to_owned();
     let shape: Vec<usize> = fixed_values::<UInt32Type>(column(&batch, "shape", path)?)
         .iter()
         .map(|&v| v as usize)
@@ -324,7 +368,11 @@ pub fn read_case(path: &Path, index: usize) -> Result<PreparedCase> {
         if values.len() != voxels {
             return Err(DataError::BadShard {
                 path: path.to_owned(),
-                problem: format!("case {id}: {} holds {} values for shape {shape:?}", m.suffix(), values.len()),
+                problem: format!(
+                    "case {id}: {} holds {} values for shape {shape:?}",
+                    m.suffix(),
+                    values.len()
+                ),
             });
         }
         images.extend_from_slice(values);
@@ -338,7 +386,9 @@ pub fn read_case(path: &Path, index: usize) -> Result<PreparedCase> {
         original_shape: as_usize("original_shape")?,
         crop_offset: as_usize("crop_offset")?,
         shape: to3(&shape),
-        spacing: to3(&fixed_values::<Float32Type>(column(&batch, "spacing", path)?)),
+        spacing: to3(&fixed_values::<Float32Type>(column(
+            &batch, "spacing", path,
+        )?)),
         affine: affine.try_into().map_err(|_| DataError::BadShard {
             path: path.to_owned(),
             problem: format!("case {id}: the affine must hold 12 values"),

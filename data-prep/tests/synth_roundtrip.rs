@@ -77,7 +77,11 @@ fn phantoms_have_anatomy_and_all_tumour_labels() {
 
 #[test]
 fn tumour_position_and_shape_vary_between_cases() {
-    let cfg = SynthConfig { cases: 4, shape: [32, 40, 40], seed: 1 };
+    let cfg = SynthConfig {
+        cases: 4,
+        shape: [32, 40, 40],
+        seed: 1,
+    };
     let centroids: Vec<[f64; 3]> = (0..4)
         .map(|i| {
             let labels = generate_case(&cfg, i).labels;
@@ -95,7 +99,10 @@ fn tumour_position_and_shape_vary_between_cases() {
         .collect();
     for i in 0..4 {
         for j in i + 1..4 {
-            let d: f64 = (0..3).map(|a| (centroids[i][a] - centroids[j][a]).powi(2)).sum::<f64>().sqrt();
+            let d: f64 = (0..3)
+                .map(|a| (centroids[i][a] - centroids[j][a]).powi(2))
+                .sum::<f64>()
+                .sqrt();
             assert!(d > 1.0, "cases {i} and {j} have tumours at the same place");
         }
     }
@@ -103,7 +110,11 @@ fn tumour_position_and_shape_vary_between_cases() {
 
 #[test]
 fn contrasts_follow_mri() {
-    let cfg = SynthConfig { cases: 1, shape: [40, 48, 48], seed: 9 };
+    let cfg = SynthConfig {
+        cases: 1,
+        shape: [40, 48, 48],
+        seed: 9,
+    };
     let case = generate_case(&cfg, 0);
     let mean = |m: Modality, label: u8| {
         let (mut s, mut n) = (0.0f64, 0usize);
@@ -129,21 +140,39 @@ fn prepared_cases_are_cropped_and_zscored() {
     let files = &discover_cases(dir.path()).unwrap()[0];
     let raw = load_case(files).unwrap();
     let case = prepare_case(&raw).unwrap();
-    assert!(case.shape.iter().zip(case.original_shape).all(|(c, o)| *c < o));
+    assert!(case
+        .shape
+        .iter()
+        .zip(case.original_shape)
+        .all(|(c, o)| *c < o));
     for m in Modality::ALL {
-        let brain: Vec<f64> = case.image(m).iter().filter(|v| **v != 0.0).map(|&v| f64::from(v)).collect();
+        let brain: Vec<f64> = case
+            .image(m)
+            .iter()
+            .filter(|v| **v != 0.0)
+            .map(|&v| f64::from(v))
+            .collect();
         let mean = brain.iter().sum::<f64>() / brain.len() as f64;
         let var = brain.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / brain.len() as f64;
-        assert!(mean.abs() < 1e-3 && (var - 1.0).abs() < 1e-3, "{m:?}: mean {mean}, var {var}");
+        assert!(
+            mean.abs() < 1e-3 && (var - 1.0).abs() < 1e-3,
+            "{m:?}: mean {mean}, var {var}"
+        );
     }
     // The crop keeps every tumour voxel and the offsets map it back into the original grid.
     let original = raw.labels.unwrap();
     let tumour_in_original = original.iter().filter(|&&l| l != 0).count();
-    assert_eq!(case.labels.iter().filter(|&&l| l != 0).count(), tumour_in_original);
+    assert_eq!(
+        case.labels.iter().filter(|&&l| l != 0).count(),
+        tumour_in_original
+    );
     let [_, h, w] = case.shape;
     let o = case.crop_offset;
     for (i, &l) in case.labels.iter().enumerate() {
-        assert_eq!(original[[o[0] + i / (h * w), o[1] + (i / w) % h, o[2] + i % w]], l);
+        assert_eq!(
+            original[[o[0] + i / (h * w), o[1] + (i / w) % h, o[2] + i % w]],
+            l
+        );
     }
     for (&l, &r) in case.labels.iter().zip(&case.regions) {
         assert_eq!(r & REGION_ET != 0, l == 4);
@@ -182,15 +211,25 @@ fn a_broken_case_is_skipped_and_reported() {
     let data = tempfile::tempdir().unwrap();
     let shards = tempfile::tempdir().unwrap();
     write_dataset(&config(3), data.path(), || {}).unwrap();
-    let broken = data.path().join(case_id(1)).join(format!("{}_t2.nii.gz", case_id(1)));
+    let broken = data
+        .path()
+        .join(case_id(1))
+        .join(format!("{}_t2.nii.gz", case_id(1)));
     std::fs::write(&broken, b"not a nifti file").unwrap();
     let manifest = prepare_brats(data.path(), shards.path(), 256 << 20, |_| {}).unwrap();
     assert_eq!(manifest.cases.len(), 2);
     assert_eq!(manifest.skipped.len(), 1);
     assert_eq!(manifest.skipped[0].id, case_id(1));
-    assert!(manifest.skipped[0].reason.contains("_t2.nii.gz"), "{}", manifest.skipped[0].reason);
+    assert!(
+        manifest.skipped[0].reason.contains("_t2.nii.gz"),
+        "{}",
+        manifest.skipped[0].reason
+    );
 
-    let missing = data.path().join(case_id(2)).join(format!("{}_t1.nii.gz", case_id(2)));
+    let missing = data
+        .path()
+        .join(case_id(2))
+        .join(format!("{}_t1.nii.gz", case_id(2)));
     std::fs::remove_file(&missing).unwrap();
     let err = load_case(&discover_cases(data.path()).unwrap()[2]).unwrap_err();
     assert!(matches!(err, DataError::MissingFile { .. }));

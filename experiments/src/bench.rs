@@ -24,7 +24,10 @@ fn time(name: String, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<
         samples.push(start.elapsed().as_secs_f64() * 1e3);
     }
     samples.sort_by(f64::total_cmp);
-    Ok(Timing { name, millis: samples[runs / 2] })
+    Ok(Timing {
+        name,
+        millis: samples[runs / 2],
+    })
 }
 
 fn var(dims: &[usize], device: &Device) -> Result<Var> {
@@ -40,19 +43,32 @@ pub fn bench_ops(shapes: &[([usize; 5], usize, usize)], runs: usize) -> Result<V
         let x = var(&dims, &device)?;
         let w = var(&[co, dims[1], 3, 3, 3], &device)?;
         let params = Conv3dParams::uniform(stride, 1, 1);
-        timings.push(time(format!("conv3d {dims:?} 3x3x3 s{stride} {}->{co}", dims[1]), runs, || {
-            conv3d(&x, &w, params)?.sum_all()?.backward()?;
-            Ok(())
-        })?);
+        timings.push(time(
+            format!("conv3d {dims:?} 3x3x3 s{stride} {}->{co}", dims[1]),
+            runs,
+            || {
+                conv3d(&x, &w, params)?.sum_all()?.backward()?;
+                Ok(())
+            },
+        )?);
         let wt = var(&[dims[1], co, 2, 2, 2], &device)?;
-        timings.push(time(format!("conv_transpose3d {dims:?} 2x2x2 s2 {}->{co}", dims[1]), runs, || {
-            conv_transpose3d(&x, &wt, [2; 3], [0; 3], [0; 3])?.sum_all()?.backward()?;
-            Ok(())
-        })?);
+        timings.push(time(
+            format!("conv_transpose3d {dims:?} 2x2x2 s2 {}->{co}", dims[1]),
+            runs,
+            || {
+                conv_transpose3d(&x, &wt, [2; 3], [0; 3], [0; 3])?
+                    .sum_all()?
+                    .backward()?;
+                Ok(())
+            },
+        )?);
         let gamma = var(&[dims[1]], &device)?;
         let beta = var(&[dims[1]], &device)?;
         timings.push(time(format!("instance_norm3d {dims:?}"), runs, || {
-            instance_norm3d(&x, &gamma, &beta, 1e-5)?.sqr()?.sum_all()?.backward()?;
+            instance_norm3d(&x, &gamma, &beta, 1e-5)?
+                .sqr()?
+                .sum_all()?
+                .backward()?;
             Ok(())
         })?);
         timings.push(time(format!("leaky_relu {dims:?}"), runs, || {

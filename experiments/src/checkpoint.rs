@@ -67,7 +67,10 @@ impl Model {
             .iter()
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect();
-        tensors.insert(IMPORTANCE_KEY.to_owned(), self.importance.logits().as_tensor().clone());
+        tensors.insert(
+            IMPORTANCE_KEY.to_owned(),
+            self.importance.logits().as_tensor().clone(),
+        );
         let temp = path.with_extension("safetensors.partial");
         candle_core::safetensors::save(&tensors, &temp)
             .with_context(|| format!("{}: cannot write", temp.display()))?;

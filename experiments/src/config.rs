@@ -159,7 +159,9 @@ impl RunConfig {
     pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
         let config: RunConfig =
             toml::from_str(text).with_context(|| format!("{origin}: invalid configuration"))?;
-        config.validate().with_context(|| format!("{origin}: invalid configuration"))?;
+        config
+            .validate()
+            .with_context(|| format!("{origin}: invalid configuration"))?;
         Ok(config)
     }
 
@@ -180,13 +182,20 @@ impl RunConfig {
         let t = &self.train;
         let divisor = self.model.size_divisor();
         if t.crop.iter().any(|&c| c == 0 || c % divisor != 0) {
-            bail!("train.crop {:?}: every extent must be a positive multiple of {divisor}", t.crop)
+            bail!(
+                "train.crop {:?}: every extent must be a positive multiple of {divisor}",
+                t.crop
+            )
         }
         if t.batch_size == 0 || t.iterations == 0 {
             bail!("train.batch_size and train.iterations must be positive")
         }
         if t.warmup_iterations > t.iterations {
-            bail!("train.warmup_iterations ({}) exceeds train.iterations ({})", t.warmup_iterations, t.iterations)
+            bail!(
+                "train.warmup_iterations ({}) exceeds train.iterations ({})",
+                t.warmup_iterations,
+                t.iterations
+            )
         }
         if self.model.modalities != 4 {
             bail!("model.modalities must be 4 for BraTS (FLAIR, T1, T1ce, T2)")

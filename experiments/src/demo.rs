@@ -43,7 +43,7 @@ pub struct DemoOutcome {
 }
 
 /// Runs every stage of the pipeline in `options.workdir`: `data/` (NIfTI cases), `shards/`,
-/// `run/` (configuration, splits, model, log, sweep table) and `report/`.
+/// `runs/demo/` (configuration, splits, model, log, sweep table) and `report/`.
 pub fn run_demo(options: &DemoOptions) -> Result<DemoOutcome> {
     let dir = &options.workdir;
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
@@ -72,10 +72,11 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoOutcome> {
     let mut cfg = RunConfig::from_toml(DEMO_CONFIG, "the embedded demo configuration")?;
     cfg.data.shards = shards;
     if let Some(iterations) = options.iterations {
-        cfg.train.warmup_iterations = cfg.train.warmup_iterations * iterations / cfg.train.iterations;
+        cfg.train.warmup_iterations =
+            cfg.train.warmup_iterations * iterations / cfg.train.iterations;
         cfg.train.iterations = iterations;
     }
-    let run = dir.join("run");
+    let run = dir.join("runs").join("demo");
     crate::train::train(&cfg, &run, options.show_progress)?;
     lap(2);
 

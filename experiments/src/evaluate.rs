@@ -43,7 +43,11 @@ pub fn dice(intersection: usize, predicted: usize, reference: usize) -> f64 {
 /// The encoder's features of a zero image of one tile's size.
 pub fn zero_features(model: &Model, tile: [usize; 3], device: &Device) -> Result<ModalityFeatures> {
     let m = model.net.config().modalities;
-    let zeros = Tensor::zeros((1, m, tile[0], tile[1], tile[2]), candle_core::DType::F32, device)?;
+    let zeros = Tensor::zeros(
+        (1, m, tile[0], tile[1], tile[2]),
+        candle_core::DType::F32,
+        device,
+    )?;
     Ok(model.net.encode(&zeros)?.detach())
 }
 
@@ -64,7 +68,9 @@ pub fn evaluate_case(
     let tile_voxels: usize = tile.iter().product();
     let mut sums = vec![vec![0f32; 3 * voxels]; subsets.len()];
     let mut counts = vec![0f32; voxels];
-    let starts: Vec<Vec<usize>> = (0..3).map(|a| tile_starts(shape[a], tile[a], eval.overlap)).collect();
+    let starts: Vec<Vec<usize>> = (0..3)
+        .map(|a| tile_starts(shape[a], tile[a], eval.overlap))
+        .collect();
     for &z0 in &starts[0] {
         for &y0 in &starts[1] {
             for &x0 in &starts[2] {
@@ -86,8 +92,12 @@ pub fn evaluate_case(
                 inside(&mut |_, v| counts[v] += 1.0);
                 for (subset, sum) in subsets.iter().zip(sums.iter_mut()) {
                     let available = subset.flags(m);
-                    let logits = model.net.decode(&features.with_missing_as(&available, zero), &available)?;
-                    let probs = candle_nn::ops::sigmoid(&logits)?.flatten_all()?.to_vec1::<f32>()?;
+                    let logits = model
+                        .net
+                        .decode(&features.with_missing_as(&available, zero), &available)?;
+                    let probs = candle_nn::ops::sigmoid(&logits)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?;
                     for c in 0..3 {
                         inside(&mut |t, v| sum[c * voxels + v] += probs[c * tile_voxels + t]);
                     }
@@ -99,7 +109,10 @@ pub fn evaluate_case(
         .iter()
         .map(|sum| {
             REPORT_REGIONS.map(|region| {
-                let channel = OUTPUT_REGIONS.iter().position(|&r| r == region).expect("every region is an output");
+                let channel = OUTPUT_REGIONS
+                    .iter()
+                    .position(|&r| r == region)
+                    .expect("every region is an output");
                 let (mut inter, mut pred, mut refr) = (0, 0, 0);
                 for v in 0..voxels {
                     let p = sum[channel * voxels + v] / counts[v] > eval.threshold;

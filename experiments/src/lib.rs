@@ -22,7 +22,12 @@ use std::path::Path;
 use anyhow::Result;
 
 /// Prepares the BraTS folder `src` into shards in `out`, with a progress bar.
-pub fn prepare(src: &Path, out: &Path, max_shard_bytes: usize, show_progress: bool) -> Result<metakd_data::shards::Manifest> {
+pub fn prepare(
+    src: &Path,
+    out: &Path,
+    max_shard_bytes: usize,
+    show_progress: bool,
+) -> Result<metakd_data::shards::Manifest> {
     let total = metakd_data::prepare::count_cases(src)?;
     let bar = progress::bar(total as u64, "prepare", show_progress);
     let manifest = metakd_data::prepare::prepare_brats(src, out, max_shard_bytes, |id| {

@@ -161,9 +161,15 @@ struct DemoArgs {
 fn parse_shape(text: &str) -> Result<[usize; 3], String> {
     let parts: Vec<usize> = text
         .split(',')
-        .map(|p| p.trim().parse::<usize>().map_err(|_| format!("`{text}`: expected D,H,W such as 48,64,64")))
+        .map(|p| {
+            p.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{text}`: expected D,H,W such as 48,64,64"))
+        })
         .collect::<Result<_, _>>()?;
-    parts.try_into().map_err(|_| format!("`{text}`: expected three extents D,H,W"))
+    parts
+        .try_into()
+        .map_err(|_| format!("`{text}`: expected three extents D,H,W"))
 }
 
 fn main() {
@@ -182,14 +188,22 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let show = std::io::stderr().is_terminal();
     match cli.command {
-        Command::Synth { dataset: SynthDataset::Brats(a) } => {
-            let cfg = SynthConfig { cases: a.cases, shape: a.shape, seed: a.seed };
+        Command::Synth {
+            dataset: SynthDataset::Brats(a),
+        } => {
+            let cfg = SynthConfig {
+                cases: a.cases,
+                shape: a.shape,
+                seed: a.seed,
+            };
             let bar = progress::bar(a.cases as u64, "synth", show);
             write_dataset(&cfg, &a.out, || bar.inc(1))?;
             bar.finish_and_clear();
             println!("wrote {} cases to {}", a.cases, a.out.display());
         }
-        Command::Prepare { dataset: PrepareDataset::Brats(a) } => {
+        Command::Prepare {
+            dataset: PrepareDataset::Brats(a),
+        } => {
             if !a.src.is_dir() {
                 bail!("{}: no such folder", a.src.display())
             }
@@ -206,7 +220,11 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(shards) = a.shards {
                 cfg.data.shards = shards;
             }
-            let stem = a.config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+            let stem = a
+                .config
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "run".into());
             let out = a.out.unwrap_or_else(|| PathBuf::from("runs").join(stem));
             let summary = train::train(&cfg, &out, show)?;
             println!(
@@ -237,7 +255,9 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("cannot report on {}", a.sweep.display()))?;
             println!("report: {}", report.display());
         }
-        Command::Bench { what: BenchWhat::Ops { runs } } => {
+        Command::Bench {
+            what: BenchWhat::Ops { runs },
+        } => {
             let shapes = [
                 ([8, 1, 32, 32, 32], 8, 1),
                 ([2, 8, 32, 32, 32], 8, 1),

@@ -10,10 +10,11 @@ use rand::Rng;
 pub struct Subset(pub u32);
 
 impl Subset {
-    /// Every non-empty subset of `m` modalities, ordered by size, then by bitmask.
+    /// Every non-empty subset of `m` modalities in the paper's table order: by size, then with
+    /// earlier modalities first (FLAIR, T1, T1ce, T2; FLAIR+T1, FLAIR+T1ce, ...).
     pub fn all(m: usize) -> Vec<Subset> {
         let mut subsets: Vec<Subset> = (1..(1u32 << m)).map(Subset).collect();
-        subsets.sort_by_key(|s| (s.0.count_ones(), s.0.reverse_bits()));
+        subsets.sort_by_key(|s| (s.0.count_ones(), std::cmp::Reverse(s.0.reverse_bits())));
         subsets
     }
 
@@ -60,8 +61,10 @@ mod tests {
     fn fifteen_subsets_singles_first_full_last() {
         let all = Subset::all(4);
         assert_eq!(all.len(), 15);
-        assert_eq!(all[0].name(), "FLAIR");
-        assert_eq!(all[3].name(), "T2");
+        let names: Vec<String> = all.iter().map(|s| s.name()).collect();
+        assert_eq!(names[..5], ["FLAIR", "T1", "T1ce", "T2", "FLAIR+T1"]);
+        assert_eq!(names[9], "T1ce+T2");
+        assert_eq!(names[10], "FLAIR+T1+T1ce");
         assert_eq!(all[14], Subset::full(4));
         assert_eq!(all[14].name(), "FLAIR+T1+T1ce+T2");
     }

@@ -47,13 +47,20 @@ pub fn info_path(table: &Path) -> PathBuf {
 
 /// Evaluates the run in `run_dir` on its test split (shards from the run's configuration unless
 /// `shards` overrides them) and writes the table to `out`.
-pub fn sweep(run_dir: &Path, shards: Option<&Path>, out: &Path, show_progress: bool) -> Result<SweepInfo> {
+pub fn sweep(
+    run_dir: &Path,
+    shards: Option<&Path>,
+    out: &Path,
+    show_progress: bool,
+) -> Result<SweepInfo> {
     let device = Device::Cpu;
     if !run_dir.is_dir() {
         anyhow::bail!("{}: no such run folder", run_dir.display())
     }
     let cfg = RunConfig::read(&run_dir.join(CONFIG_FILE))?;
-    let shards = shards.map(Path::to_owned).unwrap_or_else(|| cfg.data.shards.clone());
+    let shards = shards
+        .map(Path::to_owned)
+        .unwrap_or_else(|| cfg.data.shards.clone());
     let splits = Splits::read(&run_dir.join(SPLIT_FILE))?;
     let model = Model::load(&run_dir.join(MODEL_FILE), &cfg.model, &device)?;
     let manifest = Manifest::read(&shards)?;
@@ -75,7 +82,9 @@ pub fn sweep(run_dir: &Path, shards: Option<&Path>, out: &Path, show_progress: b
             .case(id)
             .with_context(|| format!("case {id} is not in {}", shards.display()))
             .and_then(|entry| Ok(read_case(&shards.join(&entry.shard), entry.batch)?))
-            .and_then(|case| evaluate_case(&model, &case, tile, &cfg.eval, &subsets, &zero, &device));
+            .and_then(|case| {
+                evaluate_case(&model, &case, tile, &cfg.eval, &subsets, &zero, &device)
+            });
         match scored {
             Ok(scores) => {
                 rows.extend(subsets.iter().zip(scores).map(|(s, d)| (id.clone(), *s, d)));
@@ -90,18 +99,36 @@ pub fn sweep(run_dir: &Path, shards: Option<&Path>, out: &Path, show_progress: b
     }
     bar.finish_and_clear();
 
-    let modality_names: Vec<String> = metakd_data::Modality::ALL.iter().map(|m| m.display_name().to_owned()).collect();
+    let modality_names: Vec<String> = metakd_data::Modality::ALL
+        .iter()
+        .map(|m| m.display_name().to_owned())
+        .collect();
     let mut columns = vec![
         Column::new("run_id".into(), vec![run_id.clone(); rows.len()]),
-        Column::new("case".into(), rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()),
-        Column::new("subset_mask".into(), rows.iter().map(|r| r.1 .0).collect::<Vec<_>>()),
-        Column::new("subset".into(), rows.iter().map(|r| r.1.name()).collect::<Vec<_>>()),
+        Column::new(
+            "case".into(),
+            rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "subset_mask".into(),
+            rows.iter().map(|r| r.1 .0).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "subset".into(),
+            rows.iter().map(|r| r.1.name()).collect::<Vec<_>>(),
+        ),
     ];
     for (i, name) in modality_names.iter().enumerate() {
-        columns.push(Column::new(name.to_lowercase().into(), rows.iter().map(|r| r.1.contains(i)).collect::<Vec<_>>()));
+        columns.push(Column::new(
+            name.to_lowercase().into(),
+            rows.iter().map(|r| r.1.contains(i)).collect::<Vec<_>>(),
+        ));
     }
     for (i, region) in ["et", "tc", "wt"].iter().enumerate() {
-        columns.push(Column::new(format!("dice_{region}").into(), rows.iter().map(|r| r.2[i]).collect::<Vec<_>>()));
+        columns.push(Column::new(
+            format!("dice_{region}").into(),
+            rows.iter().map(|r| r.2[i]).collect::<Vec<_>>(),
+        ));
     }
     let mut df = DataFrame::new(rows.len(), columns)?;
     write_parquet(&mut df, out)?;
@@ -116,6 +143,9 @@ pub fn sweep(run_dir: &Path, shards: Option<&Path>, out: &Path, show_progress: b
         cases,
         skipped,
     };
-    write_atomic(&info_path(out), serde_json::to_string_pretty(&info)?.as_bytes())?;
+    write_atomic(
+        &info_path(out),
+        serde_json::to_string_pretty(&info)?.as_bytes(),
+    )?;
     Ok(info)
 }

@@ -90,17 +90,28 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, show_progress: bool) -> Result<Tra
     write_atomic(&run_dir.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
 
     let manifest = Manifest::read(&cfg.data.shards)?;
-    let ids: Vec<String> = manifest.cases.iter().filter(|c| c.labelled).map(|c| c.id.clone()).collect();
+    let ids: Vec<String> = manifest
+        .cases
+        .iter()
+        .filter(|c| c.labelled)
+        .map(|c| c.id.clone())
+        .collect();
     let splits = Splits::assign(&ids, &cfg.data)?;
     splits.write(&run_dir.join(SPLIT_FILE))?;
     let train_cases = read_cases(&cfg.data.shards, |id| splits.train.iter().any(|t| t == id))?;
-    let meta_cases = read_cases(&cfg.data.shards, |id| splits.meta_val.iter().any(|t| t == id))?;
+    let meta_cases = read_cases(&cfg.data.shards, |id| {
+        splits.meta_val.iter().any(|t| t == id)
+    })?;
 
     let t = &cfg.train;
     let m = cfg.model.modalities;
     let model = Model::new(&cfg.model, t.seed, &device)?;
     let mut sgd = SgdNesterov::new(model.varmap.all_vars(), t.momentum, t.weight_decay);
-    let mut adam = Adam::new(vec![model.importance.logits().clone()], cfg.meta.lr, cfg.meta.weight_decay)?;
+    let mut adam = Adam::new(
+        vec![model.importance.logits().clone()],
+        cfg.meta.lr,
+        cfg.meta.weight_decay,
+    )?;
     let sampler = CropSampler::new(t.crop, t.foreground_probability, t.flips);
     let mut rng = StdRng::seed_from_u64(t.seed);
     let bar = progress::bar(t.iterations as u64, "train", show_progress);
@@ -108,15 +119,32 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, show_progress: bool) -> Result<Tra
 
     for it in 0..t.iterations {
         let warmup = it < t.warmup_iterations;
-        let subset = if warmup { Subset::full(m) } else { Subset::random(m, &mut rng) };
+        let subset = if warmup {
+            Subset::full(m)
+        } else {
+            Subset::random(m, &mut rng)
+        };
         let available = subset.flags(m);
-        let (x, y) = batch(&train_cases, &sampler, t.batch_size, t.crop, &mut rng, &device)?;
+        let (x, y) = batch(
+            &train_cases,
+            &sampler,
+            t.batch_size,
+            t.crop,
+            &mut rng,
+            &device,
+        )?;
         let mask: Vec<f32> = available.iter().map(|&a| f32::from(u8::from(a))).collect();
         let x = x.broadcast_mul(&Tensor::from_vec(mask, (1, m, 1, 1, 1), &device)?)?;
 
         let features = model.net.encode(&x)?;
         let logits_w = model.importance.logit_values()?;
-        let kd = pairwise_kd_loss(&features.bottleneck, &available, &logits_w, t.kd_distance, t.kd_pairs)?;
+        let kd = pairwise_kd_loss(
+            &features.bottleneck,
+            &available,
+            &logits_w,
+            t.kd_distance,
+            t.kd_pairs,
+        )?;
         let logits = model.net.decode(&features, &available)?;
         let seg = segmentation_loss(&logits, &y)?;
         let loss = (seg.total()? + (&kd * t.kd_weight)?)?;
@@ -130,9 +158,21 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, show_progress: bool) -> Result<Tra
         let lr = poly_lr(t.lr, it, t.iterations, t.poly_power);
         sgd.step(&loss.backward()?, lr)?;
 
-        let every = if warmup { cfg.meta.every_warmup } else { cfg.meta.every };
+        let every = if warmup {
+            cfg.meta.every_warmup
+        } else {
+            cfg.meta.every
+        };
         if (it + 1) % every == 0 && !meta_cases.is_empty() {
-            meta_phase(&model, &mut adam, &meta_cases, &sampler, cfg, &mut rng, &device)?;
+            meta_phase(
+                &model,
+                &mut adam,
+                &meta_cases,
+                &sampler,
+                cfg,
+                &mut rng,
+                &device,
+            )?;
         }
         let omega = model.importance.omega_values()?;
         let row = LogRow {
@@ -152,7 +192,11 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, show_progress: bool) -> Result<Tra
             row.bce,
             row.kd,
             lr,
-            row.omega.iter().map(|o| format!("{o:.3}")).collect::<Vec<_>>().join(" ")
+            row.omega
+                .iter()
+                .map(|o| format!("{o:.3}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         ));
         bar.inc(1);
         log.push(row);
@@ -196,13 +240,31 @@ fn meta_phase(
 /// Writes the training log as Parquet.
 fn write_log(log: &[LogRow], m: usize, path: &Path) -> Result<()> {
     let mut columns = vec![
-        Column::new("iteration".into(), log.iter().map(|r| r.iteration).collect::<Vec<_>>()),
-        Column::new("subset".into(), log.iter().map(|r| r.subset).collect::<Vec<_>>()),
+        Column::new(
+            "iteration".into(),
+            log.iter().map(|r| r.iteration).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "subset".into(),
+            log.iter().map(|r| r.subset).collect::<Vec<_>>(),
+        ),
         Column::new("lr".into(), log.iter().map(|r| r.lr).collect::<Vec<_>>()),
-        Column::new("loss".into(), log.iter().map(|r| r.loss).collect::<Vec<_>>()),
-        Column::new("dice_loss".into(), log.iter().map(|r| r.dice).collect::<Vec<_>>()),
-        Column::new("bce_loss".into(), log.iter().map(|r| r.bce).collect::<Vec<_>>()),
-        Column::new("kd_loss".into(), log.iter().map(|r| r.kd).collect::<Vec<_>>()),
+        Column::new(
+            "loss".into(),
+            log.iter().map(|r| r.loss).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "dice_loss".into(),
+            log.iter().map(|r| r.dice).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "bce_loss".into(),
+            log.iter().map(|r| r.bce).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "kd_loss".into(),
+            log.iter().map(|r| r.kd).collect::<Vec<_>>(),
+        ),
     ];
     for (i, modality) in metakd_data::Modality::ALL.iter().enumerate().take(m) {
         columns.push(Column::new(

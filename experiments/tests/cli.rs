@@ -3,24 +3,54 @@
 use std::process::Command;
 
 fn metakd(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_metakd")).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_metakd"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn every_command_has_help() {
-    for cmd in [&["--help"][..], &["synth", "brats", "--help"], &["prepare", "brats", "--help"], &["train", "--help"], &["sweep", "--help"], &["report", "--help"], &["demo", "--help"]] {
-        let out = Command::new(env!("CARGO_BIN_EXE_metakd")).args(cmd).output().unwrap();
+    for cmd in [
+        &["--help"][..],
+        &["synth", "brats", "--help"],
+        &["prepare", "brats", "--help"],
+        &["train", "--help"],
+        &["sweep", "--help"],
+        &["report", "--help"],
+        &["demo", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_metakd"))
+            .args(cmd)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{cmd:?}");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{cmd:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{cmd:?}"
+        );
     }
 }
 
 #[test]
 fn a_missing_folder_is_named() {
-    let (ok, err) = metakd(&["prepare", "brats", "--src", "/no/such/brats", "--out", "/tmp/unused-shards"]);
+    let (ok, err) = metakd(&[
+        "prepare",
+        "brats",
+        "--src",
+        "/no/such/brats",
+        "--out",
+        "/tmp/unused-shards",
+    ]);
     assert!(!ok);
-    assert!(err.contains("/no/such/brats") && err.contains("no such folder"), "{err}");
+    assert!(
+        err.contains("/no/such/brats") && err.contains("no such folder"),
+        "{err}"
+    );
     let (ok, err) = metakd(&["sweep", "--run", "/no/such/run"]);
     assert!(!ok);
     assert!(err.contains("/no/such/run"), "{err}");
@@ -33,7 +63,10 @@ fn a_bad_configuration_key_is_named_with_its_file() {
     std::fs::write(&path, "[train]\niterations = 10\nlearning_rate = 0.1\n").unwrap();
     let (ok, err) = metakd(&["train", "--config", path.to_str().unwrap()]);
     assert!(!ok);
-    assert!(err.contains("bad.toml") && err.contains("learning_rate"), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("learning_rate"),
+        "{err}"
+    );
 
     std::fs::write(&path, "[train]\ncrop = [30, 32, 32]\n").unwrap();
     let (ok, err) = metakd(&["train", "--config", path.to_str().unwrap()]);

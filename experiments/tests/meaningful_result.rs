@@ -17,7 +17,12 @@ fn demo_run_shows_the_missing_t1ce_effect_and_segments_with_all_modalities() {
     .unwrap();
     let s = &outcome.summary;
     let gap = s.et_with_key_modality - s.et_without_key_modality;
-    assert!(gap >= 0.15, "ET Dice with T1ce {:.3}, without {:.3}", s.et_with_key_modality, s.et_without_key_modality);
+    assert!(
+        gap >= 0.15,
+        "ET Dice with T1ce {:.3}, without {:.3}",
+        s.et_with_key_modality,
+        s.et_without_key_modality
+    );
     for (region, dice) in ["ET", "TC", "WT"].iter().zip(s.full_dice) {
         assert!(dice >= 0.6, "full-modality {region} Dice {dice:.3}");
     }

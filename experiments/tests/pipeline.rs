@@ -10,7 +10,16 @@ use polars::prelude::*;
 fn short_run_trains_sweeps_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    write_dataset(&SynthConfig { cases: 6, shape: [24, 32, 32], seed: 3 }, &data, || {}).unwrap();
+    write_dataset(
+        &SynthConfig {
+            cases: 6,
+            shape: [24, 32, 32],
+            seed: 3,
+        },
+        &data,
+        || {},
+    )
+    .unwrap();
     let shards = dir.path().join("shards");
     prepare(&data, &shards, 256 << 20, false).unwrap();
 
@@ -40,9 +49,23 @@ fn short_run_trains_sweeps_and_reports() {
     let info = sweep::sweep(&run, None, &table, false).unwrap();
     assert_eq!(info.cases.len(), 2);
     assert_eq!(info.importance, summary.omega);
-    let df = ParquetReader::new(std::fs::File::open(&table).unwrap()).finish().unwrap();
+    let df = ParquetReader::new(std::fs::File::open(&table).unwrap())
+        .finish()
+        .unwrap();
     assert_eq!(df.height(), 2 * 15);
-    for name in ["run_id", "case", "subset_mask", "subset", "flair", "t1", "t1ce", "t2", "dice_et", "dice_tc", "dice_wt"] {
+    for name in [
+        "run_id",
+        "case",
+        "subset_mask",
+        "subset",
+        "flair",
+        "t1",
+        "t1ce",
+        "t2",
+        "dice_et",
+        "dice_tc",
+        "dice_wt",
+    ] {
         assert!(df.column(name).is_ok(), "column {name} missing");
     }
     let masks = df.column("subset_mask").unwrap().u32().unwrap().clone();
@@ -53,19 +76,28 @@ fn short_run_trains_sweeps_and_reports() {
     let dice = df.column("dice_wt").unwrap().f64().unwrap().clone();
     assert!(dice.into_no_null_iter().all(|d| (0.0..=1.0).contains(&d)));
 
-    let log = ParquetReader::new(std::fs::File::open(run.join(LOG_FILE)).unwrap()).finish().unwrap();
+    let log = ParquetReader::new(std::fs::File::open(run.join(LOG_FILE)).unwrap())
+        .finish()
+        .unwrap();
     assert_eq!(log.height(), 6);
     let subsets = log.column("subset").unwrap().u32().unwrap().clone();
-    assert!(subsets.into_no_null_iter().take(2).all(|s| s == 15), "warm-up uses all modalities");
+    assert!(
+        subsets.into_no_null_iter().take(2).all(|s| s == 15),
+        "warm-up uses all modalities"
+    );
 
-    let (report, report_summary) = metakd_reports::write_report(&table, &dir.path().join("report")).unwrap();
+    let (report, report_summary) =
+        metakd_reports::write_report(&table, &dir.path().join("report")).unwrap();
     let text = std::fs::read_to_string(&report).unwrap();
     assert!(text.contains("| FLAIR | T1 | T1ce | T2 | ET | TC | WT | Mean |"));
     assert!(text.contains("| ● | ● | ● | ● |"));
     assert!(text.contains("| ○ | ○ | ● | ○ |"));
     assert!(text.contains("Learned importance weights"));
     assert!(text.contains("[train]"));
-    assert_eq!(text.matches("\n| ●").count() + text.matches("\n| ○").count(), 15);
+    assert_eq!(
+        text.matches("\n| ●").count() + text.matches("\n| ○").count(),
+        15
+    );
     assert_eq!(report_summary.cases, 2);
     assert!(dir.path().join("report/summary.json").is_file());
 }

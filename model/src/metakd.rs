@@ -116,7 +116,11 @@ pub fn pairwise_kd_loss(
 ) -> Result<Tensor> {
     check_available(available, features.len())?;
     if logits.len() != features.len() {
-        bail!("{} importance logits for {} modalities", logits.len(), features.len())
+        bail!(
+            "{} importance logits for {} modalities",
+            logits.len(),
+            features.len()
+        )
     }
     let device = features[0].device();
     let mut total = Tensor::zeros((), DType::F32, device)?;

@@ -75,7 +75,11 @@ fn check_against_naive(x_dims: [usize; 5], w_dims: [usize; 5], params: Conv3dPar
     let out_len: usize = g.output_dims().iter().product();
     let r = random(&mut rng, out_len);
 
-    let (mut y, mut dx, mut dw) = (vec![0f32; out_len], vec![0f32; xs.len()], vec![0f32; ws.len()]);
+    let (mut y, mut dx, mut dw) = (
+        vec![0f32; out_len],
+        vec![0f32; xs.len()],
+        vec![0f32; ws.len()],
+    );
     for_each_tap(&g, |xi, wi, yi| {
         y[yi] += xs[xi] * ws[wi];
         dx[xi] += ws[wi] * r[yi];
@@ -96,12 +100,32 @@ fn check_against_naive(x_dims: [usize; 5], w_dims: [usize; 5], params: Conv3dPar
 
 #[test]
 fn conv3d_matches_naive_loop_forward_and_backward() {
-    check_against_naive([2, 3, 5, 6, 7], [4, 3, 3, 3, 3], Conv3dParams::uniform(1, 1, 1));
-    check_against_naive([1, 2, 7, 5, 9], [3, 2, 3, 3, 3], Conv3dParams::uniform(2, 1, 1));
-    check_against_naive([2, 2, 9, 9, 9], [2, 2, 3, 3, 3], Conv3dParams::uniform(1, 2, 2));
-    check_against_naive([1, 1, 9, 8, 10], [2, 1, 3, 3, 3], Conv3dParams::uniform(1, 4, 4));
+    check_against_naive(
+        [2, 3, 5, 6, 7],
+        [4, 3, 3, 3, 3],
+        Conv3dParams::uniform(1, 1, 1),
+    );
+    check_against_naive(
+        [1, 2, 7, 5, 9],
+        [3, 2, 3, 3, 3],
+        Conv3dParams::uniform(2, 1, 1),
+    );
+    check_against_naive(
+        [2, 2, 9, 9, 9],
+        [2, 2, 3, 3, 3],
+        Conv3dParams::uniform(1, 2, 2),
+    );
+    check_against_naive(
+        [1, 1, 9, 8, 10],
+        [2, 1, 3, 3, 3],
+        Conv3dParams::uniform(1, 4, 4),
+    );
     check_against_naive([2, 5, 4, 5, 6], [3, 5, 1, 1, 1], Conv3dParams::default());
-    check_against_naive([1, 2, 6, 7, 5], [2, 2, 2, 2, 2], Conv3dParams::uniform(2, 0, 1));
+    check_against_naive(
+        [1, 2, 6, 7, 5],
+        [2, 2, 2, 2, 2],
+        Conv3dParams::uniform(2, 0, 1),
+    );
     check_against_naive(
         [1, 2, 7, 6, 8],
         [3, 2, 3, 1, 2],
@@ -118,33 +142,91 @@ fn conv3d_gradient_matches_finite_differences() {
     let dev = Device::Cpu;
     let mut rng = StdRng::seed_from_u64(3);
     let params = Conv3dParams::uniform(2, 1, 1);
-    let xs: Vec<f64> = (0..2 * 2 * 5 * 4 * 6).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let ws: Vec<f64> = (0..3 * 2 * 27).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let xs: Vec<f64> = (0..2 * 2 * 5 * 4 * 6)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let ws: Vec<f64> = (0..3 * 2 * 27)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
     let loss = |xs: &[f64], ws: &[f64]| -> f64 {
-        let x = Tensor::from_slice(&xs.iter().map(|&v| v as f32).collect::<Vec<_>>(), (2, 2, 5, 4, 6), &dev).unwrap();
-        let w = Tensor::from_slice(&ws.iter().map(|&v| v as f32).collect::<Vec<_>>(), (3, 2, 3, 3, 3), &dev).unwrap();
+        let x = Tensor::from_slice(
+            &xs.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+            (2, 2, 5, 4, 6),
+            &dev,
+        )
+        .unwrap();
+        let w = Tensor::from_slice(
+            &ws.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+            (3, 2, 3, 3, 3),
+            &dev,
+        )
+        .unwrap();
         let y = conv3d(&x, &w, params).unwrap();
-        f64::from(y.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap())
+        f64::from(
+            y.sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+        )
     };
-    let x = Var::from_slice(&xs.iter().map(|&v| v as f32).collect::<Vec<_>>(), (2, 2, 5, 4, 6), &dev).unwrap();
-    let w = Var::from_slice(&ws.iter().map(|&v| v as f32).collect::<Vec<_>>(), (3, 2, 3, 3, 3), &dev).unwrap();
-    let grads = conv3d(&x, &w, params).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
-    let gx = grads.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let gw = grads.get(&w).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let x = Var::from_slice(
+        &xs.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        (2, 2, 5, 4, 6),
+        &dev,
+    )
+    .unwrap();
+    let w = Var::from_slice(
+        &ws.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        (3, 2, 3, 3, 3),
+        &dev,
+    )
+    .unwrap();
+    let grads = conv3d(&x, &w, params)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let gx = grads
+        .get(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let gw = grads
+        .get(&w)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let eps = 1e-2;
     for i in [0, 17, 101, 200, 239] {
         let (mut plus, mut minus) = (xs.clone(), xs.clone());
         plus[i] += eps;
         minus[i] -= eps;
         let fd = (loss(&plus, &ws) - loss(&minus, &ws)) / (2.0 * eps);
-        assert!((fd - f64::from(gx[i])).abs() < 2e-2 * (1.0 + fd.abs()), "dx[{i}]: fd {fd} vs {}", gx[i]);
+        assert!(
+            (fd - f64::from(gx[i])).abs() < 2e-2 * (1.0 + fd.abs()),
+            "dx[{i}]: fd {fd} vs {}",
+            gx[i]
+        );
     }
     for i in [0, 13, 54, 99, 161] {
         let (mut plus, mut minus) = (ws.clone(), ws.clone());
         plus[i] += eps;
         minus[i] -= eps;
         let fd = (loss(&xs, &plus) - loss(&xs, &minus)) / (2.0 * eps);
-        assert!((fd - f64::from(gw[i])).abs() < 2e-2 * (1.0 + fd.abs()), "dw[{i}]: fd {fd} vs {}", gw[i]);
+        assert!(
+            (fd - f64::from(gw[i])).abs() < 2e-2 * (1.0 + fd.abs()),
+            "dw[{i}]: fd {fd} vs {}",
+            gw[i]
+        );
     }
 }
 
@@ -153,15 +235,33 @@ fn conv_transpose3d_is_the_adjoint_of_conv3d() {
     // <conv(z, w), x> = <z, convT(x, w)> for every z and x.
     let dev = Device::Cpu;
     let mut rng = StdRng::seed_from_u64(11);
-    let z = Tensor::from_slice(&random(&mut rng, 2 * 3 * 8 * 6 * 10), (2, 3, 8, 6, 10), &dev).unwrap();
+    let z = Tensor::from_slice(
+        &random(&mut rng, 2 * 3 * 8 * 6 * 10),
+        (2, 3, 8, 6, 10),
+        &dev,
+    )
+    .unwrap();
     let w = Tensor::from_slice(&random(&mut rng, 4 * 3 * 8), (4, 3, 2, 2, 2), &dev).unwrap();
     let y = conv3d(&z, &w, Conv3dParams::uniform(2, 0, 1)).unwrap();
     let x = Tensor::from_slice(&random(&mut rng, y.elem_count()), y.dims(), &dev).unwrap();
     let t = conv_transpose3d(&x, &w, [2; 3], [0; 3], [0; 3]).unwrap();
     assert_eq!(t.dims(), z.dims());
-    let lhs = (&y * &x).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-    let rhs = (&z * &t).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-    assert!((lhs - rhs).abs() < 1e-3 * (1.0 + lhs.abs()), "{lhs} vs {rhs}");
+    let lhs = (&y * &x)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let rhs = (&z * &t)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        (lhs - rhs).abs() < 1e-3 * (1.0 + lhs.abs()),
+        "{lhs} vs {rhs}"
+    );
 }
 
 #[test]
@@ -174,28 +274,55 @@ fn conv_transpose3d_gradients_match_finite_differences() {
         let x = Tensor::from_slice(xs, (2, 3, 3, 4, 2), &dev).unwrap();
         let w = Tensor::from_slice(ws, (3, 2, 2, 2, 2), &dev).unwrap();
         let y = conv_transpose3d(&x, &w, [2; 3], [0; 3], [0; 3]).unwrap();
-        f64::from(y.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap())
+        f64::from(
+            y.sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+        )
     };
     let x = Var::from_slice(&xs, (2, 3, 3, 4, 2), &dev).unwrap();
     let w = Var::from_slice(&ws, (3, 2, 2, 2, 2), &dev).unwrap();
     let y = conv_transpose3d(&x, &w, [2; 3], [0; 3], [0; 3]).unwrap();
     assert_eq!(y.dims(), &[2, 2, 6, 8, 4]);
     let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-    let gx = grads.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let gw = grads.get(&w).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let gx = grads
+        .get(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let gw = grads
+        .get(&w)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let eps = 1e-2;
     for i in [0, 7, 33, 71] {
         let (mut p, mut m) = (xs.clone(), xs.clone());
         p[i] += eps;
         m[i] -= eps;
         let fd = (loss(&p, &ws) - loss(&m, &ws)) / (2.0 * f64::from(eps));
-        assert!((fd - f64::from(gx[i])).abs() < 2e-2 * (1.0 + fd.abs()), "dx[{i}]: {fd} vs {}", gx[i]);
+        assert!(
+            (fd - f64::from(gx[i])).abs() < 2e-2 * (1.0 + fd.abs()),
+            "dx[{i}]: {fd} vs {}",
+            gx[i]
+        );
     }
     for i in [0, 9, 30, 47] {
         let (mut p, mut m) = (ws.clone(), ws.clone());
         p[i] += eps;
         m[i] -= eps;
         let fd = (loss(&xs, &p) - loss(&xs, &m)) / (2.0 * f64::from(eps));
-        assert!((fd - f64::from(gw[i])).abs() < 2e-2 * (1.0 + fd.abs()), "dw[{i}]: {fd} vs {}", gw[i]);
+        assert!(
+            (fd - f64::from(gw[i])).abs() < 2e-2 * (1.0 + fd.abs()),
+            "dw[{i}]: {fd} vs {}",
+            gw[i]
+        );
     }
 }

@@ -12,9 +12,13 @@ fn random(rng: &mut StdRng, len: usize) -> Vec<f32> {
 fn composed_instance_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Tensor {
     let (n, c, d, h, w) = x.dims5().unwrap();
     let flat = x.reshape((n, c, d * h * w)).unwrap();
-    let centred = flat.broadcast_sub(&flat.mean_keepdim(D::Minus1).unwrap()).unwrap();
+    let centred = flat
+        .broadcast_sub(&flat.mean_keepdim(D::Minus1).unwrap())
+        .unwrap();
     let var = centred.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-    let normed = centred.broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap()).unwrap();
+    let normed = centred
+        .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+        .unwrap();
     normed
         .broadcast_mul(&gamma.reshape((1, c, 1)).unwrap())
         .unwrap()
@@ -30,7 +34,10 @@ fn flat(t: &Tensor) -> Vec<f32> {
 
 fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+        assert!(
+            (x - y).abs() <= tol * (1.0 + y.abs()),
+            "{what}[{i}]: {x} vs {y}"
+        );
     }
 }
 
@@ -46,10 +53,25 @@ fn instance_norm_gradients_match_composed_ops() {
     let fused = instance_norm3d(&x, &gamma, &beta, 1e-5).unwrap();
     let composed = composed_instance_norm(&x, &gamma, &beta);
     assert_close(&flat(&fused), &flat(&composed), 1e-5, "y");
-    let g1 = (&fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
-    let g2 = (&composed * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let g1 = (&fused * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g2 = (&composed * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     for (var, name) in [(&x, "dx"), (&gamma, "dgamma"), (&beta, "dbeta")] {
-        assert_close(&flat(g1.get(var).unwrap()), &flat(g2.get(var).unwrap()), 1e-4, name);
+        assert_close(
+            &flat(g1.get(var).unwrap()),
+            &flat(g2.get(var).unwrap()),
+            1e-4,
+            name,
+        );
     }
 }
 
@@ -65,12 +87,24 @@ fn instance_norm_input_gradient_matches_finite_differences() {
         let x = Tensor::from_slice(xs, (2, 2, 2, 3, 3), &dev).unwrap();
         let y = instance_norm3d(&x, &gamma, &beta, 1e-5).unwrap();
         let w = Tensor::from_slice(&weights, (2, 2, 2, 3, 3), &dev).unwrap();
-        f64::from((y.sqr().unwrap() * w).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap())
+        f64::from(
+            (y.sqr().unwrap() * w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+        )
     };
     let x = Var::from_slice(&xs, (2, 2, 2, 3, 3), &dev).unwrap();
     let w = Tensor::from_slice(&weights, (2, 2, 2, 3, 3), &dev).unwrap();
     let y = instance_norm3d(&x, &gamma, &beta, 1e-5).unwrap();
-    let grads = (y.sqr().unwrap() * w).unwrap().sum_all().unwrap().backward().unwrap();
+    let grads = (y.sqr().unwrap() * w)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     let g = flat(grads.get(&x).unwrap());
     let eps = 1e-3f32;
     for i in [0, 5, 17, 30, 35] {
@@ -78,7 +112,11 @@ fn instance_norm_input_gradient_matches_finite_differences() {
         p[i] += eps;
         m[i] -= eps;
         let fd = (loss(&p) - loss(&m)) / (2.0 * f64::from(eps));
-        assert!((fd - f64::from(g[i])).abs() < 2e-2 * (1.0 + fd.abs()), "dx[{i}]: {fd} vs {}", g[i]);
+        assert!(
+            (fd - f64::from(g[i])).abs() < 2e-2 * (1.0 + fd.abs()),
+            "dx[{i}]: {fd} vs {}",
+            g[i]
+        );
     }
 }
 
@@ -89,7 +127,10 @@ fn leaky_relu_matches_definition_and_gradient() {
     let xs = random(&mut rng, 100);
     let x = Var::from_slice(&xs, (4, 25), &dev).unwrap();
     let y = leaky_relu(&x, 0.01).unwrap();
-    let expected: Vec<f32> = xs.iter().map(|&v| if v > 0.0 { v } else { 0.01 * v }).collect();
+    let expected: Vec<f32> = xs
+        .iter()
+        .map(|&v| if v > 0.0 { v } else { 0.01 * v })
+        .collect();
     assert_eq!(flat(&y), expected);
     let grads = (y * 3.0).unwrap().sum_all().unwrap().backward().unwrap();
     let g = flat(grads.get(&x).unwrap());

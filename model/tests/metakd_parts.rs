@@ -12,7 +12,10 @@ fn random(rng: &mut StdRng, len: usize) -> Vec<f32> {
 
 fn features(rng: &mut StdRng, m: usize) -> (Vec<Vec<f32>>, Vec<Var>) {
     let values: Vec<Vec<f32>> = (0..m).map(|_| random(rng, 2 * 3 * 2 * 2 * 2)).collect();
-    let vars = values.iter().map(|v| Var::from_slice(v, (2, 3, 2, 2, 2), &Device::Cpu).unwrap()).collect();
+    let vars = values
+        .iter()
+        .map(|v| Var::from_slice(v, (2, 3, 2, 2, 2), &Device::Cpu).unwrap())
+        .collect();
     (values, vars)
 }
 
@@ -62,13 +65,21 @@ fn kd_loss_matches_the_formula_and_its_gradient_reaches_only_students() {
             }
         }
         let got = f64::from(loss.to_scalar::<f32>().unwrap());
-        assert!((got - expected).abs() < 1e-4 * (1.0 + expected), "{distance:?} {pairs:?}: {got} vs {expected}");
+        assert!(
+            (got - expected).abs() < 1e-4 * (1.0 + expected),
+            "{distance:?} {pairs:?}: {got} vs {expected}"
+        );
         let grads = loss.backward().unwrap();
         for (m, var) in vars.iter().enumerate() {
-            let g = grads.get(var).map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            let g = grads
+                .get(var)
+                .map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
             let g = g.unwrap_or_else(|| vec![0.0; values[m].len()]);
             for (a, b) in g.iter().zip(&grad[m]) {
-                assert!((f64::from(*a) - b).abs() < 1e-4, "{distance:?} {pairs:?} modality {m}: {a} vs {b}");
+                assert!(
+                    (f64::from(*a) - b).abs() < 1e-4,
+                    "{distance:?} {pairs:?} modality {m}: {a} vs {b}"
+                );
             }
         }
     }
@@ -79,7 +90,14 @@ fn kd_loss_is_zero_with_one_modality() {
     let mut rng = StdRng::seed_from_u64(2);
     let (_, vars) = features(&mut rng, 4);
     let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-    let loss = pairwise_kd_loss(&tensors, &[false, false, true, false], &[0.0; 4], KdDistance::L1, KdPairs::All).unwrap();
+    let loss = pairwise_kd_loss(
+        &tensors,
+        &[false, false, true, false],
+        &[0.0; 4],
+        KdDistance::L1,
+        KdPairs::All,
+    )
+    .unwrap();
     assert_eq!(loss.to_scalar::<f32>().unwrap(), 0.0);
 }
 
@@ -105,7 +123,9 @@ fn segmentation_losses_match_direct_computation() {
     let mut rng = StdRng::seed_from_u64(4);
     let n = 2 * 3 * 4 * 4 * 4;
     let logits: Vec<f32> = random(&mut rng, n);
-    let target: Vec<f32> = (0..n).map(|_| f32::from(u8::from(rng.random_bool(0.3)))).collect();
+    let target: Vec<f32> = (0..n)
+        .map(|_| f32::from(u8::from(rng.random_bool(0.3))))
+        .collect();
     let lt = Tensor::from_slice(&logits, (2, 3, 4, 4, 4), &Device::Cpu).unwrap();
     let tt = Tensor::from_slice(&target, (2, 3, 4, 4, 4), &Device::Cpu).unwrap();
     let per = 4 * 4 * 4;
@@ -127,30 +147,65 @@ fn segmentation_losses_match_direct_computation() {
         dice += (2.0 * inter + 1.0) / (sp + st + 1.0) / 3.0;
         bce += b / (2 * per) as f64;
     }
-    let got_dice = f64::from(soft_dice_loss(&lt, &tt).unwrap().to_scalar::<f32>().unwrap());
-    let got_bce = f64::from(bce_with_logits(&lt, &tt).unwrap().to_scalar::<f32>().unwrap());
-    assert!((got_dice - (1.0 - dice)).abs() < 1e-5, "{got_dice} vs {}", 1.0 - dice);
+    let got_dice = f64::from(
+        soft_dice_loss(&lt, &tt)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+    );
+    let got_bce = f64::from(
+        bce_with_logits(&lt, &tt)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+    );
+    assert!(
+        (got_dice - (1.0 - dice)).abs() < 1e-5,
+        "{got_dice} vs {}",
+        1.0 - dice
+    );
     assert!((got_bce - bce).abs() < 1e-4, "{got_bce} vs {bce}");
 }
 
 #[test]
 fn instance_norm_normalises_and_keeps_beta_over_one_voxel() {
     let mut rng = StdRng::seed_from_u64(5);
-    let x = Tensor::from_vec(random(&mut rng, 2 * 3 * 3 * 4 * 5), (2, 3, 3, 4, 5), &Device::Cpu).unwrap();
+    let x = Tensor::from_vec(
+        random(&mut rng, 2 * 3 * 3 * 4 * 5),
+        (2, 3, 3, 4, 5),
+        &Device::Cpu,
+    )
+    .unwrap();
     let gamma = Tensor::new(&[1.0f32, 2.0, 0.5], &Device::Cpu).unwrap();
     let beta = Tensor::new(&[0.0f32, 1.0, -1.0], &Device::Cpu).unwrap();
     let y = instance_norm3d(&x, &gamma, &beta, 1e-5).unwrap();
     let y = y.reshape((2, 3, 60)).unwrap();
     let mean = y.mean(2).unwrap().to_vec2::<f32>().unwrap();
-    let var = y.broadcast_sub(&y.mean_keepdim(2).unwrap()).unwrap().sqr().unwrap().mean(2).unwrap().to_vec2::<f32>().unwrap();
+    let var = y
+        .broadcast_sub(&y.mean_keepdim(2).unwrap())
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .mean(2)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     for s in 0..2 {
-        for (c, (g, b)) in [(1.0f32, 0.0f32), (2.0, 1.0), (0.5, -1.0)].iter().enumerate() {
+        for (c, (g, b)) in [(1.0f32, 0.0f32), (2.0, 1.0), (0.5, -1.0)]
+            .iter()
+            .enumerate()
+        {
             assert!((mean[s][c] - b).abs() < 1e-5);
             assert!((var[s][c] - g * g).abs() < 1e-3 * g * g);
         }
     }
     let single = Tensor::from_vec(vec![3.0f32, -7.0, 0.5], (1, 3, 1, 1, 1), &Device::Cpu).unwrap();
-    let out = instance_norm3d(&single, &gamma, &beta, 1e-5).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let out = instance_norm3d(&single, &gamma, &beta, 1e-5)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert_eq!(out, vec![0.0, 1.0, -1.0]);
 }
 
@@ -158,10 +213,18 @@ fn instance_norm_normalises_and_keeps_beta_over_one_voxel() {
 fn weight_standardisation_gives_zero_mean_unit_unbiased_variance() {
     let mut rng = StdRng::seed_from_u64(6);
     let w = Tensor::from_vec(random(&mut rng, 4 * 3 * 27), (4, 3, 3, 3, 3), &Device::Cpu).unwrap();
-    let s = standardize_weight(&w, 1e-12).unwrap().reshape((4, 81)).unwrap().to_dtype(DType::F64).unwrap();
+    let s = standardize_weight(&w, 1e-12)
+        .unwrap()
+        .reshape((4, 81))
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
     for row in s.to_vec2::<f64>().unwrap() {
         let mean = row.iter().sum::<f64>() / 81.0;
         let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 80.0;
-        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "{mean} {var}");
+        assert!(
+            mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5,
+            "{mean} {var}"
+        );
     }
 }

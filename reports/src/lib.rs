@@ -20,10 +20,23 @@ pub fn write_report(table: &Path, out_dir: &Path) -> Result<(PathBuf, Summary)> 
     let info = sweep_table::SweepInfo::read_beside(table)?;
     let df = sweep_table::read_table(table)?;
     let rows = sweep_table::dice_per_subset(&df, table)?;
-    let key_name = info.modalities.get(KEY_MODALITY).cloned().unwrap_or_else(|| "T1ce".into());
-    let summary = Summary::new(&info.run_id, info.cases.len(), &rows, KEY_MODALITY, &key_name);
+    let key_name = info
+        .modalities
+        .get(KEY_MODALITY)
+        .cloned()
+        .unwrap_or_else(|| "T1ce".into());
+    let summary = Summary::new(
+        &info.run_id,
+        info.cases.len(),
+        &rows,
+        KEY_MODALITY,
+        &key_name,
+    );
     let markdown = markdown::render(&info, &rows, &summary);
-    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Io { path: out_dir.to_owned(), source })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Io {
+        path: out_dir.to_owned(),
+        source,
+    })?;
     let report = out_dir.join("report.md");
     write_atomic(&report, markdown.as_bytes())?;
     let json = serde_json::to_string_pretty(&summary).expect("the summary serialises");
@@ -33,6 +46,12 @@ pub fn write_report(table: &Path, out_dir: &Path) -> Result<(PathBuf, Summary)> 
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let temp = path.with_extension("partial");
-    std::fs::write(&temp, bytes).map_err(|source| ReportError::Io { path: temp.clone(), source })?;
-    std::fs::rename(&temp, path).map_err(|source| ReportError::Io { path: path.to_owned(), source })
+    std::fs::write(&temp, bytes).map_err(|source| ReportError::Io {
+        path: temp.clone(),
+        source,
+    })?;
+    std::fs::rename(&temp, path).map_err(|source| ReportError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }

@@ -26,7 +26,11 @@ pub fn render(info: &SweepInfo, rows: &[SubsetDice], summary: &Summary) -> Strin
         summary.cases
     );
     let _ = writeln!(md, "## Dice per modality subset\n");
-    let header: Vec<&str> = names.iter().map(String::as_str).chain(["ET", "TC", "WT", "Mean"]).collect();
+    let header: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .chain(["ET", "TC", "WT", "Mean"])
+        .collect();
     let _ = writeln!(md, "| {} |", header.join(" | "));
     let _ = writeln!(md, "|{}", "---|".repeat(header.len()));
     for row in rows {
@@ -64,7 +68,11 @@ pub fn render(info: &SweepInfo, rows: &[SubsetDice], summary: &Summary) -> Strin
     );
     let _ = writeln!(md, "## Learned importance weights\n");
     let _ = writeln!(md, "| Modality | w | ω = softmax(w) |\n|---|---|---|");
-    for ((name, w), omega) in names.iter().zip(&info.importance_logits).zip(&info.importance) {
+    for ((name, w), omega) in names
+        .iter()
+        .zip(&info.importance_logits)
+        .zip(&info.importance)
+    {
         let _ = writeln!(md, "| {name} | {w:.4} | {omega:.4} |");
     }
     if !info.skipped.is_empty() {

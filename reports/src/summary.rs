@@ -34,15 +34,27 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
 
 impl Summary {
     /// Summarises `rows` (one per subset); `key` is the index of the key modality.
-    pub fn new(run_id: &str, cases: usize, rows: &[SubsetDice], key: usize, key_name: &str) -> Self {
-        let full = rows.iter().max_by_key(|r| r.mask.count_ones()).map(|r| r.dice).unwrap_or([f64::NAN; 3]);
+    pub fn new(
+        run_id: &str,
+        cases: usize,
+        rows: &[SubsetDice],
+        key: usize,
+        key_name: &str,
+    ) -> Self {
+        let full = rows
+            .iter()
+            .max_by_key(|r| r.mask.count_ones())
+            .map(|r| r.dice)
+            .unwrap_or([f64::NAN; 3]);
         Self {
             run_id: run_id.to_owned(),
             cases,
             mean_dice: std::array::from_fn(|i| mean(rows.iter().map(|r| r.dice[i]))),
             full_dice: full,
             et_with_key_modality: mean(rows.iter().filter(|r| r.contains(key)).map(|r| r.dice[0])),
-            et_without_key_modality: mean(rows.iter().filter(|r| !r.contains(key)).map(|r| r.dice[0])),
+            et_without_key_modality: mean(
+                rows.iter().filter(|r| !r.contains(key)).map(|r| r.dice[0]),
+            ),
             key_modality: key_name.to_owned(),
         }
     }

@@ -32,7 +32,10 @@ impl SweepInfo {
     /// Reads the sidecar of `table` (`<table>.json`).
     pub fn read_beside(table: &Path) -> Result<Self> {
         let path = table.with_extension("json");
-        let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Io { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Io {
+            path: path.clone(),
+            source,
+        })?;
         serde_json::from_str(&text).map_err(|source| ReportError::Json { path, source })
     }
 }
@@ -63,16 +66,23 @@ impl SubsetDice {
 }
 
 fn table_error(path: &Path) -> impl FnOnce(PolarsError) -> ReportError + '_ {
-    move |source| ReportError::Table { path: path.to_owned(), source }
+    move |source| ReportError::Table {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Reads a sweep table.
 pub fn read_table(path: &Path) -> Result<DataFrame> {
-    let file = std::fs::File::open(path).map_err(|source| ReportError::Io { path: path.to_owned(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| ReportError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     ParquetReader::new(file).finish().map_err(table_error(path))
 }
 
-/// Mean Dice per subset, ordered by the number of modalities, then in modality order.
+/// Mean Dice per subset in the paper's table order: by the number of modalities, then with
+/// earlier modalities first.
 pub fn dice_per_subset(df: &DataFrame, path: &Path) -> Result<Vec<SubsetDice>> {
     let aggregated = df
         .clone()
@@ -87,9 +97,14 @@ pub fn dice_per_subset(df: &DataFrame, path: &Path) -> Result<Vec<SubsetDice>> {
         .collect()
         .map_err(table_error(path))?;
     let column = |name: &str| aggregated.column(name).map_err(table_error(path));
-    let masks = column("subset_mask")?.u32().map_err(table_error(path))?.clone();
+    let masks = column("subset_mask")?
+        .u32()
+        .map_err(table_error(path))?
+        .clone();
     let names = column("subset")?.str().map_err(table_error(path))?.clone();
-    let counts = column("cases")?.cast(&DataType::UInt64).map_err(table_error(path))?;
+    let counts = column("cases")?
+        .cast(&DataType::UInt64)
+        .map_err(table_error(path))?;
     let counts = counts.u64().map_err(table_error(path))?.clone();
     let regions = ["dice_et", "dice_tc", "dice_wt"]
         .iter()
@@ -97,7 +112,10 @@ pub fn dice_per_subset(df: &DataFrame, path: &Path) -> Result<Vec<SubsetDice>> {
         .collect::<Result<Vec<_>>>()?;
     let mut rows = Vec::with_capacity(aggregated.height());
     for i in 0..aggregated.height() {
-        let missing = || ReportError::BadTable { path: path.to_owned(), problem: format!("row {i} has missing values") };
+        let missing = || ReportError::BadTable {
+            path: path.to_owned(),
+            problem: format!("row {i} has missing values"),
+        };
         rows.push(SubsetDice {
             mask: masks.get(i).ok_or_else(missing)?,
             name: names.get(i).ok_or_else(missing)?.to_owned(),
@@ -110,8 +128,16 @@ pub fn dice_per_subset(df: &DataFrame, path: &Path) -> Result<Vec<SubsetDice>> {
         });
     }
     if rows.is_empty() {
-        return Err(ReportError::BadTable { path: path.to_owned(), problem: "the table has no rows".into() });
+        return Err(ReportError::BadTable {
+            path: path.to_owned(),
+            problem: "the table has no rows".into(),
+        });
     }
-    rows.sort_by_key(|r| (r.mask.count_ones(), r.mask.reverse_bits()));
+    rows.sort_by_key(|r| {
+        (
+            r.mask.count_ones(),
+            std::cmp::Reverse(r.mask.reverse_bits()),
+        )
+    });
     Ok(rows)
 }

@@ -57,7 +57,8 @@ pub struct SynthCase {
 
 /// Generates case `index` of the data set `config`.
 pub fn generate_case(config: &SynthConfig, index: usize) -> SynthCase {
-    let mut rng = StdRng::seed_from_u64(config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        StdRng::seed_from_u64(config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let tissues = tissue_map(config.shape, &mut rng);
     let labels = tissues.mapv(|t| Tissue::ALL[t as usize].brats_label());
     let size = config.shape[1] as f32;
@@ -107,7 +108,11 @@ fn write_case(config: &SynthConfig, index: usize, out: &Path) -> Result<PathBuf>
         spacing,
         affine,
     };
-    write_volume(&dir.join(format!("{id}_seg.nii.gz")), &seg, StoredType::Uint8)?;
+    write_volume(
+        &dir.join(format!("{id}_seg.nii.gz")),
+        &seg,
+        StoredType::Uint8,
+    )?;
     Ok(dir)
 }
 
@@ -119,7 +124,9 @@ pub fn write_dataset(
     progress: impl Fn() + Sync,
 ) -> Result<Vec<PathBuf>> {
     if config.cases == 0 {
-        return Err(DataError::InvalidArgument("--cases must be at least 1".into()));
+        return Err(DataError::InvalidArgument(
+            "--cases must be at least 1".into(),
+        ));
     }
     if config.shape.iter().any(|&s| s < 16) {
         return Err(DataError::InvalidArgument(format!(

@@ -29,7 +29,11 @@ impl Lobe {
         let core = self.core_radius * (1.0 + 0.28 * self.core_outline.at(p));
         let edema = self.edema_radius * (1.0 + 0.30 * self.edema_outline.at(p));
         let rim = (self.rim * (1.0 + 0.35 * self.rim_variation.at(p))).max(1.0);
-        (d / core.max(1.0), d / edema.max(1.0), (core - rim).max(0.0) / core.max(1.0))
+        (
+            d / core.max(1.0),
+            d / edema.max(1.0),
+            (core - rim).max(0.0) / core.max(1.0),
+        )
     }
 }
 

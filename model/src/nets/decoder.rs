@@ -54,7 +54,9 @@ impl Decoder {
         let mut h = self.fuse.forward(fused_bottleneck)?;
         for (level, skip) in self.levels.iter().zip(fused_skips.iter().rev()) {
             let up = level.up.forward(&h)?;
-            h = level.refine.forward(&(up + level.skip_proj.forward(skip)?)?)?;
+            h = level
+                .refine
+                .forward(&(up + level.skip_proj.forward(skip)?)?)?;
         }
         self.classifier.forward(&h)
     }

@@ -15,7 +15,10 @@ use rand_distr::{Distribution, Normal};
 /// N(0, 2 / (a·k³)); parameters named `*.bias` get 0, other 1-D parameters 1.
 pub fn reinitialize_seeded(varmap: &VarMap, seed: u64) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let data = varmap.data().lock().expect("the var map lock is not poisoned");
+    let data = varmap
+        .data()
+        .lock()
+        .expect("the var map lock is not poisoned");
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     for name in names {
@@ -25,7 +28,9 @@ pub fn reinitialize_seeded(varmap: &VarMap, seed: u64) -> Result<()> {
             let fan_out: usize = dims[0] * dims[2..].iter().product::<usize>();
             let normal = Normal::new(0.0f32, (2.0 / fan_out as f32).sqrt())
                 .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-            let values: Vec<f32> = (0..var.elem_count()).map(|_| normal.sample(&mut rng)).collect();
+            let values: Vec<f32> = (0..var.elem_count())
+                .map(|_| normal.sample(&mut rng))
+                .collect();
             Tensor::from_vec(values, dims, var.device())?
         } else if name.ends_with("bias") {
             var.zeros_like()?

@@ -135,7 +135,9 @@ impl ResidualBlock {
 
     /// Applies the block.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.norm2.forward(&self.conv2.forward(&self.first.forward(x)?)?)?;
+        let y = self
+            .norm2
+            .forward(&self.conv2.forward(&self.first.forward(x)?)?)?;
         ops::leaky_relu(&(y + x)?, self.slope)
     }
 }
@@ -169,7 +171,8 @@ pub struct Classifier {
 impl Classifier {
     /// A classifier from `ci` channels to `classes` logits.
     pub fn new(ci: usize, classes: usize, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get_with_hints((classes, ci, 1, 1, 1), "weight", kaiming_fan_out(classes))?;
+        let weight =
+            vb.get_with_hints((classes, ci, 1, 1, 1), "weight", kaiming_fan_out(classes))?;
         let bias = vb.get_with_hints(classes, "bias", Init::Const(0.0))?;
         Ok(Self { weight, bias })
     }

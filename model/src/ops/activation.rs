@@ -26,16 +26,20 @@ impl CustomOp1 for LeakyRelu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, self.name())?;
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = if x > 0.0 { x } else { x * self.slope };
-            }
-        });
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = if x > 0.0 { x } else { x * self.slope };
+                }
+            });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let g = x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &LeakyReluGrad { slope: self.slope })?;
+        let g = x
+            .contiguous()?
+            .apply_op2_no_bwd(&grad.contiguous()?, &LeakyReluGrad { slope: self.slope })?;
         Ok(Some(g))
     }
 }
@@ -45,7 +49,13 @@ impl CustomOp2 for LeakyReluGrad {
         "leaky-relu-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1, self.name())?;
         let g = contiguous_f32(s2, l2, self.name())?;
         let mut out = vec![0f32; x.len()];
@@ -63,5 +73,7 @@ impl CustomOp2 for LeakyReluGrad {
 /// LeakyReLU: `x` where positive, `slope · x` elsewhere (the gradient at 0 is `slope`, as
 /// PyTorch's).
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(LeakyRelu { slope: slope as f32 })
+    x.contiguous()?.apply_op1(LeakyRelu {
+        slope: slope as f32,
+    })
 }

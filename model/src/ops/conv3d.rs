@@ -145,17 +145,17 @@ impl CustomOp2 for Conv3dFilter {
 
 /// The gradient of `conv3d` with respect to an input of dims `input_dims`.
 fn data(dy: &Tensor, w: &Tensor, params: Conv3dParams, input_dims: [usize; 5]) -> Result<Tensor> {
-    dy.contiguous()?.apply_op2(
-        &w.contiguous()?,
-        Conv3dData {
-            params,
-            input_dims,
-        },
-    )
+    dy.contiguous()?
+        .apply_op2(&w.contiguous()?, Conv3dData { params, input_dims })
 }
 
 /// The gradient of `conv3d` with respect to a weight of dims `weight_dims`.
-fn filter(x: &Tensor, dy: &Tensor, params: Conv3dParams, weight_dims: [usize; 5]) -> Result<Tensor> {
+fn filter(
+    x: &Tensor,
+    dy: &Tensor,
+    params: Conv3dParams,
+    weight_dims: [usize; 5],
+) -> Result<Tensor> {
     x.contiguous()?.apply_op2(
         &dy.contiguous()?,
         Conv3dFilter {

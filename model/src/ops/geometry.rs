@@ -79,13 +79,12 @@ impl Geometry {
         let input = [x[2], x[3], x[4]];
         let mut output = [0; 3];
         for axis in 0..3 {
-            output[axis] = output_extent(input[axis], kernel[axis], &params, axis).ok_or_else(
-                || {
+            output[axis] =
+                output_extent(input[axis], kernel[axis], &params, axis).ok_or_else(|| {
                     candle_core::Error::Msg(format!(
                         "conv3d: kernel {kernel:?} with {params:?} does not fit input {input:?}"
                     ))
-                },
-            )?;
+                })?;
         }
         Ok(Self {
             n: x[0],
@@ -125,11 +124,23 @@ impl Geometry {
 
     /// Dims of the weight tensor.
     pub fn weight_dims(&self) -> [usize; 5] {
-        [self.co, self.c, self.kernel[0], self.kernel[1], self.kernel[2]]
+        [
+            self.co,
+            self.c,
+            self.kernel[0],
+            self.kernel[1],
+            self.kernel[2],
+        ]
     }
 
     /// Dims of the output tensor.
     pub fn output_dims(&self) -> [usize; 5] {
-        [self.n, self.co, self.output[0], self.output[1], self.output[2]]
+        [
+            self.n,
+            self.co,
+            self.output[0],
+            self.output[1],
+            self.output[2],
+        ]
     }
 }

@@ -11,7 +11,11 @@ use super::elementwise::contiguous_f32;
 fn moments(plane: &[f32], eps: f64) -> (f32, f32) {
     let n = plane.len() as f64;
     let mean = plane.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let var = plane.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    let var = plane
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
 }
 
@@ -57,16 +61,24 @@ impl CustomOp3 for InstanceNorm {
         let gamma = contiguous_f32(s2, l2, self.name())?;
         let beta = contiguous_f32(s3, l3, self.name())?;
         if gamma.len() != c || beta.len() != c {
-            bail!("{}: {c} channels but {} weights and {} biases", self.name(), gamma.len(), beta.len())
+            bail!(
+                "{}: {c} channels but {} weights and {} biases",
+                self.name(),
+                gamma.len(),
+                beta.len()
+            )
         }
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(voxels).zip(x.par_chunks(voxels)).enumerate().for_each(|(p, (y, x))| {
-            let (mean, rstd) = moments(x, self.eps);
-            let (g, b) = (gamma[p % c] * rstd, beta[p % c]);
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = (x - mean) * g + b;
-            }
-        });
+        y.par_chunks_mut(voxels)
+            .zip(x.par_chunks(voxels))
+            .enumerate()
+            .for_each(|(p, (y, x))| {
+                let (mean, rstd) = moments(x, self.eps);
+                let (g, b) = (gamma[p % c] * rstd, beta[p % c]);
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = (x - mean) * g + b;
+                }
+            });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -79,7 +91,11 @@ impl CustomOp3 for InstanceNorm {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (x, grad) = (x.contiguous()?, grad.contiguous()?);
-        let dx = x.apply_op3_no_bwd(&gamma.contiguous()?, &grad, &InstanceNormInputGrad { eps: self.eps })?;
+        let dx = x.apply_op3_no_bwd(
+            &gamma.contiguous()?,
+            &grad,
+            &InstanceNormInputGrad { eps: self.eps },
+        )?;
         let affine = x.apply_op2_no_bwd(&grad, &InstanceNormAffineGrad { eps: self.eps })?;
         Ok((Some(dx), Some(affine.get(0)?), Some(affine.get(1)?)))
     }
@@ -131,7 +147,13 @@ impl CustomOp2 for InstanceNormAffineGrad {
         "instance-norm-affine-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (c, voxels) = planes(l1, self.name())?;
         let x = contiguous_f32(s1, l1, self.name())?;
         let dy = contiguous_f32(s2, l2, self.name())?;
@@ -141,7 +163,10 @@ impl CustomOp2 for InstanceNormAffineGrad {
             .map(|(x, dy)| {
                 let (mean, rstd) = moments(x, self.eps);
                 x.iter().zip(dy).fold((0f64, 0f64), |(g, b), (&x, &dy)| {
-                    (g + f64::from(dy) * f64::from((x - mean) * rstd), b + f64::from(dy))
+                    (
+                        g + f64::from(dy) * f64::from((x - mean) * rstd),
+                        b + f64::from(dy),
+                    )
                 })
             })
             .collect();
@@ -158,5 +183,9 @@ impl CustomOp2 for InstanceNormAffineGrad {
 /// PyTorch), then `gamma · x̂ + beta` per channel. Over a single voxel x̂ is 0, so the result is
 /// `beta`, as the reference network relies on.
 pub fn instance_norm3d(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
-    x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, InstanceNorm { eps })
+    x.contiguous()?.apply_op3(
+        &gamma.contiguous()?,
+        &beta.contiguous()?,
+        InstanceNorm { eps },
+    )
 }

@@ -4,7 +4,7 @@
 //!   built on vol2col and `gemm`);
 //! - [`instance_norm3d`] and [`standardize_weight`]: instance norm with affine parameters and
 //!   weight standardisation as the MetaKD reference network uses them;
-//! - [`leaky_relu`]: LeakyReLU.
+//! - LeakyReLU as one fused op, [`leaky_relu`].
 
 mod activation;
 mod conv3d;
