@@ -4,7 +4,9 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor, Var};
-use metakd_model::ops::{conv3d, conv_transpose3d, instance_norm3d, leaky_relu, Conv3dParams};
+use metakd_model::ops::{
+    conv3d, conv_transpose3d, instance_norm3d, leaky_relu, Conv3dParams, ConvTranspose3dParams,
+};
 
 /// One timed case: a name and the milliseconds of one forward + backward pass (median of runs).
 #[derive(Debug, Clone)]
@@ -56,7 +58,7 @@ pub fn bench_ops(shapes: &[([usize; 5], usize, usize)], runs: usize) -> Result<V
             format!("conv_transpose3d {dims:?} 2x2x2 s2 {}->{co}", dims[1]),
             runs,
             || {
-                conv_transpose3d(&x, &wt, [2; 3], [0; 3], [0; 3])?
+                conv_transpose3d(&x, &wt, ConvTranspose3dParams::stride(2))?
                     .sum_all()?
                     .backward()?;
                 Ok(())

@@ -1,7 +1,7 @@
 //! conv3d and conv_transpose3d against a naive loop and finite differences.
 
 use candle_core::{Device, Tensor, Var};
-use metakd_model::ops::{conv3d, conv_transpose3d, Conv3dParams, Geometry};
+use metakd_model::ops::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams, Geometry};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn random(rng: &mut StdRng, len: usize) -> Vec<f32> {
@@ -20,7 +20,10 @@ fn for_each_tap(g: &Geometry, mut visit: impl FnMut(usize, usize, usize)) {
                 for y in 0..oh {
                     for x in 0..ow {
                         let yi = (((n * g.co + co) * od + z) * oh + y) * ow + x;
-                        for c in 0..g.c {
+                        let cg = g.c / p.groups;
+                        let group = co / (g.co / p.groups);
+                        for ci in 0..cg {
+                            let c = group * cg + ci;
                             for a in 0..kd {
                                 for b in 0..kh {
                                     for e in 0..kw {
@@ -43,7 +46,7 @@ fn for_each_tap(g: &Geometry, mut visit: impl FnMut(usize, usize, usize)) {
                                             + iy as usize)
                                             * w
                                             + ix as usize;
-                                        let wi = (((co * g.c + c) * kd + a) * kh + b) * kw + e;
+                                        let wi = (((co * cg + ci) * kd + a) * kh + b) * kw + e;
                                         visit(xi, wi, yi);
                                     }
                                 }
@@ -133,101 +136,85 @@ fn conv3d_matches_naive_loop_forward_and_backward() {
             stride: [1, 2, 3],
             padding: [0, 1, 2],
             dilation: [2, 1, 1],
+            groups: 1,
         },
     );
 }
 
-#[test]
-fn conv3d_gradient_matches_finite_differences() {
+/// Checks the autograd gradients of `sum(op(x, w)²)` against central finite differences at the
+/// given coordinates of `x` and `w`.
+fn check_finite_differences(
+    x_dims: [usize; 5],
+    w_dims: [usize; 5],
+    op: impl Fn(&Tensor, &Tensor) -> Tensor,
+    x_coords: &[usize],
+    w_coords: &[usize],
+    seed: u64,
+) {
     let dev = Device::Cpu;
-    let mut rng = StdRng::seed_from_u64(3);
-    let params = Conv3dParams::uniform(2, 1, 1);
-    let xs: Vec<f64> = (0..2 * 2 * 5 * 4 * 6)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    let ws: Vec<f64> = (0..3 * 2 * 27)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    let loss = |xs: &[f64], ws: &[f64]| -> f64 {
-        let x = Tensor::from_slice(
-            &xs.iter().map(|&v| v as f32).collect::<Vec<_>>(),
-            (2, 2, 5, 4, 6),
-            &dev,
-        )
-        .unwrap();
-        let w = Tensor::from_slice(
-            &ws.iter().map(|&v| v as f32).collect::<Vec<_>>(),
-            (3, 2, 3, 3, 3),
-            &dev,
-        )
-        .unwrap();
-        let y = conv3d(&x, &w, params).unwrap();
-        f64::from(
-            y.sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap(),
-        )
+    let mut rng = StdRng::seed_from_u64(seed);
+    let xs = random(&mut rng, x_dims.iter().product());
+    let ws = random(&mut rng, w_dims.iter().product());
+    let loss = |xs: &[f32], ws: &[f32]| -> f64 {
+        let x = Tensor::from_slice(xs, &x_dims, &dev).unwrap();
+        let w = Tensor::from_slice(ws, &w_dims, &dev).unwrap();
+        let y = op(&x, &w).sqr().unwrap().sum_all().unwrap();
+        f64::from(y.to_scalar::<f32>().unwrap())
     };
-    let x = Var::from_slice(
-        &xs.iter().map(|&v| v as f32).collect::<Vec<_>>(),
-        (2, 2, 5, 4, 6),
-        &dev,
-    )
-    .unwrap();
-    let w = Var::from_slice(
-        &ws.iter().map(|&v| v as f32).collect::<Vec<_>>(),
-        (3, 2, 3, 3, 3),
-        &dev,
-    )
-    .unwrap();
-    let grads = conv3d(&x, &w, params)
-        .unwrap()
+    let x = Var::from_slice(&xs, &x_dims, &dev).unwrap();
+    let w = Var::from_slice(&ws, &w_dims, &dev).unwrap();
+    let grads = op(&x, &w)
         .sqr()
         .unwrap()
         .sum_all()
         .unwrap()
         .backward()
         .unwrap();
-    let gx = grads
-        .get(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let gw = grads
-        .get(&w)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let eps = 1e-2;
-    for i in [0, 17, 101, 200, 239] {
-        let (mut plus, mut minus) = (xs.clone(), xs.clone());
+    let flat = |v: &Var| {
+        grads
+            .get(v)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let (gx, gw) = (flat(&x), flat(&w));
+    let eps = 1e-2f32;
+    let central = |values: &[f32], i: usize, f: &dyn Fn(&[f32]) -> f64| -> f64 {
+        let (mut plus, mut minus) = (values.to_vec(), values.to_vec());
         plus[i] += eps;
         minus[i] -= eps;
-        let fd = (loss(&plus, &ws) - loss(&minus, &ws)) / (2.0 * eps);
+        (f(&plus) - f(&minus)) / (2.0 * f64::from(eps))
+    };
+    for &i in x_coords {
+        let fd = central(&xs, i, &|v| loss(v, &ws));
+        let g = f64::from(gx[i]);
         assert!(
-            (fd - f64::from(gx[i])).abs() < 2e-2 * (1.0 + fd.abs()),
-            "dx[{i}]: fd {fd} vs {}",
-            gx[i]
+            (fd - g).abs() < 2e-2 * (1.0 + fd.abs()),
+            "dx[{i}]: fd {fd} vs {g}"
         );
     }
-    for i in [0, 13, 54, 99, 161] {
-        let (mut plus, mut minus) = (ws.clone(), ws.clone());
-        plus[i] += eps;
-        minus[i] -= eps;
-        let fd = (loss(&xs, &plus) - loss(&xs, &minus)) / (2.0 * eps);
+    for &i in w_coords {
+        let fd = central(&ws, i, &|v| loss(&xs, v));
+        let g = f64::from(gw[i]);
         assert!(
-            (fd - f64::from(gw[i])).abs() < 2e-2 * (1.0 + fd.abs()),
-            "dw[{i}]: fd {fd} vs {}",
-            gw[i]
+            (fd - g).abs() < 2e-2 * (1.0 + fd.abs()),
+            "dw[{i}]: fd {fd} vs {g}"
         );
     }
+}
+
+#[test]
+fn conv3d_gradient_matches_finite_differences() {
+    check_finite_differences(
+        [2, 2, 5, 4, 6],
+        [3, 2, 3, 3, 3],
+        |x, w| conv3d(x, w, Conv3dParams::uniform(2, 1, 1)).unwrap(),
+        &[0, 17, 101, 200, 239],
+        &[0, 13, 54, 99, 161],
+        3,
+    );
 }
 
 #[test]
@@ -244,7 +231,7 @@ fn conv_transpose3d_is_the_adjoint_of_conv3d() {
     let w = Tensor::from_slice(&random(&mut rng, 4 * 3 * 8), (4, 3, 2, 2, 2), &dev).unwrap();
     let y = conv3d(&z, &w, Conv3dParams::uniform(2, 0, 1)).unwrap();
     let x = Tensor::from_slice(&random(&mut rng, y.elem_count()), y.dims(), &dev).unwrap();
-    let t = conv_transpose3d(&x, &w, [2; 3], [0; 3], [0; 3]).unwrap();
+    let t = conv_transpose3d(&x, &w, ConvTranspose3dParams::stride(2)).unwrap();
     assert_eq!(t.dims(), z.dims());
     let lhs = (&y * &x)
         .unwrap()
@@ -266,63 +253,16 @@ fn conv_transpose3d_is_the_adjoint_of_conv3d() {
 
 #[test]
 fn conv_transpose3d_gradients_match_finite_differences() {
-    let dev = Device::Cpu;
-    let mut rng = StdRng::seed_from_u64(5);
-    let xs = random(&mut rng, 2 * 3 * 3 * 4 * 2);
-    let ws = random(&mut rng, 3 * 2 * 8);
-    let loss = |xs: &[f32], ws: &[f32]| -> f64 {
-        let x = Tensor::from_slice(xs, (2, 3, 3, 4, 2), &dev).unwrap();
-        let w = Tensor::from_slice(ws, (3, 2, 2, 2, 2), &dev).unwrap();
-        let y = conv_transpose3d(&x, &w, [2; 3], [0; 3], [0; 3]).unwrap();
-        f64::from(
-            y.sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap(),
-        )
-    };
-    let x = Var::from_slice(&xs, (2, 3, 3, 4, 2), &dev).unwrap();
-    let w = Var::from_slice(&ws, (3, 2, 2, 2, 2), &dev).unwrap();
-    let y = conv_transpose3d(&x, &w, [2; 3], [0; 3], [0; 3]).unwrap();
-    assert_eq!(y.dims(), &[2, 2, 6, 8, 4]);
-    let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-    let gx = grads
-        .get(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let gw = grads
-        .get(&w)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let eps = 1e-2;
-    for i in [0, 7, 33, 71] {
-        let (mut p, mut m) = (xs.clone(), xs.clone());
-        p[i] += eps;
-        m[i] -= eps;
-        let fd = (loss(&p, &ws) - loss(&m, &ws)) / (2.0 * f64::from(eps));
-        assert!(
-            (fd - f64::from(gx[i])).abs() < 2e-2 * (1.0 + fd.abs()),
-            "dx[{i}]: {fd} vs {}",
-            gx[i]
-        );
-    }
-    for i in [0, 9, 30, 47] {
-        let (mut p, mut m) = (ws.clone(), ws.clone());
-        p[i] += eps;
-        m[i] -= eps;
-        let fd = (loss(&xs, &p) - loss(&xs, &m)) / (2.0 * f64::from(eps));
-        assert!(
-            (fd - f64::from(gw[i])).abs() < 2e-2 * (1.0 + fd.abs()),
-            "dw[{i}]: {fd} vs {}",
-            gw[i]
-        );
-    }
+    check_finite_differences(
+        [2, 3, 3, 4, 2],
+        [3, 2, 2, 2, 2],
+        |x, w| {
+            let y = conv_transpose3d(x, w, ConvTranspose3dParams::stride(2)).unwrap();
+            assert_eq!(y.dims(), &[2, 2, 6, 8, 4]);
+            y
+        },
+        &[0, 7, 33, 71],
+        &[0, 9, 30, 47],
+        5,
+    );
 }

@@ -4,7 +4,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::ops::{self, Conv3dParams};
+use crate::ops::{self, Conv3dParams, ConvTranspose3dParams};
 
 /// Epsilon of instance norm.
 const NORM_EPS: f64 = 1e-5;
@@ -157,7 +157,7 @@ impl Upsample2x {
 
     /// Doubles every spatial extent of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::conv_transpose3d(x, &self.weight, [2; 3], [0; 3], [0; 3])
+        ops::conv_transpose3d(x, &self.weight, ConvTranspose3dParams::stride(2))
     }
 }
 

@@ -166,23 +166,47 @@ fn filter(
 }
 
 /// 3D convolution (cross-correlation, as PyTorch's `conv3d`) of `x [n, c, d, h, w]` with
-/// `w [co, c, kd, kh, kw]`, without bias. Returns `[n, co, od, oh, ow]`.
+/// `w [co, c/groups, kd, kh, kw]`, without bias. Returns `[n, co, od, oh, ow]`.
 pub fn conv3d(x: &Tensor, w: &Tensor, params: Conv3dParams) -> Result<Tensor> {
     x.contiguous()?
         .apply_op2(&w.contiguous()?, Conv3dForward { params })
 }
 
-/// 3D transposed convolution of `x [n, ci, d, h, w]` with `w [ci, co, kd, kh, kw]` (PyTorch's
-/// layout for `conv_transpose3d`), stride, padding and output padding per axis, without bias.
-pub fn conv_transpose3d(
-    x: &Tensor,
-    w: &Tensor,
-    stride: [usize; 3],
-    padding: [usize; 3],
-    output_padding: [usize; 3],
-) -> Result<Tensor> {
+/// The geometry of a transposed convolution beyond its kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTranspose3dParams {
+    /// Upsampling step per axis.
+    pub stride: [usize; 3],
+    /// Padding removed from both sides of the output, per axis.
+    pub padding: [usize; 3],
+    /// Extra output on the far side, per axis (smaller than the stride).
+    pub output_padding: [usize; 3],
+    /// Spacing between kernel taps, per axis.
+    pub dilation: [usize; 3],
+    /// Channel groups.
+    pub groups: usize,
+}
+
+impl ConvTranspose3dParams {
+    /// Stride `stride` on every axis, no padding, dilation 1, one group.
+    pub fn stride(stride: usize) -> Self {
+        Self {
+            stride: [stride; 3],
+            padding: [0; 3],
+            output_padding: [0; 3],
+            dilation: [1; 3],
+            groups: 1,
+        }
+    }
+}
+
+/// 3D transposed convolution of `x [n, ci, d, h, w]` with `w [ci, co/groups, kd, kh, kw]`
+/// (PyTorch's layout for `conv_transpose3d`), without bias.
+pub fn conv_transpose3d(x: &Tensor, w: &Tensor, p: ConvTranspose3dParams) -> Result<Tensor> {
     let (n, ci, d, h, wd) = x.dims5()?;
-    let (wci, co, kd, kh, kw) = w.dims5()?;
+    let (wci, co_per_group, kd, kh, kw) = w.dims5()?;
+    let (stride, padding, output_padding) = (p.stride, p.padding, p.output_padding);
+    let co = co_per_group * p.groups;
     if ci != wci {
         bail!("conv_transpose3d: input has {ci} channels but the weight expects {wci}")
     }
@@ -190,7 +214,7 @@ pub fn conv_transpose3d(
         if output_padding[axis] >= stride[axis] {
             bail!("conv_transpose3d: output padding must be smaller than the stride")
         }
-        ((input - 1) * stride[axis] + k + output_padding[axis])
+        ((input - 1) * stride[axis] + p.dilation[axis] * (k - 1) + 1 + output_padding[axis])
             .checked_sub(2 * padding[axis])
             .ok_or_else(|| candle_core::Error::Msg("conv_transpose3d: padding too large".into()))
     };
@@ -198,7 +222,8 @@ pub fn conv_transpose3d(
     let params = Conv3dParams {
         stride,
         padding,
-        dilation: [1; 3],
+        dilation: p.dilation,
+        groups: p.groups,
     };
     data(x, w, params, out)
 }

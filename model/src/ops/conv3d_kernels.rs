@@ -232,31 +232,52 @@ fn columns(x_n: &[f32], g: &Geometry, rows: &Range<usize>, buffer: &mut Vec<f32>
     }
 }
 
-/// `y = conv3d(x, w)`: `x [n, c, d, h, w]`, `w [co, c, kd, kh, kw]`, returns `y [n, co, od, oh, ow]`.
+/// Offsets of the input, output and weight of every (sample, group) unit of the convolution,
+/// each of which is a convolution with one sample and one group of geometry [`Geometry::unit`].
+fn units(g: &Geometry) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    let u = g.unit();
+    let (x_size, y_size, w_size) = (
+        u.c * g.input_volume(),
+        u.co * g.output_volume(),
+        u.co * u.col_rows(),
+    );
+    (0..g.n).flat_map(move |n| {
+        (0..g.params.groups).map(move |grp| {
+            (
+                (n * g.params.groups + grp) * x_size,
+                (n * g.params.groups + grp) * y_size,
+                grp * w_size,
+            )
+        })
+    })
+}
+
+/// `y = conv3d(x, w)`: `x [n, c, d, h, w]`, `w [co, c/groups, kd, kh, kw]`, returns
+/// `y [n, co, od, oh, ow]`.
 pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
-    let (in_size, out_vol) = (g.c * g.input_volume(), g.output_volume());
+    let u = g.unit();
+    let out_vol = g.output_volume();
     let mut y = vec![0f32; g.n * g.co * out_vol];
     let mut buffer = Vec::new();
-    let chunks = row_chunks(g);
-    for n in 0..g.n {
-        let x_n = &x[n * in_size..(n + 1) * in_size];
-        let y_n = &mut y[n * g.co * out_vol..(n + 1) * g.co * out_vol];
+    let chunks = row_chunks(&u);
+    for (xo, yo, wo) in units(g) {
+        let x_u = &x[xo..xo + u.c * g.input_volume()];
+        let weight = View {
+            ptr: w[wo..].as_ptr(),
+            row_stride: u.col_rows() as isize,
+            col_stride: 1,
+        };
         for rows in &chunks {
             let chunk = rows.len() * g.output[2];
-            let col = columns(x_n, g, rows, &mut buffer);
-            let weight = View {
-                ptr: w.as_ptr(),
-                row_stride: g.col_rows() as isize,
-                col_stride: 1,
-            };
-            // SAFETY: `y_n` holds co rows of out_vol elements; the chunk's columns start at
-            // rows.start·ow and span `chunk` elements of each row.
+            let col = columns(x_u, &u, rows, &mut buffer);
+            // SAFETY: the unit's output holds co rows of out_vol elements from `yo`; the chunk's
+            // columns start at rows.start·ow and span `chunk` elements of each row.
             unsafe {
                 matmul(
-                    g.co,
+                    u.co,
                     chunk,
-                    g.col_rows(),
-                    y_n[rows.start * g.output[2]..].as_mut_ptr(),
+                    u.col_rows(),
+                    y[yo + rows.start * g.output[2]..].as_mut_ptr(),
                     out_vol as isize,
                     weight,
                     col,
@@ -268,33 +289,35 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     y
 }
 
-/// Gradient of `conv3d` with respect to its input: `dy [n, co, od, oh, ow]`, `w [co, c, kd, kh,
-/// kw]`, returns `dx [n, c, d, h, w]`. This is also the transposed convolution of `dy` by `w`.
+/// Gradient of `conv3d` with respect to its input: `dy [n, co, od, oh, ow]`, `w [co, c/groups,
+/// kd, kh, kw]`, returns `dx [n, c, d, h, w]`. This is also the transposed convolution of `dy`
+/// by `w`.
 pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
-    let (in_size, out_vol) = (g.c * g.input_volume(), g.output_volume());
-    let mut dx = vec![0f32; g.n * in_size];
+    let u = g.unit();
+    let (in_vol, out_vol) = (g.input_volume(), g.output_volume());
+    let mut dx = vec![0f32; g.n * g.c * in_vol];
     let mut buffer = Vec::new();
-    let weight_t = View {
-        ptr: w.as_ptr(),
-        row_stride: 1,
-        col_stride: g.col_rows() as isize,
-    };
-    for n in 0..g.n {
-        let dy_n = &dy[n * g.co * out_vol..(n + 1) * g.co * out_vol];
-        let dx_n = &mut dx[n * in_size..(n + 1) * in_size];
+    let chunks = row_chunks(&u);
+    for (xo, yo, wo) in units(g) {
+        let dx_u = &mut dx[xo..xo + u.c * in_vol];
+        let weight_t = View {
+            ptr: w[wo..].as_ptr(),
+            row_stride: 1,
+            col_stride: u.col_rows() as isize,
+        };
         if is_pointwise(g) {
             let grad = View {
-                ptr: dy_n.as_ptr(),
+                ptr: dy[yo..].as_ptr(),
                 row_stride: out_vol as isize,
                 col_stride: 1,
             };
-            // SAFETY: dx_n is [c, vol] and dy_n is [co, vol], both contiguous.
+            // SAFETY: dx_u is [c, vol] and the unit's gradient is [co, vol], both contiguous.
             unsafe {
                 matmul(
-                    g.c,
+                    u.c,
                     out_vol,
-                    g.co,
-                    dx_n.as_mut_ptr(),
+                    u.co,
+                    dx_u.as_mut_ptr(),
                     out_vol as isize,
                     weight_t,
                     grad,
@@ -303,20 +326,20 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
             };
             continue;
         }
-        for rows in row_chunks(g) {
+        for rows in &chunks {
             let chunk = rows.len() * g.output[2];
-            buffer.resize(g.col_rows() * chunk, 0.0);
+            buffer.resize(u.col_rows() * chunk, 0.0);
             let grad = View {
-                ptr: dy_n[rows.start * g.output[2]..].as_ptr(),
+                ptr: dy[yo + rows.start * g.output[2]..].as_ptr(),
                 row_stride: out_vol as isize,
                 col_stride: 1,
             };
             // SAFETY: buffer holds col_rows × chunk elements.
             unsafe {
                 matmul(
-                    g.col_rows(),
+                    u.col_rows(),
                     chunk,
-                    g.co,
+                    u.co,
                     buffer.as_mut_ptr(),
                     chunk as isize,
                     weight_t,
@@ -324,43 +347,44 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
                     false,
                 )
             };
-            col2vol(&buffer, g, &rows, dx_n);
+            col2vol(&buffer, &u, rows, dx_u);
         }
     }
     dx
 }
 
 /// Gradient of `conv3d` with respect to its weight: `x [n, c, d, h, w]`, `dy [n, co, od, oh,
-/// ow]`, returns `dw [co, c, kd, kh, kw]`.
+/// ow]`, returns `dw [co, c/groups, kd, kh, kw]`.
 pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
-    let (in_size, out_vol) = (g.c * g.input_volume(), g.output_volume());
-    let mut dw = vec![0f32; g.co * g.col_rows()];
+    let u = g.unit();
+    let out_vol = g.output_volume();
+    let mut dw = vec![0f32; g.co * u.col_rows()];
     let mut buffer = Vec::new();
-    let chunks = row_chunks(g);
-    for n in 0..g.n {
-        let x_n = &x[n * in_size..(n + 1) * in_size];
-        let dy_n = &dy[n * g.co * out_vol..(n + 1) * g.co * out_vol];
+    let chunks = row_chunks(&u);
+    for (xo, yo, wo) in units(g) {
+        let x_u = &x[xo..xo + u.c * g.input_volume()];
         for rows in &chunks {
             let chunk = rows.len() * g.output[2];
-            let col = columns(x_n, g, rows, &mut buffer);
+            let col = columns(x_u, &u, rows, &mut buffer);
             let col_t = View {
                 ptr: col.ptr,
                 row_stride: col.col_stride,
                 col_stride: col.row_stride,
             };
             let grad = View {
-                ptr: dy_n[rows.start * g.output[2]..].as_ptr(),
+                ptr: dy[yo + rows.start * g.output[2]..].as_ptr(),
                 row_stride: out_vol as isize,
                 col_stride: 1,
             };
-            // SAFETY: dw is [co, col_rows]; grad is [co, chunk]; col_t is [chunk, col_rows].
+            // SAFETY: the group's dw is [co, col_rows] from `wo`; grad is [co, chunk]; col_t is
+            // [chunk, col_rows].
             unsafe {
                 matmul(
-                    g.co,
-                    g.col_rows(),
+                    u.co,
+                    u.col_rows(),
                     chunk,
-                    dw.as_mut_ptr(),
-                    g.col_rows() as isize,
+                    dw[wo..].as_mut_ptr(),
+                    u.col_rows() as isize,
                     grad,
                     col_t,
                     true,

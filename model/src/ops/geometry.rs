@@ -12,6 +12,9 @@ pub struct Conv3dParams {
     pub padding: [usize; 3],
     /// Spacing between kernel taps, per axis.
     pub dilation: [usize; 3],
+    /// Channel groups: input and output channels are split into this many groups, each
+    /// convolved on its own (the number of channels for a depthwise convolution).
+    pub groups: usize,
 }
 
 impl Conv3dParams {
@@ -21,7 +24,13 @@ impl Conv3dParams {
             stride: [stride; 3],
             padding: [padding; 3],
             dilation: [dilation; 3],
+            groups: 1,
         }
+    }
+
+    /// The same parameters with `groups` channel groups.
+    pub fn with_groups(self, groups: usize) -> Self {
+        Self { groups, ..self }
     }
 }
 
@@ -31,7 +40,7 @@ impl Default for Conv3dParams {
     }
 }
 
-/// Every extent of one convolution: `x [n, c, d, h, w]`, `weight [co, c, kd, kh, kw]`,
+/// Every extent of one convolution: `x [n, c, d, h, w]`, `weight [co, c/groups, kd, kh, kw]`,
 /// `y [n, co, od, oh, ow]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
@@ -60,20 +69,21 @@ fn output_extent(input: usize, kernel: usize, p: &Conv3dParams, axis: usize) -> 
 
 impl Geometry {
     /// Geometry of `conv3d(x, weight)` for `x` of dims `[n, c, d, h, w]` and `weight` of dims
-    /// `[co, c, kd, kh, kw]`.
+    /// `[co, c/groups, kd, kh, kw]`.
     pub fn new(x: &[usize], weight: &[usize], params: Conv3dParams) -> Result<Self> {
         if x.len() != 5 || weight.len() != 5 {
             bail!("conv3d expects 5-D input and weight, got {x:?} and {weight:?}")
         }
-        if x[1] != weight[1] {
-            bail!(
-                "conv3d: input has {} channels but the weight expects {}",
-                x[1],
-                weight[1]
-            )
+        if params.stride.contains(&0) || params.dilation.contains(&0) || params.groups == 0 {
+            bail!("conv3d: stride, dilation and groups must be positive, got {params:?}")
         }
-        if params.stride.contains(&0) || params.dilation.contains(&0) {
-            bail!("conv3d: stride and dilation must be positive, got {params:?}")
+        if x[1] != weight[1] * params.groups || weight[0] % params.groups != 0 {
+            bail!(
+                "conv3d: input has {} channels and the weight {:?}, which does not fit {} groups",
+                x[1],
+                weight,
+                params.groups
+            )
         }
         let kernel = [weight[2], weight[3], weight[4]];
         let input = [x[2], x[3], x[4]];
@@ -102,9 +112,25 @@ impl Geometry {
         self.kernel.iter().product()
     }
 
-    /// Rows of the column matrix: c·kd·kh·kw.
+    /// Rows of the column matrix: c·kd·kh·kw (of one group, for [`Geometry::unit`]).
     pub fn col_rows(&self) -> usize {
         self.c * self.kernel_volume()
+    }
+
+    /// The convolution of one sample and one channel group: `n` = 1, `c` and `co` divided by
+    /// the groups.
+    pub fn unit(&self) -> Self {
+        let groups = self.params.groups;
+        Self {
+            n: 1,
+            c: self.c / groups,
+            co: self.co / groups,
+            params: Conv3dParams {
+                groups: 1,
+                ..self.params
+            },
+            ..*self
+        }
     }
 
     /// Voxels of one input channel.

@@ -15,7 +15,7 @@ mod instance_norm;
 mod weight_standardization;
 
 pub use activation::leaky_relu;
-pub use conv3d::{conv3d, conv_transpose3d, Conv3dParams};
+pub use conv3d::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 pub use geometry::Geometry;
 pub use instance_norm::instance_norm3d;
 pub use weight_standardization::standardize_weight;
