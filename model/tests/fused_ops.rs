@@ -1,7 +1,7 @@
-//! Instance norm and LeakyReLU gradients against finite differences and the composed Candle ops.
+//! Instance norm, group norm and LeakyReLU gradients against finite differences and the composed Candle ops.
 
 use candle_core::{Device, Tensor, Var, D};
-use metakd_model::ops::{instance_norm3d, leaky_relu};
+use metakd_model::ops::{group_norm, instance_norm3d, leaky_relu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn random(rng: &mut StdRng, len: usize) -> Vec<f32> {
@@ -136,5 +136,55 @@ fn leaky_relu_matches_definition_and_gradient() {
     let g = flat(grads.get(&x).unwrap());
     for (gi, &v) in g.iter().zip(&xs) {
         assert!((gi - if v > 0.0 { 3.0 } else { 0.03 }).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn group_norm_matches_composed_ops_forward_and_backward() {
+    let dev = Device::Cpu;
+    let mut rng = StdRng::seed_from_u64(4);
+    let dims = (2, 4, 3, 2, 3);
+    let x = Var::from_slice(&random(&mut rng, 144), dims, &dev).unwrap();
+    let gamma = Var::from_slice(&random(&mut rng, 4), 4, &dev).unwrap();
+    let beta = Var::from_slice(&random(&mut rng, 4), 4, &dev).unwrap();
+    let r = Tensor::from_slice(&random(&mut rng, 144), dims, &dev).unwrap();
+    let fused = group_norm(&x, 2, &gamma, &beta, 1e-5).unwrap();
+    let grouped = x.reshape((2, 2, 36)).unwrap();
+    let centred = grouped
+        .broadcast_sub(&grouped.mean_keepdim(D::Minus1).unwrap())
+        .unwrap();
+    let var = centred.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+    let normed = centred
+        .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+        .unwrap()
+        .reshape((2, 4, 18))
+        .unwrap();
+    let composed = normed
+        .broadcast_mul(&gamma.reshape((1, 4, 1)).unwrap())
+        .unwrap()
+        .broadcast_add(&beta.reshape((1, 4, 1)).unwrap())
+        .unwrap()
+        .reshape(dims)
+        .unwrap();
+    assert_close(&flat(&fused), &flat(&composed), 1e-5, "y");
+    let g1 = (&fused * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g2 = (&composed * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (var, name) in [(&x, "dx"), (&gamma, "dgamma"), (&beta, "dbeta")] {
+        assert_close(
+            &flat(g1.get(var).unwrap()),
+            &flat(g2.get(var).unwrap()),
+            1e-4,
+            name,
+        );
     }
 }

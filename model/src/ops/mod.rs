@@ -2,8 +2,8 @@
 //!
 //! - [`conv3d`] and [`conv_transpose3d`]: 3D convolution and transposed convolution (CPU kernels
 //!   built on vol2col and `gemm`);
-//! - [`instance_norm3d`] and [`standardize_weight`]: instance norm with affine parameters and
-//!   weight standardisation as the MetaKD reference network uses them;
+//! - [`instance_norm3d`], [`group_norm`] and [`standardize_weight`]: instance and group norm with
+//!   affine parameters and weight standardisation as the MetaKD reference network uses them;
 //! - LeakyReLU as one fused op, [`leaky_relu`].
 
 mod activation;
@@ -11,11 +11,11 @@ mod conv3d;
 mod conv3d_kernels;
 mod elementwise;
 mod geometry;
-mod instance_norm;
+mod normalization;
 mod weight_standardization;
 
 pub use activation::leaky_relu;
 pub use conv3d::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 pub use geometry::Geometry;
-pub use instance_norm::instance_norm3d;
+pub use normalization::{group_norm, instance_norm3d};
 pub use weight_standardization::standardize_weight;
