@@ -4,6 +4,8 @@
 //!   built on vol2col and `gemm`);
 //! - [`instance_norm3d`], [`group_norm`] and [`standardize_weight`]: instance and group norm with
 //!   affine parameters and weight standardisation as the MetaKD reference network uses them;
+//! - [`max_pool3d`], [`avg_pool3d`] and [`global_avg_pool3d`]: 3D pooling;
+//! - [`upsample_trilinear3d`] and [`upsample_nearest3d`]: resampling with PyTorch's coordinates;
 //! - LeakyReLU as one fused op, [`leaky_relu`].
 
 mod activation;
@@ -12,10 +14,16 @@ mod conv3d_kernels;
 mod elementwise;
 mod geometry;
 mod normalization;
+mod pooling;
+mod resample;
 mod weight_standardization;
 
 pub use activation::leaky_relu;
 pub use conv3d::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 pub use geometry::Geometry;
 pub use normalization::{group_norm, instance_norm3d};
+pub use pooling::{avg_pool3d, global_avg_pool3d, max_pool3d, Pool3dParams};
+pub use resample::{
+    resample3d, upsample_nearest3d, upsample_trilinear3d, ResampleMode, ResampleTo,
+};
 pub use weight_standardization::standardize_weight;

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Reference outputs and gradients of the 3D ops, computed with PyTorch on the CPU.
+
+Writes model/tests/fixtures/ops.safetensors (tensors) and model/tests/fixtures/ops.json (the
+cases and their parameters), which `model/tests/torch_parity.rs` compares against
+`metakd_model::ops`. For each case it stores the inputs, a random cotangent `r`, the output `y` and
+the gradients of sum(y * r) with respect to every input.
+
+    python3 -m pip install torch safetensors numpy
+    python3 tools/torch_fixtures.py
+"""
+import json
+import pathlib
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+OUT = pathlib.Path(__file__).resolve().parent.parent / "model" / "tests" / "fixtures"
+torch.manual_seed(0)
+tensors = {}
+cases = []
+
+
+def record(name, op, params, inputs, fn):
+    """Runs fn(*inputs), stores inputs, output and gradients of sum(y * r)."""
+    leaves = [t.clone().requires_grad_(True) for t in inputs]
+    y = fn(*leaves)
+    r = torch.randn_like(y)
+    (y * r).sum().backward()
+    names = ["x", "w", "b"][: len(inputs)]
+    for n, t, leaf in zip(names, inputs, leaves):
+        tensors[f"{name}.{n}"] = t.detach().clone().contiguous()
+        tensors[f"{name}.d{n}"] = leaf.grad.contiguous()
+    tensors[f"{name}.r"] = r.contiguous()
+    tensors[f"{name}.y"] = y.detach().contiguous()
+    cases.append({"name": name, "op": op, "params": params})
+
+
+def conv_cases():
+    grid = [
+        # x dims, out channels, kernel, stride, padding, dilation, groups
+        ([2, 3, 7, 9, 5], 4, 3, 1, 1, 1, 1),
+        ([2, 3, 7, 9, 5], 4, 3, 2, 1, 1, 1),
+        ([1, 2, 9, 8, 7], 3, 3, 2, 0, 1, 1),
+        ([1, 2, 11, 9, 13], 3, 3, 1, 2, 2, 1),
+        ([1, 2, 13, 11, 9], 2, 3, 1, 4, 4, 1),
+        ([1, 1, 19, 17, 18], 2, 3, 1, 2, 8, 1),
+        ([1, 2, 5, 6, 7], 2, 3, 1, 8, 8, 1),
+        ([2, 4, 5, 6, 7], 4, 3, 1, 1, 1, 4),
+        ([1, 8, 9, 9, 9], 16, 3, 2, 2, 2, 2),
+        ([2, 64, 5, 6, 7], 64, 3, 1, 1, 1, 1),
+        ([2, 1, 9, 8, 7], 64, 3, 2, 1, 1, 1),
+        ([2, 64, 6, 5, 7], 1, 1, 1, 0, 1, 1),
+        ([2, 3, 7, 6, 5], 5, 7, 2, 3, 1, 1),
+    ]
+    for i, (dims, co, k, s, p, d, g) in enumerate(grid):
+        x = torch.randn(dims)
+        w = torch.randn(co, dims[1] // g, k, k, k) / (dims[1] * k**3) ** 0.5
+        params = {"stride": s, "padding": p, "dilation": d, "groups": g}
+        record(f"conv3d_{i}", "conv3d", params, [x, w],
+               lambda x, w: F.conv3d(x, w, stride=s, padding=p, dilation=d, groups=g))
+
+
+def conv_transpose_cases():
+    grid = [
+        # x dims, out channels per group, kernel, stride, padding, output padding, groups
+        ([2, 4, 3, 4, 5], 3, 2, 2, 0, 0, 1),
+        ([1, 3, 4, 3, 5], 2, 3, 2, 1, 1, 1),
+        ([2, 4, 3, 3, 4], 2, 3, 1, 1, 0, 2),
+        ([2, 64, 3, 4, 3], 32, 2, 2, 0, 0, 1),
+        ([1, 2, 5, 4, 3], 3, 3, 2, 2, 1, 1),
+    ]
+    for i, (dims, cog, k, s, p, op, g) in enumerate(grid):
+        x = torch.randn(dims)
+        w = torch.randn(dims[1], cog, k, k, k) / (dims[1] * k**3) ** 0.5
+        params = {"stride": s, "padding": p, "output_padding": op, "groups": g}
+        record(f"conv_transpose3d_{i}", "conv_transpose3d", params, [x, w],
+               lambda x, w: F.conv_transpose3d(x, w, stride=s, padding=p, output_padding=op, groups=g))
+
+
+def pool_cases():
+    grid = [([2, 3, 7, 8, 9], 3, 2, 1), ([1, 2, 8, 6, 4], 2, 2, 0), ([2, 2, 5, 7, 6], 3, 1, 1), ([1, 64, 5, 4, 6], 2, 1, 0)]
+    for i, (dims, k, s, p) in enumerate(grid):
+        x = torch.randn(dims)
+        params = {"kernel": k, "stride": s, "padding": p}
+        record(f"max_pool3d_{i}", "max_pool3d", params, [x], lambda x: F.max_pool3d(x, k, s, p))
+        record(f"avg_pool3d_{i}", "avg_pool3d", params, [x], lambda x: F.avg_pool3d(x, k, s, p))
+    record("global_avg_pool3d_0", "global_avg_pool3d", {}, [torch.randn(2, 5, 3, 4, 5)],
+           lambda x: F.adaptive_avg_pool3d(x, 1))
+
+
+def resample_cases():
+    grid = [
+        ([2, 3, 4, 5, 3], {"size": [8, 10, 6]}, "trilinear", True),
+        ([2, 3, 4, 5, 3], {"size": [8, 10, 6]}, "trilinear", False),
+        ([1, 2, 3, 4, 5], {"size": [7, 5, 11]}, "trilinear", False),
+        ([1, 2, 3, 4, 5], {"scale": [2.0, 2.0, 2.0]}, "trilinear", False),
+        ([1, 2, 1, 1, 1], {"size": [5, 6, 7]}, "trilinear", True),
+        ([1, 2, 6, 8, 10], {"size": [3, 4, 5]}, "trilinear", False),
+        ([2, 3, 3, 4, 2], {"scale": [2.0, 2.0, 2.0]}, "nearest", False),
+        ([1, 2, 3, 4, 5], {"size": [7, 5, 11]}, "nearest", False),
+    ]
+    for i, (dims, to, mode, align) in enumerate(grid):
+        x = torch.randn(dims)
+        kwargs = {"size": tuple(to["size"])} if "size" in to else {"scale_factor": tuple(to["scale"])}
+        if mode == "trilinear":
+            kwargs["align_corners"] = align
+        params = dict(to, mode=mode, align_corners=align)
+        record(f"resample3d_{i}", "resample3d", params, [x],
+               lambda x: F.interpolate(x, mode=mode, **kwargs))
+
+
+def norm_cases():
+    for i, (dims, groups) in enumerate([([2, 3, 4, 5, 6], 3), ([2, 8, 3, 4, 5], 2), ([1, 64, 3, 3, 2], 64), ([2, 6, 2, 3, 2], 1)]):
+        x = torch.randn(dims) * 3 + 1
+        gamma = torch.randn(dims[1])
+        beta = torch.randn(dims[1])
+        record(f"group_norm_{i}", "group_norm", {"groups": groups}, [x, gamma, beta],
+               lambda x, g, b: F.group_norm(x, groups, g, b, eps=1e-5))
+    w = torch.randn(6, 4, 3, 3, 3)
+
+    def standardise(w):
+        flat = w.reshape(w.shape[0], -1)
+        mean = flat.mean(dim=1, keepdim=True)
+        var = flat.var(dim=1, keepdim=True, unbiased=True)
+        return ((flat - mean) / torch.sqrt(var + 1e-12)).reshape(w.shape)
+
+    record("standardize_weight_0", "standardize_weight", {}, [w], standardise)
+    record("leaky_relu_0", "leaky_relu", {"slope": 0.01}, [torch.randn(2, 3, 4, 5, 6)],
+           lambda x: F.leaky_relu(x, 0.01))
+
+
+conv_cases()
+conv_transpose_cases()
+pool_cases()
+resample_cases()
+norm_cases()
+OUT.mkdir(parents=True, exist_ok=True)
+save_file(tensors, str(OUT / "ops.safetensors"))
+(OUT / "ops.json").write_text(json.dumps({"torch": torch.__version__, "cases": cases}, indent=1) + "\n")
+print(f"{len(cases)} cases, {sum(t.numel() for t in tensors.values()) * 4 / 1e6:.2f} MB")
