@@ -3,6 +3,7 @@
 //! modality-subset sweeps ([`sweep`]) and the end-to-end [`demo`]. The `metakd` command wires
 //! them to the data preparation and report stages.
 
+pub mod alloc_stats;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;

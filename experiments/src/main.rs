@@ -6,15 +6,17 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use metakd_data::synth::{write_dataset, SynthConfig};
+use metakd_experiments::alloc_stats::CountingAllocator;
 use metakd_experiments::config::RunConfig;
 use metakd_experiments::demo::{default_workdir, run_demo, DemoOptions};
 use metakd_experiments::files::SWEEP_FILE;
-use metakd_experiments::{progress, sweep, train};
+use metakd_experiments::{bench, progress, sweep, train};
 
 /// Tensors of several MiB are allocated and freed at every step; mimalloc reuses their memory
-/// where the system allocator returns it and faults it back in (a third of the CPU time).
+/// where the system allocator returns it and faults it back in (a third of the CPU time). The
+/// counting wrapper lets `metakd bench` report working memory.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: CountingAllocator<mimalloc::MiMalloc> = CountingAllocator(mimalloc::MiMalloc);
 
 /// MetaKD: meta-learned modality-weighted knowledge distillation for multi-modal learning with
 /// missing modalities.
@@ -59,6 +61,12 @@ enum BenchWhat {
         /// Timed runs per op (the median is printed).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Python interpreter for the PyTorch comparison.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        /// The PyTorch benchmark script.
+        #[arg(long, default_value = "tools/bench_torch.py")]
+        torch_script: PathBuf,
     },
 }
 
@@ -256,19 +264,50 @@ fn run(cli: Cli) -> Result<()> {
             println!("report: {}", report.display());
         }
         Command::Bench {
-            what: BenchWhat::Ops { runs },
+            what:
+                BenchWhat::Ops {
+                    runs,
+                    python,
+                    torch_script,
+                },
         } => {
-            let shapes = [
-                ([8, 1, 32, 32, 32], 8, 1),
-                ([2, 8, 32, 32, 32], 8, 1),
-                ([8, 8, 32, 32, 32], 16, 2),
-                ([8, 16, 16, 16, 16], 16, 1),
-                ([2, 16, 32, 64, 64], 16, 1),
-                ([2, 32, 16, 32, 32], 32, 1),
-            ];
-            for t in metakd_experiments::bench::bench_ops(&shapes, runs)? {
-                println!("{:>10.2} ms  {}", t.millis, t.name);
+            let cases = bench::standard_cases();
+            let ours = bench::bench_ops(&cases, runs)?;
+            let threads = rayon::current_num_threads();
+            let torch = bench::torch_timings(&python, &torch_script, &cases, threads, runs)?;
+            println!("forward + backward, {threads} threads, median of {runs} runs");
+            match &torch {
+                Some(_) => println!(
+                    "{:>10} {:>10} {:>8} {:>9}  op",
+                    "metakd ms", "torch ms", "ratio", "workspace"
+                ),
+                None => println!(
+                    "PyTorch is not available through `{python} {}`: no comparison",
+                    torch_script.display()
+                ),
             }
+            for (i, t) in ours.iter().enumerate() {
+                match &torch {
+                    Some((_, times)) => println!(
+                        "{:>10.2} {:>10.2} {:>7.2}x {:>8.2}x  {}",
+                        t.millis,
+                        times[i],
+                        t.millis / times[i],
+                        t.extra_memory_ratio,
+                        t.case.name
+                    ),
+                    None => println!(
+                        "{:>10.2} {:>8.2}x  {}",
+                        t.millis, t.extra_memory_ratio, t.case.name
+                    ),
+                }
+            }
+            if let Some((version, _)) = torch {
+                println!("PyTorch {version}; ratio = metakd / PyTorch");
+            }
+            println!(
+                "workspace = peak memory beyond inputs, outputs and gradients / the largest tensor"
+            );
         }
         Command::Demo(a) => {
             let outcome = run_demo(&DemoOptions {

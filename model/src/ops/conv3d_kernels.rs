@@ -7,14 +7,16 @@
 //! in cache, and hands it to `gemm`. The backward-data kernel folds a column matrix back into the
 //! input (col2vol). Unfolding and folding run in parallel over channels with rayon; the matrix
 //! products run on gemm's rayon parallelism. A 1×1×1 kernel with stride 1 and no padding skips the
-//! unfolding: the input already is its column matrix.
+//! unfolding: the input already is its column matrix. Other stride-1 convolutions go through
+//! [`conv3d_shifted`], which needs no column matrix at all.
 
 use std::ops::Range;
 
-use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::conv3d_shifted;
 use super::geometry::Geometry;
+use super::strided_gemm::{matmul, View, ViewMut};
 
 /// Largest column matrix built at once, in `f32` elements (8 MiB).
 const COL_BUDGET_ELEMENTS: usize = 2 << 20;
@@ -158,60 +160,6 @@ fn row_chunks(g: &Geometry) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// A strided matrix view for gemm: pointer, row stride and column stride.
-#[derive(Clone, Copy)]
-struct View {
-    ptr: *const f32,
-    row_stride: isize,
-    col_stride: isize,
-}
-
-fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
-    if m * n * k >= 1 << 15 {
-        Parallelism::Rayon(rayon::current_num_threads())
-    } else {
-        Parallelism::None
-    }
-}
-
-/// `dst [m, n] (+)= lhs [m, k] · rhs [k, n]`, accumulating when `accumulate` is set.
-///
-/// # Safety
-/// Every view must address a valid matrix of the stated extents, and `dst` must not alias them.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_row_stride: isize,
-    lhs: View,
-    rhs: View,
-    accumulate: bool,
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_row_stride,
-        accumulate,
-        lhs.ptr,
-        lhs.col_stride,
-        lhs.row_stride,
-        rhs.ptr,
-        rhs.col_stride,
-        rhs.row_stride,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        parallelism(m, n, k),
-    );
-}
-
 /// The column matrix of one chunk: a view into the input for pointwise convolutions, otherwise
 /// the unfolded buffer.
 fn columns(x_n: &[f32], g: &Geometry, rows: &Range<usize>, buffer: &mut Vec<f32>) -> View {
@@ -260,8 +208,14 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     let mut y = vec![0f32; g.n * g.co * out_vol];
     let mut buffer = Vec::new();
     let chunks = row_chunks(&u);
+    let shifted = conv3d_shifted::applies(g) && !is_pointwise(g);
     for (xo, yo, wo) in units(g) {
         let x_u = &x[xo..xo + u.c * g.input_volume()];
+        if shifted {
+            let w_u = &w[wo..wo + u.co * u.col_rows()];
+            conv3d_shifted::forward_unit(x_u, w_u, &u, &mut y[yo..yo + u.co * out_vol]);
+            continue;
+        }
         let weight = View {
             ptr: w[wo..].as_ptr(),
             row_stride: u.col_rows() as isize,
@@ -277,11 +231,11 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
                     u.co,
                     chunk,
                     u.col_rows(),
-                    y[yo + rows.start * g.output[2]..].as_mut_ptr(),
-                    out_vol as isize,
+                    ViewMut::rows(y[yo + rows.start * g.output[2]..].as_mut_ptr(), out_vol),
                     weight,
                     col,
                     false,
+                    true,
                 )
             };
         }
@@ -298,8 +252,14 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     let mut dx = vec![0f32; g.n * g.c * in_vol];
     let mut buffer = Vec::new();
     let chunks = row_chunks(&u);
+    let shifted = conv3d_shifted::applies(g) && !is_pointwise(g);
     for (xo, yo, wo) in units(g) {
         let dx_u = &mut dx[xo..xo + u.c * in_vol];
+        if shifted {
+            let w_u = &w[wo..wo + u.co * u.col_rows()];
+            conv3d_shifted::backward_data_unit(&dy[yo..yo + u.co * out_vol], w_u, &u, dx_u);
+            continue;
+        }
         let weight_t = View {
             ptr: w[wo..].as_ptr(),
             row_stride: 1,
@@ -317,11 +277,11 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
                     u.c,
                     out_vol,
                     u.co,
-                    dx_u.as_mut_ptr(),
-                    out_vol as isize,
+                    ViewMut::rows(dx_u.as_mut_ptr(), out_vol),
                     weight_t,
                     grad,
                     false,
+                    true,
                 )
             };
             continue;
@@ -340,11 +300,11 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
                     u.col_rows(),
                     chunk,
                     u.co,
-                    buffer.as_mut_ptr(),
-                    chunk as isize,
+                    ViewMut::rows(buffer.as_mut_ptr(), chunk),
                     weight_t,
                     grad,
                     false,
+                    true,
                 )
             };
             col2vol(&buffer, &u, rows, dx_u);
@@ -361,8 +321,14 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let mut dw = vec![0f32; g.co * u.col_rows()];
     let mut buffer = Vec::new();
     let chunks = row_chunks(&u);
+    let shifted = conv3d_shifted::applies(g) && !is_pointwise(g);
     for (xo, yo, wo) in units(g) {
         let x_u = &x[xo..xo + u.c * g.input_volume()];
+        if shifted {
+            let dw_u = &mut dw[wo..wo + u.co * u.col_rows()];
+            conv3d_shifted::backward_filter_unit(x_u, &dy[yo..yo + u.co * out_vol], &u, dw_u);
+            continue;
+        }
         for rows in &chunks {
             let chunk = rows.len() * g.output[2];
             let col = columns(x_u, &u, rows, &mut buffer);
@@ -383,10 +349,10 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
                     u.co,
                     u.col_rows(),
                     chunk,
-                    dw[wo..].as_mut_ptr(),
-                    u.col_rows() as isize,
+                    ViewMut::rows(dw[wo..].as_mut_ptr(), u.col_rows()),
                     grad,
                     col_t,
+                    true,
                     true,
                 )
             };

@@ -11,11 +11,13 @@
 mod activation;
 mod conv3d;
 mod conv3d_kernels;
+mod conv3d_shifted;
 mod elementwise;
 mod geometry;
 mod normalization;
 mod pooling;
 mod resample;
+mod strided_gemm;
 mod weight_standardization;
 
 pub use activation::leaky_relu;
