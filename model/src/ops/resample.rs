@@ -1,6 +1,7 @@
 //! Trilinear and nearest-neighbour resampling of `[n, c, d, h, w]` volumes, with PyTorch's
-//! coordinate conventions (`torch.nn.functional.interpolate`). Resampling is linear, so the op and
-//! its adjoint are each the other's gradient.
+//! coordinate conventions (`torch.nn.functional.interpolate`). Both are separable: each volume is
+//! resampled by three one-axis passes of two taps per output. Resampling is linear, so the op and
+//! its adjoint (the passes transposed, in reverse order) are each the other's gradient.
 
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -87,31 +88,60 @@ impl Resample {
         self.output.iter().product()
     }
 
-    /// Visits every (output index, input index, weight) triple.
-    fn for_each_tap(&self, mut visit: impl FnMut(usize, usize, f32)) {
-        let [_, ih, iw] = self.input;
-        let mut o = 0;
-        for tz in &self.taps[0] {
-            for ty in &self.taps[1] {
-                for tx in &self.taps[2] {
-                    for a in 0..2 {
-                        for b in 0..2 {
-                            for c in 0..2 {
-                                let w = tz.weight[a] * ty.weight[b] * tx.weight[c];
-                                if w != 0.0 {
-                                    visit(
-                                        o,
-                                        (tz.index[a] * ih + ty.index[b]) * iw + tx.index[c],
-                                        w,
-                                    );
-                                }
-                            }
+    /// Resamples one `[d, h, w]` volume along `axis` with that axis's taps (from the input
+    /// extent to the output extent), or applies the pass's adjoint (from output to input).
+    fn pass(&self, src: &[f32], extents: [usize; 3], axis: usize) -> (Vec<f32>, [usize; 3]) {
+        let taps = &self.taps[axis];
+        let (n_in, n_out) = (self.input[axis], self.output[axis]);
+        let outer: usize = extents[..axis].iter().product();
+        let inner: usize = extents[axis + 1..].iter().product();
+        let mut next = extents;
+        if self.adjoint {
+            next[axis] = n_in;
+            let mut dst = vec![0f32; outer * n_in * inner];
+            for b in 0..outer {
+                for (o, tap) in taps.iter().enumerate() {
+                    let from = &src[(b * n_out + o) * inner..(b * n_out + o + 1) * inner];
+                    for (&index, &weight) in tap.index.iter().zip(&tap.weight) {
+                        let to =
+                            &mut dst[(b * n_in + index) * inner..(b * n_in + index + 1) * inner];
+                        for (t, f) in to.iter_mut().zip(from) {
+                            *t += weight * f;
                         }
                     }
-                    o += 1;
                 }
             }
+            (dst, next)
+        } else {
+            next[axis] = n_out;
+            let mut dst = vec![0f32; outer * n_out * inner];
+            for b in 0..outer {
+                for (o, tap) in taps.iter().enumerate() {
+                    let row0 = &src[(b * n_in + tap.index[0]) * inner..][..inner];
+                    let row1 = &src[(b * n_in + tap.index[1]) * inner..][..inner];
+                    let [w0, w1] = tap.weight;
+                    let to = &mut dst[(b * n_out + o) * inner..(b * n_out + o + 1) * inner];
+                    for ((t, a), c) in to.iter_mut().zip(row0).zip(row1) {
+                        *t = w0 * a + w1 * c;
+                    }
+                }
+            }
+            (dst, next)
         }
+    }
+
+    /// Resamples one `[d, h, w]` volume (or applies the adjoint) as three one-axis passes.
+    fn volume(&self, src: &[f32]) -> Vec<f32> {
+        let (order, start) = if self.adjoint {
+            ([0, 1, 2], self.output)
+        } else {
+            ([2, 1, 0], self.input)
+        };
+        let (mut data, mut extents) = (src.to_vec(), start);
+        for axis in order {
+            (data, extents) = self.pass(&data, extents, axis);
+        }
+        data
     }
 }
 
@@ -136,13 +166,7 @@ impl CustomOp1 for Resample {
         let mut out = vec![0f32; planes * to];
         out.par_chunks_mut(to)
             .zip(v.par_chunks(from))
-            .for_each(|(out, v)| {
-                if self.adjoint {
-                    self.for_each_tap(|o, i, w| out[i] += w * v[o]);
-                } else {
-                    self.for_each_tap(|o, i, w| out[o] += w * v[i]);
-                }
-            });
+            .for_each(|(out, v)| out.copy_from_slice(&self.volume(v)));
         let extents = if self.adjoint {
             self.input
         } else {
