@@ -77,7 +77,7 @@ impl Geometry {
         if params.stride.contains(&0) || params.dilation.contains(&0) || params.groups == 0 {
             bail!("conv3d: stride, dilation and groups must be positive, got {params:?}")
         }
-        if x[1] != weight[1] * params.groups || weight[0] % params.groups != 0 {
+        if x[1] != weight[1] * params.groups || !weight[0].is_multiple_of(params.groups) {
             bail!(
                 "conv3d: input has {} channels and the weight {:?}, which does not fit {} groups",
                 x[1],
