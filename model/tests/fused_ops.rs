@@ -8,24 +8,59 @@ fn random(rng: &mut StdRng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-2.0f32..2.0)).collect()
 }
 
-/// Instance norm composed from Candle's own differentiable ops.
-fn composed_instance_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Tensor {
-    let (n, c, d, h, w) = x.dims5().unwrap();
-    let flat = x.reshape((n, c, d * h * w)).unwrap();
-    let centred = flat
-        .broadcast_sub(&flat.mean_keepdim(D::Minus1).unwrap())
+/// Group norm composed from Candle's own differentiable ops.
+fn composed_group_norm(x: &Tensor, groups: usize, gamma: &Tensor, beta: &Tensor) -> Tensor {
+    let dims = x.dims().to_vec();
+    let (n, c) = (dims[0], dims[1]);
+    let grouped = x.reshape((n, groups, ())).unwrap();
+    let centred = grouped
+        .broadcast_sub(&grouped.mean_keepdim(D::Minus1).unwrap())
         .unwrap();
     let var = centred.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
     let normed = centred
         .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+        .unwrap()
+        .reshape((n, c, ()))
         .unwrap();
     normed
         .broadcast_mul(&gamma.reshape((1, c, 1)).unwrap())
         .unwrap()
         .broadcast_add(&beta.reshape((1, c, 1)).unwrap())
         .unwrap()
-        .reshape((n, c, d, h, w))
+        .reshape(dims)
         .unwrap()
+}
+
+/// Checks the fused norm (`groups` groups; `None` for instance norm) against the composed one,
+/// output and every gradient.
+fn check_against_composed(
+    dims: (usize, usize, usize, usize, usize),
+    groups: Option<usize>,
+    seed: u64,
+) {
+    let dev = Device::Cpu;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (len, c) = (dims.0 * dims.1 * dims.2 * dims.3 * dims.4, dims.1);
+    let x = Var::from_slice(&random(&mut rng, len), dims, &dev).unwrap();
+    let gamma = Var::from_slice(&random(&mut rng, c), c, &dev).unwrap();
+    let beta = Var::from_slice(&random(&mut rng, c), c, &dev).unwrap();
+    let r = Tensor::from_slice(&random(&mut rng, len), dims, &dev).unwrap();
+    let fused = match groups {
+        Some(g) => group_norm(&x, g, &gamma, &beta, 1e-5).unwrap(),
+        None => instance_norm3d(&x, &gamma, &beta, 1e-5).unwrap(),
+    };
+    let composed = composed_group_norm(&x, groups.unwrap_or(c), &gamma, &beta);
+    assert_close(&flat(&fused), &flat(&composed), 1e-5, "y");
+    let backward = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let (g1, g2) = (backward(&fused), backward(&composed));
+    for (var, name) in [(&x, "dx"), (&gamma, "dgamma"), (&beta, "dbeta")] {
+        assert_close(
+            &flat(g1.get(var).unwrap()),
+            &flat(g2.get(var).unwrap()),
+            1e-4,
+            name,
+        );
+    }
 }
 
 fn flat(t: &Tensor) -> Vec<f32> {
@@ -43,36 +78,7 @@ fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
 
 #[test]
 fn instance_norm_gradients_match_composed_ops() {
-    let dev = Device::Cpu;
-    let mut rng = StdRng::seed_from_u64(1);
-    let dims = (2, 3, 3, 4, 5);
-    let x = Var::from_slice(&random(&mut rng, 360), dims, &dev).unwrap();
-    let gamma = Var::from_slice(&random(&mut rng, 3), 3, &dev).unwrap();
-    let beta = Var::from_slice(&random(&mut rng, 3), 3, &dev).unwrap();
-    let r = Tensor::from_slice(&random(&mut rng, 360), dims, &dev).unwrap();
-    let fused = instance_norm3d(&x, &gamma, &beta, 1e-5).unwrap();
-    let composed = composed_instance_norm(&x, &gamma, &beta);
-    assert_close(&flat(&fused), &flat(&composed), 1e-5, "y");
-    let g1 = (&fused * &r)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let g2 = (&composed * &r)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    for (var, name) in [(&x, "dx"), (&gamma, "dgamma"), (&beta, "dbeta")] {
-        assert_close(
-            &flat(g1.get(var).unwrap()),
-            &flat(g2.get(var).unwrap()),
-            1e-4,
-            name,
-        );
-    }
+    check_against_composed((2, 3, 3, 4, 5), None, 1);
 }
 
 #[test]
@@ -141,50 +147,5 @@ fn leaky_relu_matches_definition_and_gradient() {
 
 #[test]
 fn group_norm_matches_composed_ops_forward_and_backward() {
-    let dev = Device::Cpu;
-    let mut rng = StdRng::seed_from_u64(4);
-    let dims = (2, 4, 3, 2, 3);
-    let x = Var::from_slice(&random(&mut rng, 144), dims, &dev).unwrap();
-    let gamma = Var::from_slice(&random(&mut rng, 4), 4, &dev).unwrap();
-    let beta = Var::from_slice(&random(&mut rng, 4), 4, &dev).unwrap();
-    let r = Tensor::from_slice(&random(&mut rng, 144), dims, &dev).unwrap();
-    let fused = group_norm(&x, 2, &gamma, &beta, 1e-5).unwrap();
-    let grouped = x.reshape((2, 2, 36)).unwrap();
-    let centred = grouped
-        .broadcast_sub(&grouped.mean_keepdim(D::Minus1).unwrap())
-        .unwrap();
-    let var = centred.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-    let normed = centred
-        .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
-        .unwrap()
-        .reshape((2, 4, 18))
-        .unwrap();
-    let composed = normed
-        .broadcast_mul(&gamma.reshape((1, 4, 1)).unwrap())
-        .unwrap()
-        .broadcast_add(&beta.reshape((1, 4, 1)).unwrap())
-        .unwrap()
-        .reshape(dims)
-        .unwrap();
-    assert_close(&flat(&fused), &flat(&composed), 1e-5, "y");
-    let g1 = (&fused * &r)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let g2 = (&composed * &r)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    for (var, name) in [(&x, "dx"), (&gamma, "dgamma"), (&beta, "dbeta")] {
-        assert_close(
-            &flat(g1.get(var).unwrap()),
-            &flat(g2.get(var).unwrap()),
-            1e-4,
-            name,
-        );
-    }
+    check_against_composed((2, 4, 3, 2, 3), Some(2), 4);
 }
