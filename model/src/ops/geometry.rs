@@ -143,22 +143,6 @@ impl Geometry {
         self.output.iter().product()
     }
 
-    /// Dims of the input tensor.
-    pub fn input_dims(&self) -> [usize; 5] {
-        [self.n, self.c, self.input[0], self.input[1], self.input[2]]
-    }
-
-    /// Dims of the weight tensor.
-    pub fn weight_dims(&self) -> [usize; 5] {
-        [
-            self.co,
-            self.c,
-            self.kernel[0],
-            self.kernel[1],
-            self.kernel[2],
-        ]
-    }
-
     /// Dims of the output tensor.
     pub fn output_dims(&self) -> [usize; 5] {
         [
