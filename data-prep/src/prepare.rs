@@ -15,14 +15,15 @@ use crate::shards::{Manifest, ShardWriter, SkippedCase};
 const CASES_IN_FLIGHT: usize = 8;
 
 /// Prepares every case under `src` into shards of about `max_shard_bytes` in `out`, calling
-/// `progress(case_id)` after each case.
+/// `progress(case_id, cases_in_total)` after each case.
 pub fn prepare_brats(
     src: &Path,
     out: &Path,
     max_shard_bytes: usize,
-    progress: impl Fn(&str) + Sync,
+    progress: impl Fn(&str, usize) + Sync,
 ) -> Result<Manifest> {
     let cases = discover_cases(src)?;
+    let total = cases.len();
     let mut writer = ShardWriter::new(out, max_shard_bytes)?;
     let mut skipped = Vec::new();
     for chunk in cases.chunks(CASES_IN_FLIGHT) {
@@ -30,7 +31,7 @@ pub fn prepare_brats(
             .par_iter()
             .map(|files| {
                 let result = load_case(files).and_then(|raw| prepare_case(&raw));
-                progress(&files.id);
+                progress(&files.id, total);
                 result
             })
             .collect();
@@ -48,9 +49,4 @@ pub fn prepare_brats(
         }
     }
     writer.finish(&src.display().to_string(), skipped)
-}
-
-/// The number of cases `discover_cases` finds under `src` (for progress bars).
-pub fn count_cases(src: &Path) -> Result<usize> {
-    Ok(discover_cases(src)?.len())
 }

@@ -400,13 +400,19 @@ pub fn read_case(path: &Path, index: usize) -> Result<PreparedCase> {
     })
 }
 
+impl Manifest {
+    /// Reads every case of this manifest (of the shard folder `dir`) whose id passes `keep`, in
+    /// manifest order.
+    pub fn read_cases(&self, dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<PreparedCase>> {
+        self.cases
+            .iter()
+            .filter(|c| keep(&c.id))
+            .map(|c| read_case(&dir.join(&c.shard), c.batch))
+            .collect()
+    }
+}
+
 /// Reads every case listed in `dir`'s manifest whose id passes `keep`, in manifest order.
 pub fn read_cases(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<PreparedCase>> {
-    let manifest = Manifest::read(dir)?;
-    manifest
-        .cases
-        .iter()
-        .filter(|c| keep(&c.id))
-        .map(|c| read_case(&dir.join(&c.shard), c.batch))
-        .collect()
+    Manifest::read(dir)?.read_cases(dir, keep)
 }

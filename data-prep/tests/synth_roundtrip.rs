@@ -187,7 +187,7 @@ fn shards_are_written_and_read_back() {
     let shards = tempfile::tempdir().unwrap();
     write_dataset(&config(3), data.path(), || {}).unwrap();
     // A tiny size limit puts every case into its own shard.
-    let manifest = prepare_brats(data.path(), shards.path(), 1, |_| {}).unwrap();
+    let manifest = prepare_brats(data.path(), shards.path(), 1, |_, _| {}).unwrap();
     assert_eq!(manifest.cases.len(), 3);
     assert!(manifest.skipped.is_empty());
     assert_eq!(manifest.cases[2].shard, "shard-00002.arrow");
@@ -216,7 +216,7 @@ fn a_broken_case_is_skipped_and_reported() {
         .join(case_id(1))
         .join(format!("{}_t2.nii.gz", case_id(1)));
     std::fs::write(&broken, b"not a nifti file").unwrap();
-    let manifest = prepare_brats(data.path(), shards.path(), 256 << 20, |_| {}).unwrap();
+    let manifest = prepare_brats(data.path(), shards.path(), 256 << 20, |_, _| {}).unwrap();
     assert_eq!(manifest.cases.len(), 2);
     assert_eq!(manifest.skipped.len(), 1);
     assert_eq!(manifest.skipped[0].id, case_id(1));

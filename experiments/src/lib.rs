@@ -29,9 +29,9 @@ pub fn prepare(
     max_shard_bytes: usize,
     show_progress: bool,
 ) -> Result<metakd_data::shards::Manifest> {
-    let total = metakd_data::prepare::count_cases(src)?;
-    let bar = progress::bar(total as u64, "prepare", show_progress);
-    let manifest = metakd_data::prepare::prepare_brats(src, out, max_shard_bytes, |id| {
+    let bar = progress::bar(0, "prepare", show_progress);
+    let manifest = metakd_data::prepare::prepare_brats(src, out, max_shard_bytes, |id, total| {
+        bar.set_length(total as u64);
         bar.set_message(id.to_owned());
         bar.inc(1);
     })?;

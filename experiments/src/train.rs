@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use metakd_data::preprocess::PreparedCase;
-use metakd_data::shards::{read_cases, Manifest};
+use metakd_data::shards::Manifest;
 use metakd_model::losses::segmentation_loss;
 use metakd_model::metakd::pairwise_kd_loss;
 use metakd_model::optim::{Adam, SgdNesterov};
@@ -98,8 +98,9 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, show_progress: bool) -> Result<Tra
         .collect();
     let splits = Splits::assign(&ids, &cfg.data)?;
     splits.write(&run_dir.join(SPLIT_FILE))?;
-    let train_cases = read_cases(&cfg.data.shards, |id| splits.train.iter().any(|t| t == id))?;
-    let meta_cases = read_cases(&cfg.data.shards, |id| {
+    let train_cases =
+        manifest.read_cases(&cfg.data.shards, |id| splits.train.iter().any(|t| t == id))?;
+    let meta_cases = manifest.read_cases(&cfg.data.shards, |id| {
         splits.meta_val.iter().any(|t| t == id)
     })?;
 
