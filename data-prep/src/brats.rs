@@ -1,13 +1,21 @@
-//! Finding and loading BraTS cases: case folders holding `<id>_{flair,t1,t1ce,t2}.nii[.gz]` and,
-//! for training releases, `<id>_seg.nii[.gz]`.
+//! Finding and loading BraTS cases in the official release layouts: case folders holding
+//! `<id>_{flair,t1,t1ce,t2}.nii[.gz]` and, in training releases, `<id>_seg.nii[.gz]`, directly in
+//! the release folder (2020) or in `HGG/` and `LGG/` grade folders (2018, 2019).
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use ndarray::Array3;
 
 use crate::error::{DataError, Result};
+use crate::metadata::{read_metadata, CaseMetadata};
 use crate::modality::Modality;
 use crate::nifti_io::{read_volume, Volume};
+use crate::release::{detect_release, Grade, Release, ReleaseSplit};
+use crate::shards::SkippedCase;
+
+/// How deep below the source folder case folders are looked for.
+const SEARCH_DEPTH: usize = 3;
 
 /// The files of one case.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,10 +24,33 @@ pub struct CaseFiles {
     pub id: String,
     /// The case folder.
     pub dir: PathBuf,
-    /// The image files in channel order.
+    /// The image files in channel order (a missing one is reported when the case is loaded).
     pub images: [PathBuf; 4],
     /// The label file, absent in validation releases.
     pub seg: Option<PathBuf>,
+    /// The grade, from an `HGG`/`LGG` parent folder or a `Grade` column.
+    pub grade: Option<Grade>,
+    /// Columns of the release's CSV tables for this case.
+    pub metadata: CaseMetadata,
+    /// Things worth telling the user that do not stop the case (a renamed label file).
+    pub warnings: Vec<String>,
+}
+
+/// Everything found in a source folder.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// The release, detected from the case ids or given.
+    pub release: Option<Release>,
+    /// Training (labelled) or validation data.
+    pub split: ReleaseSplit,
+    /// Usable case folders, sorted by id.
+    pub cases: Vec<CaseFiles>,
+    /// Folders that look like cases but cannot be used (empty, duplicated ids), with the reason.
+    pub rejected: Vec<SkippedCase>,
+    /// The metadata tables read.
+    pub metadata_files: Vec<PathBuf>,
+    /// Problems that leave every case usable (an unreadable CSV table).
+    pub warnings: Vec<String>,
 }
 
 /// `dir/<id>_<suffix>.nii.gz` or `.nii`, whichever exists.
@@ -30,21 +61,116 @@ fn find_volume(dir: &Path, id: &str, suffix: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn sorted_subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut dirs = Vec::new();
+fn is_nifti_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".nii") || lower.ends_with(".nii.gz")
+}
+
+/// The files and subfolders of `dir`, each sorted.
+fn list_dir(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
     for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
         let path = entry.map_err(|e| DataError::io(dir, e))?.path();
         if path.is_dir() {
             dirs.push(path);
+        } else {
+            files.push(path);
         }
     }
+    files.sort();
     dirs.sort();
-    Ok(dirs)
+    Ok((files, dirs))
 }
 
-/// Finds every case folder under `src` (searching up to three levels down, so release folders
-/// with `HGG/` and `LGG/` subfolders work too), sorted by id.
-pub fn discover_cases(src: &Path) -> Result<Vec<CaseFiles>> {
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The label file of a case: `<id>_seg.nii[.gz]`, or else the one NIfTI file whose name contains
+/// `seg` (BraTS2020 ships one training case's labels under another name).
+fn find_seg(dir: &Path, id: &str, files: &[PathBuf]) -> (Option<PathBuf>, Vec<String>) {
+    if let Some(seg) = find_volume(dir, id, "seg") {
+        return (Some(seg), Vec::new());
+    }
+    let candidates: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| {
+            let name = file_name(p);
+            is_nifti_name(&name) && name.to_ascii_lowercase().contains("seg")
+        })
+        .collect();
+    match candidates.as_slice() {
+        [] => (None, Vec::new()),
+        [lone] => (
+            Some((*lone).clone()),
+            vec![format!(
+                "label map read from the non-standard file {} (expected {id}_seg.nii.gz)",
+                lone.display()
+            )],
+        ),
+        several => (
+            None,
+            vec![format!(
+                "{} files look like label maps ({}); none used",
+                several.len(),
+                several.iter().map(|p| file_name(p)).collect::<Vec<_>>().join(", ")
+            )],
+        ),
+    }
+}
+
+/// What a folder is to the search.
+enum Folder {
+    /// A case folder.
+    Case(Box<CaseFiles>),
+    /// A folder named like a case that holds no NIfTI file.
+    EmptyCase(PathBuf),
+    /// Something else: its subfolders are searched.
+    Other(Vec<PathBuf>),
+}
+
+fn classify(dir: &Path, grade: Option<Grade>, release: Option<Release>) -> Result<Folder> {
+    let id = file_name(dir);
+    let (files, subdirs) = list_dir(dir)?;
+    let prefix = format!("{id}_");
+    let holds_case_file = files.iter().any(|p| {
+        let name = file_name(p);
+        name.starts_with(&prefix) && is_nifti_name(&name)
+    });
+    let named_like_case = match release {
+        Some(r) => id.starts_with(r.id_prefix()),
+        None => Release::of_case_id(&id).is_some(),
+    };
+    if !holds_case_file {
+        let holds_nifti = files.iter().any(|p| is_nifti_name(&file_name(p)));
+        return Ok(if named_like_case && !holds_nifti && subdirs.is_empty() {
+            Folder::EmptyCase(dir.to_owned())
+        } else {
+            Folder::Other(subdirs)
+        });
+    }
+    let images = Modality::ALL.map(|m| {
+        find_volume(dir, &id, m.suffix())
+            .unwrap_or_else(|| dir.join(format!("{id}_{}.nii.gz", m.suffix())))
+    });
+    let (seg, warnings) = find_seg(dir, &id, &files);
+    Ok(Folder::Case(Box::new(CaseFiles {
+        id,
+        dir: dir.to_owned(),
+        images,
+        seg,
+        grade,
+        metadata: CaseMetadata::new(),
+        warnings,
+    })))
+}
+
+/// Finds every case folder under `src` (up to three levels down, so release folders with `HGG/`
+/// and `LGG/` subfolders work too), reads the release's CSV tables, and detects the release and
+/// split unless `release` is given.
+pub fn discover(src: &Path, release: Option<Release>) -> Result<Discovery> {
     if !src.is_dir() {
         return Err(DataError::io(
             src,
@@ -52,34 +178,115 @@ pub fn discover_cases(src: &Path) -> Result<Vec<CaseFiles>> {
         ));
     }
     let mut cases = Vec::new();
-    let mut frontier = vec![(src.to_owned(), 0)];
-    while let Some((dir, depth)) = frontier.pop() {
-        let id = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if find_volume(&dir, &id, Modality::Flair.suffix()).is_some() {
-            let images = Modality::ALL.map(|m| {
-                find_volume(&dir, &id, m.suffix())
-                    .unwrap_or_else(|| dir.join(format!("{id}_{}.nii.gz", m.suffix())))
-            });
-            cases.push(CaseFiles {
-                seg: find_volume(&dir, &id, "seg"),
-                id,
-                dir,
-                images,
-            });
-        } else if depth < 3 {
-            frontier.extend(sorted_subdirs(&dir)?.into_iter().map(|d| (d, depth + 1)));
+    let mut rejected = Vec::new();
+    let mut frontier = vec![(src.to_owned(), 0, None)];
+    while let Some((dir, depth, grade)) = frontier.pop() {
+        match classify(&dir, grade, release)? {
+            Folder::Case(case) => cases.push(*case),
+            Folder::EmptyCase(dir) => rejected.push(SkippedCase {
+                id: file_name(&dir),
+                reason: format!("{}: empty case folder (no NIfTI files)", dir.display()),
+            }),
+            Folder::Other(subdirs) if depth < SEARCH_DEPTH => {
+                for sub in subdirs.into_iter().rev() {
+                    let grade = Grade::parse(&file_name(&sub)).or(grade);
+                    frontier.push((sub, depth + 1, grade));
+                }
+            }
+            Folder::Other(_) => {}
         }
     }
-    if cases.is_empty() {
+    cases.sort_by(|a, b| a.id.cmp(&b.id).then_with(|| a.dir.cmp(&b.dir)));
+    let cases = drop_duplicate_ids(cases, &mut rejected);
+    if cases.is_empty() && rejected.is_empty() {
         return Err(DataError::NoCases {
             path: src.to_owned(),
         });
     }
-    cases.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(cases)
+    let release = release.or_else(|| detect_release(cases.iter().map(|c| c.id.as_str())));
+    let split = if cases.iter().any(|c| c.seg.is_some())
+        || cases.iter().any(|c| c.id.contains("_Training_"))
+    {
+        ReleaseSplit::Training
+    } else {
+        ReleaseSplit::Validation
+    };
+    let mut discovery = Discovery {
+        release,
+        split,
+        cases,
+        rejected,
+        metadata_files: Vec::new(),
+        warnings: Vec::new(),
+    };
+    attach_metadata(src, &mut discovery)?;
+    Ok(discovery)
+}
+
+/// Removes every case whose id appears in more than one folder, recording why.
+fn drop_duplicate_ids(cases: Vec<CaseFiles>, rejected: &mut Vec<SkippedCase>) -> Vec<CaseFiles> {
+    let mut folders: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for case in &cases {
+        folders.entry(case.id.clone()).or_default().push(case.dir.clone());
+    }
+    for (id, dirs) in folders.iter().filter(|(_, d)| d.len() > 1) {
+        rejected.push(SkippedCase {
+            id: id.clone(),
+            reason: format!(
+                "duplicate case id in {} folders: {}",
+                dirs.len(),
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    cases
+        .into_iter()
+        .filter(|c| folders[&c.id].len() == 1)
+        .collect()
+}
+
+/// Reads the CSV tables in `src` and in each grade folder's parent, attaching their columns (and a
+/// `Grade` column's grade) to the cases.
+fn attach_metadata(src: &Path, discovery: &mut Discovery) -> Result<()> {
+    let ids: HashSet<&str> = discovery.cases.iter().map(|c| c.id.as_str()).collect();
+    let mut roots: Vec<PathBuf> = vec![src.to_owned()];
+    for case in &discovery.cases {
+        if let Some(parent) = case.dir.parent() {
+            let root = if Grade::parse(&file_name(parent)).is_some() {
+                parent.parent().unwrap_or(parent)
+            } else {
+                parent
+            };
+            if !roots.iter().any(|r| r == root) {
+                roots.push(root.to_owned());
+            }
+        }
+    }
+    let mut all = Vec::new();
+    let mut files = Vec::new();
+    let mut warnings = Vec::new();
+    for root in roots {
+        let tables = read_metadata(&root, &ids)?;
+        files.extend(tables.files);
+        warnings.extend(tables.warnings);
+        all.push(tables.cases);
+    }
+    for case in &mut discovery.cases {
+        for tables in &all {
+            if let Some(columns) = tables.get(&case.id) {
+                case.metadata.extend(columns.clone());
+            }
+        }
+        if case.grade.is_none() {
+            case.grade = case.metadata.get("Grade").and_then(|g| Grade::parse(g));
+        }
+    }
+    discovery.metadata_files = files;
+    discovery.warnings = warnings;
+    Ok(())
 }
 
 /// A case read from disk.
@@ -93,10 +300,13 @@ pub struct RawCase {
     pub labels: Option<Array3<u8>>,
 }
 
+/// Largest difference between two modalities' affine entries still taken as the same grid (mm).
+const AFFINE_TOLERANCE: f32 = 1e-3;
+
 /// Reads the images and labels of `files`, checking that every volume has the same shape and
-/// that the labels are BraTS labels.
+/// affine, that every voxel is finite and that the labels are BraTS labels.
 pub fn load_case(files: &CaseFiles) -> Result<RawCase> {
-    let mut images = Vec::with_capacity(4);
+    let mut images: Vec<Volume> = Vec::with_capacity(4);
     for (m, path) in Modality::ALL.iter().zip(&files.images) {
         if !path.is_file() {
             return Err(DataError::MissingFile {
@@ -105,8 +315,9 @@ pub fn load_case(files: &CaseFiles) -> Result<RawCase> {
             });
         }
         let volume = read_volume(path)?;
+        check_finite(path, &volume)?;
         if let Some(first) = images.first() {
-            check_shape(&files.id, first, &volume, m.display_name())?;
+            check_same_grid(&files.id, first, &volume, m.display_name(), path)?;
         }
         images.push(volume);
     }
@@ -115,7 +326,7 @@ pub fn load_case(files: &CaseFiles) -> Result<RawCase> {
         None => None,
         Some(path) => {
             let seg = read_volume(path)?;
-            check_shape(&files.id, &images[0], &seg, "seg")?;
+            check_same_grid(&files.id, &images[0], &seg, "seg", path)?;
             if let Some(&bad) = seg
                 .data
                 .iter()
@@ -136,14 +347,49 @@ pub fn load_case(files: &CaseFiles) -> Result<RawCase> {
     })
 }
 
-fn check_shape(case: &str, reference: &Volume, other: &Volume, what: &str) -> Result<()> {
+fn check_finite(path: &Path, volume: &Volume) -> Result<()> {
+    let bad = volume.data.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(DataError::Corrupt {
+            path: path.to_owned(),
+            problem: format!("{bad} voxels are NaN or infinite"),
+        });
+    }
+    Ok(())
+}
+
+fn check_same_grid(
+    case: &str,
+    reference: &Volume,
+    other: &Volume,
+    what: &str,
+    path: &Path,
+) -> Result<()> {
     if reference.shape() != other.shape() {
         return Err(DataError::ShapeMismatch {
             case: case.to_owned(),
-            what: what.to_owned(),
+            what: format!("{what} ({})", path.display()),
             reference: Modality::Flair.display_name().to_owned(),
             expected: reference.shape(),
             found: other.shape(),
+        });
+    }
+    let differs = reference
+        .affine
+        .iter()
+        .flatten()
+        .zip(other.affine.iter().flatten())
+        .any(|(a, b)| (a - b).abs() > AFFINE_TOLERANCE);
+    if differs {
+        return Err(DataError::BadCase {
+            case: case.to_owned(),
+            problem: format!(
+                "{what} ({}) has affine {:?}, but {} has {:?}",
+                path.display(),
+                other.affine,
+                Modality::Flair.display_name(),
+                reference.affine
+            ),
         });
     }
     Ok(())

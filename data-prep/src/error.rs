@@ -21,6 +21,22 @@ pub enum DataError {
         /// The underlying error.
         source: nifti::NiftiError,
     },
+    /// A file is damaged: truncated, a corrupt gzip stream, an impossible header.
+    #[error("{path}: {problem}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A case cannot be used as it is; the reason names the file where one is at fault.
+    #[error("case {case}: {problem}")]
+    BadCase {
+        /// The case id.
+        case: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// A NIfTI file holds something other than one 3D volume.
     #[error("{path}: expected a 3D volume, found dims {dims:?}")]
     NotAVolume {
@@ -87,6 +103,14 @@ pub enum DataError {
         /// The shard or manifest.
         path: PathBuf,
         /// What is wrong.
+        problem: String,
+    },
+    /// A shard's content differs from what its manifest recorded.
+    #[error("{path}: checksum mismatch: {problem}; the shard is damaged or was changed after it was written (re-run `metakd prepare` to rebuild it)")]
+    Checksum {
+        /// The shard.
+        path: PathBuf,
+        /// What differs.
         problem: String,
     },
     /// A manifest could not be parsed or written.

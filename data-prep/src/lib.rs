@@ -1,13 +1,17 @@
-//! Data preparation for MetaKD: synthetic BraTS-like phantoms ([`synth`]), NIfTI reading and
-//! writing ([`nifti_io`]), BraTS case discovery ([`brats`]), preprocessing ([`preprocess`]) and
-//! Arrow IPC shards with their manifest ([`shards`]).
+//! Data preparation for MetaKD: synthetic BraTS-like releases ([`synth`]), NIfTI reading and
+//! writing ([`nifti_io`]), BraTS release layouts ([`release`], [`brats`], [`metadata`]),
+//! preprocessing as the reference implementation does it ([`preprocess`]), checksummed Arrow IPC
+//! shards with their manifest ([`shards`]) and the resumable [`prepare`] stage.
 
 pub mod brats;
 pub mod error;
+pub mod files;
+pub mod metadata;
 pub mod modality;
 pub mod nifti_io;
 pub mod prepare;
 pub mod preprocess;
+pub mod release;
 pub mod shards;
 pub mod synth;
 

@@ -1,43 +1,287 @@
-//! The `prepare` stage: every case of a BraTS folder read, preprocessed and written into shards.
-//! A case that cannot be read is skipped and listed in the manifest with the reason; the others
-//! are written.
+//! The `prepare` stage: every case of a BraTS release folder read, preprocessed and written into
+//! checksummed shards. A case that cannot be used is skipped with the reason and the others are
+//! written. Re-running resumes: shards whose digests still verify are kept, their cases are not
+//! prepared again. Cases are prepared in parallel, a bounded number at a time, so memory stays
+//! under the budget whatever the size of the release.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::brats::{discover_cases, load_case};
-use crate::error::Result;
-use crate::preprocess::prepare_case;
-use crate::shards::{Manifest, ShardWriter, SkippedCase};
+use crate::brats::{discover, load_case, CaseFiles, Discovery};
+use crate::error::{DataError, Result};
+use crate::modality::Modality;
+use crate::preprocess::{prepare_case, PreparedCase, PreprocessSettings};
+use crate::release::Release;
+use crate::shards::{
+    verify_file, CaseEntry, FinishedShard, ImageDtype, Manifest, PrepareSettings, ShardEntry,
+    ShardWriter, SkippedCase, FORMAT_VERSION,
+};
 
-/// Cases read in parallel before they are written in order.
-const CASES_IN_FLIGHT: usize = 8;
+/// Default target size of a shard.
+pub const DEFAULT_SHARD_BYTES: u64 = 256 << 20;
+/// Default bound on the memory the cases in flight may take.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 1536 << 20;
+/// Bytes of working memory one case needs per voxel of one volume, at its peak (raw and
+/// normalised volumes of four modalities, masks, the cropped copy and its Arrow columns).
+const WORKING_BYTES_PER_VOXEL: u64 = 50;
 
-/// Prepares every case under `src` into shards of about `max_shard_bytes` in `out`, calling
-/// `progress(case_id, cases_in_total)` after each case.
+/// How to prepare a folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrepareOptions {
+    /// The release, when it should not be detected from the case ids.
+    pub release: Option<Release>,
+    /// Target shard size in bytes.
+    pub shard_bytes: u64,
+    /// Element type of the stored images.
+    pub dtype: ImageDtype,
+    /// Bound on the working memory of the cases in flight.
+    pub memory_budget: u64,
+}
+
+impl Default for PrepareOptions {
+    fn default() -> Self {
+        Self {
+            release: None,
+            shard_bytes: DEFAULT_SHARD_BYTES,
+            dtype: ImageDtype::Float32,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+        }
+    }
+}
+
+/// What a preparation run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrepareReport {
+    /// The finished manifest.
+    pub manifest: Manifest,
+    /// Cases prepared by this run.
+    pub prepared: usize,
+    /// Cases kept from shards of an earlier run whose digests verified.
+    pub reused: usize,
+    /// Shards of an earlier run that failed verification and were rebuilt.
+    pub rebuilt_shards: Vec<String>,
+}
+
+impl PrepareReport {
+    /// Whether no case at all is in the shards.
+    pub fn is_empty(&self) -> bool {
+        self.manifest.cases.is_empty()
+    }
+}
+
+/// Shards and cases kept from an earlier run into the same folder.
+struct Kept {
+    shards: Vec<ShardEntry>,
+    cases: Vec<CaseEntry>,
+    rebuilt: Vec<String>,
+}
+
+/// Removes temporary files a killed run left behind.
+fn remove_partial_files(out: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(out).map_err(|e| DataError::io(out, e))? {
+        let path = entry.map_err(|e| DataError::io(out, e))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.starts_with('.') && n.ends_with(".partial")) {
+            std::fs::remove_file(&path).map_err(|e| DataError::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The verified shards of an earlier run into `out`, if there was one with the same settings.
+fn keep_verified_shards(out: &Path, settings: &PrepareSettings) -> Result<Kept> {
+    let mut kept = Kept {
+        shards: Vec::new(),
+        cases: Vec::new(),
+        rebuilt: Vec::new(),
+    };
+    if !Manifest::path(out).is_file() {
+        return Ok(kept);
+    }
+    let previous = Manifest::read_any(out)?;
+    if &previous.settings != settings {
+        return Err(DataError::InvalidArgument(format!(
+            "{}: holds shards prepared with other settings ({:?}, {} MiB shards); use another \
+             --out folder, or delete this one to prepare it again",
+            out.display(),
+            previous.settings.dtype,
+            previous.settings.shard_bytes >> 20
+        )));
+    }
+    for shard in previous.shards {
+        let path = out.join(&shard.file);
+        match verify_file(&path, shard.bytes, &shard.blake3) {
+            Ok(()) => {
+                kept.cases.extend(
+                    previous
+                        .cases
+                        .iter()
+                        .filter(|c| c.shard == shard.file)
+                        .cloned(),
+                );
+                kept.shards.push(shard);
+            }
+            Err(e) => {
+                tracing::warn!("{e}; its cases are prepared again");
+                if path.exists() {
+                    std::fs::remove_file(&path).map_err(|e| DataError::io(&path, e))?;
+                }
+                kept.rebuilt.push(shard.file);
+            }
+        }
+    }
+    Ok(kept)
+}
+
+/// Voxels of one volume of `case`, estimated from its FLAIR file without decoding it.
+fn estimated_voxels(case: &CaseFiles) -> u64 {
+    let path = &case.images[Modality::Flair.index()];
+    let Ok(bytes) = std::fs::read(path).map(|b| {
+        if b.starts_with(&[0x1f, 0x8b]) && b.len() >= 4 {
+            u64::from(u32::from_le_bytes(b[b.len() - 4..].try_into().expect("4 bytes")))
+        } else {
+            b.len() as u64
+        }
+    }) else {
+        return 240 * 240 * 155;
+    };
+    // BraTS images are 16-bit: the largest voxel count the bytes can hold.
+    bytes / 2
+}
+
+/// How many cases may be in flight at once within `budget`.
+fn cases_in_flight(cases: &[&CaseFiles], budget: u64) -> usize {
+    let largest = cases.iter().take(8).map(|c| estimated_voxels(c)).max().unwrap_or(1);
+    let fit = (budget / (largest.max(1) * WORKING_BYTES_PER_VOXEL)).max(1) as usize;
+    fit.min(rayon::current_num_threads().max(1))
+}
+
+/// Reads and preprocesses one case, with its release, grade and metadata attached.
+fn prepare_one(
+    files: &CaseFiles,
+    release: Option<Release>,
+    settings: &PreprocessSettings,
+) -> Result<PreparedCase> {
+    let mut case = prepare_case(load_case(files)?, settings)?;
+    case.release = release;
+    case.grade = files.grade;
+    case.metadata = files.metadata.clone();
+    Ok(case)
+}
+
+/// The manifest of `discovery` prepared into `shards`/`cases` so far.
+fn manifest_of(
+    src: &Path,
+    discovery: &Discovery,
+    settings: &PrepareSettings,
+    shards: &[ShardEntry],
+    cases: &[CaseEntry],
+    skipped: &[SkippedCase],
+    complete: bool,
+) -> Manifest {
+    let mut cases = cases.to_vec();
+    cases.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut warnings = discovery.warnings.clone();
+    for case in &discovery.cases {
+        warnings.extend(case.warnings.iter().map(|w| format!("case {}: {w}", case.id)));
+    }
+    Manifest {
+        format_version: FORMAT_VERSION,
+        complete,
+        source: src.display().to_string(),
+        release: discovery.release,
+        split: discovery.split,
+        modalities: Modality::ALL.iter().map(|m| m.display_name().to_owned()).collect(),
+        checksum: "blake3".into(),
+        settings: settings.clone(),
+        metadata_files: discovery
+            .metadata_files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        shards: shards.to_vec(),
+        cases,
+        skipped: skipped.to_vec(),
+        warnings,
+    }
+}
+
+/// Prepares every case under `src` into shards in `out`, calling `progress(case_id, total)` after
+/// each case (kept ones included).
 pub fn prepare_brats(
     src: &Path,
     out: &Path,
-    max_shard_bytes: usize,
+    options: &PrepareOptions,
     progress: impl Fn(&str, usize) + Sync,
-) -> Result<Manifest> {
-    let cases = discover_cases(src)?;
-    let total = cases.len();
-    let mut writer = ShardWriter::new(out, max_shard_bytes)?;
-    let mut skipped = Vec::new();
-    for chunk in cases.chunks(CASES_IN_FLIGHT) {
-        let prepared: Vec<_> = chunk
+) -> Result<PrepareReport> {
+    let discovery = discover(src, options.release)?;
+    for warning in discovery
+        .warnings
+        .iter()
+        .chain(discovery.cases.iter().flat_map(|c| &c.warnings))
+    {
+        tracing::warn!("{warning}");
+    }
+    let settings = PrepareSettings {
+        dtype: options.dtype,
+        shard_bytes: options.shard_bytes,
+        preprocessing: PreprocessSettings::default(),
+    };
+    std::fs::create_dir_all(out).map_err(|e| DataError::io(out, e))?;
+    remove_partial_files(out)?;
+    let kept = keep_verified_shards(out, &settings)?;
+    let done: HashSet<&str> = kept.cases.iter().map(|c| c.id.as_str()).collect();
+    let total = discovery.cases.len();
+    for case in discovery.cases.iter().filter(|c| done.contains(c.id.as_str())) {
+        progress(&case.id, total);
+    }
+    let todo: Vec<&CaseFiles> = discovery
+        .cases
+        .iter()
+        .filter(|c| !done.contains(c.id.as_str()))
+        .collect();
+    let reused = total - todo.len();
+    let mut shards = kept.shards.clone();
+    let mut cases = kept.cases.clone();
+    let mut skipped = discovery.rejected.clone();
+    let next_index = shards
+        .iter()
+        .filter_map(|s| s.file.strip_prefix("shard-")?.strip_suffix(".arrow")?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |i| i + 1);
+    let mut writer = ShardWriter::new(out, options.shard_bytes, options.dtype, next_index);
+    let in_flight = cases_in_flight(&todo, options.memory_budget);
+    let mut prepared = 0;
+    let record = |finished: Option<FinishedShard>,
+                      shards: &mut Vec<ShardEntry>,
+                      cases: &mut Vec<CaseEntry>,
+                      skipped: &[SkippedCase]|
+     -> Result<()> {
+        if let Some(finished) = finished {
+            shards.push(finished.entry);
+            cases.extend(finished.cases);
+            manifest_of(src, &discovery, &settings, shards, cases, skipped, false).write(out)?;
+        }
+        Ok(())
+    };
+    for chunk in todo.chunks(in_flight) {
+        let results: Vec<Result<PreparedCase>> = chunk
             .par_iter()
             .map(|files| {
-                let result = load_case(files).and_then(|raw| prepare_case(&raw));
+                let result = prepare_one(files, discovery.release, &settings.preprocessing);
                 progress(&files.id, total);
                 result
             })
             .collect();
-        for (files, result) in chunk.iter().zip(prepared) {
+        for (files, result) in chunk.iter().zip(results) {
             match result {
-                Ok(case) => writer.write(&case)?,
+                Ok(case) => {
+                    let finished = writer.write(&case)?;
+                    prepared += 1;
+                    record(finished, &mut shards, &mut cases, &skipped)?;
+                }
                 Err(e) => {
                     tracing::warn!("skipping case {}: {e}", files.id);
                     skipped.push(SkippedCase {
@@ -48,5 +292,14 @@ pub fn prepare_brats(
             }
         }
     }
-    writer.finish(&src.display().to_string(), skipped)
+    let finished = writer.close()?;
+    record(finished, &mut shards, &mut cases, &skipped)?;
+    let manifest = manifest_of(src, &discovery, &settings, &shards, &cases, &skipped, true);
+    manifest.write(out)?;
+    Ok(PrepareReport {
+        manifest,
+        prepared,
+        reused,
+        rebuilt_shards: kept.rebuilt,
+    })
 }

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 pub struct DataConfig {
     /// Folder of prepared shards (holding `manifest.json`).
     pub shards: PathBuf,
+    /// A split file written by `metakd split`; when set, `test_cases`, `meta_val_cases` and
+    /// `split_seed` are not used.
+    pub split: Option<PathBuf>,
     /// Cases held out for evaluation (the last ones after a seeded shuffle).
     pub test_cases: usize,
     /// Training cases taken out as the meta-validation split.
@@ -26,6 +29,7 @@ impl Default for DataConfig {
     fn default() -> Self {
         Self {
             shards: PathBuf::from("shards"),
+            split: None,
             test_cases: 8,
             meta_val_cases: 4,
             split_seed: 0,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use metakd_data::prepare::PrepareOptions;
 use metakd_data::synth::{write_dataset, SynthConfig};
 
 use crate::config::RunConfig;
@@ -55,18 +56,19 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoOutcome> {
     };
 
     let data = dir.join("data");
-    let synth = SynthConfig {
-        cases: options.cases,
-        shape: options.shape,
-        seed: options.seed,
-    };
+    let synth = SynthConfig::new(options.cases, options.shape, options.seed);
     let bar = progress::bar(synth.cases as u64, "synth", options.show_progress);
     write_dataset(&synth, &data, || bar.inc(1))?;
     bar.finish_and_clear();
     lap(0);
 
     let shards = dir.join("shards");
-    crate::prepare(&data, &shards, 256 << 20, options.show_progress)?;
+    crate::prepare(
+        &data,
+        &shards,
+        &PrepareOptions::default(),
+        options.show_progress,
+    )?;
     lap(1);
 
     let mut cfg = RunConfig::from_toml(DEMO_CONFIG, "the embedded demo configuration")?;

@@ -5,6 +5,7 @@
 
 pub mod alloc_stats;
 pub mod bench;
+pub mod bench_prepare;
 pub mod checkpoint;
 pub mod config;
 pub mod demo;
@@ -12,6 +13,7 @@ pub mod evaluate;
 pub mod files;
 pub mod progress;
 pub mod sampler;
+pub mod split_command;
 pub mod splits;
 pub mod subsets;
 pub mod sweep;
@@ -22,22 +24,26 @@ use std::path::Path;
 
 use anyhow::Result;
 
-/// Prepares the BraTS folder `src` into shards in `out`, with a progress bar.
+/// Prepares the BraTS folder `src` into shards in `out` with a progress bar, printing each
+/// skipped case and warning.
 pub fn prepare(
     src: &Path,
     out: &Path,
-    max_shard_bytes: usize,
+    options: &metakd_data::prepare::PrepareOptions,
     show_progress: bool,
-) -> Result<metakd_data::shards::Manifest> {
+) -> Result<metakd_data::prepare::PrepareReport> {
     let bar = progress::bar(0, "prepare", show_progress);
-    let manifest = metakd_data::prepare::prepare_brats(src, out, max_shard_bytes, |id, total| {
+    let report = metakd_data::prepare::prepare_brats(src, out, options, |id, total| {
         bar.set_length(total as u64);
         bar.set_message(id.to_owned());
         bar.inc(1);
     })?;
     bar.finish_and_clear();
-    for skipped in &manifest.skipped {
+    for warning in &report.manifest.warnings {
+        eprintln!("warning: {warning}");
+    }
+    for skipped in &report.manifest.skipped {
         eprintln!("skipped case {}: {}", skipped.id, skipped.reason);
     }
-    Ok(manifest)
+    Ok(report)
 }

@@ -5,12 +5,16 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use metakd_data::synth::{write_dataset, SynthConfig};
+use metakd_data::prepare::PrepareOptions;
+use metakd_data::release::{Release, ReleaseSplit};
+use metakd_data::shards::ImageDtype;
+use metakd_data::synth::{write_dataset, Layout, SynthConfig};
 use metakd_experiments::alloc_stats::CountingAllocator;
 use metakd_experiments::config::RunConfig;
 use metakd_experiments::demo::{default_workdir, run_demo, DemoOptions};
 use metakd_experiments::files::SWEEP_FILE;
-use metakd_experiments::{bench, progress, sweep, train};
+use metakd_experiments::split_command::{write_splits, MetaValChoice, SplitRequest};
+use metakd_experiments::{bench, bench_prepare, progress, sweep, train};
 
 /// Tensors of several MiB are allocated and freed at every step; mimalloc reuses their memory
 /// where the system allocator returns it and faults it back in (a third of the CPU time). The
@@ -38,6 +42,11 @@ enum Command {
     Prepare {
         #[command(subcommand)]
         dataset: PrepareDataset,
+    },
+    /// Write split files (Protocol A, Protocol B, RFNet-style lists) for `data.split`.
+    Split {
+        #[command(subcommand)]
+        protocol: SplitProtocol,
     },
     /// Train MetaKD as a TOML configuration describes.
     Train(TrainArgs),
@@ -68,12 +77,112 @@ enum BenchWhat {
         #[arg(long, default_value = "tools/bench_torch.py")]
         torch_script: PathBuf,
     },
+    /// Data preparation: cases per second on synthetic 240×240×155 cases, against a Python
+    /// script (nibabel + numpy) doing the same reading, clipping, normalisation and cropping.
+    Prepare {
+        /// Synthetic cases to prepare.
+        #[arg(long, default_value_t = 6)]
+        cases: usize,
+        /// Volume extents D,H,W.
+        #[arg(long, value_parser = parse_shape, default_value = "155,240,240")]
+        shape: [usize; 3],
+        /// Working folder for the synthetic release and the shards (default: a temporary one).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+        /// Python interpreter with nibabel and numpy for the comparison.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        /// The Python preparation script.
+        #[arg(long, default_value = "tools/prepare_reference.py")]
+        script: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 enum SynthDataset {
-    /// BraTS-like phantoms in the BraTS2020 training layout (NIfTI, int16 images, uint8 labels).
+    /// BraTS-like phantoms in an official BraTS layout (NIfTI, int16 images, uint8 labels).
     Brats(SynthArgs),
+}
+
+#[derive(Subcommand)]
+enum SplitProtocol {
+    /// Protocol A: every training case, a meta-validation set taken out.
+    ProtocolA {
+        /// The training release's shards.
+        #[arg(long)]
+        shards: PathBuf,
+        /// Shards of the validation release, listed as the test cases.
+        #[arg(long)]
+        test_shards: Option<PathBuf>,
+        /// The split file to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        meta_val: MetaValArgs,
+    },
+    /// Protocol B: seeded train/val/test splits (RFNet proportions by default).
+    ProtocolB {
+        /// The training release's shards.
+        #[arg(long)]
+        shards: PathBuf,
+        /// Folder for `split1.json`, `split2.json`, ...
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Number of splits.
+        #[arg(long, default_value_t = 3)]
+        splits: usize,
+        /// Seed of the shuffles.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Fraction of the cases for validation.
+        #[arg(long, default_value_t = 0.1)]
+        val_fraction: f64,
+        /// Fraction of the cases for testing.
+        #[arg(long, default_value_t = 0.2)]
+        test_fraction: f64,
+        #[command(flatten)]
+        meta_val: MetaValArgs,
+    },
+    /// Read RFNet-style split lists (`train1.txt`, `val1.txt`, `test1.txt`, ...).
+    Rfnet {
+        /// Folder of the lists.
+        #[arg(long)]
+        lists: PathBuf,
+        /// Which numbered split; leave out for `train.txt`, `val.txt`, `test.txt`.
+        #[arg(long)]
+        fold: Option<usize>,
+        /// The shards the lists refer to.
+        #[arg(long)]
+        shards: PathBuf,
+        /// The split file to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        meta_val: MetaValArgs,
+    },
+}
+
+#[derive(Args)]
+struct MetaValArgs {
+    /// Training cases drawn as the meta-validation set.
+    #[arg(long, default_value_t = 5)]
+    meta_val: usize,
+    /// A list of meta-validation cases instead of a draw (one id per line).
+    #[arg(long)]
+    meta_val_list: Option<PathBuf>,
+    /// Seed of the meta-validation draw.
+    #[arg(long, default_value_t = 0)]
+    meta_val_seed: u64,
+}
+
+impl MetaValArgs {
+    fn choice(self) -> MetaValChoice {
+        MetaValChoice {
+            count: self.meta_val,
+            list: self.meta_val_list,
+            seed: self.meta_val_seed,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -90,11 +199,20 @@ struct SynthArgs {
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Release layout: brats2018, brats2019 or brats2020.
+    #[arg(long, default_value = "brats2020")]
+    release: Release,
+    /// Write the validation release (no label maps) instead of the training release.
+    #[arg(long)]
+    validation: bool,
+    /// Write plain `.nii` files instead of `.nii.gz`.
+    #[arg(long)]
+    plain: bool,
 }
 
 #[derive(Subcommand)]
 enum PrepareDataset {
-    /// A BraTS folder of case folders (`<id>/<id>_{flair,t1,t1ce,t2,seg}.nii.gz`).
+    /// A BraTS 2018, 2019 or 2020 release folder, training or validation, as downloaded.
     Brats(PrepareArgs),
 }
 
@@ -106,9 +224,21 @@ struct PrepareArgs {
     /// Output folder for the shards and `manifest.json`.
     #[arg(long)]
     out: PathBuf,
-    /// Largest shard size in MiB.
+    /// Target shard size in MiB.
     #[arg(long, default_value_t = 256)]
-    shard_mib: usize,
+    shard_mib: u64,
+    /// The release, when it should not be detected from the case ids.
+    #[arg(long)]
+    release: Option<Release>,
+    /// Store images as float16 instead of float32.
+    #[arg(long)]
+    half: bool,
+    /// Fail when any case is skipped.
+    #[arg(long)]
+    strict: bool,
+    /// Bound on the working memory of the cases prepared at once, in MiB.
+    #[arg(long, default_value_t = 1536)]
+    memory_mib: u64,
 }
 
 #[derive(Args)]
@@ -200,9 +330,16 @@ fn run(cli: Cli) -> Result<()> {
             dataset: SynthDataset::Brats(a),
         } => {
             let cfg = SynthConfig {
-                cases: a.cases,
-                shape: a.shape,
-                seed: a.seed,
+                layout: Layout {
+                    release: a.release,
+                    split: if a.validation {
+                        ReleaseSplit::Validation
+                    } else {
+                        ReleaseSplit::Training
+                    },
+                    gzip: !a.plain,
+                },
+                ..SynthConfig::new(a.cases, a.shape, a.seed)
             };
             let bar = progress::bar(a.cases as u64, "synth", show);
             write_dataset(&cfg, &a.out, || bar.inc(1))?;
@@ -215,13 +352,94 @@ fn run(cli: Cli) -> Result<()> {
             if !a.src.is_dir() {
                 bail!("{}: no such folder", a.src.display())
             }
-            let manifest = metakd_experiments::prepare(&a.src, &a.out, a.shard_mib << 20, show)?;
+            let options = PrepareOptions {
+                release: a.release,
+                shard_bytes: a.shard_mib << 20,
+                dtype: if a.half {
+                    ImageDtype::Float16
+                } else {
+                    ImageDtype::Float32
+                },
+                memory_budget: a.memory_mib << 20,
+            };
+            let report = metakd_experiments::prepare(&a.src, &a.out, &options, show)?;
+            let m = &report.manifest;
             println!(
-                "prepared {} cases into {} ({} skipped)",
-                manifest.cases.len(),
+                "{} ({}): {} cases in {} shards in {} ({} prepared now, {} kept from an earlier run), {} skipped",
+                m.release.map_or("unknown release".into(), |r| r.to_string()),
+                match m.split {
+                    ReleaseSplit::Training => "training",
+                    ReleaseSplit::Validation => "validation",
+                },
+                m.cases.len(),
+                m.shards.len(),
                 a.out.display(),
-                manifest.skipped.len()
+                report.prepared,
+                report.reused,
+                m.skipped.len()
             );
+            if report.is_empty() {
+                bail!("no case of {} could be prepared", a.src.display())
+            }
+            if a.strict && !m.skipped.is_empty() {
+                bail!("{} cases were skipped (--strict)", m.skipped.len())
+            }
+        }
+        Command::Split { protocol } => {
+            let request = match protocol {
+                SplitProtocol::ProtocolA {
+                    shards,
+                    test_shards,
+                    out,
+                    meta_val,
+                } => SplitRequest::ProtocolA {
+                    shards,
+                    test_shards,
+                    out,
+                    meta_val: meta_val.choice(),
+                },
+                SplitProtocol::ProtocolB {
+                    shards,
+                    out_dir,
+                    splits,
+                    seed,
+                    val_fraction,
+                    test_fraction,
+                    meta_val,
+                } => SplitRequest::ProtocolB {
+                    shards,
+                    out_dir,
+                    splits,
+                    seed,
+                    val_fraction,
+                    test_fraction,
+                    meta_val: meta_val.choice(),
+                },
+                SplitProtocol::Rfnet {
+                    lists,
+                    fold,
+                    shards,
+                    out,
+                    meta_val,
+                } => SplitRequest::Rfnet {
+                    lists,
+                    fold,
+                    shards,
+                    out,
+                    meta_val: meta_val.choice(),
+                },
+            };
+            for (path, s) in write_splits(&request)? {
+                println!(
+                    "{}: {} train, {} meta-val, {} val, {} test ({})",
+                    path.display(),
+                    s.train.len(),
+                    s.meta_val.len(),
+                    s.val.len(),
+                    s.test.len(),
+                    s.protocol
+                );
+            }
         }
         Command::Train(a) => {
             let mut cfg = RunConfig::read(&a.config)?;
@@ -308,6 +526,21 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "workspace = peak memory beyond inputs, outputs and gradients / the largest tensor"
             );
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Prepare {
+                    cases,
+                    shape,
+                    workdir,
+                    python,
+                    script,
+                },
+        } => {
+            let temp = tempfile::tempdir()?;
+            let workdir = workdir.unwrap_or_else(|| temp.path().to_owned());
+            let result = bench_prepare::bench_prepare(cases, shape, &workdir, &python, &script)?;
+            println!("{result}");
         }
         Command::Demo(a) => {
             let outcome = run_demo(&DemoOptions {

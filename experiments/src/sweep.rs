@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::Device;
-use metakd_data::shards::{read_case, Manifest};
+use metakd_data::shards::ShardSet;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +63,7 @@ pub fn sweep(
         .unwrap_or_else(|| cfg.data.shards.clone());
     let splits = Splits::read(&run_dir.join(SPLIT_FILE))?;
     let model = Model::load(&run_dir.join(MODEL_FILE), &cfg.model, &device)?;
-    let manifest = Manifest::read(&shards)?;
+    let shard_set = ShardSet::open(&shards)?;
     let m = cfg.model.modalities;
     let subsets = Subset::all(m);
     let tile = cfg.train.crop;
@@ -78,10 +78,10 @@ pub fn sweep(
     let (mut rows, mut cases, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for id in &splits.test {
         bar.set_message(id.clone());
-        let scored = manifest
+        let scored = shard_set
             .case(id)
-            .with_context(|| format!("case {id} is not in {}", shards.display()))
-            .and_then(|entry| Ok(read_case(&shards.join(&entry.shard), entry.batch)?))
+            .and_then(|view| view.to_prepared())
+            .map_err(anyhow::Error::from)
             .and_then(|case| {
                 evaluate_case(&model, &case, tile, &cfg.eval, &subsets, &zero, &device)
             });

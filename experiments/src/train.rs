@@ -3,13 +3,14 @@
 //! momentum, poly schedule); meta phases that take Adam steps on the importance logits w on
 //! meta-validation crops with every bottleneck feature scaled by its importance.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use metakd_data::preprocess::PreparedCase;
-use metakd_data::shards::Manifest;
+use metakd_data::shards::ShardSet;
 use metakd_model::losses::segmentation_loss;
 use metakd_model::metakd::pairwise_kd_loss;
 use metakd_model::optim::{Adam, SgdNesterov};
@@ -89,20 +90,13 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, show_progress: bool) -> Result<Tra
         .with_context(|| format!("{}: cannot create the run folder", run_dir.display()))?;
     write_atomic(&run_dir.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
 
-    let manifest = Manifest::read(&cfg.data.shards)?;
-    let ids: Vec<String> = manifest
-        .cases
-        .iter()
-        .filter(|c| c.labelled)
-        .map(|c| c.id.clone())
-        .collect();
-    let splits = Splits::assign(&ids, &cfg.data)?;
+    let shards = ShardSet::open(&cfg.data.shards)?;
+    let splits = Splits::for_run(&cfg.data, shards.manifest())?;
     splits.write(&run_dir.join(SPLIT_FILE))?;
-    let train_cases =
-        manifest.read_cases(&cfg.data.shards, |id| splits.train.iter().any(|t| t == id))?;
-    let meta_cases = manifest.read_cases(&cfg.data.shards, |id| {
-        splits.meta_val.iter().any(|t| t == id)
-    })?;
+    let train_ids: HashSet<&str> = splits.train.iter().map(String::as_str).collect();
+    let meta_ids: HashSet<&str> = splits.meta_val.iter().map(String::as_str).collect();
+    let train_cases = shards.read_cases(|id| train_ids.contains(id))?;
+    let meta_cases = shards.read_cases(|id| meta_ids.contains(id))?;
 
     let t = &cfg.train;
     let m = cfg.model.modalities;

@@ -1,9 +1,12 @@
-//! Synthetic BraTS-like cases in the official BraTS2020 training layout, the embedded default
-//! data set: `DIR/BraTS20_Training_XXX/BraTS20_Training_XXX_{flair,t1,t1ce,t2,seg}.nii.gz`,
-//! int16 images and uint8 labels (0, 1, 2, 4) with real NIfTI-1 headers.
+//! Synthetic BraTS-like cases written in the official layouts of the BraTS 2018, 2019 and 2020
+//! training and validation releases ([`Layout`]): int16 images and uint8 labels (0, 1, 2, 4) with
+//! real NIfTI-1 headers, grade folders, the release's CSV tables, and BraTS2020's one training case
+//! whose label map has another file name. The default is the 2020 training layout, the embedded
+//! data set of the demo.
 
 mod contrast;
 mod field;
+mod layout;
 mod phantom;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +17,7 @@ use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 
 pub use contrast::Tissue;
+pub use layout::{Layout, MISNAMED_SEG_FILE};
 pub use phantom::tissue_map;
 
 use crate::error::{DataError, Result};
@@ -30,6 +34,20 @@ pub struct SynthConfig {
     pub shape: [usize; 3],
     /// Seed; case i uses a generator derived from (seed, i), so any case can be regenerated alone.
     pub seed: u64,
+    /// The release layout to write.
+    pub layout: Layout,
+}
+
+impl SynthConfig {
+    /// `cases` cases of `shape` in the BraTS2020 training layout, gzip-compressed.
+    pub fn new(cases: usize, shape: [usize; 3], seed: u64) -> Self {
+        Self {
+            cases,
+            shape,
+            seed,
+            layout: Layout::default(),
+        }
+    }
 }
 
 /// Standard deviation of the Gaussian noise, relative to white matter in T1.
@@ -41,9 +59,9 @@ const TUMOUR_TEXTURE: f32 = 0.08;
 /// Intensity units of the stored int16 images per unit of relative intensity.
 const INTENSITY_SCALE: f32 = 1000.0;
 
-/// The folder name and file prefix of case `index` (0-based): `BraTS20_Training_001`, ...
+/// The id of case `index` (0-based) in the default layout: `BraTS20_Training_001`, ...
 pub fn case_id(index: usize) -> String {
-    format!("BraTS20_Training_{:03}", index + 1)
+    Layout::default().case_id(index)
 }
 
 /// One generated case: the four images and the label map, all `[d, h, w]`.
@@ -86,16 +104,18 @@ pub fn generate_case(config: &SynthConfig, index: usize) -> SynthCase {
     SynthCase { images, labels }
 }
 
-/// Writes case `index` into `out/<case id>/`.
+/// Writes case `index` into its folder under `out`.
 fn write_case(config: &SynthConfig, index: usize, out: &Path) -> Result<PathBuf> {
+    let layout = &config.layout;
     let case = generate_case(config, index);
-    let id = case_id(index);
-    let dir = out.join(&id);
+    let id = layout.case_id(index);
+    let dir = out.join(layout.case_folder(index, config.cases));
     std::fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
     let spacing = [1.0; 3];
     let affine = brats_affine(config.shape, spacing);
+    let ext = layout.extension();
     for (modality, image) in Modality::ALL.iter().zip(case.images) {
-        let path = dir.join(format!("{id}_{}.nii.gz", modality.suffix()));
+        let path = dir.join(format!("{id}_{}.{ext}", modality.suffix()));
         let volume = Volume {
             data: image,
             spacing,
@@ -103,21 +123,19 @@ fn write_case(config: &SynthConfig, index: usize, out: &Path) -> Result<PathBuf>
         };
         write_volume(&path, &volume, StoredType::Int16)?;
     }
-    let seg = Volume {
-        data: case.labels.mapv(f32::from),
-        spacing,
-        affine,
-    };
-    write_volume(
-        &dir.join(format!("{id}_seg.nii.gz")),
-        &seg,
-        StoredType::Uint8,
-    )?;
+    if let Some(seg_name) = layout.seg_file_name(index, config.cases) {
+        let seg = Volume {
+            data: case.labels.mapv(f32::from),
+            spacing,
+            affine,
+        };
+        write_volume(&dir.join(seg_name), &seg, StoredType::Uint8)?;
+    }
     Ok(dir)
 }
 
-/// Writes the data set `config` into `out` in the BraTS2020 training layout, with a
-/// `name_mapping.csv` as the release ships, calling `progress` after each case.
+/// Writes the data set `config` into `out` in its release layout, with the release's CSV tables,
+/// calling `progress` after each case.
 pub fn write_dataset(
     config: &SynthConfig,
     out: &Path,
@@ -143,11 +161,9 @@ pub fn write_dataset(
             dir
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut mapping = String::from("Grade,BraTS_2017_subject_ID,BraTS_2018_subject_ID,TCGA_TCIA_subject_ID,BraTS_2019_subject_ID,BraTS_2020_subject_ID\n");
-    for i in 0..config.cases {
-        mapping.push_str(&format!("HGG,NA,NA,NA,NA,{}\n", case_id(i)));
+    for (name, text) in config.layout.tables(config.cases, config.seed) {
+        let path = out.join(name);
+        std::fs::write(&path, text).map_err(|e| DataError::io(&path, e))?;
     }
-    let path = out.join("name_mapping.csv");
-    std::fs::write(&path, mapping).map_err(|e| DataError::io(&path, e))?;
     Ok(dirs)
 }
