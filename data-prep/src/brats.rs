@@ -327,10 +327,13 @@ pub fn load_case(files: &CaseFiles) -> Result<RawCase> {
         Some(path) => {
             let seg = read_volume(path)?;
             check_same_grid(&files.id, &images[0], &seg, "seg", path)?;
-            if let Some(&bad) = seg
+            let values = seg
                 .data
+                .as_slice_memory_order()
+                .expect("volumes read from files are contiguous");
+            if let Some(&bad) = values
                 .iter()
-                .find(|&&v| ![0.0, 1.0, 2.0, 4.0].contains(&v))
+                .find(|&&v| v != 0.0 && v != 1.0 && v != 2.0 && v != 4.0)
             {
                 return Err(DataError::BadLabel {
                     path: path.clone(),
@@ -348,7 +351,11 @@ pub fn load_case(files: &CaseFiles) -> Result<RawCase> {
 }
 
 fn check_finite(path: &Path, volume: &Volume) -> Result<()> {
-    let bad = volume.data.iter().filter(|v| !v.is_finite()).count();
+    let values = volume
+        .data
+        .as_slice_memory_order()
+        .expect("volumes read from files are contiguous");
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
     if bad > 0 {
         return Err(DataError::Corrupt {
             path: path.to_owned(),

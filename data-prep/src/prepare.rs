@@ -23,9 +23,10 @@ use crate::shards::{
 pub const DEFAULT_SHARD_BYTES: u64 = 256 << 20;
 /// Default bound on the memory the cases in flight may take.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 1536 << 20;
-/// Bytes of working memory one case needs per voxel of one volume, at its peak (raw and
-/// normalised volumes of four modalities, masks, the cropped copy and its Arrow columns).
-const WORKING_BYTES_PER_VOXEL: u64 = 50;
+/// Bytes of memory one case in flight needs per voxel of one volume: its peak while prepared
+/// (raw and normalised volumes of four modalities, masks, the cropped copy), plus the prepared
+/// cases queued for and being written.
+const WORKING_BYTES_PER_VOXEL: u64 = 74;
 
 /// How to prepare a folder.
 #[derive(Debug, Clone, PartialEq)]
@@ -266,19 +267,32 @@ pub fn prepare_brats(
         }
         Ok(())
     };
-    for chunk in todo.chunks(in_flight) {
-        let results: Vec<Result<PreparedCase>> = chunk
-            .par_iter()
-            .map(|files| {
-                let result = prepare_one(files, discovery.release, &settings.preprocessing);
-                progress(&files.id, total);
-                result
-            })
-            .collect();
-        for (files, result) in chunk.iter().zip(results) {
+    // Workers prepare a chunk of cases while this thread writes the previous one.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<(&CaseFiles, Result<PreparedCase>)>(1);
+    let written: Result<()> = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for chunk in todo.chunks(in_flight) {
+                let results: Vec<Result<PreparedCase>> = chunk
+                    .par_iter()
+                    .map(|files| {
+                        let result =
+                            prepare_one(files, discovery.release, &settings.preprocessing);
+                        progress(&files.id, total);
+                        result
+                    })
+                    .collect();
+                for (files, result) in chunk.iter().zip(results) {
+                    if sender.send((*files, result)).is_err() {
+                        return;
+                    }
+                }
+            }
+            drop(sender);
+        });
+        for (files, result) in receiver {
             match result {
                 Ok(case) => {
-                    let finished = writer.write(&case)?;
+                    let finished = writer.write(case)?;
                     prepared += 1;
                     record(finished, &mut shards, &mut cases, &skipped)?;
                 }
@@ -291,7 +305,9 @@ pub fn prepare_brats(
                 }
             }
         }
-    }
+        Ok(())
+    });
+    written?;
     let finished = writer.close()?;
     record(finished, &mut shards, &mut cases, &skipped)?;
     let manifest = manifest_of(src, &discovery, &settings, &shards, &cases, &skipped, true);

@@ -5,7 +5,9 @@
 //! all modalities to the union bounding box of their foreground, keeping the offsets. Every step
 //! is described in `docs/preprocessing.md`.
 
-use ndarray::s;
+use std::borrow::Cow;
+
+use ndarray::ArrayView3;
 use serde::{Deserialize, Serialize};
 
 use crate::brats::RawCase;
@@ -109,16 +111,77 @@ fn numpy_bin(x: f64, first: f64, last: f64, bins: usize, edge: impl Fn(usize) ->
     i
 }
 
+/// Largest span of integer values counted value by value before they are binned.
+const DIRECT_COUNT_SPAN: f64 = (1 << 22) as f64;
+
+/// numpy's histogram of `values` in `bins` uniform bins over `[first, last]`. Integer-valued
+/// volumes (every BraTS image) are counted value by value first and each distinct value is binned
+/// once; the result is the same.
+fn histogram(
+    values: &[f32],
+    first: f64,
+    last: f64,
+    bins: usize,
+    edge: impl Fn(usize) -> f64 + Copy,
+) -> Vec<usize> {
+    let mut counts = vec![0usize; bins];
+    if let Some(per_value) = count_integer_values(values, first.ceil(), last.floor()) {
+        for (offset, &n) in per_value.iter().enumerate().filter(|(_, &n)| n > 0) {
+            counts[numpy_bin(first.ceil() + offset as f64, first, last, bins, edge)] += n;
+        }
+    } else {
+        for &v in values {
+            counts[numpy_bin(f64::from(v), first, last, bins, edge)] += 1;
+        }
+    }
+    counts
+}
+
+/// Voxels per integer value `lo ..= hi`, or `None` when a value is not an integer (or the span is
+/// too wide to count value by value). Four interleaved counters keep runs of equal values (the
+/// background) from serialising on one counter.
+fn count_integer_values(values: &[f32], lo: f64, hi: f64) -> Option<Vec<usize>> {
+    if !(hi - lo < DIRECT_COUNT_SPAN) {
+        return None;
+    }
+    let span = (hi - lo) as usize + 1;
+    let lo = lo as i32;
+    let mut lanes = vec![[0u32; 4]; span];
+    let mut integral = true;
+    let mut chunks = values.chunks_exact(4);
+    for chunk in &mut chunks {
+        for (lane, &v) in chunk.iter().enumerate() {
+            let i = v as i32;
+            integral &= i as f32 == v;
+            lanes[((i - lo) as usize).min(span - 1)][lane] += 1;
+        }
+    }
+    for &v in chunks.remainder() {
+        let i = v as i32;
+        integral &= i as f32 == v;
+        lanes[((i - lo) as usize).min(span - 1)][0] += 1;
+    }
+    integral.then(|| {
+        lanes
+            .iter()
+            .map(|l| l.iter().map(|&n| n as usize).sum())
+            .collect()
+    })
+}
+
 /// Clips the upper intensity tail of `values` in place as the reference does:
 /// `hist = np.histogram(v, bins=int(v.max()))`, `k` = index of the last bin with at least
 /// `min_voxels` voxels, `v[v >= k] = k` — unless `k` does not exceed the background value
 /// `values[0]`, where the reference would wipe out the foreground.
 pub fn clip_upper_tail(values: &mut [f32], min_voxels: usize) -> ClipOutcome {
-    let Some((min, max)) = values.iter().fold(None, |acc: Option<(f32, f32)>, &v| {
-        Some(acc.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
-    }) else {
+    let Some(&start) = values.first() else {
         return ClipOutcome::Unclipped;
     };
+    let (mut min, mut max) = (start, start);
+    for &v in values.iter() {
+        min = if v < min { v } else { min };
+        max = if v > max { v } else { max };
+    }
     let bins = max.trunc();
     if !(bins >= 1.0) {
         return ClipOutcome::Unclipped;
@@ -137,10 +200,7 @@ pub fn clip_upper_tail(values: &mut [f32], min_voxels: usize) -> ClipOutcome {
             i as f64 * step + first
         }
     };
-    let mut counts = vec![0usize; bins];
-    for &v in values.iter() {
-        counts[numpy_bin(f64::from(v), first, last, bins, edge)] += 1;
-    }
+    let counts = histogram(values, first, last, bins, edge);
     let Some(k) = counts.iter().rposition(|&c| c >= min_voxels) else {
         return ClipOutcome::Unclipped;
     };
@@ -149,49 +209,111 @@ pub fn clip_upper_tail(values: &mut [f32], min_voxels: usize) -> ClipOutcome {
         return ClipOutcome::Unclipped;
     }
     let mut voxels = 0;
-    for v in values.iter_mut().filter(|v| **v >= level) {
-        voxels += usize::from(*v != level);
-        *v = level;
+    for v in values.iter_mut() {
+        voxels += usize::from(*v > level);
+        *v = if *v >= level { level } else { *v };
     }
     ClipOutcome::Clipped { level, voxels }
 }
 
-/// Z-scores `values` over the voxels that differ from `background` (population standard
-/// deviation, in f64) and sets the background to 0. Returns the foreground mask, or `None` when
-/// every voxel is background.
-pub fn zscore_foreground(values: &mut [f32], background: f32) -> Option<Vec<bool>> {
-    let mask: Vec<bool> = values.iter().map(|&v| v != background).collect();
-    let n = mask.iter().filter(|&&m| m).count();
-    if n == 0 {
-        return None;
+/// Sums of `f(v)` over the voxels that differ from `background`, in eight lanes so the additions
+/// pipeline; returns (count, sum).
+fn foreground_sum(values: &[f32], background: f32, f: impl Fn(f64) -> f64) -> (usize, f64) {
+    let mut lanes = [0f64; 8];
+    let mut count = 0usize;
+    let mut chunks = values.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            let keep = v != background;
+            count += usize::from(keep);
+            *lane += if keep { f(f64::from(v)) } else { 0.0 };
+        }
     }
-    let foreground = || values.iter().zip(&mask).filter(|(_, &m)| m).map(|(&v, _)| f64::from(v));
-    let mean = foreground().sum::<f64>() / n as f64;
-    let var = foreground().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
+    for &v in chunks.remainder() {
+        if v != background {
+            count += 1;
+            lanes[0] += f(f64::from(v));
+        }
+    }
+    (count, lanes.iter().sum())
+}
+
+/// Z-scores `values` over the voxels that differ from `background` (population standard
+/// deviation, in f64), sets the background to 0 and marks the foreground in `foreground`. Returns
+/// `false` (leaving `values` as they were) when every voxel is background.
+pub fn zscore_foreground(values: &mut [f32], background: f32, foreground: &mut [bool]) -> bool {
+    let (n, sum) = foreground_sum(values, background, |v| v);
+    if n == 0 {
+        return false;
+    }
+    let mean = sum / n as f64;
+    let (_, squares) = foreground_sum(values, background, |v| (v - mean) * (v - mean));
+    let var = squares / n as f64;
     let std = if var > 0.0 { var.sqrt() } else { 1.0 };
-    for (v, &m) in values.iter_mut().zip(&mask) {
-        *v = if m {
+    for (v, mark) in values.iter_mut().zip(foreground.iter_mut()) {
+        let keep = *v != background;
+        *mark |= keep;
+        *v = if keep {
             ((f64::from(*v) - mean) / std) as f32
         } else {
             0.0
         };
     }
-    Some(mask)
+    true
 }
 
-/// The bounding box `[start, end)` of the `true` voxels of a `[d, h, w]` mask, if any.
-pub fn bounding_box(mask: &[bool], shape: [usize; 3]) -> Option<([usize; 3], [usize; 3])> {
-    let [_, h, w] = shape;
-    let mut lo = shape;
+/// The bounding box `[start, end)`, in (z, x, y) order, of the `true` voxels of a mask stored in
+/// NIfTI order (x fastest) with extents `[x, y, z]`, if any.
+pub fn bounding_box_zxy(mask: &[bool], dims_xyz: [usize; 3]) -> Option<([usize; 3], [usize; 3])> {
+    let [nx, ny, nz] = dims_xyz;
+    let mut lo = [usize::MAX; 3];
     let mut hi = [0; 3];
-    for (i, _) in mask.iter().enumerate().filter(|(_, &m)| m) {
-        let p = [i / (h * w), (i / w) % h, i % w];
-        for axis in 0..3 {
-            lo[axis] = lo[axis].min(p[axis]);
-            hi[axis] = hi[axis].max(p[axis] + 1);
+    for z in 0..nz {
+        for y in 0..ny {
+            let row = &mask[(z * ny + y) * nx..(z * ny + y + 1) * nx];
+            let (Some(first), Some(last)) = (row.iter().position(|&m| m), row.iter().rposition(|&m| m))
+            else {
+                continue;
+            };
+            let p = [(z, z), (first, last), (y, y)];
+            for (axis, (a, b)) in p.into_iter().enumerate() {
+                lo[axis] = lo[axis].min(a);
+                hi[axis] = hi[axis].max(b + 1);
+            }
         }
     }
     (hi[0] > 0).then_some((lo, hi))
+}
+
+/// Copies the box `lo..hi` (in (z, x, y) order) of a volume stored in NIfTI order (x fastest,
+/// extents `[x, y, z]`) into `out` in (z, x, y) C order.
+pub fn crop_to_zxy<T: Copy>(
+    values: &[T],
+    dims_xyz: [usize; 3],
+    lo: [usize; 3],
+    hi: [usize; 3],
+    out: &mut Vec<T>,
+) {
+    let [nx, ny, _] = dims_xyz;
+    for z in lo[0]..hi[0] {
+        // One z-slice is small enough to stay in cache while it is read column by column.
+        let slice = &values[z * nx * ny..(z + 1) * nx * ny];
+        for x in lo[1]..hi[1] {
+            out.extend((lo[2]..hi[2]).map(|y| slice[y * nx + x]));
+        }
+    }
+}
+
+/// The voxels of a `[z, x, y]`-indexed array in NIfTI memory order (x fastest, then y, then z):
+/// borrowed when the array is already laid out so (as volumes read from files are), else copied.
+pub fn in_nifti_order<T: Clone>(a: ArrayView3<'_, T>) -> Cow<'_, [T]> {
+    let (h, w) = (a.shape()[1], a.shape()[2]);
+    let nifti_strides = [(h * w) as isize, 1, h as isize];
+    let matches = (0..3).all(|i| a.shape()[i] <= 1 || a.strides()[i] == nifti_strides[i]);
+    match a.to_slice_memory_order() {
+        Some(slice) if matches => Cow::Borrowed(slice),
+        _ => Cow::Owned(a.permuted_axes([0, 2, 1]).iter().cloned().collect()),
+    }
 }
 
 /// A preprocessed case, cropped to its foreground.
@@ -240,45 +362,63 @@ impl PreparedCase {
     }
 }
 
+/// The voxels of a `[z, x, y]`-indexed array in NIfTI memory order, without a copy when the array
+/// is laid out so.
+pub fn into_nifti_order<T: Clone>(a: ndarray::Array3<T>) -> Vec<T> {
+    if !matches!(in_nifti_order(a.view()), Cow::Borrowed(_)) {
+        return in_nifti_order(a.view()).into_owned();
+    }
+    let len = a.len();
+    match a.into_raw_vec_and_offset() {
+        (vec, Some(0) | None) if vec.len() == len => vec,
+        (vec, offset) => {
+            let start = offset.unwrap_or(0);
+            vec[start..start + len].to_vec()
+        }
+    }
+}
+
 /// Clips, normalises, crops and labels one case.
 pub fn prepare_case(case: RawCase, settings: &PreprocessSettings) -> Result<PreparedCase> {
     let original_shape = case.images[0].shape();
+    let [d, h, w] = original_shape;
+    let dims_xyz = [h, w, d];
     let spacing = case.images[0].spacing;
     let mut affine = [0f32; 12];
     for (r, row) in case.images[0].affine.iter().enumerate() {
         affine[r * 4..r * 4 + 4].copy_from_slice(row);
     }
     let voxels: usize = original_shape.iter().product();
+    let threshold = clip_threshold(settings.clip_min_voxels, voxels);
     let mut union = vec![false; voxels];
     let mut clipping = [ClipOutcome::Unclipped; 4];
     let mut normalised = Vec::with_capacity(4);
     for ((m, volume), outcome) in Modality::ALL.iter().zip(case.images).zip(&mut clipping) {
-        let mut data = volume.data;
-        let values = data.as_slice_mut().expect("volumes are C-contiguous");
-        *outcome = clip_upper_tail(values, clip_threshold(settings.clip_min_voxels, voxels));
+        let mut values = into_nifti_order(volume.data);
+        *outcome = clip_upper_tail(&mut values, threshold);
         let background = values[0];
-        let mask = zscore_foreground(values, background).ok_or_else(|| DataError::EmptyVolume {
-            case: case.id.clone(),
-            modality: m.display_name().to_owned(),
-        })?;
-        for (u, f) in union.iter_mut().zip(mask) {
-            *u |= f;
+        if !zscore_foreground(&mut values, background, &mut union) {
+            return Err(DataError::EmptyVolume {
+                case: case.id.clone(),
+                modality: m.display_name().to_owned(),
+            });
         }
-        normalised.push(data);
+        normalised.push(values);
     }
-    let (lo, hi) = bounding_box(&union, original_shape).expect("each modality has foreground");
-    let crop = s![lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]];
+    let (lo, hi) = bounding_box_zxy(&union, dims_xyz).expect("each modality has foreground");
+    drop(union);
     let shape = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
     let cropped_voxels: usize = shape.iter().product();
     let mut images = Vec::with_capacity(4 * cropped_voxels);
-    for data in &normalised {
-        images.extend(data.slice(crop).iter());
+    for values in normalised {
+        crop_to_zxy(&values, dims_xyz, lo, hi, &mut images);
     }
     let labelled = case.labels.is_some();
-    let labels: Vec<u8> = match &case.labels {
-        Some(l) => l.slice(crop).iter().copied().collect(),
-        None => vec![0; cropped_voxels],
-    };
+    let mut labels = Vec::with_capacity(cropped_voxels);
+    match &case.labels {
+        Some(l) => crop_to_zxy(&in_nifti_order(l.view()), dims_xyz, lo, hi, &mut labels),
+        None => labels.resize(cropped_voxels, 0),
+    }
     let regions = labels.iter().map(|&l| regions_of_label(l)).collect();
     Ok(PreparedCase {
         id: case.id,

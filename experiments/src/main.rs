@@ -311,6 +311,7 @@ fn parse_shape(text: &str) -> Result<[usize; 3], String> {
 }
 
 fn main() {
+    metakd_experiments::alloc_stats::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

@@ -15,10 +15,11 @@ use nifti::{InMemNiftiVolume, IntoNdArray, NiftiHeader, NiftiType};
 
 use crate::error::{DataError, Result};
 
-/// A 3D volume in (D, H, W) = (z, x, y) order with its geometry.
+/// A 3D volume indexed in (D, H, W) = (z, x, y) order with its geometry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Volume {
-    /// Voxel values, `[d, h, w]`.
+    /// Voxel values, indexed `[d, h, w]`. A volume read from a file keeps the file's memory order
+    /// (x fastest); use [`Volume::to_zxy`] for a C-ordered copy.
     pub data: Array3<f32>,
     /// Voxel size in millimetres along (x, y, z), as the header's pixdim gives it.
     pub spacing: [f32; 3],
@@ -27,6 +28,11 @@ pub struct Volume {
 }
 
 impl Volume {
+    /// The voxels in (z, x, y) C order.
+    pub fn to_zxy(&self) -> Array3<f32> {
+        self.data.as_standard_layout().into_owned()
+    }
+
     /// Extents (d, h, w).
     pub fn shape(&self) -> [usize; 3] {
         let s = self.data.shape();
@@ -184,8 +190,8 @@ impl Image {
     }
 }
 
-/// Reads one 3D volume (a 4-D file is accepted when its trailing extents are 1) into (z, x, y)
-/// order.
+/// Reads one 3D volume (a 4-D file is accepted when its trailing extents are 1), indexed in
+/// (z, x, y) order.
 pub fn read_volume(path: &Path) -> Result<Volume> {
     let image = read_image(path)?;
     let (affine, spacing) = (image.affine(), image.spacing());
@@ -203,7 +209,8 @@ pub fn read_volume(path: &Path) -> Result<Volume> {
     let xyz = array
         .into_dimensionality::<ndarray::Ix3>()
         .expect("checked to be 3-D");
-    let data = xyz.permuted_axes([2, 0, 1]).as_standard_layout().into_owned();
+    // A free axis permutation: the voxels stay in file order (x fastest).
+    let data = xyz.permuted_axes([2, 0, 1]);
     Ok(Volume {
         data,
         spacing,
@@ -261,18 +268,17 @@ pub fn write_volume(path: &Path, volume: &Volume, stored: StoredType) -> Result<
         .ok_or_else(|| DataError::InvalidArgument(format!("{}: not a file path", path.display())))?
         .to_string_lossy()
         .into_owned();
-    let temp = path.with_file_name(format!(".{file_name}.partial.{}", std::process::id()));
-    let temp = if file_name.ends_with(".gz") {
-        temp.with_file_name(format!(
-            "{}.nii.gz",
-            temp.file_name().unwrap().to_string_lossy()
-        ))
+    // The writer re-derives the extension from the name, so the temporary name has no other dot.
+    let extension = if file_name.ends_with(".gz") {
+        "nii.gz"
     } else {
-        temp.with_file_name(format!(
-            "{}.nii",
-            temp.file_name().unwrap().to_string_lossy()
-        ))
+        "nii"
     };
+    let temp = path.with_file_name(format!(
+        ".{}_partial{}.{extension}",
+        file_name.replace('.', "_"),
+        std::process::id()
+    ));
     let options = WriterOptions::new(&temp).reference_header(&header);
     let written = match stored {
         StoredType::Int16 => {

@@ -78,33 +78,30 @@ fn one_row_list(values: ArrayRef, present: bool) -> ArrayRef {
     ))
 }
 
-/// The image columns of a case, in channel order.
-fn image_columns(case: &PreparedCase, dtype: ImageDtype) -> Vec<ArrayRef> {
+/// The image columns of a case, in channel order; float32 images are moved, not copied.
+fn image_columns(images: Vec<f32>, voxels: usize, dtype: ImageDtype) -> Vec<ArrayRef> {
+    let all: ArrayRef = match dtype {
+        ImageDtype::Float32 => Arc::new(Float32Array::new(ScalarBuffer::from(images), None)),
+        ImageDtype::Float16 => {
+            let mut half = vec![f16::ZERO; images.len()];
+            half.convert_from_f32_slice(&images);
+            Arc::new(Float16Array::new(ScalarBuffer::from(half), None))
+        }
+    };
     Modality::ALL
         .iter()
-        .map(|&m| -> ArrayRef {
-            let values = case.image(m);
-            match dtype {
-                ImageDtype::Float32 => Arc::new(Float32Array::from(values.to_vec())),
-                ImageDtype::Float16 => {
-                    let mut half = vec![f16::ZERO; values.len()];
-                    half.convert_from_f32_slice(values);
-                    Arc::new(Float16Array::new(ScalarBuffer::from(half), None))
-                }
-            }
-        })
-        .map(|values| one_row_list(values, true))
+        .map(|m| one_row_list(all.slice(m.index() * voxels, voxels), true))
         .collect()
 }
 
-fn u8_list(values: &[u8], present: bool) -> ArrayRef {
-    let values: PrimitiveArray<_> = UInt8Array::from(values.to_vec());
+fn u8_list(values: Vec<u8>, present: bool) -> ArrayRef {
+    let values: PrimitiveArray<_> = UInt8Array::new(ScalarBuffer::from(values), None);
     one_row_list(Arc::new(values), present)
 }
 
-/// The record batch of one case.
+/// The record batch of one case (its voxel buffers are moved into the batch).
 pub fn case_batch(
-    case: &PreparedCase,
+    case: PreparedCase,
     schema: &Arc<Schema>,
     dtype: ImageDtype,
 ) -> Result<RecordBatch, ArrowError> {
@@ -112,6 +109,7 @@ pub fn case_batch(
         .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
     let affine = fixed_list(Arc::new(Float32Array::from(case.affine.to_vec())));
     let spacing = fixed_list(Arc::new(Float32Array::from(case.spacing.to_vec())));
+    let voxels = case.voxels();
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![case.id.as_str()])),
         Arc::new(StringArray::from(vec![case.release.map(|r| r.name())])),
@@ -123,9 +121,9 @@ pub fn case_batch(
         spacing,
         affine,
     ];
-    columns.extend(image_columns(case, dtype));
-    columns.push(u8_list(&case.labels, case.labelled));
-    columns.push(u8_list(&case.regions, case.labelled));
+    columns.extend(image_columns(case.images, voxels, dtype));
+    columns.push(u8_list(case.labels, case.labelled));
+    columns.push(u8_list(case.regions, case.labelled));
     RecordBatch::try_new(schema.clone(), columns)
 }
 

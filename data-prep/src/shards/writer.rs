@@ -1,6 +1,6 @@
 //! Writing prepared cases into shards of about a target size. A shard is written under a
-//! temporary name, hashed as it is written, synced and then renamed, so a killed run never leaves
-//! a half-written shard under its final name.
+//! temporary name, hashed as it is written, then renamed, so a killed run never leaves a
+//! half-written shard under its final name.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -86,8 +86,8 @@ impl ShardWriter {
     }
 
     /// Appends one case, returning the shard that was closed to make room for it, if any.
-    pub fn write(&mut self, case: &PreparedCase) -> Result<Option<FinishedShard>> {
-        let bytes = case_bytes(case, self.dtype);
+    pub fn write(&mut self, case: PreparedCase) -> Result<Option<FinishedShard>> {
+        let bytes = case_bytes(&case, self.dtype);
         let full = self
             .current
             .as_ref()
@@ -97,9 +97,7 @@ impl ShardWriter {
             self.current = Some(self.open()?);
         }
         let open = self.current.as_mut().expect("opened above");
-        let batch = case_batch(case, &self.schema, self.dtype).map_err(arrow_error(&open.temp))?;
-        open.writer.write(&batch).map_err(arrow_error(&open.temp))?;
-        open.cases.push(CaseEntry {
+        let entry = CaseEntry {
             id: case.id.clone(),
             shard: open.file.clone(),
             batch: open.cases.len(),
@@ -109,7 +107,10 @@ impl ShardWriter {
             spacing: case.spacing,
             labelled: case.labelled,
             grade: case.grade,
-        });
+        };
+        let batch = case_batch(case, &self.schema, self.dtype).map_err(arrow_error(&open.temp))?;
+        open.writer.write(&batch).map_err(arrow_error(&open.temp))?;
+        open.cases.push(entry);
         open.bytes += bytes;
         Ok(finished)
     }
@@ -122,11 +123,12 @@ impl ShardWriter {
         open.writer.finish().map_err(arrow_error(&open.temp))?;
         let hashing = open.writer.into_inner().map_err(arrow_error(&open.temp))?;
         let (blake3, bytes, buffered) = hashing.finish();
-        let file = buffered
-            .into_inner()
-            .map_err(|e| DataError::io(&open.temp, e.into_error()))?;
-        file.sync_all().map_err(|e| DataError::io(&open.temp, e))?;
-        drop(file);
+        // No fsync: a shard damaged by a crash fails its digest and is rebuilt on the next run.
+        drop(
+            buffered
+                .into_inner()
+                .map_err(|e| DataError::io(&open.temp, e.into_error()))?,
+        );
         let path = self.dir.join(&open.file);
         std::fs::rename(&open.temp, &path).map_err(|e| DataError::io(&path, e))?;
         Ok(Some(FinishedShard {
