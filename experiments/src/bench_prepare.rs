@@ -23,7 +23,9 @@ pub struct PrepareBench {
     pub shape: [usize; 3],
     /// Threads.
     pub threads: usize,
-    /// Wall-clock seconds of `prepare`.
+    /// Wall-clock seconds of each run of `prepare`.
+    pub runs: Vec<f64>,
+    /// The median of `runs`.
     pub seconds: f64,
     /// Peak heap bytes during `prepare`.
     pub peak_heap: usize,
@@ -45,9 +47,14 @@ impl fmt::Display for PrepareBench {
         let [d, h, w] = self.shape;
         writeln!(
             f,
-            "prepare: {} cases of {w}×{h}×{d} in {:.2} s on {} threads = {:.2} cases/s; peak heap {:.0} MiB",
+            "prepare: {} cases of {w}×{h}×{d} in {:.2} s (median of runs {}) on {} threads = {:.2} cases/s; peak heap {:.0} MiB",
             self.cases,
             self.seconds,
+            self.runs
+                .iter()
+                .map(|s| format!("{s:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             self.threads,
             self.cases_per_second(),
             self.peak_heap as f64 / (1 << 20) as f64
@@ -91,10 +98,12 @@ fn python_seconds(python: &str, script: &Path, src: &Path, out: &Path) -> Result
 }
 
 /// Writes `cases` synthetic cases of `shape` into `workdir/data` (not timed), prepares them into
-/// `workdir/shards`, and runs the Python script on the same files.
+/// `workdir/shards` `runs` times (a fresh folder each time), and runs the Python script once on
+/// the same files.
 pub fn bench_prepare(
     cases: usize,
     shape: [usize; 3],
+    runs: usize,
     workdir: &Path,
     python: &str,
     script: &Path,
@@ -108,23 +117,37 @@ pub fn bench_prepare(
         }
     }
     write_dataset(&SynthConfig::new(cases, shape, 7), &data, || {})?;
-    alloc_stats::reset_peak();
-    let before = alloc_stats::reset_peak();
-    let started = Instant::now();
-    let report = prepare_brats(&data, &shards, &PrepareOptions::default(), |_, _| {})?;
-    let seconds = started.elapsed().as_secs_f64();
-    let peak_heap = alloc_stats::peak().saturating_sub(before);
-    anyhow::ensure!(
-        report.manifest.cases.len() == cases,
-        "prepared {} of {cases} cases: {:?}",
-        report.manifest.cases.len(),
-        report.manifest.skipped
-    );
+    // Let the written files reach the disk before timing, so writeback does not compete.
+    let _ = Command::new("sync").status();
+    let mut times = Vec::with_capacity(runs);
+    let mut peak_heap = 0;
+    for _ in 0..runs.max(1) {
+        if shards.exists() {
+            std::fs::remove_dir_all(&shards)
+                .with_context(|| format!("{}: cannot clear", shards.display()))?;
+            let _ = Command::new("sync").status();
+        }
+        let before = alloc_stats::reset_peak();
+        let started = Instant::now();
+        let report = prepare_brats(&data, &shards, &PrepareOptions::default(), |_, _| {})?;
+        times.push(started.elapsed().as_secs_f64());
+        peak_heap = peak_heap.max(alloc_stats::peak().saturating_sub(before));
+        anyhow::ensure!(
+            report.manifest.cases.len() == cases,
+            "prepared {} of {cases} cases: {:?}",
+            report.manifest.cases.len(),
+            report.manifest.skipped
+        );
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let seconds = sorted[sorted.len() / 2];
     let python = python_seconds(python, script, &data, &workdir.join("python-out"));
     Ok(PrepareBench {
         cases,
         shape,
         threads: rayon::current_num_threads(),
+        runs: times,
         seconds,
         peak_heap,
         python_seconds: python.as_ref().ok().copied(),

@@ -83,6 +83,9 @@ enum BenchWhat {
         /// Synthetic cases to prepare.
         #[arg(long, default_value_t = 6)]
         cases: usize,
+        /// Timed runs of `prepare` (the median is compared).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
         /// Volume extents D,H,W.
         #[arg(long, value_parser = parse_shape, default_value = "155,240,240")]
         shape: [usize; 3],
@@ -532,6 +535,7 @@ fn run(cli: Cli) -> Result<()> {
             what:
                 BenchWhat::Prepare {
                     cases,
+                    runs,
                     shape,
                     workdir,
                     python,
@@ -540,7 +544,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let temp = tempfile::tempdir()?;
             let workdir = workdir.unwrap_or_else(|| temp.path().to_owned());
-            let result = bench_prepare::bench_prepare(cases, shape, &workdir, &python, &script)?;
+            let result = bench_prepare::bench_prepare(cases, shape, runs, &workdir, &python, &script)?;
             println!("{result}");
         }
         Command::Demo(a) => {

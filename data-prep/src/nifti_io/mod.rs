@@ -94,13 +94,21 @@ fn file_bytes(path: &Path) -> Result<Vec<u8>> {
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }
-    // The gzip trailer holds the uncompressed size modulo 2^32: a good capacity hint.
-    let hint = raw
+    // The gzip trailer holds the uncompressed size modulo 2^32. libdeflate inflates a
+    // single-member stream of that size in one call; anything else (several members, a size
+    // beyond 4 GiB, damage) goes through the streaming decoder, which names the problem.
+    let size = raw
         .len()
         .checked_sub(4)
         .map(|at| u32::from_le_bytes(raw[at..].try_into().expect("four bytes")) as usize)
         .unwrap_or(0);
-    let mut out = Vec::with_capacity(hint.min(1 << 31));
+    let mut out = vec![0u8; size];
+    if let Ok(n) = libdeflater::Decompressor::new().gzip_decompress(&raw, &mut out) {
+        if n == size {
+            return Ok(out);
+        }
+    }
+    out.clear();
     MultiGzDecoder::new(raw.as_slice())
         .read_to_end(&mut out)
         .map_err(|e| corrupt(path, format!("corrupt or truncated gzip stream: {e}")))?;
