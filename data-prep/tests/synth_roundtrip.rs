@@ -1,21 +1,14 @@
-//! Synthetic cases through NIfTI and back, their anatomy and contrasts, and shards written and
-//! read back.
+//! Synthetic cases through NIfTI and back, their anatomy and contrasts, and prepared cases.
 
-use metakd_data::brats::{discover_cases, load_case};
+use metakd_data::brats::{discover, load_case};
 use metakd_data::nifti_io::read_volume;
-use metakd_data::prepare::prepare_brats;
-use metakd_data::preprocess::{prepare_case, REGION_ET, REGION_TC, REGION_WT};
-use metakd_data::shards::{read_case, read_cases, Manifest};
+use metakd_data::preprocess::{prepare_case, PreprocessSettings, REGION_ET, REGION_TC, REGION_WT};
 use metakd_data::synth::{case_id, generate_case, tissue_map, write_dataset, SynthConfig, Tissue};
-use metakd_data::{DataError, Modality};
+use metakd_data::Modality;
 use rand::SeedableRng;
 
 fn config(cases: usize) -> SynthConfig {
-    SynthConfig {
-        cases,
-        shape: [24, 32, 32],
-        seed: 5,
-    }
+    SynthConfig::new(cases, [24, 32, 32], 5)
 }
 
 #[test]
@@ -23,7 +16,7 @@ fn synthetic_cases_survive_nifti_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(2);
     write_dataset(&cfg, dir.path(), || {}).unwrap();
-    let cases = discover_cases(dir.path()).unwrap();
+    let cases = discover(dir.path(), None).unwrap().cases;
     assert_eq!(cases.len(), 2);
     assert_eq!(cases[0].id, "BraTS20_Training_001");
     assert!(cases[0].images[2].ends_with("BraTS20_Training_001/BraTS20_Training_001_t1ce.nii.gz"));
@@ -45,7 +38,7 @@ fn synthetic_cases_survive_nifti_round_trip() {
 #[test]
 fn stored_types_are_brats_types() {
     let dir = tempfile::tempdir().unwrap();
-    write_dataset(&config(1), dir.path(), || {}).unwrap();
+    write_dataset(&config(2), dir.path(), || {}).unwrap();
     let case = dir.path().join(case_id(0));
     let header = |name: &str| {
         use nifti::NiftiObject;
@@ -77,11 +70,7 @@ fn phantoms_have_anatomy_and_all_tumour_labels() {
 
 #[test]
 fn tumour_position_and_shape_vary_between_cases() {
-    let cfg = SynthConfig {
-        cases: 4,
-        shape: [32, 40, 40],
-        seed: 1,
-    };
+    let cfg = SynthConfig::new(4, [32, 40, 40], 1);
     let centroids: Vec<[f64; 3]> = (0..4)
         .map(|i| {
             let labels = generate_case(&cfg, i).labels;
@@ -110,11 +99,7 @@ fn tumour_position_and_shape_vary_between_cases() {
 
 #[test]
 fn contrasts_follow_mri() {
-    let cfg = SynthConfig {
-        cases: 1,
-        shape: [40, 48, 48],
-        seed: 9,
-    };
+    let cfg = SynthConfig::new(1, [40, 48, 48], 9);
     let case = generate_case(&cfg, 0);
     let mean = |m: Modality, label: u8| {
         let (mut s, mut n) = (0.0f64, 0usize);
@@ -137,9 +122,10 @@ fn contrasts_follow_mri() {
 fn prepared_cases_are_cropped_and_zscored() {
     let dir = tempfile::tempdir().unwrap();
     write_dataset(&config(1), dir.path(), || {}).unwrap();
-    let files = &discover_cases(dir.path()).unwrap()[0];
+    let files = &discover(dir.path(), None).unwrap().cases[0];
     let raw = load_case(files).unwrap();
-    let case = prepare_case(&raw).unwrap();
+    let original = raw.labels.clone().unwrap();
+    let case = prepare_case(raw, &PreprocessSettings::default()).unwrap();
     assert!(case
         .shape
         .iter()
@@ -160,7 +146,6 @@ fn prepared_cases_are_cropped_and_zscored() {
         );
     }
     // The crop keeps every tumour voxel and the offsets map it back into the original grid.
-    let original = raw.labels.unwrap();
     let tumour_in_original = original.iter().filter(|&&l| l != 0).count();
     assert_eq!(
         case.labels.iter().filter(|&&l| l != 0).count(),
@@ -182,63 +167,8 @@ fn prepared_cases_are_cropped_and_zscored() {
 }
 
 #[test]
-fn shards_are_written_and_read_back() {
-    let data = tempfile::tempdir().unwrap();
-    let shards = tempfile::tempdir().unwrap();
-    write_dataset(&config(3), data.path(), || {}).unwrap();
-    // A tiny size limit puts every case into its own shard.
-    let manifest = prepare_brats(data.path(), shards.path(), 1, |_, _| {}).unwrap();
-    assert_eq!(manifest.cases.len(), 3);
-    assert!(manifest.skipped.is_empty());
-    assert_eq!(manifest.cases[2].shard, "shard-00002.arrow");
-    assert_eq!(Manifest::read(shards.path()).unwrap(), manifest);
-
-    let files = discover_cases(data.path()).unwrap();
-    for (entry, files) in manifest.cases.iter().zip(&files) {
-        let expected = prepare_case(&load_case(files).unwrap()).unwrap();
-        let read = read_case(&shards.path().join(&entry.shard), entry.batch).unwrap();
-        assert_eq!(read, expected);
-        assert_eq!(entry.shape, expected.shape);
-        assert_eq!(entry.crop_offset, expected.crop_offset);
-    }
-    let some = read_cases(shards.path(), |id| id.ends_with("002")).unwrap();
-    assert_eq!(some.len(), 1);
-    assert_eq!(some[0].id, "BraTS20_Training_002");
-}
-
-#[test]
-fn a_broken_case_is_skipped_and_reported() {
-    let data = tempfile::tempdir().unwrap();
-    let shards = tempfile::tempdir().unwrap();
-    write_dataset(&config(3), data.path(), || {}).unwrap();
-    let broken = data
-        .path()
-        .join(case_id(1))
-        .join(format!("{}_t2.nii.gz", case_id(1)));
-    std::fs::write(&broken, b"not a nifti file").unwrap();
-    let manifest = prepare_brats(data.path(), shards.path(), 256 << 20, |_, _| {}).unwrap();
-    assert_eq!(manifest.cases.len(), 2);
-    assert_eq!(manifest.skipped.len(), 1);
-    assert_eq!(manifest.skipped[0].id, case_id(1));
-    assert!(
-        manifest.skipped[0].reason.contains("_t2.nii.gz"),
-        "{}",
-        manifest.skipped[0].reason
-    );
-
-    let missing = data
-        .path()
-        .join(case_id(2))
-        .join(format!("{}_t1.nii.gz", case_id(2)));
-    std::fs::remove_file(&missing).unwrap();
-    let err = load_case(&discover_cases(data.path()).unwrap()[2]).unwrap_err();
-    assert!(matches!(err, DataError::MissingFile { .. }));
-    assert!(err.to_string().contains("_t1.nii.gz"), "{err}");
-}
-
-#[test]
 fn reading_a_missing_folder_names_it() {
-    let err = discover_cases(std::path::Path::new("/no/such/brats")).unwrap_err();
+    let err = discover(std::path::Path::new("/no/such/brats"), None).unwrap_err();
     assert!(err.to_string().contains("/no/such/brats"), "{err}");
     let err = read_volume(std::path::Path::new("/no/such/file.nii.gz")).unwrap_err();
     assert!(err.to_string().contains("/no/such/file.nii.gz"), "{err}");
