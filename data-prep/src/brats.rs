@@ -115,7 +115,11 @@ fn find_seg(dir: &Path, id: &str, files: &[PathBuf]) -> (Option<PathBuf>, Vec<St
             vec![format!(
                 "{} files look like label maps ({}); none used",
                 several.len(),
-                several.iter().map(|p| file_name(p)).collect::<Vec<_>>().join(", ")
+                several
+                    .iter()
+                    .map(|p| file_name(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )],
         ),
     }
@@ -227,7 +231,10 @@ pub fn discover(src: &Path, release: Option<Release>) -> Result<Discovery> {
 fn drop_duplicate_ids(cases: Vec<CaseFiles>, rejected: &mut Vec<SkippedCase>) -> Vec<CaseFiles> {
     let mut folders: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     for case in &cases {
-        folders.entry(case.id.clone()).or_default().push(case.dir.clone());
+        folders
+            .entry(case.id.clone())
+            .or_default()
+            .push(case.dir.clone());
     }
     for (id, dirs) in folders.iter().filter(|(_, d)| d.len() > 1) {
         rejected.push(SkippedCase {

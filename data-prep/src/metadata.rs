@@ -52,7 +52,13 @@ fn read_table(path: &Path) -> std::result::Result<(Vec<String>, Vec<Vec<String>>
         .collect();
     let mut rows = Vec::new();
     for record in reader.records() {
-        rows.push(record.map_err(|e| e.to_string())?.iter().map(str::to_owned).collect());
+        rows.push(
+            record
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(str::to_owned)
+                .collect(),
+        );
     }
     Ok((header, rows))
 }
@@ -66,9 +72,10 @@ pub fn read_metadata(dir: &Path, case_ids: &HashSet<&str>) -> Result<MetadataTab
         let (header, rows) = match read_table(&path) {
             Ok(table) => table,
             Err(problem) => {
-                tables
-                    .warnings
-                    .push(format!("{}: not a readable CSV table: {problem}", path.display()));
+                tables.warnings.push(format!(
+                    "{}: not a readable CSV table: {problem}",
+                    path.display()
+                ));
                 continue;
             }
         };

@@ -141,7 +141,9 @@ fn estimated_voxels(case: &CaseFiles) -> u64 {
     let path = &case.images[Modality::Flair.index()];
     let Ok(bytes) = std::fs::read(path).map(|b| {
         if b.starts_with(&[0x1f, 0x8b]) && b.len() >= 4 {
-            u64::from(u32::from_le_bytes(b[b.len() - 4..].try_into().expect("4 bytes")))
+            u64::from(u32::from_le_bytes(
+                b[b.len() - 4..].try_into().expect("4 bytes"),
+            ))
         } else {
             b.len() as u64
         }
@@ -154,7 +156,12 @@ fn estimated_voxels(case: &CaseFiles) -> u64 {
 
 /// How many cases may be in flight at once within `budget`.
 fn cases_in_flight(cases: &[&CaseFiles], budget: u64) -> usize {
-    let largest = cases.iter().take(8).map(|c| estimated_voxels(c)).max().unwrap_or(1);
+    let largest = cases
+        .iter()
+        .take(8)
+        .map(|c| estimated_voxels(c))
+        .max()
+        .unwrap_or(1);
     let fit = (budget / (largest.max(1) * WORKING_BYTES_PER_VOXEL)).max(1) as usize;
     fit.min(rayon::current_num_threads().max(1))
 }
@@ -186,7 +193,11 @@ fn manifest_of(
     cases.sort_by(|a, b| a.id.cmp(&b.id));
     let mut warnings = discovery.warnings.clone();
     for case in &discovery.cases {
-        warnings.extend(case.warnings.iter().map(|w| format!("case {}: {w}", case.id)));
+        warnings.extend(
+            case.warnings
+                .iter()
+                .map(|w| format!("case {}: {w}", case.id)),
+        );
     }
     Manifest {
         format_version: FORMAT_VERSION,
@@ -194,7 +205,10 @@ fn manifest_of(
         source: src.display().to_string(),
         release: discovery.release,
         split: discovery.split,
-        modalities: Modality::ALL.iter().map(|m| m.display_name().to_owned()).collect(),
+        modalities: Modality::ALL
+            .iter()
+            .map(|m| m.display_name().to_owned())
+            .collect(),
         checksum: "blake3".into(),
         settings: settings.clone(),
         metadata_files: discovery
@@ -235,7 +249,11 @@ pub fn prepare_brats(
     let kept = keep_verified_shards(out, &settings)?;
     let done: HashSet<&str> = kept.cases.iter().map(|c| c.id.as_str()).collect();
     let total = discovery.cases.len();
-    for case in discovery.cases.iter().filter(|c| done.contains(c.id.as_str())) {
+    for case in discovery
+        .cases
+        .iter()
+        .filter(|c| done.contains(c.id.as_str()))
+    {
         progress(&case.id, total);
     }
     let todo: Vec<&CaseFiles> = discovery
@@ -249,16 +267,22 @@ pub fn prepare_brats(
     let mut skipped = discovery.rejected.clone();
     let next_index = shards
         .iter()
-        .filter_map(|s| s.file.strip_prefix("shard-")?.strip_suffix(".arrow")?.parse::<usize>().ok())
+        .filter_map(|s| {
+            s.file
+                .strip_prefix("shard-")?
+                .strip_suffix(".arrow")?
+                .parse::<usize>()
+                .ok()
+        })
         .max()
         .map_or(0, |i| i + 1);
     let mut writer = ShardWriter::new(out, options.shard_bytes, options.dtype, next_index);
     let in_flight = cases_in_flight(&todo, options.memory_budget);
     let mut prepared = 0;
     let record = |finished: Option<FinishedShard>,
-                      shards: &mut Vec<ShardEntry>,
-                      cases: &mut Vec<CaseEntry>,
-                      skipped: &[SkippedCase]|
+                  shards: &mut Vec<ShardEntry>,
+                  cases: &mut Vec<CaseEntry>,
+                  skipped: &[SkippedCase]|
      -> Result<()> {
         if let Some(finished) = finished {
             shards.push(finished.entry);
@@ -275,8 +299,7 @@ pub fn prepare_brats(
                 let results: Vec<Result<PreparedCase>> = chunk
                     .par_iter()
                     .map(|files| {
-                        let result =
-                            prepare_one(files, discovery.release, &settings.preprocessing);
+                        let result = prepare_one(files, discovery.release, &settings.preprocessing);
                         progress(&files.id, total);
                         result
                     })

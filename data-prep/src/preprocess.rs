@@ -141,7 +141,7 @@ fn histogram(
 /// too wide to count value by value). Four interleaved counters keep runs of equal values (the
 /// background) from serialising on one counter.
 fn count_integer_values(values: &[f32], lo: f64, hi: f64) -> Option<Vec<usize>> {
-    if !(hi - lo < DIRECT_COUNT_SPAN) {
+    if hi - lo >= DIRECT_COUNT_SPAN || hi < lo {
         return None;
     }
     let span = (hi - lo) as usize + 1;
@@ -183,7 +183,7 @@ pub fn clip_upper_tail(values: &mut [f32], min_voxels: usize) -> ClipOutcome {
         max = if v > max { v } else { max };
     }
     let bins = max.trunc();
-    if !(bins >= 1.0) {
+    if bins.is_nan() || bins < 1.0 {
         return ClipOutcome::Unclipped;
     }
     let bins = bins as usize;
@@ -271,7 +271,8 @@ pub fn bounding_box_zxy(mask: &[bool], dims_xyz: [usize; 3]) -> Option<([usize; 
     for z in 0..nz {
         for y in 0..ny {
             let row = &mask[(z * ny + y) * nx..(z * ny + y + 1) * nx];
-            let (Some(first), Some(last)) = (row.iter().position(|&m| m), row.iter().rposition(|&m| m))
+            let (Some(first), Some(last)) =
+                (row.iter().position(|&m| m), row.iter().rposition(|&m| m))
             else {
                 continue;
             };

@@ -62,7 +62,9 @@ impl FromStr for Release {
         Release::ALL
             .into_iter()
             .find(|r| r.name() == wanted || r.name().trim_start_matches("brats") == wanted)
-            .ok_or_else(|| format!("unknown release `{s}` (expected brats2018, brats2019 or brats2020)"))
+            .ok_or_else(|| {
+                format!("unknown release `{s}` (expected brats2018, brats2019 or brats2020)")
+            })
     }
 }
 
@@ -124,9 +126,18 @@ mod tests {
 
     #[test]
     fn releases_are_recognised_from_case_ids() {
-        assert_eq!(Release::of_case_id("Brats18_TCIA01_190_1"), Some(Release::Brats2018));
-        assert_eq!(Release::of_case_id("BraTS19_2013_0_1"), Some(Release::Brats2019));
-        assert_eq!(Release::of_case_id("BraTS20_Validation_007"), Some(Release::Brats2020));
+        assert_eq!(
+            Release::of_case_id("Brats18_TCIA01_190_1"),
+            Some(Release::Brats2018)
+        );
+        assert_eq!(
+            Release::of_case_id("BraTS19_2013_0_1"),
+            Some(Release::Brats2019)
+        );
+        assert_eq!(
+            Release::of_case_id("BraTS20_Validation_007"),
+            Some(Release::Brats2020)
+        );
         assert_eq!(Release::of_case_id("case_001"), None);
         assert_eq!(
             detect_release(["BraTS19_A_1_1", "BraTS19_B_2_1", "Brats18_C_3_1"]),

@@ -13,7 +13,8 @@ use nifti::writer::WriterOptions;
 const SHAPE: [usize; 3] = [16, 20, 20];
 
 fn file(src: &Path, case: usize, suffix: &str) -> PathBuf {
-    src.join(case_id(case)).join(format!("{}_{suffix}.nii.gz", case_id(case)))
+    src.join(case_id(case))
+        .join(format!("{}_{suffix}.nii.gz", case_id(case)))
 }
 
 fn volume(data: Array3<f32>) -> Volume {
@@ -44,7 +45,10 @@ fn break_case(src: &Path, index: usize) -> (&'static str, Vec<String>) {
         }
         2 => {
             std::fs::remove_file(file(src, index, "t2")).unwrap();
-            ("missing modality", vec!["missing".into(), "_t2.nii.gz".into()])
+            (
+                "missing modality",
+                vec!["missing".into(), "_t2.nii.gz".into()],
+            )
         }
         3 => {
             let four = Array4::<f32>::zeros((SHAPE[1], SHAPE[2], SHAPE[0], 2));
@@ -54,27 +58,39 @@ fn break_case(src: &Path, index: usize) -> (&'static str, Vec<String>) {
         4 => {
             let other = volume(Array3::from_elem([SHAPE[0], SHAPE[1] - 2, SHAPE[2]], 5.0));
             write_volume(&t1, &other, StoredType::Int16).unwrap();
-            ("mismatched shape", vec!["T1".into(), "shape".into(), "_t1.nii.gz".into()])
+            (
+                "mismatched shape",
+                vec!["T1".into(), "shape".into(), "_t1.nii.gz".into()],
+            )
         }
         5 => {
             let mut moved = volume(flair.to_zxy());
             moved.affine[0][3] += 7.0;
             write_volume(&t1, &moved, StoredType::Int16).unwrap();
-            ("mismatched affine", vec!["affine".into(), "_t1.nii.gz".into()])
+            (
+                "mismatched affine",
+                vec!["affine".into(), "_t1.nii.gz".into()],
+            )
         }
         6 => {
             let mut data = flair.to_zxy();
             data[[3, 4, 5]] = f32::NAN;
             data[[4, 4, 5]] = f32::INFINITY;
             write_volume(&t1, &volume(data), StoredType::Float32).unwrap();
-            ("NaN voxels", vec!["_t1.nii.gz".into(), "2 voxels are NaN".into()])
+            (
+                "NaN voxels",
+                vec!["_t1.nii.gz".into(), "2 voxels are NaN".into()],
+            )
         }
         7 => {
             let seg = file(src, index, "seg");
             let mut labels = read_volume(&seg).unwrap().to_zxy();
             labels[[8, 10, 10]] = 3.0;
             write_volume(&seg, &volume(labels), StoredType::Uint8).unwrap();
-            ("label 3", vec!["_seg.nii.gz".into(), "label value 3".into()])
+            (
+                "label 3",
+                vec!["_seg.nii.gz".into(), "label value 3".into()],
+            )
         }
         8 => {
             std::fs::remove_file(&t1).unwrap();
@@ -92,7 +108,12 @@ const GOOD: usize = 3;
 fn every_bad_case_is_skipped_with_its_reason_and_the_rest_is_written() {
     let src = tempfile::tempdir().unwrap();
     // One more case than broken + good: the last one is BraTS2020's misnamed-label case.
-    write_dataset(&SynthConfig::new(BROKEN + GOOD, SHAPE, 2), src.path(), || {}).unwrap();
+    write_dataset(
+        &SynthConfig::new(BROKEN + GOOD, SHAPE, 2),
+        src.path(),
+        || {},
+    )
+    .unwrap();
     let mut wanted = Vec::new();
     for i in 0..BROKEN {
         let (what, mentions) = break_case(src.path(), i);
@@ -108,8 +129,13 @@ fn every_bad_case_is_skipped_with_its_reason_and_the_rest_is_written() {
     }
 
     let out = tempfile::tempdir().unwrap();
-    let report =
-        prepare_brats(src.path(), out.path(), &PrepareOptions::default(), |_, _| {}).unwrap();
+    let report = prepare_brats(
+        src.path(),
+        out.path(),
+        &PrepareOptions::default(),
+        |_, _| {},
+    )
+    .unwrap();
     let m = &report.manifest;
     let good: Vec<String> = (BROKEN + 1..BROKEN + GOOD).map(case_id).collect();
     let written: Vec<&str> = m.cases.iter().map(|c| c.id.as_str()).collect();
@@ -131,7 +157,10 @@ fn every_bad_case_is_skipped_with_its_reason_and_the_rest_is_written() {
     let reason = |id: &str| &m.skipped.iter().find(|s| s.id == id).unwrap().reason;
     assert!(reason("BraTS20_Training_900").contains("empty case folder"));
     let duplicate = reason(&case_id(BROKEN));
-    assert!(duplicate.contains("duplicate case id in 2 folders"), "{duplicate}");
+    assert!(
+        duplicate.contains("duplicate case id in 2 folders"),
+        "{duplicate}"
+    );
     assert!(duplicate.contains("copies"), "{duplicate}");
     assert_eq!(m.skipped.len(), BROKEN + 2);
     // The good cases read back.
@@ -146,9 +175,18 @@ fn a_folder_without_cases_is_an_error_naming_it() {
     let empty = tempfile::tempdir().unwrap();
     std::fs::create_dir(empty.path().join("notes")).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let err = prepare_brats(empty.path(), out.path(), &PrepareOptions::default(), |_, _| {})
-        .unwrap_err();
-    assert!(err.to_string().contains(&empty.path().display().to_string()), "{err}");
+    let err = prepare_brats(
+        empty.path(),
+        out.path(),
+        &PrepareOptions::default(),
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&empty.path().display().to_string()),
+        "{err}"
+    );
     assert!(err.to_string().contains("no BraTS case folders"), "{err}");
 }
 
@@ -159,8 +197,13 @@ fn a_case_whose_every_file_is_bad_leaves_an_empty_but_complete_manifest() {
     break_case(src.path(), 0);
     break_case(src.path(), 2 - 1);
     let out = tempfile::tempdir().unwrap();
-    let report =
-        prepare_brats(src.path(), out.path(), &PrepareOptions::default(), |_, _| {}).unwrap();
+    let report = prepare_brats(
+        src.path(),
+        out.path(),
+        &PrepareOptions::default(),
+        |_, _| {},
+    )
+    .unwrap();
     assert!(report.is_empty());
     assert_eq!(report.manifest.skipped.len(), 2);
 }

@@ -59,13 +59,24 @@ fn every_fixture_reads_as_nibabel_reads_it() {
                 );
             }
         }
-        for (ours, z) in image.spacing().iter().zip(want["zooms"].as_array().unwrap()) {
-            assert!((ours - z.as_f64().unwrap() as f32).abs() < 1e-5, "{name}: zooms");
+        for (ours, z) in image
+            .spacing()
+            .iter()
+            .zip(want["zooms"].as_array().unwrap())
+        {
+            assert!(
+                (ours - z.as_f64().unwrap() as f32).abs() < 1e-5,
+                "{name}: zooms"
+            );
         }
         let two = want["nifti2"].as_bool().unwrap();
         assert_eq!(image.version == NiftiVersion::Two, two, "{name}");
         let big = want["big_endian"].as_bool().unwrap();
-        assert_eq!(image.header.endianness == nifti::Endianness::Big, big, "{name}");
+        assert_eq!(
+            image.header.endianness == nifti::Endianness::Big,
+            big,
+            "{name}"
+        );
     }
 }
 
@@ -74,14 +85,19 @@ fn the_edge_cases_are_what_their_names_say() {
     let expected = expected();
     let files = &expected["files"];
     assert!(files["anatomical.nii"]["big_endian"].as_bool().unwrap());
-    assert!(files["big_endian_float32.nii.gz"]["big_endian"].as_bool().unwrap());
+    assert!(files["big_endian_float32.nii.gz"]["big_endian"]
+        .as_bool()
+        .unwrap());
     assert!(files["example_nifti2.nii.gz"]["nifti2"].as_bool().unwrap());
     assert!(files["nifti2_int16.nii"]["nifti2"].as_bool().unwrap());
     let scaled = read_image(&fixtures().join("scaled_int16.nii.gz")).unwrap();
     assert_eq!(scaled.header.scl_slope, 2.5);
     assert_eq!(scaled.header.scl_inter, -10.0);
     // Scaled values are 2.5 * int - 10: every value minus the intercept is a multiple of 2.5.
-    assert!(scaled.data.iter().all(|v| ((v + 10.0) / 2.5).fract() == 0.0));
+    assert!(scaled
+        .data
+        .iter()
+        .all(|v| ((v + 10.0) / 2.5).fract() == 0.0));
 }
 
 #[test]

@@ -51,7 +51,10 @@ fn clipping_and_zscore_match_numpy() {
         let background = values[0];
         let mut foreground = vec![false; values.len()];
         assert!(zscore_foreground(&mut values, background, &mut foreground));
-        let (mean, std) = (want["mean"].as_f64().unwrap(), want["std"].as_f64().unwrap());
+        let (mean, std) = (
+            want["mean"].as_f64().unwrap(),
+            want["std"].as_f64().unwrap(),
+        );
         for ((v, c), f) in values.iter().zip(&original).zip(&foreground) {
             let clipped = f64::from(c.min(level));
             let want = if clipped == f64::from(background) {
@@ -60,7 +63,10 @@ fn clipping_and_zscore_match_numpy() {
                 (clipped - mean) / std
             };
             assert_eq!(*f, clipped != f64::from(background), "{name}");
-            assert!((f64::from(*v) - want).abs() < 1e-5, "{name}: {v} vs numpy {want}");
+            assert!(
+                (f64::from(*v) - want).abs() < 1e-5,
+                "{name}: {v} vs numpy {want}"
+            );
         }
     }
 }
@@ -101,19 +107,25 @@ fn a_whole_case_matches_numpy() {
     }
     let label_sum: u64 = case.labels.iter().map(|&l| u64::from(l)).sum();
     assert_eq!(label_sum, want["labels_sum"].as_u64().unwrap());
-    assert!(case.clipping.iter().all(|c| matches!(c, ClipOutcome::Clipped { .. })));
+    assert!(case
+        .clipping
+        .iter()
+        .all(|c| matches!(c, ClipOutcome::Clipped { .. })));
 }
 
 /// numpy's histogram bin of `x`, by searching the edges `linspace(first, last, bins + 1)`.
 fn naive_bin(x: f64, first: f64, last: f64, bins: usize) -> usize {
     let step = (last - first) / bins as f64;
     let edges: Vec<f64> = (0..=bins)
-        .map(|i| if i == bins { last } else { first + i as f64 * step })
+        .map(|i| {
+            if i == bins {
+                last
+            } else {
+                first + i as f64 * step
+            }
+        })
         .collect();
-    (0..bins)
-        .rev()
-        .find(|&i| x >= edges[i])
-        .unwrap_or(0)
+    (0..bins).rev().find(|&i| x >= edges[i]).unwrap_or(0)
 }
 
 /// The reference clip written plainly: every voxel binned by edge search.

@@ -39,7 +39,10 @@ fn layouts() -> Vec<Layout> {
 fn folders_and_files_follow_the_official_layouts() {
     let check = |layout: Layout, relative: &str| {
         let dir = write(layout);
-        assert!(dir.path().join(relative).is_file(), "{layout:?}: no {relative}");
+        assert!(
+            dir.path().join(relative).is_file(),
+            "{layout:?}: no {relative}"
+        );
     };
     let train = |release, gzip| Layout {
         release,
@@ -78,8 +81,14 @@ fn folders_and_files_follow_the_official_layouts() {
         valid(Release::Brats2020),
         "BraTS20_Validation_003/BraTS20_Validation_003_t2.nii.gz",
     );
-    check(valid(Release::Brats2020), "name_mapping_validation_data.csv");
-    check(valid(Release::Brats2018), "Brats18_TCIA01_3_1/Brats18_TCIA01_3_1_t1.nii.gz");
+    check(
+        valid(Release::Brats2020),
+        "name_mapping_validation_data.csv",
+    );
+    check(
+        valid(Release::Brats2018),
+        "Brats18_TCIA01_3_1/Brats18_TCIA01_3_1_t1.nii.gz",
+    );
     let dir = write(valid(Release::Brats2019));
     let case = dir.path().join("BraTS19_2013_1_1");
     assert!(!case.join("BraTS19_2013_1_1_seg.nii.gz").exists());
@@ -90,8 +99,13 @@ fn every_layout_is_detected_and_prepared_with_its_fields() {
     for layout in layouts() {
         let src = write(layout);
         let out = tempfile::tempdir().unwrap();
-        let report = prepare_brats(src.path(), out.path(), &PrepareOptions::default(), |_, _| {})
-            .unwrap_or_else(|e| panic!("{layout:?}: {e}"));
+        let report = prepare_brats(
+            src.path(),
+            out.path(),
+            &PrepareOptions::default(),
+            |_, _| {},
+        )
+        .unwrap_or_else(|e| panic!("{layout:?}: {e}"));
         let m = &report.manifest;
         assert!(m.complete);
         assert_eq!(m.release, Some(layout.release), "{layout:?}");
@@ -116,7 +130,7 @@ fn every_layout_is_detected_and_prepared_with_its_fields() {
             assert_eq!(case.labelled, training);
             assert_eq!(case.original_shape, [20, 24, 24]);
             if training {
-                assert!(case.labels.iter().any(|&l| l == 4), "{layout:?} {id}: no ET");
+                assert!(case.labels.contains(&4), "{layout:?} {id}: no ET");
             } else {
                 assert!(case.labels.iter().all(|&l| l == 0));
             }
@@ -134,13 +148,25 @@ fn every_layout_is_detected_and_prepared_with_its_fields() {
                 }
                 (_, ReleaseSplit::Validation) => {
                     assert!(md.contains_key("Age"), "{layout:?} {id}: {md:?}");
-                    assert!(md.contains_key("ResectionStatus"), "{layout:?} {id}: {md:?}");
+                    assert!(
+                        md.contains_key("ResectionStatus"),
+                        "{layout:?} {id}: {md:?}"
+                    );
                 }
             }
         }
-        let misnamed = m.warnings.iter().filter(|w| w.contains(MISNAMED_SEG_FILE)).count();
+        let misnamed = m
+            .warnings
+            .iter()
+            .filter(|w| w.contains(MISNAMED_SEG_FILE))
+            .count();
         let expects_misnamed = layout.release == Release::Brats2020 && training;
-        assert_eq!(misnamed, usize::from(expects_misnamed), "{layout:?}: {:?}", m.warnings);
+        assert_eq!(
+            misnamed,
+            usize::from(expects_misnamed),
+            "{layout:?}: {:?}",
+            m.warnings
+        );
     }
 }
 

@@ -33,7 +33,9 @@ fn prepared_directly(src: &Path) -> Vec<PreparedCase> {
         .unwrap()
         .cases
         .iter()
-        .map(|files| prepare_case(load_case(files).unwrap(), &PreprocessSettings::default()).unwrap())
+        .map(|files| {
+            prepare_case(load_case(files).unwrap(), &PreprocessSettings::default()).unwrap()
+        })
         .collect()
 }
 
@@ -112,11 +114,25 @@ fn half_precision_images_are_float16_within_its_precision() {
         ..PrepareOptions::default()
     };
     prepare(src.path(), half.path(), &options);
-    let (full, half) = (ShardSet::open(full.path()).unwrap(), ShardSet::open(half.path()).unwrap());
+    let (full, half) = (
+        ShardSet::open(full.path()).unwrap(),
+        ShardSet::open(half.path()).unwrap(),
+    );
     let bytes = |s: &ShardSet| s.manifest().shards.iter().map(|e| e.bytes).sum::<u64>();
-    assert!(bytes(&half) * 10 < bytes(&full) * 6, "{} vs {}", bytes(&half), bytes(&full));
-    let (a, b) = (full.case("BraTS20_Training_002").unwrap(), half.case("BraTS20_Training_002").unwrap());
-    assert!(matches!(b.image(Modality::T2).unwrap(), ImageValues::F16(_)));
+    assert!(
+        bytes(&half) * 10 < bytes(&full) * 6,
+        "{} vs {}",
+        bytes(&half),
+        bytes(&full)
+    );
+    let (a, b) = (
+        full.case("BraTS20_Training_002").unwrap(),
+        half.case("BraTS20_Training_002").unwrap(),
+    );
+    assert!(matches!(
+        b.image(Modality::T2).unwrap(),
+        ImageValues::F16(_)
+    ));
     let (a, b) = (a.to_prepared().unwrap(), b.to_prepared().unwrap());
     for (x, y) in a.images.iter().zip(&b.images) {
         assert!((x - y).abs() <= 1e-3 * x.abs().max(1.0), "{x} vs {y}");
@@ -154,12 +170,22 @@ fn a_second_run_keeps_verified_shards_and_rebuilds_damaged_ones() {
     let damaged = out.path().join(&first.manifest.shards[1].file);
     std::fs::write(&damaged, b"damaged").unwrap();
     let rebuilt = prepare(src.path(), out.path(), &one_case_per_shard());
-    assert_eq!(rebuilt.rebuilt_shards, vec![first.manifest.shards[1].file.clone()]);
+    assert_eq!(
+        rebuilt.rebuilt_shards,
+        vec![first.manifest.shards[1].file.clone()]
+    );
     assert_eq!((rebuilt.prepared, rebuilt.reused), (1, 4));
     assert_eq!(rebuilt.manifest.cases.len(), 5);
     let set = ShardSet::open(out.path()).unwrap();
     for expected in prepared_directly(src.path()) {
-        assert_eq!(set.case(&expected.id).unwrap().to_prepared().unwrap().images, expected.images);
+        assert_eq!(
+            set.case(&expected.id)
+                .unwrap()
+                .to_prepared()
+                .unwrap()
+                .images,
+            expected.images
+        );
     }
 }
 
@@ -173,12 +199,21 @@ fn a_killed_run_is_resumed_and_leaves_no_partial_shard() {
     let mut killed = full.manifest.clone();
     killed.complete = false;
     killed.shards.truncate(1);
-    let kept: Vec<String> = killed.cases.iter().filter(|c| c.shard == killed.shards[0].file).map(|c| c.id.clone()).collect();
+    let kept: Vec<String> = killed
+        .cases
+        .iter()
+        .filter(|c| c.shard == killed.shards[0].file)
+        .map(|c| c.id.clone())
+        .collect();
     killed.cases.retain(|c| kept.contains(&c.id));
     for shard in &full.manifest.shards[1..] {
         std::fs::remove_file(out.path().join(&shard.file)).unwrap();
     }
-    std::fs::write(out.path().join(".shard-00001.arrow.partial"), b"half a shard").unwrap();
+    std::fs::write(
+        out.path().join(".shard-00001.arrow.partial"),
+        b"half a shard",
+    )
+    .unwrap();
     killed.write(out.path()).unwrap();
     let err = ShardSet::open(out.path()).err().unwrap();
     assert!(err.to_string().contains("did not finish"), "{err}");
@@ -194,7 +229,14 @@ fn a_killed_run_is_resumed_and_leaves_no_partial_shard() {
     assert!(names.iter().all(|n| !n.ends_with(".partial")), "{names:?}");
     let set = ShardSet::open(out.path()).unwrap();
     for expected in prepared_directly(src.path()) {
-        assert_eq!(set.case(&expected.id).unwrap().to_prepared().unwrap().images, expected.images);
+        assert_eq!(
+            set.case(&expected.id)
+                .unwrap()
+                .to_prepared()
+                .unwrap()
+                .images,
+            expected.images
+        );
     }
 }
 
@@ -209,5 +251,8 @@ fn a_folder_prepared_with_other_settings_is_not_mixed_in() {
     };
     let err = prepare_brats(src.path(), out.path(), &half, |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("other settings"), "{err}");
-    assert!(ShardSet::open(out.path()).is_ok(), "the earlier shards are untouched");
+    assert!(
+        ShardSet::open(out.path()).is_ok(),
+        "the earlier shards are untouched"
+    );
 }

@@ -60,34 +60,3 @@ pub fn peak() -> usize {
     PEAK.load(Ordering::Relaxed)
 }
 
-/// mimalloc's option ids (`mi_option_e` in mimalloc v3's `mimalloc.h`).
-const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
-const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
-
-/// Keeps freed memory for a second before returning it to the OS and commits arenas eagerly.
-/// Data preparation and training allocate and free volumes of tens of MiB at every case or step;
-/// returning them at once made the kernel zero their pages again each time (half the CPU time of
-/// `prepare`).
-pub fn keep_freed_memory() {
-    // SAFETY: setting an option is thread-safe and only changes allocator policy.
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000);
-        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 1);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn option_ids_name_the_documented_defaults() {
-        // mimalloc's defaults: purge delay 10 ms, arena eager commit 2. A different id would read
-        // another option.
-        // SAFETY: reading an option has no side effect.
-        unsafe {
-            assert_eq!(libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), 10);
-            assert_eq!(libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT), 2);
-        }
-    }
-}

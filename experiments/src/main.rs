@@ -314,7 +314,6 @@ fn parse_shape(text: &str) -> Result<[usize; 3], String> {
 }
 
 fn main() {
-    metakd_experiments::alloc_stats::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -544,7 +543,8 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let temp = tempfile::tempdir()?;
             let workdir = workdir.unwrap_or_else(|| temp.path().to_owned());
-            let result = bench_prepare::bench_prepare(cases, shape, runs, &workdir, &python, &script)?;
+            let result =
+                bench_prepare::bench_prepare(cases, shape, runs, &workdir, &python, &script)?;
             println!("{result}");
         }
         Command::Demo(a) => {

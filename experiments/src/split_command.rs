@@ -140,7 +140,8 @@ pub fn write_splits(request: &SplitRequest) -> Result<Vec<(PathBuf, Splits)>> {
             let ids = labelled_ids(&manifest);
             std::fs::create_dir_all(out_dir)?;
             for fold in 1..=*splits {
-                let mut split = Splits::protocol_b(&ids, fold, *seed, *val_fraction, *test_fraction)?;
+                let mut split =
+                    Splits::protocol_b(&ids, fold, *seed, *val_fraction, *test_fraction)?;
                 take_meta_val(&mut split, meta_val)?;
                 written.push((out_dir.join(format!("split{fold}.json")), split));
             }

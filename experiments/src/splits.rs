@@ -193,7 +193,11 @@ impl Splits {
         let suffix = fold.map(|f| f.to_string()).unwrap_or_default();
         let list = |name: &str| read_id_list(&dir.join(format!("{name}{suffix}.txt")));
         Ok(Self {
-            protocol: format!("rfnet {}{}", dir.display(), fold.map_or(String::new(), |f| format!(" split {f}"))),
+            protocol: format!(
+                "rfnet {}{}",
+                dir.display(),
+                fold.map_or(String::new(), |f| format!(" split {f}"))
+            ),
             train: list("train")?,
             meta_val: Vec::new(),
             val: list("val")?,

@@ -19,6 +19,10 @@ fn every_command_has_help() {
         &["--help"][..],
         &["synth", "brats", "--help"],
         &["prepare", "brats", "--help"],
+        &["split", "protocol-a", "--help"],
+        &["split", "protocol-b", "--help"],
+        &["split", "rfnet", "--help"],
+        &["bench", "prepare", "--help"],
         &["train", "--help"],
         &["sweep", "--help"],
         &["report", "--help"],
@@ -86,4 +90,65 @@ fn a_missing_sweep_table_is_named() {
     let (ok, err) = metakd(&["report", "--sweep", "/no/such/sweep.parquet"]);
     assert!(!ok);
     assert!(err.contains("/no/such/sweep"), "{err}");
+}
+
+#[test]
+fn prepare_fails_only_when_nothing_is_prepared_or_when_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (ok, err) = metakd(&[
+        "synth",
+        "brats",
+        "--out",
+        &path(&src),
+        "--cases",
+        "3",
+        "--shape",
+        "16,20,20",
+    ]);
+    assert!(ok, "{err}");
+    let broken = src.join("BraTS20_Training_002/BraTS20_Training_002_flair.nii.gz");
+    std::fs::write(&broken, b"not a volume").unwrap();
+    let out = dir.path().join("shards");
+    let (ok, err) = metakd(&[
+        "prepare",
+        "brats",
+        "--src",
+        &path(&src),
+        "--out",
+        &path(&out),
+    ]);
+    assert!(ok, "one bad case of three is skipped, not an error: {err}");
+    assert!(err.contains("skipped case BraTS20_Training_002"), "{err}");
+    assert!(err.contains("_flair.nii.gz"), "{err}");
+    let strict = dir.path().join("strict");
+    let (ok, err) = metakd(&[
+        "prepare",
+        "brats",
+        "--src",
+        &path(&src),
+        "--out",
+        &path(&strict),
+        "--strict",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("1 cases were skipped (--strict)"), "{err}");
+    for i in [1, 3] {
+        let f = src.join(format!(
+            "BraTS20_Training_00{i}/BraTS20_Training_00{i}_flair.nii.gz"
+        ));
+        std::fs::write(&f, b"not a volume").unwrap();
+    }
+    let none = dir.path().join("none");
+    let (ok, err) = metakd(&[
+        "prepare",
+        "brats",
+        "--src",
+        &path(&src),
+        "--out",
+        &path(&none),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("no case of"), "{err}");
 }

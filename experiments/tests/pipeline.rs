@@ -1,5 +1,6 @@
 //! A short train → sweep → report run through the library, and its files.
 
+use metakd_data::prepare::PrepareOptions;
 use metakd_data::synth::{write_dataset, SynthConfig};
 use metakd_experiments::config::RunConfig;
 use metakd_experiments::files::{CONFIG_FILE, LOG_FILE, MODEL_FILE, SPLIT_FILE, SWEEP_FILE};
@@ -10,18 +11,9 @@ use polars::prelude::*;
 fn short_run_trains_sweeps_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    write_dataset(
-        &SynthConfig {
-            cases: 6,
-            shape: [24, 32, 32],
-            seed: 3,
-        },
-        &data,
-        || {},
-    )
-    .unwrap();
+    write_dataset(&SynthConfig::new(6, [24, 32, 32], 3), &data, || {}).unwrap();
     let shards = dir.path().join("shards");
-    prepare(&data, &shards, 256 << 20, false).unwrap();
+    prepare(&data, &shards, &PrepareOptions::default(), false).unwrap();
 
     let mut cfg = RunConfig::default();
     cfg.data.shards = shards;

@@ -130,7 +130,11 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<(NiftiHeader, usize, NiftiV
     } else if size == v2 || size.swap_bytes() == v2 {
         let (header, offset) =
             nifti2::parse(bytes, size != v2).map_err(|problem| corrupt(path, problem))?;
-        Ok((header, offset.max(nifti2::HEADER_SIZE + 4), NiftiVersion::Two))
+        Ok((
+            header,
+            offset.max(nifti2::HEADER_SIZE + 4),
+            NiftiVersion::Two,
+        ))
     } else {
         Err(corrupt(
             path,

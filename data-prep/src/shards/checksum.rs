@@ -25,7 +25,11 @@ impl<W: Write> HashingWriter<W> {
 
     /// The hex digest and byte count of everything written, and the inner writer.
     pub fn finish(self) -> (String, u64, W) {
-        (self.hasher.finalize().to_hex().to_string(), self.bytes, self.inner)
+        (
+            self.hasher.finalize().to_hex().to_string(),
+            self.bytes,
+            self.inner,
+        )
     }
 }
 

@@ -93,7 +93,10 @@ impl MappedShard {
         let block = self.blocks.get(index).ok_or_else(|| {
             bad_shard(
                 &self.path,
-                format!("no record batch {index} (the shard has {})", self.blocks.len()),
+                format!(
+                    "no record batch {index} (the shard has {})",
+                    self.blocks.len()
+                ),
             )
         })?;
         let len = block.bodyLength() as usize + block.metaDataLength() as usize;
@@ -150,7 +153,10 @@ impl ShardSet {
     /// The case `id`, decoded from its memory-mapped shard (voxels are read when touched).
     pub fn case(&self, id: &str) -> Result<CaseView> {
         let entry = self.manifest.case(id).ok_or_else(|| {
-            bad_shard(&Manifest::path(&self.dir), format!("no case {id} in the manifest"))
+            bad_shard(
+                &Manifest::path(&self.dir),
+                format!("no case {id} in the manifest"),
+            )
         })?;
         let shard = self.shard(&entry.shard)?;
         let batch = shard.batch(entry.batch)?;
@@ -163,7 +169,10 @@ impl ShardSet {
         if stored.as_deref() != Some(id) {
             return Err(bad_shard(
                 &view.path,
-                format!("batch {} holds case {stored:?}, the manifest says {id}", entry.batch),
+                format!(
+                    "batch {} holds case {stored:?}, the manifest says {id}",
+                    entry.batch
+                ),
             ));
         }
         Ok(view)
@@ -257,7 +266,10 @@ impl CaseView {
         let values = self.column(name)?.as_fixed_size_list().value(0);
         let values = values.as_primitive::<UInt32Type>().values();
         if values.len() != 3 {
-            return Err(bad_shard(&self.path, format!("`{name}` must hold 3 values")));
+            return Err(bad_shard(
+                &self.path,
+                format!("`{name}` must hold 3 values"),
+            ));
         }
         Ok(to3(&values.iter().map(|&v| v as usize).collect::<Vec<_>>()))
     }
@@ -266,7 +278,10 @@ impl CaseView {
         let values = self.column(name)?.as_fixed_size_list().value(0);
         let values = values.as_primitive::<Float32Type>().values().to_vec();
         if values.len() != n {
-            return Err(bad_shard(&self.path, format!("`{name}` must hold {n} values")));
+            return Err(bad_shard(
+                &self.path,
+                format!("`{name}` must hold {n} values"),
+            ));
         }
         Ok(values)
     }
@@ -292,7 +307,10 @@ impl CaseView {
             other => {
                 return Err(bad_shard(
                     &self.path,
-                    format!("column `{}` holds {other}, expected float32 or float16", m.suffix()),
+                    format!(
+                        "column `{}` holds {other}, expected float32 or float16",
+                        m.suffix()
+                    ),
                 ))
             }
         };
@@ -324,7 +342,11 @@ impl CaseView {
         if values.len() != self.shape().iter().product::<usize>() {
             return Err(bad_shard(
                 &self.path,
-                format!("case {}: `{name}` does not match shape {:?}", self.entry.id, self.shape()),
+                format!(
+                    "case {}: `{name}` does not match shape {:?}",
+                    self.entry.id,
+                    self.shape()
+                ),
             ));
         }
         Ok(Some(values))
@@ -376,20 +398,28 @@ impl CaseView {
         let full = self.crop([0; 3], self.shape())?;
         let metadata: CaseMetadata = match self.string("metadata")? {
             Some(text) => serde_json::from_str(&text).map_err(|e| {
-                bad_shard(&self.path, format!("case {}: bad metadata: {e}", self.entry.id))
+                bad_shard(
+                    &self.path,
+                    format!("case {}: bad metadata: {e}", self.entry.id),
+                )
             })?,
             None => CaseMetadata::new(),
         };
         Ok(PreparedCase {
             id: self.entry.id.clone(),
-            release: self.string("release")?.and_then(|r| r.parse::<Release>().ok()),
+            release: self
+                .string("release")?
+                .and_then(|r| r.parse::<Release>().ok()),
             grade: self.string("grade")?.and_then(|g| Grade::parse(&g)),
             metadata,
             original_shape: self.fixed_u32("original_shape")?,
             crop_offset: self.fixed_u32("crop_offset")?,
             shape: self.shape(),
             spacing: to3f(&self.fixed_f32("spacing", 3)?),
-            affine: self.fixed_f32("affine", 12)?.try_into().expect("12 values checked"),
+            affine: self
+                .fixed_f32("affine", 12)?
+                .try_into()
+                .expect("12 values checked"),
             images: full.images,
             labelled: self.bytes("label")?.is_some(),
             labels: full.labels,

@@ -102,7 +102,10 @@ impl Layout {
         let resection = |i: usize| ["GTR", "STR", "NA"][i % 3];
         let hgg = |i: &usize| self.grade(*i) == Grade::Hgg;
         let rows = |f: &dyn Fn(usize) -> String, filter: &dyn Fn(&usize) -> bool| -> String {
-            (0..cases).filter(|i| filter(i)).map(|i| f(i) + "\n").collect()
+            (0..cases)
+                .filter(|i| filter(i))
+                .map(|i| f(i) + "\n")
+                .collect()
         };
         let all = |_: &usize| true;
         match (self.release, self.split) {
