@@ -221,5 +221,7 @@ fn a_run_takes_its_splits_from_the_configured_file() {
     let err = Splits::for_run(&cfg, &manifest).unwrap_err();
     assert!(err.to_string().contains("Brats18_2013_1_1"), "{err}");
     cfg.split = None;
+    cfg.test_cases = 2;
+    cfg.meta_val_cases = 1;
     assert_eq!(Splits::for_run(&cfg, &manifest).unwrap().protocol, "seeded");
 }
