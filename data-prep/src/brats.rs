@@ -311,7 +311,7 @@ pub struct RawCase {
 const AFFINE_TOLERANCE: f32 = 1e-3;
 
 /// Reads the images and labels of `files`, checking that every volume has the same shape and
-/// affine, that every voxel is finite and that the labels are BraTS labels.
+/// affine (and, through [`read_volume`], finite voxels) and that the labels are BraTS labels.
 pub fn load_case(files: &CaseFiles) -> Result<RawCase> {
     let mut images: Vec<Volume> = Vec::with_capacity(4);
     for (m, path) in Modality::ALL.iter().zip(&files.images) {
@@ -322,7 +322,6 @@ pub fn load_case(files: &CaseFiles) -> Result<RawCase> {
             });
         }
         let volume = read_volume(path)?;
-        check_finite(path, &volume)?;
         if let Some(first) = images.first() {
             check_same_grid(&files.id, first, &volume, m.display_name(), path)?;
         }
@@ -355,21 +354,6 @@ pub fn load_case(files: &CaseFiles) -> Result<RawCase> {
         images,
         labels,
     })
-}
-
-fn check_finite(path: &Path, volume: &Volume) -> Result<()> {
-    let values = volume
-        .data
-        .as_slice_memory_order()
-        .expect("volumes read from files are contiguous");
-    let bad = values.iter().filter(|v| !v.is_finite()).count();
-    if bad > 0 {
-        return Err(DataError::Corrupt {
-            path: path.to_owned(),
-            problem: format!("{bad} voxels are NaN or infinite"),
-        });
-    }
-    Ok(())
 }
 
 fn check_same_grid(

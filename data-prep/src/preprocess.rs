@@ -114,27 +114,28 @@ fn numpy_bin(x: f64, first: f64, last: f64, bins: usize, edge: impl Fn(usize) ->
 /// Largest span of integer values counted value by value before they are binned.
 const DIRECT_COUNT_SPAN: f64 = (1 << 22) as f64;
 
-/// numpy's histogram of `values` in `bins` uniform bins over `[first, last]`. Integer-valued
-/// volumes (every BraTS image) are counted value by value first and each distinct value is binned
-/// once; the result is the same.
-fn histogram(
-    values: &[f32],
-    first: f64,
-    last: f64,
-    bins: usize,
-    edge: impl Fn(usize) -> f64 + Copy,
-) -> Vec<usize> {
-    let mut counts = vec![0usize; bins];
-    if let Some(per_value) = count_integer_values(values, first.ceil(), last.floor()) {
-        for (offset, &n) in per_value.iter().enumerate().filter(|(_, &n)| n > 0) {
-            counts[numpy_bin(first.ceil() + offset as f64, first, last, bins, edge)] += n;
-        }
-    } else {
-        for &v in values {
-            counts[numpy_bin(f64::from(v), first, last, bins, edge)] += 1;
-        }
+/// The intensity range of a volume and, when every value is an integer (every BraTS image), the
+/// number of voxels per value from `lo` up.
+struct Census {
+    min: f32,
+    max: f32,
+    per_value: Option<(f64, Vec<usize>)>,
+}
+
+fn census(values: &[f32]) -> Option<Census> {
+    let &start = values.first()?;
+    let (mut min, mut max) = (start, start);
+    for &v in values {
+        min = if v < min { v } else { min };
+        max = if v > max { v } else { max };
     }
-    counts
+    let (lo, hi) = (f64::from(min).ceil(), f64::from(max).floor());
+    let per_value = count_integer_values(values, lo, hi).map(|counts| (lo, counts));
+    Some(Census {
+        min,
+        max,
+        per_value,
+    })
 }
 
 /// Voxels per integer value `lo ..= hi`, or `None` when a value is not an integer (or the span is
@@ -169,25 +170,16 @@ fn count_integer_values(values: &[f32], lo: f64, hi: f64) -> Option<Vec<usize>> 
     })
 }
 
-/// Clips the upper intensity tail of `values` in place as the reference does:
-/// `hist = np.histogram(v, bins=int(v.max()))`, `k` = index of the last bin with at least
-/// `min_voxels` voxels, `v[v >= k] = k` — unless `k` does not exceed the background value
-/// `values[0]`, where the reference would wipe out the foreground.
-pub fn clip_upper_tail(values: &mut [f32], min_voxels: usize) -> ClipOutcome {
-    let Some(&start) = values.first() else {
-        return ClipOutcome::Unclipped;
-    };
-    let (mut min, mut max) = (start, start);
-    for &v in values.iter() {
-        min = if v < min { v } else { min };
-        max = if v > max { v } else { max };
-    }
-    let bins = max.trunc();
+/// The reference's clip level of a volume: numpy's histogram with `bins = int(max)` over
+/// `[min, max]`, the index of its last bin holding at least `min_voxels` voxels — or `None` when
+/// there is no such bin, no bins at all, or the level would not exceed the background `values[0]`.
+fn clip_level(values: &[f32], census: &Census, min_voxels: usize) -> Option<f32> {
+    let bins = census.max.trunc();
     if bins.is_nan() || bins < 1.0 {
-        return ClipOutcome::Unclipped;
+        return None;
     }
     let bins = bins as usize;
-    let (mut first, mut last) = (f64::from(min), f64::from(max));
+    let (mut first, mut last) = (f64::from(census.min), f64::from(census.max));
     if first == last {
         first -= 0.5;
         last += 0.5;
@@ -200,20 +192,106 @@ pub fn clip_upper_tail(values: &mut [f32], min_voxels: usize) -> ClipOutcome {
             i as f64 * step + first
         }
     };
-    let counts = histogram(values, first, last, bins, edge);
-    let Some(k) = counts.iter().rposition(|&c| c >= min_voxels) else {
+    let mut counts = vec![0usize; bins];
+    match &census.per_value {
+        Some((lo, per_value)) => {
+            for (offset, &n) in per_value.iter().enumerate().filter(|(_, &n)| n > 0) {
+                counts[numpy_bin(lo + offset as f64, first, last, bins, edge)] += n;
+            }
+        }
+        None => {
+            for &v in values {
+                counts[numpy_bin(f64::from(v), first, last, bins, edge)] += 1;
+            }
+        }
+    }
+    let level = counts.iter().rposition(|&c| c >= min_voxels)? as f32;
+    (level > values[0]).then_some(level)
+}
+
+/// Clips the upper intensity tail of `values` in place as the reference does:
+/// `hist = np.histogram(v, bins=int(v.max()))`, `k` = index of the last bin with at least
+/// `min_voxels` voxels, `v[v >= k] = k` — unless `k` does not exceed the background value
+/// `values[0]`, where the reference would wipe out the foreground.
+pub fn clip_upper_tail(values: &mut [f32], min_voxels: usize) -> ClipOutcome {
+    let Some(census) = census(values) else {
         return ClipOutcome::Unclipped;
     };
-    let level = k as f32;
-    if level <= values[0] {
+    let Some(level) = clip_level(values, &census, min_voxels) else {
         return ClipOutcome::Unclipped;
-    }
+    };
     let mut voxels = 0;
     for v in values.iter_mut() {
         voxels += usize::from(*v > level);
         *v = if *v >= level { level } else { *v };
     }
     ClipOutcome::Clipped { level, voxels }
+}
+
+/// [`clip_upper_tail`] then [`zscore_foreground`] with the background `values[0]`, in one pass
+/// over the voxels for integer-valued volumes (the mean and standard deviation then come from the
+/// voxel count per value). Returns `None` when every voxel is background.
+pub fn clip_and_normalise(
+    values: &mut [f32],
+    min_voxels: usize,
+    foreground: &mut [bool],
+) -> Option<ClipOutcome> {
+    let census = census(values)?;
+    let Some((lo, per_value)) = &census.per_value else {
+        let outcome = clip_upper_tail(values, min_voxels);
+        let background = values[0];
+        return zscore_foreground(values, background, foreground).then_some(outcome);
+    };
+    let level = clip_level(values, &census, min_voxels);
+    let cap = |v: f32| match level {
+        Some(l) if v >= l => l,
+        _ => v,
+    };
+    let background = cap(values[0]);
+    let distinct = || {
+        per_value
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(offset, &n)| ((lo + offset as f64) as f32, n))
+    };
+    let (mut n, mut sum, mut changed) = (0usize, 0f64, 0usize);
+    for (v, count) in distinct() {
+        if level.is_some_and(|l| v > l) {
+            changed += count;
+        }
+        if cap(v) != background {
+            n += count;
+            sum += count as f64 * f64::from(cap(v));
+        }
+    }
+    if n == 0 {
+        return None;
+    }
+    let mean = sum / n as f64;
+    let squares: f64 = distinct()
+        .filter(|&(v, _)| cap(v) != background)
+        .map(|(v, count)| count as f64 * (f64::from(cap(v)) - mean).powi(2))
+        .sum();
+    let var = squares / n as f64;
+    let std = if var > 0.0 { var.sqrt() } else { 1.0 };
+    for (v, mark) in values.iter_mut().zip(foreground.iter_mut()) {
+        let c = cap(*v);
+        let keep = c != background;
+        *mark |= keep;
+        *v = if keep {
+            ((f64::from(c) - mean) / std) as f32
+        } else {
+            0.0
+        };
+    }
+    Some(match level {
+        Some(level) => ClipOutcome::Clipped {
+            level,
+            voxels: changed,
+        },
+        None => ClipOutcome::Unclipped,
+    })
 }
 
 /// Sums of `f(v)` over the voxels that differ from `background`, in eight lanes so the additions
@@ -396,14 +474,12 @@ pub fn prepare_case(case: RawCase, settings: &PreprocessSettings) -> Result<Prep
     let mut normalised = Vec::with_capacity(4);
     for ((m, volume), outcome) in Modality::ALL.iter().zip(case.images).zip(&mut clipping) {
         let mut values = into_nifti_order(volume.data);
-        *outcome = clip_upper_tail(&mut values, threshold);
-        let background = values[0];
-        if !zscore_foreground(&mut values, background, &mut union) {
-            return Err(DataError::EmptyVolume {
+        *outcome = clip_and_normalise(&mut values, threshold, &mut union).ok_or_else(|| {
+            DataError::EmptyVolume {
                 case: case.id.clone(),
                 modality: m.display_name().to_owned(),
-            });
-        }
+            }
+        })?;
         normalised.push(values);
     }
     let (lo, hi) = bounding_box_zxy(&union, dims_xyz).expect("each modality has foreground");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use metakd_data::brats::{load_case, CaseFiles};
 use metakd_data::metadata::CaseMetadata;
 use metakd_data::preprocess::{
-    bounding_box_zxy, clip_upper_tail, crop_to_zxy, prepare_case, zscore_foreground, ClipOutcome,
+    bounding_box_zxy, clip_and_normalise, clip_upper_tail, crop_to_zxy, prepare_case, zscore_foreground, ClipOutcome,
     PreprocessSettings,
 };
 use proptest::prelude::*;
@@ -180,6 +180,25 @@ proptest! {
             None => {
                 prop_assert_eq!(outcome, ClipOutcome::Unclipped);
                 prop_assert_eq!(&clipped, &values);
+            }
+        }
+    }
+
+    #[test]
+    fn the_one_pass_clip_and_zscore_equals_the_two_steps(values in volume(), min_voxels in 1usize..6) {
+        let mut two_steps = values.clone();
+        let clipped = clip_upper_tail(&mut two_steps, min_voxels);
+        let mut mask_two = vec![false; values.len()];
+        let any = zscore_foreground(&mut two_steps, two_steps[0], &mut mask_two);
+        let mut fused = values.clone();
+        let mut mask_fused = vec![false; values.len()];
+        let outcome = clip_and_normalise(&mut fused, min_voxels, &mut mask_fused);
+        prop_assert_eq!(outcome.is_some(), any);
+        if let Some(outcome) = outcome {
+            prop_assert_eq!(outcome, clipped);
+            prop_assert_eq!(&mask_fused, &mask_two);
+            for (a, b) in fused.iter().zip(&two_steps) {
+                prop_assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{} vs {}", a, b);
             }
         }
     }

@@ -203,9 +203,19 @@ impl Image {
 }
 
 /// Reads one 3D volume (a 4-D file is accepted when its trailing extents are 1), indexed in
-/// (z, x, y) order.
+/// (z, x, y) order; a NaN or infinite voxel is an error.
 pub fn read_volume(path: &Path) -> Result<Volume> {
     let image = read_image(path)?;
+    // Integer voxels are always finite; floating-point ones are checked.
+    if matches!(
+        image.header.data_type(),
+        Ok(NiftiType::Float32 | NiftiType::Float64 | NiftiType::Float128)
+    ) {
+        let bad = image.data.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(corrupt(path, format!("{bad} voxels are NaN or infinite")));
+        }
+    }
     let (affine, spacing) = (image.affine(), image.spacing());
     let mut array = image.data;
     while array.ndim() > 3 && array.shape()[array.ndim() - 1] == 1 {
