@@ -189,7 +189,8 @@ proptest! {
         let mut two_steps = values.clone();
         let clipped = clip_upper_tail(&mut two_steps, min_voxels);
         let mut mask_two = vec![false; values.len()];
-        let any = zscore_foreground(&mut two_steps, two_steps[0], &mut mask_two);
+        let background = two_steps[0];
+        let any = zscore_foreground(&mut two_steps, background, &mut mask_two);
         let mut fused = values.clone();
         let mut mask_fused = vec![false; values.len()];
         let outcome = clip_and_normalise(&mut fused, min_voxels, &mut mask_fused);
