@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use metakd_data::brats::{load_case, CaseFiles};
 use metakd_data::metadata::CaseMetadata;
 use metakd_data::preprocess::{
-    bounding_box_zxy, clip_and_normalise, clip_upper_tail, crop_to_zxy, prepare_case, zscore_foreground, ClipOutcome,
-    PreprocessSettings,
+    bounding_box_zxy, clip_and_normalise, clip_upper_tail, crop_to_zxy, prepare_case,
+    zscore_foreground, ClipOutcome, PreprocessSettings,
 };
 use proptest::prelude::*;
 use serde_json::Value;

@@ -24,8 +24,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-/// Prepares the BraTS folder `src` into shards in `out` with a progress bar, printing each
-/// skipped case and warning.
+/// Prepares the BraTS folder `src` into shards in `out` with a progress bar (warnings are logged as
+/// they arise), then prints the list of skipped cases.
 pub fn prepare(
     src: &Path,
     out: &Path,
@@ -39,9 +39,6 @@ pub fn prepare(
         bar.inc(1);
     })?;
     bar.finish_and_clear();
-    for warning in &report.manifest.warnings {
-        eprintln!("warning: {warning}");
-    }
     for skipped in &report.manifest.skipped {
         eprintln!("skipped case {}: {}", skipped.id, skipped.reason);
     }
