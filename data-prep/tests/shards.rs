@@ -9,6 +9,7 @@ use metakd_data::preprocess::{prepare_case, PreparedCase, PreprocessSettings};
 use metakd_data::shards::{ImageDtype, ImageValues, Manifest, ShardSet};
 use metakd_data::synth::{write_dataset, SynthConfig};
 use metakd_data::{DataError, Modality};
+use rand::SeedableRng;
 
 fn dataset(cases: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -102,6 +103,79 @@ fn crops_are_the_same_box_of_the_whole_case() {
     }
     let err = view.crop([0, 0, 0], [d + 1, h, w]).unwrap_err();
     assert!(err.to_string().contains("does not fit"), "{err}");
+
+    // Random crops are boxes of the case at some position.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    for _ in 0..5 {
+        let crop = view.random_crop([8, 8, 8], &mut rng).unwrap();
+        assert_eq!(crop.size, [8, 8, 8]);
+        let found = (0..=d - 8).any(|z| {
+            (0..=h - 8)
+                .any(|y| (0..=w - 8).any(|x| view.crop([z, y, x], [8, 8, 8]).unwrap() == crop))
+        });
+        assert!(found);
+    }
+    let whole_box = view.random_crop([d + 5, h, w], &mut rng).unwrap();
+    assert_eq!(whole_box.size, [d, h, w]);
+}
+
+#[test]
+fn shards_are_plain_arrow_ipc_files() {
+    use arrow_array::cast::AsArray;
+    let src = dataset(3);
+    let out = tempfile::tempdir().unwrap();
+    let report = prepare(src.path(), out.path(), &PrepareOptions::default());
+    let shard = out.path().join(&report.manifest.shards[0].file);
+    // arrow's own reader, reading the file from the start: no memory map, no manifest.
+    let reader =
+        arrow_ipc::reader::FileReader::try_new(std::fs::File::open(&shard).unwrap(), None).unwrap();
+    let names: Vec<String> = reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "id",
+            "release",
+            "grade",
+            "metadata",
+            "shape",
+            "original_shape",
+            "crop_offset",
+            "spacing",
+            "affine",
+            "flair",
+            "t1",
+            "t1ce",
+            "t2",
+            "label",
+            "regions"
+        ]
+    );
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    assert_eq!(batches.len(), 3);
+    let set = ShardSet::open(out.path()).unwrap();
+    for batch in &batches {
+        assert_eq!(batch.num_rows(), 1);
+        let id = batch.column(0).as_string::<i32>().value(0).to_owned();
+        let expected = set.case(&id).unwrap().to_prepared().unwrap();
+        let flair = batch
+            .column_by_name("flair")
+            .unwrap()
+            .as_list::<i32>()
+            .value(0);
+        let flair = flair.as_primitive::<arrow_array::types::Float32Type>();
+        assert_eq!(flair.values().as_ref(), expected.image(Modality::Flair));
+        let metadata = batch
+            .column_by_name("metadata")
+            .unwrap()
+            .as_string::<i32>()
+            .value(0);
+        assert!(metadata.contains("Grade"), "{metadata}");
+    }
 }
 
 #[test]

@@ -393,6 +393,14 @@ impl CaseView {
         })
     }
 
+    /// Reads a box of `size` at a uniformly random position (each extent clamped to the case's).
+    pub fn random_crop(&self, size: [usize; 3], rng: &mut impl rand::Rng) -> Result<Crop> {
+        let shape = self.shape();
+        let size: [usize; 3] = std::array::from_fn(|a| size[a].clamp(1, shape[a]));
+        let start = std::array::from_fn(|a| rng.random_range(0..=shape[a] - size[a]));
+        self.crop(start, size)
+    }
+
     /// Copies the whole case out of the shard.
     pub fn to_prepared(&self) -> Result<PreparedCase> {
         let full = self.crop([0; 3], self.shape())?;
