@@ -40,6 +40,15 @@ fn prepared_directly(src: &Path) -> Vec<PreparedCase> {
         .collect()
 }
 
+/// Every case of `src` reads back from the shards in `out` as it prepares directly.
+fn assert_reads_as_prepared(src: &Path, out: &Path) {
+    let set = ShardSet::open(out).unwrap();
+    for expected in prepared_directly(src) {
+        let read = set.case(&expected.id).unwrap().to_prepared().unwrap();
+        assert_eq!(read.images, expected.images, "{}", expected.id);
+    }
+}
+
 #[test]
 fn cases_read_back_as_they_were_prepared() {
     let src = dataset(5);
@@ -250,17 +259,7 @@ fn a_second_run_keeps_verified_shards_and_rebuilds_damaged_ones() {
     );
     assert_eq!((rebuilt.prepared, rebuilt.reused), (1, 4));
     assert_eq!(rebuilt.manifest.cases.len(), 5);
-    let set = ShardSet::open(out.path()).unwrap();
-    for expected in prepared_directly(src.path()) {
-        assert_eq!(
-            set.case(&expected.id)
-                .unwrap()
-                .to_prepared()
-                .unwrap()
-                .images,
-            expected.images
-        );
-    }
+    assert_reads_as_prepared(src.path(), out.path());
 }
 
 #[test]
@@ -301,17 +300,7 @@ fn a_killed_run_is_resumed_and_leaves_no_partial_shard() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().all(|n| !n.ends_with(".partial")), "{names:?}");
-    let set = ShardSet::open(out.path()).unwrap();
-    for expected in prepared_directly(src.path()) {
-        assert_eq!(
-            set.case(&expected.id)
-                .unwrap()
-                .to_prepared()
-                .unwrap()
-                .images,
-            expected.images
-        );
-    }
+    assert_reads_as_prepared(src.path(), out.path());
 }
 
 #[test]

@@ -13,7 +13,7 @@ use metakd_experiments::alloc_stats::CountingAllocator;
 use metakd_experiments::config::RunConfig;
 use metakd_experiments::demo::{default_workdir, run_demo, DemoOptions};
 use metakd_experiments::files::SWEEP_FILE;
-use metakd_experiments::split_command::{write_splits, MetaValChoice, SplitRequest};
+use metakd_experiments::split_command::{write_splits, SplitRequest};
 use metakd_experiments::{bench, bench_prepare, progress, sweep, train};
 
 /// Tensors of several MiB are allocated and freed at every step; mimalloc reuses their memory
@@ -46,7 +46,7 @@ enum Command {
     /// Write split files (Protocol A, Protocol B, RFNet-style lists) for `data.split`.
     Split {
         #[command(subcommand)]
-        protocol: SplitProtocol,
+        request: SplitRequest,
     },
     /// Train MetaKD as a TOML configuration describes.
     Train(TrainArgs),
@@ -105,87 +105,6 @@ enum BenchWhat {
 enum SynthDataset {
     /// BraTS-like phantoms in an official BraTS layout (NIfTI, int16 images, uint8 labels).
     Brats(SynthArgs),
-}
-
-#[derive(Subcommand)]
-enum SplitProtocol {
-    /// Protocol A: every training case, a meta-validation set taken out.
-    ProtocolA {
-        /// The training release's shards.
-        #[arg(long)]
-        shards: PathBuf,
-        /// Shards of the validation release, listed as the test cases.
-        #[arg(long)]
-        test_shards: Option<PathBuf>,
-        /// The split file to write.
-        #[arg(long)]
-        out: PathBuf,
-        #[command(flatten)]
-        meta_val: MetaValArgs,
-    },
-    /// Protocol B: seeded train/val/test splits (RFNet proportions by default).
-    ProtocolB {
-        /// The training release's shards.
-        #[arg(long)]
-        shards: PathBuf,
-        /// Folder for `split1.json`, `split2.json`, ...
-        #[arg(long)]
-        out_dir: PathBuf,
-        /// Number of splits.
-        #[arg(long, default_value_t = 3)]
-        splits: usize,
-        /// Seed of the shuffles.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Fraction of the cases for validation.
-        #[arg(long, default_value_t = 0.1)]
-        val_fraction: f64,
-        /// Fraction of the cases for testing.
-        #[arg(long, default_value_t = 0.2)]
-        test_fraction: f64,
-        #[command(flatten)]
-        meta_val: MetaValArgs,
-    },
-    /// Read RFNet-style split lists (`train1.txt`, `val1.txt`, `test1.txt`, ...).
-    Rfnet {
-        /// Folder of the lists.
-        #[arg(long)]
-        lists: PathBuf,
-        /// Which numbered split; leave out for `train.txt`, `val.txt`, `test.txt`.
-        #[arg(long)]
-        fold: Option<usize>,
-        /// The shards the lists refer to.
-        #[arg(long)]
-        shards: PathBuf,
-        /// The split file to write.
-        #[arg(long)]
-        out: PathBuf,
-        #[command(flatten)]
-        meta_val: MetaValArgs,
-    },
-}
-
-#[derive(Args)]
-struct MetaValArgs {
-    /// Training cases drawn as the meta-validation set.
-    #[arg(long, default_value_t = 5)]
-    meta_val: usize,
-    /// A list of meta-validation cases instead of a draw (one id per line).
-    #[arg(long)]
-    meta_val_list: Option<PathBuf>,
-    /// Seed of the meta-validation draw.
-    #[arg(long, default_value_t = 0)]
-    meta_val_seed: u64,
-}
-
-impl MetaValArgs {
-    fn choice(self) -> MetaValChoice {
-        MetaValChoice {
-            count: self.meta_val,
-            list: self.meta_val_list,
-            seed: self.meta_val_seed,
-        }
-    }
 }
 
 #[derive(Args)]
@@ -388,50 +307,7 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("{} cases were skipped (--strict)", m.skipped.len())
             }
         }
-        Command::Split { protocol } => {
-            let request = match protocol {
-                SplitProtocol::ProtocolA {
-                    shards,
-                    test_shards,
-                    out,
-                    meta_val,
-                } => SplitRequest::ProtocolA {
-                    shards,
-                    test_shards,
-                    out,
-                    meta_val: meta_val.choice(),
-                },
-                SplitProtocol::ProtocolB {
-                    shards,
-                    out_dir,
-                    splits,
-                    seed,
-                    val_fraction,
-                    test_fraction,
-                    meta_val,
-                } => SplitRequest::ProtocolB {
-                    shards,
-                    out_dir,
-                    splits,
-                    seed,
-                    val_fraction,
-                    test_fraction,
-                    meta_val: meta_val.choice(),
-                },
-                SplitProtocol::Rfnet {
-                    lists,
-                    fold,
-                    shards,
-                    out,
-                    meta_val,
-                } => SplitRequest::Rfnet {
-                    lists,
-                    fold,
-                    shards,
-                    out,
-                    meta_val: meta_val.choice(),
-                },
-            };
+        Command::Split { request } => {
             for (path, s) in write_splits(&request)? {
                 println!(
                     "{}: {} train, {} meta-val, {} val, {} test ({})",

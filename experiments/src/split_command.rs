@@ -9,59 +9,80 @@ use metakd_data::shards::Manifest;
 use crate::splits::{read_id_list, Splits};
 
 /// How the meta-validation set is chosen inside the training set.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct MetaValChoice {
-    /// Cases drawn when no list is given.
+    /// Training cases drawn as the meta-validation set when no list is given.
+    #[arg(long = "meta-val", default_value_t = 5)]
     pub count: usize,
-    /// A file listing the meta-validation cases (such as MetaKD's `BraTS18_metaVal.txt`).
+    /// A file listing the meta-validation cases, one id per line (such as MetaKD's
+    /// `BraTS18_metaVal.txt`).
+    #[arg(long = "meta-val-list")]
     pub list: Option<PathBuf>,
     /// Seed of the draw.
+    #[arg(long = "meta-val-seed", default_value_t = 0)]
     pub seed: u64,
 }
 
-/// A split request.
-#[derive(Debug, Clone, PartialEq)]
+/// A split request (the `metakd split` subcommands).
+#[derive(Debug, Clone, PartialEq, clap::Subcommand)]
 pub enum SplitRequest {
     /// Protocol A: every labelled case trains, the meta-validation set taken out; the test cases
     /// are those of another shard folder (the validation release, scored online), if given.
     ProtocolA {
-        /// The training shards.
+        /// The training release's shards.
+        #[arg(long)]
         shards: PathBuf,
-        /// Shards of the validation release.
+        /// Shards of the validation release, listed as the test cases.
+        #[arg(long)]
         test_shards: Option<PathBuf>,
-        /// The split file.
+        /// The split file to write.
+        #[arg(long)]
         out: PathBuf,
         /// Meta-validation choice.
+        #[command(flatten)]
         meta_val: MetaValChoice,
     },
-    /// Protocol B: `splits` seeded train/val/test splits, written as `split{k}.json`.
+    /// Protocol B: seeded train/val/test splits (RFNet's proportions by default), written as
+    /// `split1.json`, `split2.json`, ...
     ProtocolB {
-        /// The training shards.
+        /// The training release's shards.
+        #[arg(long)]
         shards: PathBuf,
         /// Folder of the split files.
+        #[arg(long)]
         out_dir: PathBuf,
         /// Number of splits.
+        #[arg(long, default_value_t = 3)]
         splits: usize,
-        /// Seed.
+        /// Seed of the shuffles.
+        #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Fraction of cases for validation.
+        /// Fraction of the cases for validation.
+        #[arg(long, default_value_t = 0.1)]
         val_fraction: f64,
-        /// Fraction of cases for testing.
+        /// Fraction of the cases for testing.
+        #[arg(long, default_value_t = 0.2)]
         test_fraction: f64,
         /// Meta-validation choice.
+        #[command(flatten)]
         meta_val: MetaValChoice,
     },
-    /// An RFNet-style list folder (`train1.txt`, `val1.txt`, `test1.txt`, ...).
+    /// Read RFNet-style split lists (`train1.txt`, `val1.txt`, `test1.txt`, ...).
     Rfnet {
-        /// The folder of lists.
+        /// Folder of the lists.
+        #[arg(long)]
         lists: PathBuf,
-        /// Which split (`None` for unnumbered `train.txt`, ...).
+        /// Which numbered split; leave out for `train.txt`, `val.txt`, `test.txt`.
+        #[arg(long)]
         fold: Option<usize>,
         /// The shards the lists refer to.
+        #[arg(long)]
         shards: PathBuf,
-        /// The split file.
+        /// The split file to write.
+        #[arg(long)]
         out: PathBuf,
         /// Meta-validation choice.
+        #[command(flatten)]
         meta_val: MetaValChoice,
     },
 }
