@@ -79,7 +79,7 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoOutcome> {
         cfg.train.iterations = iterations;
     }
     let run = dir.join("runs").join("demo");
-    crate::train::train(&cfg, &run, options.show_progress)?;
+    crate::train::train(&cfg, &run, false, options.show_progress)?;
     lap(2);
 
     let table = run.join(SWEEP_FILE);

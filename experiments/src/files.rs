@@ -10,6 +10,8 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub const SPLIT_FILE: &str = "split.json";
 /// The final model and importance logits.
 pub const MODEL_FILE: &str = "model.safetensors";
+/// The training checkpoint for `metakd train --resume`: model, optimiser states, generator state.
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 /// The training log (one row per iteration).
 pub const LOG_FILE: &str = "train_log.parquet";
 /// The sweep's result table.

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod evaluate;
 pub mod files;
 pub mod progress;
+pub mod resume;
 pub mod sampler;
 pub mod split_command;
 pub mod splits;

@@ -174,6 +174,9 @@ struct TrainArgs {
     /// Shards to train on, overriding `data.shards` of the configuration.
     #[arg(long)]
     shards: Option<PathBuf>,
+    /// Continue the run in `--out` from its last checkpoint (same configuration).
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Args)]
@@ -331,7 +334,7 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "run".into());
             let out = a.out.unwrap_or_else(|| PathBuf::from("runs").join(stem));
-            let summary = train::train(&cfg, &out, show)?;
+            let summary = train::train(&cfg, &out, a.resume, show)?;
             println!(
                 "trained {} iterations in {:.0} s (final loss {:.4}, ω {:?}); run folder {}",
                 summary.iterations,

@@ -15,13 +15,14 @@ use metakd_model::losses::segmentation_loss;
 use metakd_model::metakd::pairwise_kd_loss;
 use metakd_model::optim::{Adam, SgdNesterov};
 use polars::prelude::*;
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 
 use crate::checkpoint::Model;
 use crate::config::RunConfig;
-use crate::files::{write_atomic, CONFIG_FILE, LOG_FILE, MODEL_FILE, SPLIT_FILE};
+use crate::files::{write_atomic, CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, MODEL_FILE, SPLIT_FILE};
 use crate::progress;
+use crate::resume::{load_checkpoint, named_vars, save_checkpoint, LogRow, TrainingState};
 use crate::sampler::CropSampler;
 use crate::splits::Splits;
 use crate::subsets::Subset;
@@ -40,26 +41,13 @@ pub struct TrainSummary {
     pub seconds: f64,
 }
 
-/// One row of the training log.
-#[derive(Debug, Clone, Default)]
-struct LogRow {
-    iteration: u32,
-    subset: u32,
-    lr: f64,
-    loss: f64,
-    dice: f64,
-    bce: f64,
-    kd: f64,
-    omega: Vec<f32>,
-}
-
 /// A batch of crops as tensors: images `[n, m, d, h, w]` and targets `[n, 3, d, h, w]`.
 fn batch(
     cases: &[PreparedCase],
     sampler: &CropSampler,
     n: usize,
     crop: [usize; 3],
-    rng: &mut StdRng,
+    rng: &mut impl Rng,
     device: &Device,
 ) -> Result<(Tensor, Tensor)> {
     let (mut images, mut targets) = (Vec::new(), Vec::new());
@@ -81,18 +69,31 @@ fn poly_lr(lr0: f64, t: usize, total: usize, power: f64) -> f64 {
     lr0 * (1.0 - t as f64 / total as f64).powf(power)
 }
 
-/// Trains the run described by `cfg` into `run_dir` (config, splits, model, log).
-pub fn train(cfg: &RunConfig, run_dir: &Path, show_progress: bool) -> Result<TrainSummary> {
+/// Trains the run described by `cfg` into `run_dir` (config, splits, model, log, checkpoint).
+/// With `resume`, continues from the run folder's checkpoint (written with the same
+/// configuration) and ends with the weights an uninterrupted run would have.
+pub fn train(
+    cfg: &RunConfig,
+    run_dir: &Path,
+    resume: bool,
+    show_progress: bool,
+) -> Result<TrainSummary> {
     cfg.validate()?;
     let started = Instant::now();
     let device = Device::Cpu;
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("{}: cannot create the run folder", run_dir.display()))?;
-    write_atomic(&run_dir.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
+    let config_text = cfg.to_toml();
 
     let shards = ShardSet::open(&cfg.data.shards)?;
-    let splits = Splits::for_run(&cfg.data, shards.manifest())?;
-    splits.write(&run_dir.join(SPLIT_FILE))?;
+    let splits = if resume {
+        Splits::read(&run_dir.join(SPLIT_FILE))?
+    } else {
+        write_atomic(&run_dir.join(CONFIG_FILE), config_text.as_bytes())?;
+        let splits = Splits::for_run(&cfg.data, shards.manifest())?;
+        splits.write(&run_dir.join(SPLIT_FILE))?;
+        splits
+    };
     let train_ids: HashSet<&str> = splits.train.iter().map(String::as_str).collect();
     let meta_ids: HashSet<&str> = splits.meta_val.iter().map(String::as_str).collect();
     let train_cases = shards.read_cases(|id| train_ids.contains(id))?;
@@ -100,19 +101,33 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, show_progress: bool) -> Result<Tra
 
     let t = &cfg.train;
     let m = cfg.model.modalities;
-    let model = Model::new(&cfg.model, t.seed, &device)?;
-    let mut sgd = SgdNesterov::new(model.varmap.all_vars(), t.momentum, t.weight_decay);
+    let mut model = Model::new(&cfg.model, t.seed, &device)?;
+    let vars = named_vars(&model).into_iter().map(|(_, v)| v).collect();
+    let mut sgd = SgdNesterov::new(vars, t.momentum, t.weight_decay);
     let mut adam = Adam::new(
         vec![model.importance.logits().clone()],
         cfg.meta.lr,
         cfg.meta.weight_decay,
     )?;
     let sampler = CropSampler::new(t.crop, t.foreground_probability, t.flips);
-    let mut rng = StdRng::seed_from_u64(t.seed);
+    let checkpoint = run_dir.join(CHECKPOINT_FILE);
+    let (mut rng, mut log, start) = if resume {
+        let state = load_checkpoint(&checkpoint, &mut model, &mut sgd, &mut adam, &device)?;
+        if state.config != config_text {
+            bail!(
+                "{}: the checkpoint was written with another configuration; resume with the run's own ({})",
+                checkpoint.display(),
+                run_dir.join(CONFIG_FILE).display()
+            )
+        }
+        (state.rng, state.log, state.iterations_done)
+    } else {
+        (ChaCha12Rng::seed_from_u64(t.seed), Vec::new(), 0)
+    };
     let bar = progress::bar(t.iterations as u64, "train", show_progress);
-    let mut log = Vec::with_capacity(t.iterations);
+    bar.set_position(start as u64);
 
-    for it in 0..t.iterations {
+    for it in start..t.iterations {
         let warmup = it < t.warmup_iterations;
         let subset = if warmup {
             Subset::full(m)
@@ -196,11 +211,27 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, show_progress: bool) -> Result<Tra
         bar.inc(1);
         log.push(row);
         if (it + 1) % t.checkpoint_every == 0 || it + 1 == t.iterations {
+            if let Some(name) = first_non_finite_parameter(&model)? {
+                bail!(
+                    "iteration {it}: parameter `{name}` is no longer finite; training stopped (the last checkpoint in {} is kept)",
+                    run_dir.display()
+                )
+            }
             model.save(&run_dir.join(MODEL_FILE))?;
+            let state = TrainingState {
+                iterations_done: it + 1,
+                rng: rng.clone(),
+                config: config_text.clone(),
+                log: log.clone(),
+            };
+            save_checkpoint(&checkpoint, &model, &sgd, &adam, &state)?;
         }
     }
     bar.finish_and_clear();
     write_log(&log, m, &run_dir.join(LOG_FILE))?;
+    if log.is_empty() {
+        bail!("{}: the run had already finished", run_dir.display())
+    }
     let tail = &log[log.len() - (log.len() / 10).max(1)..];
     Ok(TrainSummary {
         iterations: t.iterations,
@@ -208,6 +239,25 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, show_progress: bool) -> Result<Tra
         omega: model.importance.omega_values()?,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The name of a network parameter or importance logit holding a NaN or infinite value, if any.
+fn first_non_finite_parameter(model: &Model) -> Result<Option<String>> {
+    let finite = |t: &Tensor| -> Result<bool> {
+        Ok(t.flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .all(|v| v.is_finite()))
+    };
+    for (name, var) in named_vars(model) {
+        if !finite(var.as_tensor())? {
+            return Ok(Some(name));
+        }
+    }
+    if !finite(model.importance.logits().as_tensor())? {
+        return Ok(Some(crate::checkpoint::IMPORTANCE_KEY.to_owned()));
+    }
+    Ok(None)
 }
 
 /// One meta phase: for each of `meta.samples` meta-validation crops (batch 1, all modalities),
@@ -218,7 +268,7 @@ fn meta_phase(
     cases: &[PreparedCase],
     sampler: &CropSampler,
     cfg: &RunConfig,
-    rng: &mut StdRng,
+    rng: &mut impl Rng,
     device: &Device,
 ) -> Result<()> {
     for _ in 0..cfg.meta.samples {

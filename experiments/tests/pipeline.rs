@@ -27,7 +27,7 @@ fn short_run_trains_sweeps_and_reports() {
     cfg.meta.every_warmup = 2;
     cfg.meta.samples = 1;
     let run = dir.path().join("run");
-    let summary = train::train(&cfg, &run, false).unwrap();
+    let summary = train::train(&cfg, &run, false, false).unwrap();
     assert_eq!(summary.iterations, 6);
     assert!(summary.final_loss.is_finite());
     let omega_sum: f32 = summary.omega.iter().sum();

@@ -26,6 +26,36 @@ impl SgdNesterov {
         }
     }
 
+    /// The momentum buffer of each variable, in the order given to [`SgdNesterov::new`] (`None`
+    /// before the variable's first step).
+    pub fn momentum_buffers(&self) -> &[Option<Tensor>] {
+        &self.momentum_buffers
+    }
+
+    /// Restores momentum buffers saved from [`SgdNesterov::momentum_buffers`].
+    pub fn set_momentum_buffers(&mut self, buffers: Vec<Option<Tensor>>) -> Result<()> {
+        if buffers.len() != self.vars.len() {
+            candle_core::bail!(
+                "{} momentum buffers for {} variables",
+                buffers.len(),
+                self.vars.len()
+            )
+        }
+        for (var, buffer) in self.vars.iter().zip(&buffers) {
+            if let Some(b) = buffer {
+                if b.dims() != var.dims() {
+                    candle_core::bail!(
+                        "momentum buffer {:?} for a variable {:?}",
+                        b.dims(),
+                        var.dims()
+                    )
+                }
+            }
+        }
+        self.momentum_buffers = buffers;
+        Ok(())
+    }
+
     /// One step with learning rate `lr`; parameters without a gradient are left alone.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         for (var, buffer) in self.vars.iter().zip(self.momentum_buffers.iter_mut()) {
@@ -78,6 +108,34 @@ impl Adam {
             eps: 1e-8,
             weight_decay,
         })
+    }
+
+    /// The step count and the first and second moments of each variable.
+    pub fn state(&self) -> (usize, &[Tensor], &[Tensor]) {
+        (self.steps, &self.first_moments, &self.second_moments)
+    }
+
+    /// Restores a state saved from [`Adam::state`].
+    pub fn set_state(
+        &mut self,
+        steps: usize,
+        first: Vec<Tensor>,
+        second: Vec<Tensor>,
+    ) -> Result<()> {
+        let fits = |moments: &[Tensor]| {
+            moments.len() == self.vars.len()
+                && moments
+                    .iter()
+                    .zip(&self.vars)
+                    .all(|(m, v)| m.dims() == v.dims())
+        };
+        if !fits(&first) || !fits(&second) {
+            candle_core::bail!("Adam moments do not match the optimised variables")
+        }
+        self.steps = steps;
+        self.first_moments = first;
+        self.second_moments = second;
+        Ok(())
     }
 
     /// One step; parameters without a gradient are left alone.

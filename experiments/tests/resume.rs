@@ -1,0 +1,217 @@
+//! A training run killed with SIGKILL and resumed with `metakd train --resume` ends with the same
+//! weights, bit for bit, as an uninterrupted run; a non-finite loss stops training and keeps the
+//! last checkpoint.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+use metakd_data::prepare::{prepare_brats, PrepareOptions};
+use metakd_data::synth::{write_dataset, SynthConfig};
+
+const ITERATIONS: usize = 24;
+
+fn metakd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_metakd"))
+}
+
+/// Prepared synthetic shards and a configuration file for a short run.
+fn setup(dir: &Path, lr: f64) -> PathBuf {
+    let src = dir.join("src");
+    write_dataset(&SynthConfig::new(6, [24, 32, 32], 12), &src, || {}).unwrap();
+    let shards = dir.join("shards");
+    prepare_brats(&src, &shards, &PrepareOptions::default(), |_, _| {}).unwrap();
+    let config = dir.join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\nshards = \"{}\"\ntest_cases = 1\nmeta_val_cases = 1\n\n\
+             [model]\nwidths = [4, 8, 8, 8]\n\n\
+             [train]\niterations = {ITERATIONS}\nwarmup_iterations = 6\nbatch_size = 1\n\
+             crop = [16, 16, 16]\ncheckpoint_every = 2\nlr = {lr}\n\n\
+             [meta]\nevery = 3\nevery_warmup = 3\nsamples = 1\n",
+            shards.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn tensors(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+fn assert_same_weights(a: &Path, b: &Path) {
+    let (a, b) = (tensors(a), tensors(b));
+    assert_eq!(a.len(), b.len());
+    for (name, ta) in &a {
+        let tb = &b[name];
+        let values = |t: &Tensor| {
+            t.flatten_all()
+                .unwrap()
+                .to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let (va, vb) = (values(ta), values(tb));
+        assert_eq!(va.len(), vb.len(), "{name}");
+        assert!(
+            va.iter().zip(&vb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{name} differs"
+        );
+    }
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 0.01);
+    let whole = dir.path().join("whole");
+    let status = metakd()
+        .args(["train", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&whole)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let killed = dir.path().join("killed");
+    let mut child = metakd()
+        .args(["train", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&killed)
+        .spawn()
+        .unwrap();
+    let checkpoint = killed.join("checkpoint.safetensors");
+    let started = Instant::now();
+    while !checkpoint.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !killed.join("train_log.parquet").exists(),
+        "the run was killed before it finished"
+    );
+    let output = metakd()
+        .args(["train", "--resume", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&killed)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_same_weights(
+        &whole.join("model.safetensors"),
+        &killed.join("model.safetensors"),
+    );
+    assert_same_weights(
+        &whole.join("checkpoint.safetensors"),
+        &killed.join("checkpoint.safetensors"),
+    );
+    // The log covers every iteration once.
+    let log = |run: &Path| std::fs::read(run.join("train_log.parquet")).unwrap().len();
+    assert_eq!(log(&whole), log(&killed));
+}
+
+#[test]
+fn resuming_without_a_checkpoint_or_with_another_configuration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 0.01);
+    let run = dir.path().join("run");
+    let output = metakd()
+        .args(["train", "--resume", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("split.json") || err.contains("checkpoint"),
+        "{err}"
+    );
+
+    assert!(metakd()
+        .args(["train", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&run)
+        .status()
+        .unwrap()
+        .success());
+    let other = dir.path().join("other.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("lr = 0.01", "lr = 0.02");
+    std::fs::write(&other, text).unwrap();
+    let output = metakd()
+        .args(["train", "--resume", "--config"])
+        .arg(&other)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("another configuration"), "{err}");
+}
+
+#[test]
+fn a_diverging_loss_stops_training_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1e12);
+    let run = dir.path().join("run");
+    let output = metakd()
+        .args(["train", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("the loss is") || err.contains("no longer finite"),
+        "{err}"
+    );
+    assert!(
+        err.contains("training stopped") && err.contains("last checkpoint"),
+        "{err}"
+    );
+    // The checkpoint left behind holds only finite weights.
+    let checkpoint = run.join("checkpoint.safetensors");
+    if checkpoint.exists() {
+        for (name, t) in tensors(&checkpoint) {
+            if name == "training_state" {
+                continue;
+            }
+            let v = t
+                .flatten_all()
+                .unwrap()
+                .to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert!(v.iter().all(|x| x.is_finite()), "{name} is not finite");
+        }
+    }
+}
