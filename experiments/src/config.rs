@@ -59,6 +59,8 @@ pub struct TrainConfig {
     pub poly_power: f64,
     /// Probability of centring a crop on a foreground voxel.
     pub foreground_probability: f64,
+    /// Whether the pairwise distillation loss is used (`false` is the "without KD" ablation).
+    pub kd: bool,
     /// Weight λ of the distillation loss.
     pub kd_weight: f64,
     /// Distance of the distillation loss.
@@ -85,6 +87,7 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             poly_power: 0.9,
             foreground_probability: 0.5,
+            kd: true,
             kd_weight: 0.1,
             kd_distance: KdDistance::L1,
             kd_pairs: KdPairs::All,
@@ -99,6 +102,9 @@ impl Default for TrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetaConfig {
+    /// Whether w is meta-learned; `false` keeps ω uniform (1/M), the "without meta-learning"
+    /// ablation.
+    pub enabled: bool,
     /// Run a meta phase every this many iterations during stage 1.
     pub every_warmup: usize,
     /// Run a meta phase every this many iterations during stage 2.
@@ -114,6 +120,7 @@ pub struct MetaConfig {
 impl Default for MetaConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             every_warmup: 50,
             every: 50,
             samples: 4,

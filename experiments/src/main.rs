@@ -177,6 +177,20 @@ struct TrainArgs {
     /// Continue the run in `--out` from its last checkpoint (same configuration).
     #[arg(long)]
     resume: bool,
+    /// The pairwise distillation loss (`off`: the "without KD" ablation; sets `train.kd`).
+    #[arg(long, value_enum)]
+    kd: Option<Switch>,
+    /// Meta-learning of ω (`off`: uniform ω, the "without meta-learning" ablation; sets
+    /// `meta.enabled`).
+    #[arg(long, value_enum)]
+    meta: Option<Switch>,
+}
+
+/// On or off.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Args)]
@@ -327,6 +341,12 @@ fn run(cli: Cli) -> Result<()> {
             let mut cfg = RunConfig::read(&a.config)?;
             if let Some(shards) = a.shards {
                 cfg.data.shards = shards;
+            }
+            if let Some(kd) = a.kd {
+                cfg.train.kd = kd == Switch::On;
+            }
+            if let Some(meta) = a.meta {
+                cfg.meta.enabled = meta == Switch::On;
             }
             let stem = a
                 .config

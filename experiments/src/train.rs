@@ -102,6 +102,11 @@ pub fn train(
     let t = &cfg.train;
     let m = cfg.model.modalities;
     let mut model = Model::new(&cfg.model, t.seed, &device)?;
+    if !cfg.meta.enabled {
+        // Equal logits: ω = 1/M for every modality, never updated.
+        let logits = model.importance.logits();
+        logits.set(&logits.zeros_like()?)?;
+    }
     let vars = named_vars(&model).into_iter().map(|(_, v)| v).collect();
     let mut sgd = SgdNesterov::new(vars, t.momentum, t.weight_decay);
     let mut adam = Adam::new(
@@ -147,14 +152,18 @@ pub fn train(
         let x = x.broadcast_mul(&Tensor::from_vec(mask, (1, m, 1, 1, 1), &device)?)?;
 
         let features = model.net.encode(&x)?;
-        let logits_w = model.importance.logit_values()?;
-        let kd = pairwise_kd_loss(
-            &features.bottleneck,
-            &available,
-            &logits_w,
-            t.kd_distance,
-            t.kd_pairs,
-        )?;
+        let kd = if t.kd {
+            let logits_w = model.importance.logit_values()?;
+            pairwise_kd_loss(
+                &features.bottleneck,
+                &available,
+                &logits_w,
+                t.kd_distance,
+                t.kd_pairs,
+            )?
+        } else {
+            Tensor::new(0f32, &device)?
+        };
         let logits = model.net.decode(&features, &available)?;
         let seg = segmentation_loss(&logits, &y)?;
         let loss = (seg.total()? + (&kd * t.kd_weight)?)?;
@@ -173,7 +182,7 @@ pub fn train(
         } else {
             cfg.meta.every
         };
-        if (it + 1) % every == 0 && !meta_cases.is_empty() {
+        if cfg.meta.enabled && (it + 1) % every == 0 && !meta_cases.is_empty() {
             meta_phase(
                 &model,
                 &mut adam,
