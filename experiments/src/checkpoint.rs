@@ -42,6 +42,17 @@ impl Model {
         })
     }
 
+    /// Number of trainable network parameters (the importance logits not included).
+    pub fn parameter_count(&self) -> usize {
+        self.varmap
+            .data()
+            .lock()
+            .expect("the var map lock is not poisoned")
+            .values()
+            .map(|v| v.elem_count())
+            .sum()
+    }
+
     /// Loads a model saved by [`Model::save`].
     pub fn load(path: &Path, cfg: &SegmenterConfig, device: &Device) -> Result<Self> {
         let mut model = Self::new(cfg, 0, device)?;

@@ -356,8 +356,9 @@ fn run(cli: Cli) -> Result<()> {
             let out = a.out.unwrap_or_else(|| PathBuf::from("runs").join(stem));
             let summary = train::train(&cfg, &out, a.resume, show)?;
             println!(
-                "trained {} iterations in {:.0} s (final loss {:.4}, ω {:?}); run folder {}",
+                "trained {} iterations of a {}-parameter network in {:.0} s (final loss {:.4}, ω {:?}); run folder {}",
                 summary.iterations,
+                summary.parameters,
                 summary.seconds,
                 summary.final_loss,
                 summary.omega,

@@ -33,6 +33,8 @@ use crate::tables::write_parquet;
 pub struct TrainSummary {
     /// Iterations run.
     pub iterations: usize,
+    /// Trainable network parameters.
+    pub parameters: usize,
     /// Mean total loss over the last tenth of the iterations.
     pub final_loss: f64,
     /// The learned importance ω.
@@ -244,6 +246,7 @@ pub fn train(
     let tail = &log[log.len() - (log.len() / 10).max(1)..];
     Ok(TrainSummary {
         iterations: t.iterations,
+        parameters: model.parameter_count(),
         final_loss: tail.iter().map(|r| r.loss).sum::<f64>() / tail.len() as f64,
         omega: model.importance.omega_values()?,
         seconds: started.elapsed().as_secs_f64(),

@@ -29,6 +29,15 @@ fn short_run_trains_sweeps_and_reports() {
     let run = dir.path().join("run");
     let summary = train::train(&cfg, &run, false, false).unwrap();
     assert_eq!(summary.iterations, 6);
+    let saved: usize =
+        candle_core::safetensors::load(run.join(MODEL_FILE), &candle_core::Device::Cpu)
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| name.as_str() != "importance.logits")
+            .map(|(_, t)| t.elem_count())
+            .sum();
+    assert_eq!(summary.parameters, saved);
+    assert!(saved > 10_000, "{saved}");
     assert!(summary.final_loss.is_finite());
     let omega_sum: f32 = summary.omega.iter().sum();
     assert!((omega_sum - 1.0).abs() < 1e-5);
