@@ -161,6 +161,8 @@ pub struct RunConfig {
     pub train: TrainConfig,
     /// Meta-learning of the importance weights.
     pub meta: MetaConfig,
+    /// Intensity augmentation of the training crops.
+    pub augment: crate::augment::AugmentConfig,
     /// Evaluation.
     pub eval: EvalConfig,
 }
@@ -214,6 +216,7 @@ impl RunConfig {
         if !(0.0..1.0).contains(&self.eval.overlap) {
             bail!("eval.overlap must lie in [0, 1)")
         }
+        self.augment.validate().map_err(anyhow::Error::msg)?;
         if self.meta.every == 0 || self.meta.every_warmup == 0 {
             bail!("meta.every and meta.every_warmup must be positive")
         }

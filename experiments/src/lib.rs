@@ -4,6 +4,7 @@
 //! them to the data preparation and report stages.
 
 pub mod alloc_stats;
+pub mod augment;
 pub mod bench;
 pub mod bench_prepare;
 pub mod checkpoint;

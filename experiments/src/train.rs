@@ -18,6 +18,7 @@ use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
+use crate::augment::AugmentConfig;
 use crate::checkpoint::Model;
 use crate::config::RunConfig;
 use crate::files::{write_atomic, CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, MODEL_FILE, SPLIT_FILE};
@@ -47,6 +48,7 @@ pub struct TrainSummary {
 fn batch(
     cases: &[PreparedCase],
     sampler: &CropSampler,
+    augment: Option<&AugmentConfig>,
     n: usize,
     crop: [usize; 3],
     rng: &mut impl Rng,
@@ -55,7 +57,10 @@ fn batch(
     let (mut images, mut targets) = (Vec::new(), Vec::new());
     for _ in 0..n {
         let case = &cases[rng.random_range(0..cases.len())];
-        let c = sampler.sample(case, rng);
+        let mut c = sampler.sample(case, rng);
+        if let Some(augment) = augment {
+            augment.apply(&mut c.images, crop, rng);
+        }
         images.extend(c.images);
         targets.extend(c.targets);
     }
@@ -145,6 +150,7 @@ pub fn train(
         let (x, y) = batch(
             &train_cases,
             &sampler,
+            Some(&cfg.augment),
             t.batch_size,
             t.crop,
             &mut rng,
@@ -284,7 +290,7 @@ fn meta_phase(
     device: &Device,
 ) -> Result<()> {
     for _ in 0..cfg.meta.samples {
-        let (x, y) = batch(cases, sampler, 1, cfg.train.crop, rng, device)?;
+        let (x, y) = batch(cases, sampler, None, 1, cfg.train.crop, rng, device)?;
         let features = model.net.encode(&x)?.detach();
         let omega = model.importance.omega()?;
         let logits = model.net.decode_weighted(&features, &omega)?;

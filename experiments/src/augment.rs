@@ -1,0 +1,316 @@
+//! Intensity augmentation of training crops (method spec, section 7): brightness, contrast, gamma,
+//! Gaussian noise and Gaussian blur, each applied with its own probability and drawn per modality.
+//! With every probability 0 nothing is drawn from the generator, so a run without augmentation
+//! sees the same random stream as before.
+
+use rand::Rng;
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+
+/// Probabilities and ranges of the intensity augmentations (defaults as nnU-Net's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    /// Probability of multiplying a modality by a factor from `brightness_range`.
+    pub brightness_probability: f64,
+    /// Range of the brightness factor.
+    pub brightness_range: [f32; 2],
+    /// Probability of scaling a modality's deviations from its mean by a factor from
+    /// `contrast_range` (then clipped to the original range).
+    pub contrast_probability: f64,
+    /// Range of the contrast factor.
+    pub contrast_range: [f32; 2],
+    /// Probability of a gamma transform of a modality (on its range scaled to [0, 1]).
+    pub gamma_probability: f64,
+    /// Range of γ.
+    pub gamma_range: [f32; 2],
+    /// Probability of adding Gaussian noise to a modality.
+    pub noise_probability: f64,
+    /// Largest noise variance (the variance is drawn from [0, this]).
+    pub noise_variance: f32,
+    /// Probability of a Gaussian blur of a modality.
+    pub blur_probability: f64,
+    /// Range of the blur's standard deviation in voxels.
+    pub blur_sigma: [f32; 2],
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self {
+            brightness_probability: 0.15,
+            brightness_range: [0.75, 1.25],
+            contrast_probability: 0.15,
+            contrast_range: [0.75, 1.25],
+            gamma_probability: 0.3,
+            gamma_range: [0.7, 1.5],
+            noise_probability: 0.1,
+            noise_variance: 0.1,
+            blur_probability: 0.2,
+            blur_sigma: [0.5, 1.0],
+        }
+    }
+}
+
+impl AugmentConfig {
+    /// No augmentation at all.
+    pub fn none() -> Self {
+        Self {
+            brightness_probability: 0.0,
+            contrast_probability: 0.0,
+            gamma_probability: 0.0,
+            noise_probability: 0.0,
+            blur_probability: 0.0,
+            ..Self::default()
+        }
+    }
+
+    /// Checks probabilities and ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        let probabilities = [
+            self.brightness_probability,
+            self.contrast_probability,
+            self.gamma_probability,
+            self.noise_probability,
+            self.blur_probability,
+        ];
+        if probabilities.iter().any(|p| !(0.0..=1.0).contains(p)) {
+            return Err("augment: every probability must lie in [0, 1]".into());
+        }
+        let ranges = [
+            self.brightness_range,
+            self.contrast_range,
+            self.gamma_range,
+            self.blur_sigma,
+        ];
+        if ranges.iter().any(|[lo, hi]| !(*lo > 0.0 && lo <= hi)) || self.noise_variance < 0.0 {
+            return Err("augment: every range must be positive with low <= high".into());
+        }
+        Ok(())
+    }
+
+    /// Augments `images`, `channels` modalities of `shape` voxels each, in place.
+    pub fn apply(&self, images: &mut [f32], shape: [usize; 3], rng: &mut impl Rng) {
+        let voxels: usize = shape.iter().product();
+        for channel in images.chunks_mut(voxels) {
+            if chance(rng, self.brightness_probability) {
+                let f = uniform(rng, self.brightness_range);
+                channel.iter_mut().for_each(|v| *v *= f);
+            }
+            if chance(rng, self.contrast_probability) {
+                contrast(channel, uniform(rng, self.contrast_range));
+            }
+            if chance(rng, self.gamma_probability) {
+                gamma(channel, uniform(rng, self.gamma_range));
+            }
+            if chance(rng, self.noise_probability) {
+                let variance = uniform(rng, [0.0, self.noise_variance]);
+                if variance > 0.0 {
+                    let noise = Normal::new(0.0, variance.sqrt()).expect("positive sigma");
+                    channel.iter_mut().for_each(|v| *v += noise.sample(rng));
+                }
+            }
+            if chance(rng, self.blur_probability) {
+                gaussian_blur(channel, shape, uniform(rng, self.blur_sigma));
+            }
+        }
+    }
+}
+
+/// A draw with probability `p`; nothing is drawn when `p` is 0.
+fn chance(rng: &mut impl Rng, p: f64) -> bool {
+    p > 0.0 && rng.random_bool(p)
+}
+
+fn uniform(rng: &mut impl Rng, [lo, hi]: [f32; 2]) -> f32 {
+    if lo == hi {
+        lo
+    } else {
+        rng.random_range(lo..hi)
+    }
+}
+
+fn range_of(values: &[f32]) -> (f32, f32) {
+    values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
+/// Scales deviations from the mean by `factor`, clipped to the original range.
+pub fn contrast(values: &mut [f32], factor: f32) {
+    let mean = (values.iter().map(|&v| f64::from(v)).sum::<f64>() / values.len() as f64) as f32;
+    let (lo, hi) = range_of(values);
+    for v in values {
+        *v = ((*v - mean) * factor + mean).clamp(lo, hi);
+    }
+}
+
+/// `v ← ((v − min) / (max − min))^γ · (max − min) + min`; a constant image is left alone.
+pub fn gamma(values: &mut [f32], gamma: f32) {
+    let (lo, hi) = range_of(values);
+    let span = hi - lo;
+    if span <= 0.0 {
+        return;
+    }
+    for v in values {
+        *v = ((*v - lo) / span).powf(gamma) * span + lo;
+    }
+}
+
+/// The normalised Gaussian kernel of `sigma` voxels, radius ⌈3σ⌉.
+fn gaussian_kernel(sigma: f32) -> Vec<f32> {
+    let radius = (3.0 * sigma).ceil() as i64;
+    let weights: Vec<f32> = (-radius..=radius)
+        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let total: f32 = weights.iter().sum();
+    weights.into_iter().map(|w| w / total).collect()
+}
+
+/// Blurs a `[d, h, w]` volume with a Gaussian of `sigma` voxels, one axis at a time, repeating the
+/// edge voxels beyond the border.
+pub fn gaussian_blur(values: &mut [f32], shape: [usize; 3], sigma: f32) {
+    let kernel = gaussian_kernel(sigma);
+    let radius = (kernel.len() / 2) as i64;
+    let [d, h, w] = shape;
+    let strides = [h * w, w, 1];
+    let mut line = Vec::new();
+    for axis in 0..3 {
+        let n = shape[axis];
+        let stride = strides[axis];
+        for start in 0..d * h * w {
+            // Visit each line once: from its first voxel along `axis`.
+            if (start / stride) % n != 0 {
+                continue;
+            }
+            line.clear();
+            line.extend((0..n).map(|i| values[start + i * stride]));
+            for i in 0..n {
+                let mut sum = 0.0;
+                for (k, weight) in kernel.iter().enumerate() {
+                    let j = (i as i64 + k as i64 - radius).clamp(0, n as i64 - 1) as usize;
+                    sum += weight * line[j];
+                }
+                values[start + i * stride] = sum;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha12Rng;
+
+    fn volume(shape: [usize; 3], seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha12Rng::seed_from_u64(seed);
+        (0..shape.iter().product::<usize>())
+            .map(|_| rng.random_range(-2.0f32..3.0))
+            .collect()
+    }
+
+    #[test]
+    fn without_augmentation_nothing_changes_and_nothing_is_drawn() {
+        let mut images = volume([4, 5, 6], 1);
+        let before = images.clone();
+        let mut rng = ChaCha12Rng::seed_from_u64(9);
+        let mut untouched = rng.clone();
+        AugmentConfig::none().apply(&mut images, [1, 5, 6], &mut rng);
+        assert_eq!(images, before);
+        assert_eq!(rng.random::<u64>(), untouched.random::<u64>());
+    }
+
+    #[test]
+    fn brightness_contrast_and_gamma_do_what_they_say() {
+        let shape = [3, 4, 5];
+        let mut images = volume(shape, 2);
+        let before = images.clone();
+        let always = AugmentConfig {
+            brightness_probability: 1.0,
+            brightness_range: [2.0, 2.0],
+            ..AugmentConfig::none()
+        };
+        always.apply(&mut images, shape, &mut ChaCha12Rng::seed_from_u64(0));
+        assert!(images.iter().zip(&before).all(|(a, b)| *a == 2.0 * b));
+
+        let mut c = before.clone();
+        contrast(&mut c, 0.5);
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        let var = |v: &[f32]| {
+            let m = mean(v);
+            v.iter().map(|x| (x - m).powi(2)).sum::<f32>() / v.len() as f32
+        };
+        assert!((mean(&c) - mean(&before)).abs() < 1e-5);
+        assert!((var(&c) - 0.25 * var(&before)).abs() < 1e-4 * var(&before));
+
+        let mut g = before.clone();
+        gamma(&mut g, 2.0);
+        assert_eq!(range_of(&g), range_of(&before));
+        let mut order: Vec<usize> = (0..before.len()).collect();
+        order.sort_by(|&a, &b| before[a].total_cmp(&before[b]));
+        assert!(order.windows(2).all(|p| g[p[0]] <= g[p[1]]), "monotone");
+        let mut same = before.clone();
+        gamma(&mut same, 1.0);
+        assert!(same.iter().zip(&before).all(|(a, b)| (a - b).abs() < 1e-5));
+    }
+
+    #[test]
+    fn blur_matches_a_naive_3d_convolution() {
+        let shape = [5, 6, 7];
+        let input = volume(shape, 3);
+        let mut blurred = input.clone();
+        gaussian_blur(&mut blurred, shape, 0.8);
+        let kernel = gaussian_kernel(0.8);
+        let r = (kernel.len() / 2) as i64;
+        let [d, h, w] = shape;
+        let clamp = |i: i64, n: usize| i.clamp(0, n as i64 - 1) as usize;
+        for z in 0..d {
+            for y in 0..h {
+                for x in 0..w {
+                    let mut sum = 0.0f64;
+                    for (a, ka) in kernel.iter().enumerate() {
+                        for (b, kb) in kernel.iter().enumerate() {
+                            for (c, kc) in kernel.iter().enumerate() {
+                                let zz = clamp(z as i64 + a as i64 - r, d);
+                                let yy = clamp(y as i64 + b as i64 - r, h);
+                                let xx = clamp(x as i64 + c as i64 - r, w);
+                                sum += f64::from(ka * kb * kc)
+                                    * f64::from(input[(zz * h + yy) * w + xx]);
+                            }
+                        }
+                    }
+                    let got = blurred[(z * h + y) * w + x];
+                    assert!(
+                        (f64::from(got) - sum).abs() < 1e-4,
+                        "({z},{y},{x}): {got} vs {sum}"
+                    );
+                }
+            }
+        }
+        let mut constant = vec![1.5f32; 5 * 6 * 7];
+        gaussian_blur(&mut constant, shape, 1.0);
+        assert!(constant.iter().all(|v| (v - 1.5).abs() < 1e-5));
+    }
+
+    #[test]
+    fn noise_has_the_drawn_variance_at_most() {
+        let shape = [8, 16, 16];
+        let mut images = vec![0f32; 8 * 16 * 16];
+        let cfg = AugmentConfig {
+            noise_probability: 1.0,
+            noise_variance: 0.1,
+            ..AugmentConfig::none()
+        };
+        cfg.apply(&mut images, shape, &mut ChaCha12Rng::seed_from_u64(5));
+        let var = images.iter().map(|v| v * v).sum::<f32>() / images.len() as f32;
+        assert!(var > 0.0 && var < 0.12, "{var}");
+        assert!(AugmentConfig::default().validate().is_ok());
+        let bad = AugmentConfig {
+            gamma_range: [1.5, 0.7],
+            ..AugmentConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}
