@@ -13,8 +13,19 @@ use metakd_data::synth::{write_dataset, SynthConfig};
 
 const ITERATIONS: usize = 24;
 
-fn metakd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_metakd"))
+/// `metakd train --config CONFIG --out RUN`, with `--resume` when asked.
+fn train(config: &Path, run: &Path, resume: bool) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_metakd"));
+    command
+        .arg("train")
+        .arg("--config")
+        .arg(config)
+        .arg("--out")
+        .arg(run);
+    if resume {
+        command.arg("--resume");
+    }
+    command
 }
 
 /// Prepared synthetic shards and a configuration file for a short run.
@@ -70,23 +81,10 @@ fn a_killed_run_resumes_to_the_same_weights() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), 0.01);
     let whole = dir.path().join("whole");
-    let status = metakd()
-        .args(["train", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&whole)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    assert!(train(&config, &whole, false).status().unwrap().success());
 
     let killed = dir.path().join("killed");
-    let mut child = metakd()
-        .args(["train", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&killed)
-        .spawn()
-        .unwrap();
+    let mut child = train(&config, &killed, false).spawn().unwrap();
     let checkpoint = killed.join("checkpoint.safetensors");
     let started = Instant::now();
     while !checkpoint.exists() {
@@ -106,13 +104,7 @@ fn a_killed_run_resumes_to_the_same_weights() {
         !killed.join("train_log.parquet").exists(),
         "the run was killed before it finished"
     );
-    let output = metakd()
-        .args(["train", "--resume", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&killed)
-        .output()
-        .unwrap();
+    let output = train(&config, &killed, true).output().unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -136,13 +128,7 @@ fn resuming_without_a_checkpoint_or_with_another_configuration_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), 0.01);
     let run = dir.path().join("run");
-    let output = metakd()
-        .args(["train", "--resume", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let output = train(&config, &run, true).output().unwrap();
     assert!(!output.status.success());
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -150,26 +136,13 @@ fn resuming_without_a_checkpoint_or_with_another_configuration_is_refused() {
         "{err}"
     );
 
-    assert!(metakd()
-        .args(["train", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&run)
-        .status()
-        .unwrap()
-        .success());
+    assert!(train(&config, &run, false).status().unwrap().success());
     let other = dir.path().join("other.toml");
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("lr = 0.01", "lr = 0.02");
     std::fs::write(&other, text).unwrap();
-    let output = metakd()
-        .args(["train", "--resume", "--config"])
-        .arg(&other)
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let output = train(&other, &run, true).output().unwrap();
     assert!(!output.status.success());
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("another configuration"), "{err}");
@@ -180,13 +153,7 @@ fn a_diverging_loss_stops_training_and_keeps_the_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), 1e12);
     let run = dir.path().join("run");
-    let output = metakd()
-        .args(["train", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let output = train(&config, &run, false).output().unwrap();
     assert!(!output.status.success());
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(
