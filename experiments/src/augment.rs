@@ -1,5 +1,6 @@
-//! Intensity augmentation of training crops (method spec, section 7): brightness, contrast, gamma,
-//! Gaussian noise and Gaussian blur, each applied with its own probability and drawn per modality.
+//! Augmentation of training crops (method spec, section 7): random scale (applied where the crop
+//! is cut, see `sampler`), and brightness, contrast, gamma, Gaussian noise and Gaussian blur, each
+//! with its own probability and drawn per modality.
 //! With every probability 0 nothing is drawn from the generator, so a run without augmentation
 //! sees the same random stream as before.
 
@@ -11,6 +12,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AugmentConfig {
+    /// Probability of scaling a crop (it is cut from a box `crop / scale` and resampled to `crop`:
+    /// trilinear for images, nearest for labels).
+    pub scale_probability: f64,
+    /// Range of the scale factor.
+    pub scale_range: [f32; 2],
     /// Probability of multiplying a modality by a factor from `brightness_range`.
     pub brightness_probability: f64,
     /// Range of the brightness factor.
@@ -37,6 +43,8 @@ pub struct AugmentConfig {
 impl Default for AugmentConfig {
     fn default() -> Self {
         Self {
+            scale_probability: 0.5,
+            scale_range: [0.9, 1.1],
             brightness_probability: 0.15,
             brightness_range: [0.75, 1.25],
             contrast_probability: 0.15,
@@ -55,6 +63,7 @@ impl AugmentConfig {
     /// No augmentation at all.
     pub fn none() -> Self {
         Self {
+            scale_probability: 0.0,
             brightness_probability: 0.0,
             contrast_probability: 0.0,
             gamma_probability: 0.0,
@@ -67,6 +76,7 @@ impl AugmentConfig {
     /// Checks probabilities and ranges.
     pub fn validate(&self) -> Result<(), String> {
         let probabilities = [
+            self.scale_probability,
             self.brightness_probability,
             self.contrast_probability,
             self.gamma_probability,
@@ -77,6 +87,7 @@ impl AugmentConfig {
             return Err("augment: every probability must lie in [0, 1]".into());
         }
         let ranges = [
+            self.scale_range,
             self.brightness_range,
             self.contrast_range,
             self.gamma_range,
@@ -88,7 +99,16 @@ impl AugmentConfig {
         Ok(())
     }
 
-    /// Augments `images`, `channels` modalities of `shape` voxels each, in place.
+    /// The scale factor of the next crop (1 when it is not scaled).
+    pub fn draw_scale(&self, rng: &mut impl Rng) -> f32 {
+        if chance(rng, self.scale_probability) {
+            uniform(rng, self.scale_range)
+        } else {
+            1.0
+        }
+    }
+
+    /// Augments the intensities of `images` (modalities of `shape` voxels each) in place.
     pub fn apply(&self, images: &mut [f32], shape: [usize; 3], rng: &mut impl Rng) {
         let voxels: usize = shape.iter().product();
         for channel in images.chunks_mut(voxels) {

@@ -121,7 +121,13 @@ pub fn train(
         cfg.meta.lr,
         cfg.meta.weight_decay,
     )?;
-    let sampler = CropSampler::new(t.crop, t.foreground_probability, t.flips);
+    let sampler = CropSampler::new(
+        t.crop,
+        t.foreground_probability,
+        t.flips,
+        Some(cfg.augment.clone()),
+    );
+    let meta_sampler = CropSampler::new(t.crop, t.foreground_probability, t.flips, None);
     let checkpoint = run_dir.join(CHECKPOINT_FILE);
     let (mut rng, mut log, start) = if resume {
         let state = load_checkpoint(&checkpoint, &mut model, &mut sgd, &mut adam, &device)?;
@@ -195,7 +201,7 @@ pub fn train(
                 &model,
                 &mut adam,
                 &meta_cases,
-                &sampler,
+                &meta_sampler,
                 cfg,
                 &mut rng,
                 &device,
