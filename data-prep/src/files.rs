@@ -15,8 +15,11 @@ pub fn partial_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.partial"))
 }
 
-/// Writes `bytes` to `path` atomically.
+/// Writes `bytes` to `path` atomically, creating its folder if needed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    }
     let temp = partial_path(path);
     let mut file = std::fs::File::create(&temp).map_err(|e| DataError::io(&temp, e))?;
     file.write_all(bytes)

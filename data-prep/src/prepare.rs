@@ -136,22 +136,25 @@ fn keep_verified_shards(out: &Path, settings: &PrepareSettings) -> Result<Kept> 
     Ok(kept)
 }
 
-/// Voxels of one volume of `case`, estimated from its FLAIR file without decoding it.
+/// Voxels of one volume of `case`, estimated from its FLAIR file without reading it: the
+/// uncompressed size a gzip trailer records, or the file size.
 fn estimated_voxels(case: &CaseFiles) -> u64 {
+    use std::io::{Read, Seek, SeekFrom};
     let path = &case.images[Modality::Flair.index()];
-    let Ok(bytes) = std::fs::read(path).map(|b| {
-        if b.starts_with(&[0x1f, 0x8b]) && b.len() >= 4 {
-            u64::from(u32::from_le_bytes(
-                b[b.len() - 4..].try_into().expect("4 bytes"),
-            ))
-        } else {
-            b.len() as u64
+    let bytes = std::fs::File::open(path).and_then(|mut file| {
+        let size = file.metadata()?.len();
+        let mut magic = [0u8; 2];
+        file.read_exact(&mut magic)?;
+        if magic != [0x1f, 0x8b] || size < 4 {
+            return Ok(size);
         }
-    }) else {
-        return 240 * 240 * 155;
-    };
+        let mut trailer = [0u8; 4];
+        file.seek(SeekFrom::End(-4))?;
+        file.read_exact(&mut trailer)?;
+        Ok(u64::from(u32::from_le_bytes(trailer)))
+    });
     // BraTS images are 16-bit: the largest voxel count the bytes can hold.
-    bytes / 2
+    bytes.map_or(240 * 240 * 155, |b| b / 2)
 }
 
 /// How many cases may be in flight at once within `budget`.

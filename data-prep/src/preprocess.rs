@@ -214,10 +214,15 @@ fn clip_level(values: &[f32], census: &Census, min_voxels: usize) -> Option<f32>
 /// `min_voxels` voxels, `v[v >= k] = k` — unless `k` does not exceed the background value
 /// `values[0]`, where the reference would wipe out the foreground.
 pub fn clip_upper_tail(values: &mut [f32], min_voxels: usize) -> ClipOutcome {
-    let Some(census) = census(values) else {
-        return ClipOutcome::Unclipped;
-    };
-    let Some(level) = clip_level(values, &census, min_voxels) else {
+    match census(values) {
+        Some(census) => clip_with(values, &census, min_voxels),
+        None => ClipOutcome::Unclipped,
+    }
+}
+
+/// [`clip_upper_tail`] with the volume's census already taken.
+fn clip_with(values: &mut [f32], census: &Census, min_voxels: usize) -> ClipOutcome {
+    let Some(level) = clip_level(values, census, min_voxels) else {
         return ClipOutcome::Unclipped;
     };
     let mut voxels = 0;
@@ -238,7 +243,7 @@ pub fn clip_and_normalise(
 ) -> Option<ClipOutcome> {
     let census = census(values)?;
     let Some((lo, per_value)) = &census.per_value else {
-        let outcome = clip_upper_tail(values, min_voxels);
+        let outcome = clip_with(values, &census, min_voxels);
         let background = values[0];
         return zscore_foreground(values, background, foreground).then_some(outcome);
     };
@@ -386,13 +391,20 @@ pub fn crop_to_zxy<T: Copy>(
 /// The voxels of a `[z, x, y]`-indexed array in NIfTI memory order (x fastest, then y, then z):
 /// borrowed when the array is already laid out so (as volumes read from files are), else copied.
 pub fn in_nifti_order<T: Clone>(a: ArrayView3<'_, T>) -> Cow<'_, [T]> {
+    if has_nifti_layout(&a) {
+        if let Some(slice) = a.to_slice_memory_order() {
+            return Cow::Borrowed(slice);
+        }
+    }
+    Cow::Owned(a.permuted_axes([0, 2, 1]).iter().cloned().collect())
+}
+
+/// Whether a `[z, x, y]`-indexed array is laid out contiguously in NIfTI order.
+fn has_nifti_layout<T>(a: &ArrayView3<'_, T>) -> bool {
     let (h, w) = (a.shape()[1], a.shape()[2]);
     let nifti_strides = [(h * w) as isize, 1, h as isize];
-    let matches = (0..3).all(|i| a.shape()[i] <= 1 || a.strides()[i] == nifti_strides[i]);
-    match a.to_slice_memory_order() {
-        Some(slice) if matches => Cow::Borrowed(slice),
-        _ => Cow::Owned(a.permuted_axes([0, 2, 1]).iter().cloned().collect()),
-    }
+    let strides_match = (0..3).all(|i| a.shape()[i] <= 1 || a.strides()[i] == nifti_strides[i]);
+    strides_match && a.as_slice_memory_order().is_some()
 }
 
 /// A preprocessed case, cropped to its foreground.
@@ -444,16 +456,16 @@ impl PreparedCase {
 /// The voxels of a `[z, x, y]`-indexed array in NIfTI memory order, without a copy when the array
 /// is laid out so.
 pub fn into_nifti_order<T: Clone>(a: ndarray::Array3<T>) -> Vec<T> {
-    if !matches!(in_nifti_order(a.view()), Cow::Borrowed(_)) {
+    if !has_nifti_layout(&a.view()) {
         return in_nifti_order(a.view()).into_owned();
     }
     let len = a.len();
-    match a.into_raw_vec_and_offset() {
-        (vec, Some(0) | None) if vec.len() == len => vec,
-        (vec, offset) => {
-            let start = offset.unwrap_or(0);
-            vec[start..start + len].to_vec()
-        }
+    let (vec, offset) = a.into_raw_vec_and_offset();
+    let start = offset.unwrap_or(0);
+    if start == 0 && vec.len() == len {
+        vec
+    } else {
+        vec[start..start + len].to_vec()
     }
 }
 

@@ -68,8 +68,8 @@ impl Model {
         Ok(model)
     }
 
-    /// Saves every parameter and the importance logits to `path` atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
+    /// Every parameter and the importance logits, by name.
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
         let mut tensors: HashMap<String, Tensor> = self
             .varmap
             .data()
@@ -82,9 +82,19 @@ impl Model {
             IMPORTANCE_KEY.to_owned(),
             self.importance.logits().as_tensor().clone(),
         );
-        let temp = path.with_extension("safetensors.partial");
-        candle_core::safetensors::save(&tensors, &temp)
-            .with_context(|| format!("{}: cannot write", temp.display()))?;
-        std::fs::rename(&temp, path).with_context(|| format!("{}: cannot write", path.display()))
+        tensors
     }
+
+    /// Saves every parameter and the importance logits to `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        save_tensors(&self.tensors(), path)
+    }
+}
+
+/// Writes `tensors` as a safetensors file at `path`, through a temporary file and a rename.
+pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let temp = path.with_extension("safetensors.partial");
+    candle_core::safetensors::save(tensors, &temp)
+        .with_context(|| format!("{}: cannot write", temp.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("{}: cannot write", path.display()))
 }

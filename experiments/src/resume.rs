@@ -5,7 +5,6 @@
 //! iterations done, the random generator's state, the configuration and the log so far. It is
 //! written under a temporary name and renamed, so a killed run leaves the previous checkpoint.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -14,7 +13,7 @@ use metakd_model::optim::{Adam, SgdNesterov};
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{Model, IMPORTANCE_KEY};
+use crate::checkpoint::{save_tensors, Model, IMPORTANCE_KEY};
 
 /// Name of the JSON state tensor inside a checkpoint.
 const STATE_KEY: &str = "training_state";
@@ -78,16 +77,8 @@ pub fn save_checkpoint(
     adam: &Adam,
     state: &TrainingState,
 ) -> Result<()> {
-    let vars = named_vars(model);
-    let mut tensors: HashMap<String, Tensor> = vars
-        .iter()
-        .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
-        .collect();
-    tensors.insert(
-        IMPORTANCE_KEY.to_owned(),
-        model.importance.logits().as_tensor().clone(),
-    );
-    for ((name, _), buffer) in vars.iter().zip(sgd.momentum_buffers()) {
+    let mut tensors = model.tensors();
+    for ((name, _), buffer) in named_vars(model).iter().zip(sgd.momentum_buffers()) {
         if let Some(b) = buffer {
             tensors.insert(format!("{MOMENTUM_PREFIX}{name}"), b.clone());
         }
@@ -100,10 +91,7 @@ pub fn save_checkpoint(
     let bytes = serde_json::to_vec(&json)?;
     let n = bytes.len();
     tensors.insert(STATE_KEY.into(), Tensor::from_vec(bytes, n, &Device::Cpu)?);
-    let temp = path.with_extension("safetensors.partial");
-    candle_core::safetensors::save(&tensors, &temp)
-        .with_context(|| format!("{}: cannot write", temp.display()))?;
-    std::fs::rename(&temp, path).with_context(|| format!("{}: cannot write", path.display()))
+    save_tensors(&tensors, path)
 }
 
 /// Restores the model and both optimisers from the checkpoint at `path`, returning the rest of

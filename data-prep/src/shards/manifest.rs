@@ -133,9 +133,12 @@ impl Manifest {
     pub fn read_any(dir: &Path) -> Result<Self> {
         let path = Self::path(dir);
         let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
-        let version = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("format_version").and_then(|v| v.as_u64()));
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| DataError::Json {
+                path: path.clone(),
+                source,
+            })?;
+        let version = json.get("format_version").and_then(|v| v.as_u64());
         if version != Some(u64::from(FORMAT_VERSION)) {
             return Err(DataError::BadShard {
                 path,
@@ -146,7 +149,7 @@ impl Manifest {
                 ),
             });
         }
-        serde_json::from_str(&text).map_err(|source| DataError::Json { path, source })
+        serde_json::from_value(json).map_err(|source| DataError::Json { path, source })
     }
 
     /// Reads `dir/manifest.json`, refusing a folder whose preparation did not finish.
