@@ -193,10 +193,16 @@ impl RunConfig {
     /// Checks values that would otherwise fail deep inside training.
     pub fn validate(&self) -> Result<()> {
         let t = &self.train;
-        let divisor = self.model.size_divisor();
-        if t.crop.iter().any(|&c| c == 0 || c % divisor != 0) {
+        self.model.check().map_err(anyhow::Error::msg)?;
+        let divisors = self.model.size_divisors();
+        if t.crop
+            .iter()
+            .zip(divisors)
+            .any(|(&c, d)| c == 0 || c % d != 0)
+        {
             bail!(
-                "train.crop {:?}: every extent must be a positive multiple of {divisor}",
+                "train.crop {:?}: the extents must be positive multiples of {divisors:?} for this \
+                 network",
                 t.crop
             )
         }

@@ -37,7 +37,7 @@ fn kd_off_and_meta_off_run_and_do_what_they_say() {
     cfg.data.shards = shards;
     cfg.data.test_cases = 1;
     cfg.data.meta_val_cases = 1;
-    cfg.model.widths = vec![4, 8, 8, 8];
+    cfg.model.small.widths = vec![4, 8, 8, 8];
     cfg.train.iterations = 8;
     cfg.train.warmup_iterations = 2;
     cfg.train.crop = [16, 16, 16];

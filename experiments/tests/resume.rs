@@ -39,7 +39,7 @@ fn setup(dir: &Path, lr: f64) -> PathBuf {
         &config,
         format!(
             "[data]\nshards = \"{}\"\ntest_cases = 1\nmeta_val_cases = 1\n\n\
-             [model]\nwidths = [4, 8, 8, 8]\n\n\
+             [model.small]\nwidths = [4, 8, 8, 8]\n\n\
              [train]\niterations = {ITERATIONS}\nwarmup_iterations = 6\nbatch_size = 1\n\
              crop = [16, 16, 16]\ncheckpoint_every = 2\nlr = {lr}\n\n\
              [meta]\nevery = 3\nevery_warmup = 3\nsamples = 1\n",

@@ -1,19 +1,47 @@
-//! The modality-shared encoder: one network that sees each modality's single-channel image on its
-//! own and returns the skip features of every resolution level and the bottleneck feature f_m.
+//! The modality-shared encoders: one network that sees each modality's single-channel image on
+//! its own and returns the skip features of every resolution level and the bottleneck feature f_m.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::config::SegmenterConfig;
+use super::config::{Preset, SegmenterConfig};
 use super::layers::ConvBlock;
+use super::resnet::ResnetAsppEncoder;
 
-/// What the encoder returns for a batch of single-channel images.
+/// What an encoder returns for a batch of single-channel images.
 #[derive(Debug, Clone)]
 pub struct EncoderOutput {
-    /// Skip features, finest level first: level l has `widths[l]` channels at 1/2^l resolution.
+    /// Skip features, finest level first.
     pub skips: Vec<Tensor>,
-    /// The bottleneck feature f: `widths.last()` channels at the coarsest resolution.
+    /// The bottleneck feature f.
     pub bottleneck: Tensor,
+}
+
+/// The encoder of a preset.
+#[derive(Debug, Clone)]
+pub enum Encoder {
+    /// The `small` preset's plain encoder.
+    Plain(PlainEncoder),
+    /// The `reference` preset's ResNet + ASPP encoder.
+    ResnetAspp(ResnetAsppEncoder),
+}
+
+impl Encoder {
+    /// Builds the encoder of `cfg`'s preset.
+    pub fn new(cfg: &SegmenterConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(match cfg.preset {
+            Preset::Small => Self::Plain(PlainEncoder::new(cfg, vb)?),
+            Preset::Reference => Self::ResnetAspp(ResnetAsppEncoder::new(cfg, vb)?),
+        })
+    }
+
+    /// Encodes `x [b, 1, d, h, w]`.
+    pub fn forward(&self, x: &Tensor) -> Result<EncoderOutput> {
+        match self {
+            Self::Plain(e) => e.forward(x),
+            Self::ResnetAspp(e) => e.forward(x),
+        }
+    }
 }
 
 /// One resolution level: a (strided) block followed by a block at the new resolution.
@@ -28,20 +56,21 @@ impl Level {
     }
 }
 
-/// The shared encoder (parameters `levels.{l}.{b}.*`).
+/// The `small` preset's encoder (parameters `levels.{l}.{b}.*`): level l has `widths[l]`
+/// channels at 1/2^l resolution; the last level's output is the bottleneck feature.
 #[derive(Debug, Clone)]
-pub struct Encoder {
+pub struct PlainEncoder {
     levels: Vec<Level>,
 }
 
-impl Encoder {
-    /// Builds the encoder of `cfg`: level 0 is one 3×3×3 block from one input channel; every
-    /// further level halves the resolution with a stride-2 block and adds one more block.
+impl PlainEncoder {
+    /// Builds the encoder of `cfg.small`: level 0 is one 3×3×3 block from one input channel;
+    /// every further level halves the resolution with a stride-2 block and adds one more block.
     pub fn new(cfg: &SegmenterConfig, vb: VarBuilder) -> Result<Self> {
         let slope = cfg.negative_slope;
-        let mut levels = Vec::with_capacity(cfg.widths.len());
+        let mut levels = Vec::with_capacity(cfg.small.widths.len());
         let mut ci = 1;
-        for (l, &co) in cfg.widths.iter().enumerate() {
+        for (l, &co) in cfg.small.widths.iter().enumerate() {
             let vb = vb.pp("levels").pp(l);
             let blocks = if l == 0 {
                 vec![ConvBlock::new(ci, co, 3, 1, slope, vb.pp(0))?]

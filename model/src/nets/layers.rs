@@ -94,6 +94,18 @@ impl ConvBlock {
         vb: VarBuilder,
     ) -> Result<Self> {
         let params = Conv3dParams::uniform(stride, kernel / 2, 1);
+        Self::with_params(ci, co, kernel, params, slope, vb)
+    }
+
+    /// A block whose `kernel`³ convolution has the given geometry.
+    pub fn with_params(
+        ci: usize,
+        co: usize,
+        kernel: usize,
+        params: Conv3dParams,
+        slope: f64,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         Ok(Self {
             conv: StandardizedConv3d::new(ci, co, kernel, params, vb.pp("conv"))?,
             norm: InstanceNorm3d::new(co, vb.pp("norm"))?,

@@ -1,12 +1,15 @@
-//! The MetaKD networks, one part per file: the shared [`encoder`], the fusing [`decoder`], their
-//! [`layers`], and the [`segmenter`] that joins them.
+//! The MetaKD networks, one part per file: the shared [`encoder`]s (plain for `small`, the
+//! [`resnet`] backbone with [`aspp`] for `reference`), the fusing [`decoder`], their [`layers`],
+//! and the [`segmenter`] that joins them.
 
+pub mod aspp;
 pub mod config;
 pub mod decoder;
 pub mod encoder;
 pub mod init;
 pub mod layers;
+pub mod resnet;
 pub mod segmenter;
 
-pub use config::{FillSkips, SegmenterConfig};
+pub use config::{FillSkips, Preset, ReferenceSizes, SegmenterConfig, SmallSizes};
 pub use segmenter::{MetaKdSegmenter, ModalityFeatures};

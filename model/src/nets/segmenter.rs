@@ -72,8 +72,8 @@ pub struct MetaKdSegmenter {
 impl MetaKdSegmenter {
     /// Builds the network of `config`, creating or loading its parameters through `vb`.
     pub fn new(config: &SegmenterConfig, vb: VarBuilder) -> Result<Self> {
-        if config.widths.is_empty() {
-            bail!("the network needs at least one level")
+        if let Err(problem) = config.check() {
+            bail!("{problem}")
         }
         Ok(Self {
             config: config.clone(),
