@@ -336,8 +336,8 @@ def step(args):
     cfg = json.loads(pathlib.Path(args.config).read_text())
     net = MetaKd(cfg)
     weights = load_file(args.weights)
-    net.load_state_dict({k: v for k, v in weights.items() if not k.startswith("bench.")},
-                        strict=True)
+    net.load_state_dict({k: v for k, v in weights.items()
+                         if not k.startswith(("bench.", "importance."))}, strict=True)
     x, target = weights["bench.x"], weights["bench.target"]
     w = weights["bench.w"]
     opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True)

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use metakd_data::prepare::PrepareOptions;
 use metakd_data::release::{Release, ReleaseSplit};
 use metakd_data::shards::ImageDtype;
@@ -14,7 +14,8 @@ use metakd_experiments::config::RunConfig;
 use metakd_experiments::demo::{default_workdir, run_demo, DemoOptions};
 use metakd_experiments::files::SWEEP_FILE;
 use metakd_experiments::split_command::{write_splits, SplitRequest};
-use metakd_experiments::{bench, bench_prepare, progress, sweep, train};
+use metakd_experiments::{bench, bench_prepare, bench_train, progress, sweep, train};
+use metakd_model::nets::SegmenterConfig;
 
 /// Tensors of several MiB are allocated and freed at every step; mimalloc reuses their memory
 /// where the system allocator returns it and faults it back in (a third of the CPU time). The
@@ -77,6 +78,25 @@ enum BenchWhat {
         #[arg(long, default_value = "tools/bench_torch.py")]
         torch_script: PathBuf,
     },
+    /// One training step of a network preset at 32×64×64 (batch 2) and 16×64×64 (batch 1),
+    /// beside the same step of its PyTorch twin on the same weights and batch.
+    Train {
+        /// Network preset.
+        #[arg(long, value_enum, default_value_t = PresetArg::Reference)]
+        preset: PresetArg,
+        /// Timed steps per shape after one untimed step (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Python interpreter with torch and safetensors for the comparison.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        /// The PyTorch twin.
+        #[arg(long, default_value = "tools/metakd_twin.py")]
+        twin_script: PathBuf,
+        /// Skip the PyTorch comparison.
+        #[arg(long)]
+        no_torch: bool,
+    },
     /// Data preparation: cases per second on synthetic 240×240×155 cases, against a Python
     /// script (nibabel + numpy) doing the same reading, clipping, normalisation and cropping.
     Prepare {
@@ -99,6 +119,15 @@ enum BenchWhat {
         #[arg(long, default_value = "tools/prepare_reference.py")]
         script: PathBuf,
     },
+}
+
+/// Network presets on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PresetArg {
+    /// The plain CPU network.
+    Small,
+    /// The 3D ResNet-50 + ASPP network (about 44 M parameters).
+    Reference,
 }
 
 #[derive(Subcommand)]
@@ -429,6 +458,48 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "workspace = peak memory beyond inputs, outputs and gradients / the largest tensor"
             );
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Train {
+                    preset,
+                    runs,
+                    python,
+                    twin_script,
+                    no_torch,
+                },
+        } => {
+            let cfg = match preset {
+                PresetArg::Small => SegmenterConfig::small(),
+                PresetArg::Reference => SegmenterConfig::reference(),
+            };
+            let threads = rayon::current_num_threads();
+            let twin = bench_train::TorchTwin {
+                python: &python,
+                script: &twin_script,
+                threads,
+            };
+            let workdir = tempfile::tempdir()?;
+            let (parameters, timings) = bench_train::bench_train(
+                &cfg,
+                &bench_train::STANDARD_SHAPES,
+                runs,
+                (!no_torch).then_some(&twin),
+                workdir.path(),
+            )?;
+            println!(
+                "training step of the {} network ({parameters} parameters), {threads} threads, median of {runs}",
+                preset.to_possible_value().expect("named").get_name()
+            );
+            for t in &timings {
+                println!("{t}");
+            }
+            if !no_torch && timings.iter().any(|t| t.torch.is_none()) {
+                println!(
+                    "PyTorch was not available through `{python} {}`: no comparison",
+                    twin_script.display()
+                );
+            }
         }
         Command::Bench {
             what:

@@ -12,7 +12,6 @@ use candle_core::{Device, Tensor};
 use metakd_data::preprocess::PreparedCase;
 use metakd_data::shards::ShardSet;
 use metakd_model::losses::segmentation_loss;
-use metakd_model::metakd::pairwise_kd_loss;
 use metakd_model::optim::{Adam, SgdNesterov};
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -26,6 +25,7 @@ use crate::progress;
 use crate::resume::{load_checkpoint, named_vars, save_checkpoint, LogRow, TrainingState};
 use crate::sampler::CropSampler;
 use crate::splits::Splits;
+use crate::step::training_step;
 use crate::subsets::Subset;
 use crate::tables::write_parquet;
 
@@ -162,34 +162,15 @@ pub fn train(
             &mut rng,
             &device,
         )?;
-        let mask: Vec<f32> = available.iter().map(|&a| f32::from(u8::from(a))).collect();
-        let x = x.broadcast_mul(&Tensor::from_vec(mask, (1, m, 1, 1, 1), &device)?)?;
-
-        let features = model.net.encode(&x)?;
-        let kd = if t.kd {
-            let logits_w = model.importance.logit_values()?;
-            pairwise_kd_loss(
-                &features.bottleneck,
-                &available,
-                &logits_w,
-                t.kd_distance,
-                t.kd_pairs,
-            )?
-        } else {
-            Tensor::new(0f32, &device)?
-        };
-        let logits = model.net.decode(&features, &available)?;
-        let seg = segmentation_loss(&logits, &y)?;
-        let loss = (seg.total()? + (&kd * t.kd_weight)?)?;
-        let loss_value = f64::from(loss.to_scalar::<f32>()?);
-        if !loss_value.is_finite() {
+        let lr = poly_lr(t.lr, it, t.iterations, t.poly_power);
+        let step = training_step(&model, &mut sgd, (&x, &y), &available, t, lr)?;
+        if !step.loss.is_finite() {
             bail!(
-                "iteration {it}: the loss is {loss_value}; training stopped (the last checkpoint in {} is kept)",
+                "iteration {it}: the loss is {}; training stopped (the last checkpoint in {} is kept)",
+                step.loss,
                 run_dir.display()
             )
         }
-        let lr = poly_lr(t.lr, it, t.iterations, t.poly_power);
-        sgd.step(&loss.backward()?, lr)?;
 
         let every = if warmup {
             cfg.meta.every_warmup
@@ -212,10 +193,10 @@ pub fn train(
             iteration: it as u32,
             subset: subset.0,
             lr,
-            loss: loss_value,
-            dice: f64::from(seg.dice.to_scalar::<f32>()?),
-            bce: f64::from(seg.bce.to_scalar::<f32>()?),
-            kd: f64::from(kd.to_scalar::<f32>()?),
+            loss: step.loss,
+            dice: step.dice,
+            bce: step.bce,
+            kd: step.kd,
             omega,
         };
         bar.set_message(format!(

@@ -1,0 +1,204 @@
+//! `metakd bench train`: wall-clock time of one training step of a network preset (forward with
+//! all modalities, Dice + BCE + λ·KD, backward, SGD step) and, where PyTorch is installed, of the
+//! same step of its PyTorch twin (`tools/metakd_twin.py`) run on the same weights and batch, with
+//! the largest difference between the two first steps' logits.
+
+use std::fmt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use metakd_model::nets::SegmenterConfig;
+use metakd_model::optim::SgdNesterov;
+
+use crate::alloc_stats;
+use crate::checkpoint::{save_tensors, Model};
+use crate::config::TrainConfig;
+use crate::resume::named_vars;
+use crate::step::training_step;
+
+/// One benchmarked step shape.
+#[derive(Debug, Clone, Copy)]
+pub struct StepShape {
+    /// Crops per batch.
+    pub batch: usize,
+    /// Crop extents (d, h, w).
+    pub crop: [usize; 3],
+}
+
+/// The shapes of `docs/performance.md`: 32×64×64 with batch 2 and 16×64×64 with batch 1.
+pub const STANDARD_SHAPES: [StepShape; 2] = [
+    StepShape {
+        batch: 2,
+        crop: [32, 64, 64],
+    },
+    StepShape {
+        batch: 1,
+        crop: [16, 64, 64],
+    },
+];
+
+/// The PyTorch side of one shape.
+#[derive(Debug, Clone)]
+pub struct TorchStep {
+    /// Median seconds per step.
+    pub seconds: f64,
+    /// Largest |logit difference| of the first step, relative to the largest |logit|.
+    pub logits_relative_error: f64,
+}
+
+/// What one shape measured.
+#[derive(Debug, Clone)]
+pub struct StepTiming {
+    /// The shape.
+    pub shape: StepShape,
+    /// Median seconds per step.
+    pub seconds: f64,
+    /// Peak heap bytes during a step.
+    pub peak_bytes: usize,
+    /// PyTorch's figures, where it could be run.
+    pub torch: Option<TorchStep>,
+}
+
+impl fmt::Display for StepTiming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [d, h, w] = self.shape.crop;
+        write!(
+            f,
+            "{d}x{h}x{w} batch {}: {:.2} s/step, peak heap {:.2} GB",
+            self.shape.batch,
+            self.seconds,
+            self.peak_bytes as f64 / 1e9
+        )?;
+        match &self.torch {
+            Some(t) => write!(
+                f,
+                "; PyTorch {:.2} s/step, ratio {:.2}x; first-step logits differ by {:.1e} (relative)",
+                t.seconds,
+                self.seconds / t.seconds,
+                t.logits_relative_error
+            ),
+            None => write!(f, "; PyTorch not run"),
+        }
+    }
+}
+
+/// Where to find the PyTorch twin.
+#[derive(Debug, Clone)]
+pub struct TorchTwin<'a> {
+    /// Python interpreter with torch and safetensors.
+    pub python: &'a str,
+    /// `tools/metakd_twin.py`.
+    pub script: &'a Path,
+    /// Threads PyTorch may use.
+    pub threads: usize,
+}
+
+/// Times `runs` steps (after one untimed step) of `cfg`'s network for each shape, and the twin's.
+pub fn bench_train(
+    cfg: &SegmenterConfig,
+    shapes: &[StepShape],
+    runs: usize,
+    twin: Option<&TorchTwin>,
+    workdir: &Path,
+) -> Result<(usize, Vec<StepTiming>)> {
+    if runs == 0 {
+        bail!("--runs must be positive")
+    }
+    let device = Device::Cpu;
+    let train = TrainConfig::default();
+    let mut timings = Vec::new();
+    let mut parameters = 0;
+    for &shape in shapes {
+        let divisors = cfg.size_divisors();
+        if shape.crop.iter().zip(divisors).any(|(c, d)| c % d != 0) {
+            bail!("crop {:?} is not divisible by {divisors:?}", shape.crop)
+        }
+        let model = Model::new(cfg, 0, &device)?;
+        parameters = model.parameter_count();
+        let [d, h, w] = shape.crop;
+        let m = cfg.modalities;
+        let x = Tensor::randn(0f32, 1f32, (shape.batch, m, d, h, w), &device)?;
+        let y = Tensor::rand(0f32, 1f32, (shape.batch, 3, d, h, w), &device)?
+            .lt(0.3)?
+            .to_dtype(candle_core::DType::F32)?;
+        let weights = workdir.join("bench_weights.safetensors");
+        if twin.is_some() {
+            let mut tensors = model.tensors();
+            tensors.insert("bench.x".into(), x.clone());
+            tensors.insert("bench.target".into(), y.clone());
+            tensors.insert(
+                "bench.w".into(),
+                model.importance.logits().as_tensor().clone(),
+            );
+            save_tensors(&tensors, &weights)?;
+        }
+        let vars = named_vars(&model).into_iter().map(|(_, v)| v).collect();
+        let mut sgd = SgdNesterov::new(vars, train.momentum, 0.0);
+        let available = vec![true; m];
+        let before = alloc_stats::reset_peak();
+        let first = training_step(&model, &mut sgd, (&x, &y), &available, &train, train.lr)?;
+        let peak_bytes = alloc_stats::peak().saturating_sub(before);
+        let mut samples = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let start = Instant::now();
+            training_step(&model, &mut sgd, (&x, &y), &available, &train, train.lr)?;
+            samples.push(start.elapsed().as_secs_f64());
+        }
+        samples.sort_by(f64::total_cmp);
+        let torch = match twin {
+            Some(twin) => torch_step(twin, cfg, &weights, runs, &first.logits, workdir)?,
+            None => None,
+        };
+        timings.push(StepTiming {
+            shape,
+            seconds: samples[runs / 2],
+            peak_bytes,
+            torch,
+        });
+    }
+    Ok((parameters, timings))
+}
+
+/// Runs the twin on the saved weights and batch; `None` when PyTorch cannot be run.
+fn torch_step(
+    twin: &TorchTwin,
+    cfg: &SegmenterConfig,
+    weights: &Path,
+    runs: usize,
+    logits: &Tensor,
+    workdir: &Path,
+) -> Result<Option<TorchStep>> {
+    let config = workdir.join("bench_network.json");
+    std::fs::write(&config, serde_json::to_vec(cfg)?)
+        .with_context(|| format!("{}: cannot write", config.display()))?;
+    let result = workdir.join("bench_torch.safetensors");
+    let status = Command::new(twin.python)
+        .arg(twin.script)
+        .arg("step")
+        .arg("--config")
+        .arg(&config)
+        .arg("--weights")
+        .arg(weights)
+        .args(["--runs", &runs.to_string()])
+        .args(["--threads", &twin.threads.to_string()])
+        .arg("--out")
+        .arg(&result)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        _ => return Ok(None),
+    }
+    let out = candle_core::safetensors::load(&result, &Device::Cpu)
+        .with_context(|| format!("{}: unreadable PyTorch result", result.display()))?;
+    let theirs = &out["logits"];
+    let scale = theirs.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-12);
+    let worst = (logits - theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    let seconds = out["seconds"].to_vec1::<f64>()?[0];
+    Ok(Some(TorchStep {
+        seconds,
+        logits_relative_error: f64::from(worst / scale),
+    }))
+}
