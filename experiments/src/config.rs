@@ -105,6 +105,8 @@ pub struct MetaConfig {
     /// Whether w is meta-learned; `false` keeps ω uniform (1/M), the "without meta-learning"
     /// ablation.
     pub enabled: bool,
+    /// How a meta phase computes the gradient of w: `direct` (the reference) or `lookahead`.
+    pub rule: crate::meta::MetaRule,
     /// Run a meta phase every this many iterations during stage 1.
     pub every_warmup: usize,
     /// Run a meta phase every this many iterations during stage 2.
@@ -121,6 +123,7 @@ impl Default for MetaConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            rule: crate::meta::MetaRule::Direct,
             every_warmup: 50,
             every: 50,
             samples: 4,

@@ -11,7 +11,6 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use metakd_data::preprocess::PreparedCase;
 use metakd_data::shards::ShardSet;
-use metakd_model::losses::segmentation_loss;
 use metakd_model::optim::{Adam, SgdNesterov};
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -21,6 +20,7 @@ use crate::augment::AugmentConfig;
 use crate::checkpoint::Model;
 use crate::config::RunConfig;
 use crate::files::{write_atomic, CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, MODEL_FILE, SPLIT_FILE};
+use crate::meta::{direct_step, lookahead_step, MetaRule};
 use crate::progress;
 use crate::resume::{load_checkpoint, named_vars, save_checkpoint, LogRow, TrainingState};
 use crate::sampler::CropSampler;
@@ -178,15 +178,15 @@ pub fn train(
             cfg.meta.every
         };
         if cfg.meta.enabled && (it + 1) % every == 0 && !meta_cases.is_empty() {
-            meta_phase(
-                &model,
-                &mut adam,
-                &meta_cases,
-                &meta_sampler,
-                cfg,
-                &mut rng,
-                &device,
-            )?;
+            let sources = MetaSources {
+                meta_cases: &meta_cases,
+                meta_sampler: &meta_sampler,
+                train_cases: &train_cases,
+                train_sampler: &sampler,
+                available: &available,
+                lr,
+            };
+            meta_phase(&model, &mut adam, &sources, cfg, &mut rng, &device)?;
         }
         let omega = model.importance.omega_values()?;
         let row = LogRow {
@@ -265,24 +265,60 @@ fn first_non_finite_parameter(model: &Model) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// One meta phase: for each of `meta.samples` meta-validation crops (batch 1, all modalities),
-/// scale each bottleneck feature by ω_m, compute the task loss and take an Adam step on w alone.
+/// Where a meta phase draws its crops: meta-validation crops (never augmented) and, for the
+/// `lookahead` rule, training crops with the iteration's modalities.
+struct MetaSources<'a> {
+    meta_cases: &'a [PreparedCase],
+    meta_sampler: &'a CropSampler,
+    train_cases: &'a [PreparedCase],
+    train_sampler: &'a CropSampler,
+    available: &'a [bool],
+    lr: f64,
+}
+
+/// One meta phase: `meta.samples` Adam steps on w alone, each from one meta-validation crop
+/// (batch 1, all modalities), by the configured rule.
 fn meta_phase(
     model: &Model,
     adam: &mut Adam,
-    cases: &[PreparedCase],
-    sampler: &CropSampler,
+    sources: &MetaSources,
     cfg: &RunConfig,
     rng: &mut impl Rng,
     device: &Device,
 ) -> Result<()> {
+    let t = &cfg.train;
     for _ in 0..cfg.meta.samples {
-        let (x, y) = batch(cases, sampler, None, 1, cfg.train.crop, rng, device)?;
-        let features = model.net.encode(&x)?.detach();
-        let omega = model.importance.omega()?;
-        let logits = model.net.decode_weighted(&features, &omega)?;
-        let loss = segmentation_loss(&logits, &y)?.total()?;
-        adam.step(&loss.backward()?)?;
+        let val = batch(
+            sources.meta_cases,
+            sources.meta_sampler,
+            None,
+            1,
+            t.crop,
+            rng,
+            device,
+        )?;
+        match cfg.meta.rule {
+            MetaRule::Direct => direct_step(model, adam, &val)?,
+            MetaRule::Lookahead => {
+                let train = batch(
+                    sources.train_cases,
+                    sources.train_sampler,
+                    Some(&cfg.augment),
+                    t.batch_size,
+                    t.crop,
+                    rng,
+                    device,
+                )?;
+                lookahead_step(
+                    model,
+                    adam,
+                    (&train, sources.available),
+                    &val,
+                    t,
+                    sources.lr,
+                )?;
+            }
+        }
     }
     Ok(())
 }

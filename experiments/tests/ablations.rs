@@ -1,10 +1,12 @@
 //! The ablations reports set beside MetaKD: without distillation (`train.kd = false`) and without
-//! meta-learning (`meta.enabled = false`, uniform ω), and the method itself for contrast.
+//! meta-learning (`meta.enabled = false`, uniform ω), and the method itself (with the `direct` and
+//! the `lookahead` meta rule) for contrast.
 
 use metakd_data::prepare::{prepare_brats, PrepareOptions};
 use metakd_data::synth::{write_dataset, SynthConfig};
 use metakd_experiments::config::RunConfig;
 use metakd_experiments::files::LOG_FILE;
+use metakd_experiments::meta::MetaRule;
 use metakd_experiments::train;
 use polars::prelude::*;
 
@@ -61,6 +63,21 @@ fn kd_off_and_meta_off_run_and_do_what_they_say() {
             "{loss} vs {d} + {b}"
         );
     }
+
+    let mut lookahead = cfg.clone();
+    lookahead.meta.rule = MetaRule::Lookahead;
+    let log = log_of(&lookahead, &dir.path().join("lookahead"));
+    let omega = values(&log, "omega_t1ce");
+    assert_ne!(
+        omega.first(),
+        omega.last(),
+        "the lookahead rule moves ω too"
+    );
+    assert_ne!(
+        values(&log, "omega_flair"),
+        values(&full, "omega_flair"),
+        "the two rules differ"
+    );
 
     let mut no_meta = cfg.clone();
     no_meta.meta.enabled = false;

@@ -104,16 +104,28 @@ impl ImportanceWeights {
     }
 }
 
-/// Pairwise modality-weighted distillation between the available modalities' features:
-/// Σ_{i∈A} Σ_{j∈A, j≠i} sg(ω_i/ω_j) · mean |sg(f_i) − f_j| (mean over batch, channels and voxels).
-/// Zero when a single modality is available.
-pub fn pairwise_kd_loss(
+/// One distilling pair of [`kd_pair_terms`]: teacher i, student j and mean |sg(f_i) − f_j| (or the
+/// squared difference), differentiable with respect to the student.
+#[derive(Debug, Clone)]
+pub struct KdPairTerm {
+    /// Teacher modality i.
+    pub teacher: usize,
+    /// Student modality j.
+    pub student: usize,
+    /// The feature distance, averaged over batch, channels and voxels.
+    pub distance: Tensor,
+}
+
+/// The pairs that distil among the available modalities and their feature distances (before the
+/// importance ratio): every ordered pair i ≠ j of available modalities, or only those with
+/// ω_i > ω_j.
+pub fn kd_pair_terms(
     features: &[Tensor],
     available: &[bool],
     logits: &[f32],
     distance: KdDistance,
     pairs: KdPairs,
-) -> Result<Tensor> {
+) -> Result<Vec<KdPairTerm>> {
     check_available(available, features.len())?;
     if logits.len() != features.len() {
         bail!(
@@ -122,8 +134,7 @@ pub fn pairwise_kd_loss(
             features.len()
         )
     }
-    let device = features[0].device();
-    let mut total = Tensor::zeros((), DType::F32, device)?;
+    let mut terms = Vec::new();
     for (i, teacher) in features.iter().enumerate().filter(|(i, _)| available[*i]) {
         let teacher = teacher.detach();
         for (j, student) in features.iter().enumerate() {
@@ -138,9 +149,31 @@ pub fn pairwise_kd_loss(
                 KdDistance::L1 => diff.abs()?.mean_all()?,
                 KdDistance::L2 => diff.sqr()?.mean_all()?,
             };
-            let ratio = f64::from(logits[i] - logits[j]).exp();
-            total = (total + (d * ratio)?)?;
+            terms.push(KdPairTerm {
+                teacher: i,
+                student: j,
+                distance: d,
+            });
         }
+    }
+    Ok(terms)
+}
+
+/// Pairwise modality-weighted distillation between the available modalities' features:
+/// Σ_{i∈A} Σ_{j∈A, j≠i} sg(ω_i/ω_j) · mean |sg(f_i) − f_j| (mean over batch, channels and voxels).
+/// Zero when a single modality is available.
+pub fn pairwise_kd_loss(
+    features: &[Tensor],
+    available: &[bool],
+    logits: &[f32],
+    distance: KdDistance,
+    pairs: KdPairs,
+) -> Result<Tensor> {
+    let terms = kd_pair_terms(features, available, logits, distance, pairs)?;
+    let mut total = Tensor::zeros((), DType::F32, features[0].device())?;
+    for term in terms {
+        let ratio = f64::from(logits[term.teacher] - logits[term.student]).exp();
+        total = (total + (term.distance * ratio)?)?;
     }
     Ok(total)
 }
