@@ -79,7 +79,14 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoOutcome> {
         cfg.train.iterations = iterations;
     }
     let run = dir.join("runs").join("demo");
-    crate::train::train(&cfg, &run, false, options.show_progress)?;
+    crate::train::train(
+        &cfg,
+        &run,
+        &crate::train::TrainOptions {
+            show_progress: options.show_progress,
+            ..Default::default()
+        },
+    )?;
     lap(2);
 
     let table = run.join(SWEEP_FILE);

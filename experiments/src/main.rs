@@ -213,6 +213,21 @@ struct TrainArgs {
     /// `meta.enabled`).
     #[arg(long, value_enum)]
     meta: Option<Switch>,
+    /// The stages of the schedule to train: `both` in one run, `warmup` (stage 1, all
+    /// modalities, up to `train.warmup_iterations`) or `missing` (stage 2, from `--from`).
+    #[arg(long, value_enum, default_value_t = StageArg::Both)]
+    stage: StageArg,
+    /// The stage-1 run folder whose checkpoint stage 2 starts from.
+    #[arg(long)]
+    from: Option<PathBuf>,
+}
+
+/// Stages of the training schedule.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StageArg {
+    Both,
+    Warmup,
+    Missing,
 }
 
 /// On or off.
@@ -383,7 +398,24 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "run".into());
             let out = a.out.unwrap_or_else(|| PathBuf::from("runs").join(stem));
-            let summary = train::train(&cfg, &out, a.resume, show)?;
+            let stage = match (a.stage, a.from) {
+                (StageArg::Both, None) => train::Stage::Both,
+                (StageArg::Warmup, None) => train::Stage::Warmup,
+                (StageArg::Missing, Some(from)) => train::Stage::Missing { from },
+                (StageArg::Missing, None) if a.resume => {
+                    train::Stage::Missing { from: out.clone() }
+                }
+                (StageArg::Missing, None) => {
+                    bail!("--stage missing needs --from <the stage-1 run folder>")
+                }
+                (_, Some(_)) => bail!("--from is only used with --stage missing"),
+            };
+            let options = train::TrainOptions {
+                resume: a.resume,
+                stage,
+                show_progress: show,
+            };
+            let summary = train::train(&cfg, &out, &options)?;
             println!(
                 "trained {} iterations of a {}-parameter network in {:.0} s (final loss {:.4}, ω {:?}); run folder {}",
                 summary.iterations,

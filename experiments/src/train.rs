@@ -4,7 +4,7 @@
 //! meta-validation crops with every bottleneck feature scaled by its importance.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -76,37 +76,73 @@ fn poly_lr(lr0: f64, t: usize, total: usize, power: f64) -> f64 {
     lr0 * (1.0 - t as f64 / total as f64).powf(power)
 }
 
+/// Which part of the two-stage schedule (method spec, section 7) a run trains.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Stage {
+    /// Both stages in one run: all modalities until `train.warmup_iterations`, then random
+    /// missing modalities until `train.iterations`.
+    #[default]
+    Both,
+    /// Stage 1 only: stops after `train.warmup_iterations` with a checkpoint.
+    Warmup,
+    /// Stage 2 only: starts from the checkpoint of the stage-1 run folder `from` (network, both
+    /// optimisers, generator) and trains to `train.iterations`; the poly schedule continues, so
+    /// the learning rate restarts at lr0 · (1 − warm-up / T)^0.9.
+    Missing {
+        /// The stage-1 run folder.
+        from: PathBuf,
+    },
+}
+
+/// How [`train`] runs.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from the run folder's own checkpoint (written with the same configuration); the
+    /// run ends with the weights an uninterrupted run would have.
+    pub resume: bool,
+    /// The stages to train.
+    pub stage: Stage,
+    /// Show a progress bar.
+    pub show_progress: bool,
+}
+
 /// Trains the run described by `cfg` into `run_dir` (config, splits, model, log, checkpoint).
-/// With `resume`, continues from the run folder's checkpoint (written with the same
-/// configuration) and ends with the weights an uninterrupted run would have.
-pub fn train(
-    cfg: &RunConfig,
-    run_dir: &Path,
-    resume: bool,
-    show_progress: bool,
-) -> Result<TrainSummary> {
+pub fn train(cfg: &RunConfig, run_dir: &Path, options: &TrainOptions) -> Result<TrainSummary> {
     cfg.validate()?;
     let started = Instant::now();
     let device = Device::Cpu;
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("{}: cannot create the run folder", run_dir.display()))?;
     let config_text = cfg.to_toml();
+    let t = &cfg.train;
+    let end = match options.stage {
+        Stage::Warmup if t.warmup_iterations == 0 => {
+            bail!("train.warmup_iterations is 0: there is no stage 1 to train")
+        }
+        Stage::Warmup => t.warmup_iterations,
+        _ => t.iterations,
+    };
+    // Where the starting state comes from: this run's checkpoint, stage 1's, or none.
+    let origin = match (&options.stage, options.resume) {
+        (_, true) => Some(run_dir.to_owned()),
+        (Stage::Missing { from }, false) => Some(from.clone()),
+        _ => None,
+    };
 
     let shards = ShardSet::open(&cfg.data.shards)?;
-    let splits = if resume {
-        Splits::read(&run_dir.join(SPLIT_FILE))?
-    } else {
-        write_atomic(&run_dir.join(CONFIG_FILE), config_text.as_bytes())?;
-        let splits = Splits::for_run(&cfg.data, shards.manifest())?;
-        splits.write(&run_dir.join(SPLIT_FILE))?;
-        splits
+    let splits = match &origin {
+        Some(dir) => Splits::read(&dir.join(SPLIT_FILE))?,
+        None => Splits::for_run(&cfg.data, shards.manifest())?,
     };
+    if !options.resume {
+        write_atomic(&run_dir.join(CONFIG_FILE), config_text.as_bytes())?;
+        splits.write(&run_dir.join(SPLIT_FILE))?;
+    }
     let train_ids: HashSet<&str> = splits.train.iter().map(String::as_str).collect();
     let meta_ids: HashSet<&str> = splits.meta_val.iter().map(String::as_str).collect();
     let train_cases = shards.read_cases(|id| train_ids.contains(id))?;
     let meta_cases = shards.read_cases(|id| meta_ids.contains(id))?;
 
-    let t = &cfg.train;
     let m = cfg.model.modalities;
     let mut model = Model::new(&cfg.model, t.seed, &device)?;
     if !cfg.meta.enabled {
@@ -129,23 +165,36 @@ pub fn train(
     );
     let meta_sampler = CropSampler::new(t.crop, t.foreground_probability, t.flips, None);
     let checkpoint = run_dir.join(CHECKPOINT_FILE);
-    let (mut rng, mut log, start) = if resume {
-        let state = load_checkpoint(&checkpoint, &mut model, &mut sgd, &mut adam, &device)?;
-        if state.config != config_text {
-            bail!(
-                "{}: the checkpoint was written with another configuration; resume with the run's own ({})",
-                checkpoint.display(),
-                run_dir.join(CONFIG_FILE).display()
-            )
+    let (mut rng, mut log, start) = match &origin {
+        Some(dir) => {
+            let path = dir.join(CHECKPOINT_FILE);
+            let state = load_checkpoint(&path, &mut model, &mut sgd, &mut adam, &device)?;
+            if state.config != config_text {
+                bail!(
+                    "{}: the checkpoint was written with another configuration; continue with that run's own ({})",
+                    path.display(),
+                    dir.join(CONFIG_FILE).display()
+                )
+            }
+            if !options.resume && state.iterations_done != t.warmup_iterations {
+                bail!(
+                    "{}: stage 1 ran {} iterations, train.warmup_iterations is {}",
+                    path.display(),
+                    state.iterations_done,
+                    t.warmup_iterations
+                )
+            }
+            (state.rng, state.log, state.iterations_done)
         }
-        (state.rng, state.log, state.iterations_done)
-    } else {
-        (ChaCha12Rng::seed_from_u64(t.seed), Vec::new(), 0)
+        None => (ChaCha12Rng::seed_from_u64(t.seed), Vec::new(), 0),
     };
-    let bar = progress::bar(t.iterations as u64, "train", show_progress);
+    if start >= end {
+        bail!("{}: the run had already finished", run_dir.display())
+    }
+    let bar = progress::bar(end as u64, "train", options.show_progress);
     bar.set_position(start as u64);
 
-    for it in start..t.iterations {
+    for it in start..end {
         let warmup = it < t.warmup_iterations;
         let subset = if warmup {
             Subset::full(m)
@@ -214,7 +263,7 @@ pub fn train(
         ));
         bar.inc(1);
         log.push(row);
-        if (it + 1) % t.checkpoint_every == 0 || it + 1 == t.iterations {
+        if (it + 1) % t.checkpoint_every == 0 || it + 1 == end {
             if let Some(name) = first_non_finite_parameter(&model)? {
                 bail!(
                     "iteration {it}: parameter `{name}` is no longer finite; training stopped (the last checkpoint in {} is kept)",
@@ -233,12 +282,9 @@ pub fn train(
     }
     bar.finish_and_clear();
     write_log(&log, m, &run_dir.join(LOG_FILE))?;
-    if log.is_empty() {
-        bail!("{}: the run had already finished", run_dir.display())
-    }
     let tail = &log[log.len() - (log.len() / 10).max(1)..];
     Ok(TrainSummary {
-        iterations: t.iterations,
+        iterations: end,
         parameters: model.parameter_count(),
         final_loss: tail.iter().map(|r| r.loss).sum::<f64>() / tail.len() as f64,
         omega: model.importance.omega_values()?,

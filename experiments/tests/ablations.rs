@@ -11,7 +11,7 @@ use metakd_experiments::train;
 use polars::prelude::*;
 
 fn log_of(cfg: &RunConfig, run: &std::path::Path) -> DataFrame {
-    train::train(cfg, run, false, false).unwrap();
+    train::train(cfg, run, &train::TrainOptions::default()).unwrap();
     ParquetReader::new(std::fs::File::open(run.join(LOG_FILE)).unwrap())
         .finish()
         .unwrap()

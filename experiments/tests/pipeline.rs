@@ -27,7 +27,7 @@ fn short_run_trains_sweeps_and_reports() {
     cfg.meta.every_warmup = 2;
     cfg.meta.samples = 1;
     let run = dir.path().join("run");
-    let summary = train::train(&cfg, &run, false, false).unwrap();
+    let summary = train::train(&cfg, &run, &train::TrainOptions::default()).unwrap();
     assert_eq!(summary.iterations, 6);
     let saved: usize =
         candle_core::safetensors::load(run.join(MODEL_FILE), &candle_core::Device::Cpu)

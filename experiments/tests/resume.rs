@@ -1,6 +1,7 @@
 //! A training run killed with SIGKILL and resumed with `metakd train --resume` ends with the same
-//! weights, bit for bit, as an uninterrupted run; a non-finite loss stops training and keeps the
-//! last checkpoint.
+//! weights, bit for bit, as an uninterrupted run, and so does the schedule trained as two runs
+//! (`--stage warmup`, then `--stage missing --from`); a non-finite loss stops training and keeps
+//! the last checkpoint.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use candle_core::{Device, Tensor};
 use metakd_data::prepare::{prepare_brats, PrepareOptions};
 use metakd_data::synth::{write_dataset, SynthConfig};
+use polars::prelude::*;
 
 const ITERATIONS: usize = 24;
 
@@ -181,4 +183,70 @@ fn a_diverging_loss_stops_training_and_keeps_the_last_checkpoint() {
             assert!(v.iter().all(|x| x.is_finite()), "{name} is not finite");
         }
     }
+}
+
+#[test]
+fn two_stage_runs_end_where_one_run_does_and_restart_the_poly_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 0.01);
+    let whole = dir.path().join("whole");
+    assert!(train(&config, &whole, false).status().unwrap().success());
+
+    let stage1 = dir.path().join("stage1");
+    let status = train(&config, &stage1, false)
+        .args(["--stage", "warmup"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stage2 = dir.path().join("stage2");
+    let output = train(&config, &stage2, false)
+        .args(["--stage", "missing", "--from"])
+        .arg(&stage1)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_same_weights(
+        &whole.join("model.safetensors"),
+        &stage2.join("model.safetensors"),
+    );
+
+    // Stage 1 stopped after the warm-up; stage 2's log continues it with the poly lr at t = 6.
+    let log = |run: &Path| {
+        ParquetReader::new(std::fs::File::open(run.join("train_log.parquet")).unwrap())
+            .finish()
+            .unwrap()
+    };
+    let lr = |run: &Path| -> Vec<f64> {
+        log(run)
+            .column("lr")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect()
+    };
+    assert_eq!(lr(&stage1).len(), 6);
+    let stage2_lr = lr(&stage2);
+    assert_eq!(stage2_lr.len(), ITERATIONS);
+    let restart = 0.01 * (1.0 - 6.0 / ITERATIONS as f64).powf(0.9);
+    assert!((stage2_lr[6] - restart).abs() < 1e-12, "{}", stage2_lr[6]);
+
+    // Stage 2 refuses a stage-1 run made with another configuration.
+    let other = dir.path().join("short.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("warmup_iterations = 6", "warmup_iterations = 8");
+    std::fs::write(&other, text).unwrap();
+    let output = train(&other, &dir.path().join("bad"), false)
+        .args(["--stage", "missing", "--from"])
+        .arg(&stage1)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("another configuration"), "{err}");
 }
