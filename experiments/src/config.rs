@@ -73,6 +73,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Write a checkpoint every this many iterations (and at the end).
     pub checkpoint_every: usize,
+    /// Background threads cutting training batches from the shards.
+    pub loader_threads: usize,
+    /// Finished batches the loader may hold ahead of training.
+    pub prefetch_batches: usize,
 }
 
 impl Default for TrainConfig {
@@ -94,6 +98,8 @@ impl Default for TrainConfig {
             flips: true,
             seed: 0,
             checkpoint_every: 200,
+            loader_threads: 2,
+            prefetch_batches: 4,
         }
     }
 }

@@ -75,7 +75,7 @@ pub fn evaluate_case(
         for &y0 in &starts[1] {
             for &x0 in &starts[2] {
                 let start = [z0, y0, x0];
-                let crop = extract(case, start, tile, [false; 3]);
+                let crop = extract(case, start, tile, [false; 3])?;
                 let x = Tensor::from_vec(crop.images, (1, m, tile[0], tile[1], tile[2]), device)?;
                 let features = model.net.encode(&x)?.detach();
                 let inside = |f: &mut dyn FnMut(usize, usize)| {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod evaluate;
 pub mod files;
+pub mod loader;
 pub mod meta;
 pub mod progress;
 pub mod resume;

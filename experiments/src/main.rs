@@ -417,12 +417,13 @@ fn run(cli: Cli) -> Result<()> {
             };
             let summary = train::train(&cfg, &out, &options)?;
             println!(
-                "trained {} iterations of a {}-parameter network in {:.0} s (final loss {:.4}, ω {:?}); run folder {}",
+                "trained {} iterations of a {}-parameter network in {:.0} s (final loss {:.4}, ω {:?}); waited for data {:.1}% of the time; run folder {}",
                 summary.iterations,
                 summary.parameters,
                 summary.seconds,
                 summary.final_loss,
                 summary.omega,
+                100.0 * summary.data_wait_fraction,
                 out.display()
             );
         }

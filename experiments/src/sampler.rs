@@ -1,14 +1,23 @@
-//! Training crops from prepared cases: random crops, half of them centred on a foreground voxel
-//! of a random tumour region, with random flips; targets in the network's channel order
-//! (ET, WT, TC).
+//! Training crops: random crops, a share of them centred on a foreground voxel of a random tumour
+//! region, randomly scaled and flipped; targets in the network's channel order (ET, WT, TC).
+//! Crops are cut from any [`VoxelSource`]: a case in memory or a case read in place from its
+//! memory-mapped shard, which touches only the rows of the box a crop needs.
 
+use anyhow::Result;
 use metakd_data::preprocess::{PreparedCase, REGION_ET, REGION_TC, REGION_WT};
+use metakd_data::shards::CaseView;
+use rand::seq::index::sample;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 
 use crate::augment::AugmentConfig;
-use rand::Rng;
 
 /// Region bits in the network's output-channel order (ET, WT, TC).
 pub const OUTPUT_REGIONS: [u8; 3] = [REGION_ET, REGION_WT, REGION_TC];
+
+/// Foreground voxels kept per region for centring crops (a uniform sample where a region is
+/// larger, as nnU-Net keeps its class locations).
+pub const FOREGROUND_SAMPLES: usize = 10_000;
 
 /// One crop: images `[m, d, h, w]` and binary targets `[3, d, h, w]`, flattened.
 #[derive(Debug, Clone)]
@@ -17,6 +26,193 @@ pub struct Crop {
     pub images: Vec<f32>,
     /// Region targets in output-channel order.
     pub targets: Vec<f32>,
+}
+
+/// A box of a case, zero (no modality signal, no region) outside the volume.
+#[derive(Debug, Clone)]
+pub struct VoxelBox {
+    /// Extents of the box.
+    pub size: [usize; 3],
+    /// Images `[4, d, h, w]`, flattened.
+    pub images: Vec<f32>,
+    /// Region bits `[d, h, w]`.
+    pub regions: Vec<u8>,
+}
+
+/// A volume crops can be cut from.
+pub trait VoxelSource {
+    /// Extents (d, h, w).
+    fn shape(&self) -> [usize; 3];
+    /// The box `start .. start + size` (which may reach outside the volume).
+    fn read_box(&self, start: [i64; 3], size: [usize; 3]) -> Result<VoxelBox>;
+    /// Region bits of every voxel, `None` for an unlabelled case.
+    fn region_bits(&self) -> Result<Option<&[u8]>>;
+}
+
+/// The part of the box `start .. start + size` inside `shape`: its start and size, and its offset
+/// within the box; `None` when they do not overlap.
+fn overlap(
+    start: [i64; 3],
+    size: [usize; 3],
+    shape: [usize; 3],
+) -> Option<([usize; 3], [usize; 3], [usize; 3])> {
+    let mut inside = [0; 3];
+    let mut extent = [0; 3];
+    let mut offset = [0; 3];
+    for a in 0..3 {
+        let lo = start[a].max(0);
+        let hi = (start[a] + size[a] as i64).min(shape[a] as i64);
+        if hi <= lo {
+            return None;
+        }
+        inside[a] = lo as usize;
+        extent[a] = (hi - lo) as usize;
+        offset[a] = (lo - start[a]) as usize;
+    }
+    Some((inside, extent, offset))
+}
+
+/// A zero box of `size` at `start` with the part inside `shape` filled from `read_overlap`, which
+/// returns images `[4, …]` and region bits of the overlap given its start and extents.
+fn assemble(
+    start: [i64; 3],
+    size: [usize; 3],
+    shape: [usize; 3],
+    read_overlap: impl FnOnce([usize; 3], [usize; 3]) -> Result<(Vec<f32>, Vec<u8>)>,
+) -> Result<VoxelBox> {
+    let voxels: usize = size.iter().product();
+    let mut out = VoxelBox {
+        size,
+        images: vec![0.0; 4 * voxels],
+        regions: vec![0; voxels],
+    };
+    let Some((inside, extent, offset)) = overlap(start, size, shape) else {
+        return Ok(out);
+    };
+    let (images, regions) = read_overlap(inside, extent)?;
+    let part: usize = extent.iter().product();
+    for z in 0..extent[0] {
+        for y in 0..extent[1] {
+            let src = (z * extent[1] + y) * extent[2];
+            let dst = ((z + offset[0]) * size[1] + y + offset[1]) * size[2] + offset[2];
+            for m in 0..4 {
+                out.images[m * voxels + dst..m * voxels + dst + extent[2]]
+                    .copy_from_slice(&images[m * part + src..m * part + src + extent[2]]);
+            }
+            out.regions[dst..dst + extent[2]].copy_from_slice(&regions[src..src + extent[2]]);
+        }
+    }
+    Ok(out)
+}
+
+impl VoxelSource for PreparedCase {
+    fn shape(&self) -> [usize; 3] {
+        self.shape
+    }
+
+    fn read_box(&self, start: [i64; 3], size: [usize; 3]) -> Result<VoxelBox> {
+        let [_, h, w] = self.shape;
+        let voxels: usize = self.shape.iter().product();
+        assemble(start, size, self.shape, |at, extent| {
+            let part: usize = extent.iter().product();
+            let mut images = Vec::with_capacity(4 * part);
+            let mut regions = Vec::with_capacity(part);
+            for m in 0..4 {
+                for z in at[0]..at[0] + extent[0] {
+                    for y in at[1]..at[1] + extent[1] {
+                        let first = m * voxels + (z * h + y) * w + at[2];
+                        images.extend_from_slice(&self.images[first..first + extent[2]]);
+                    }
+                }
+            }
+            for z in at[0]..at[0] + extent[0] {
+                for y in at[1]..at[1] + extent[1] {
+                    let first = (z * h + y) * w + at[2];
+                    regions.extend_from_slice(&self.regions[first..first + extent[2]]);
+                }
+            }
+            Ok((images, regions))
+        })
+    }
+
+    fn region_bits(&self) -> Result<Option<&[u8]>> {
+        Ok(self.labelled.then_some(self.regions.as_slice()))
+    }
+}
+
+impl VoxelSource for CaseView {
+    fn shape(&self) -> [usize; 3] {
+        CaseView::shape(self)
+    }
+
+    fn read_box(&self, start: [i64; 3], size: [usize; 3]) -> Result<VoxelBox> {
+        assemble(start, size, CaseView::shape(self), |at, extent| {
+            let crop = self.crop(at, extent)?;
+            Ok((crop.images, crop.regions))
+        })
+    }
+
+    fn region_bits(&self) -> Result<Option<&[u8]>> {
+        Ok(self.regions()?)
+    }
+}
+
+/// Where each region's foreground lies in a case: up to [`FOREGROUND_SAMPLES`] voxel indices per
+/// region, in output-channel order.
+#[derive(Debug, Clone, Default)]
+pub struct ForegroundIndex {
+    regions: [Vec<u32>; 3],
+}
+
+impl ForegroundIndex {
+    /// Indexes `source`'s foreground; which voxels are kept of a large region is drawn from a
+    /// generator seeded with `seed`.
+    pub fn of(source: &impl VoxelSource, seed: u64) -> Result<Self> {
+        let Some(bits) = source.region_bits()? else {
+            return Ok(Self::default());
+        };
+        let mut rng = ChaCha12Rng::seed_from_u64(seed);
+        let regions = OUTPUT_REGIONS.map(|region| {
+            let all: Vec<u32> = bits
+                .iter()
+                .enumerate()
+                .filter(|(_, &r)| r & region != 0)
+                .map(|(i, _)| i as u32)
+                .collect();
+            if all.len() <= FOREGROUND_SAMPLES {
+                all
+            } else {
+                let mut kept: Vec<u32> = sample(&mut rng, all.len(), FOREGROUND_SAMPLES)
+                    .into_iter()
+                    .map(|i| all[i])
+                    .collect();
+                kept.sort_unstable();
+                kept
+            }
+        });
+        Ok(Self { regions })
+    }
+
+    /// Number of voxels kept per region, in output-channel order.
+    pub fn region_sizes(&self) -> [usize; 3] {
+        self.regions.each_ref().map(Vec::len)
+    }
+
+    /// The voxel indices kept for region `c` (output-channel order), ascending.
+    pub fn voxels(&self, c: usize) -> &[u32] {
+        &self.regions[c]
+    }
+
+    /// A random voxel of a random region, or `None` if that region is empty.
+    fn draw(&self, shape: [usize; 3], rng: &mut impl Rng) -> Option<[usize; 3]> {
+        let voxels = &self.regions[rng.random_range(0..OUTPUT_REGIONS.len())];
+        if voxels.is_empty() {
+            return None;
+        }
+        let index = voxels[rng.random_range(0..voxels.len())] as usize;
+        let [_, h, w] = shape;
+        Some([index / (h * w), (index / w) % h, index % w])
+    }
 }
 
 /// Where crops are cut, how they are scaled and how they are flipped.
@@ -54,15 +250,20 @@ impl CropSampler {
         }
     }
 
-    /// A crop of `case`.
-    pub fn sample(&self, case: &PreparedCase, rng: &mut impl Rng) -> Crop {
-        let shape = case.shape;
+    /// A crop of `case`, whose foreground is indexed by `foreground`.
+    pub fn sample(
+        &self,
+        case: &impl VoxelSource,
+        foreground: &ForegroundIndex,
+        rng: &mut impl Rng,
+    ) -> Result<Crop> {
+        let shape = case.shape();
         let scale = self.augment.as_ref().map_or(1.0, |a| a.draw_scale(rng));
         // The box the crop is cut from: `crop / scale`, resampled to `crop`.
         let source: [usize; 3] =
             std::array::from_fn(|a| ((self.crop[a] as f32 / scale).round() as usize).max(1));
         let start = if rng.random_bool(self.foreground_probability) {
-            self.foreground_centre(case, rng)
+            foreground.draw(shape, rng)
         } else {
             None
         }
@@ -77,68 +278,59 @@ impl CropSampler {
             extract_resampled(case, start, source, self.crop, flip)
         }
     }
+}
 
-    /// A random voxel of a random non-empty region, or `None` if the case has no tumour.
-    fn foreground_centre(&self, case: &PreparedCase, rng: &mut impl Rng) -> Option<[usize; 3]> {
-        let region = OUTPUT_REGIONS[rng.random_range(0..OUTPUT_REGIONS.len())];
-        let count = case.regions.iter().filter(|&&r| r & region != 0).count();
-        if count == 0 {
-            return None;
+/// Sets the targets of voxel `dst` from region bits `r`.
+fn set_targets(targets: &mut [f32], crop_voxels: usize, dst: usize, r: u8) {
+    for (c, bit) in OUTPUT_REGIONS.iter().enumerate() {
+        if r & bit != 0 {
+            targets[c * crop_voxels + dst] = 1.0;
         }
-        let pick = rng.random_range(0..count);
-        let index = case
-            .regions
-            .iter()
-            .enumerate()
-            .filter(|(_, &r)| r & region != 0)
-            .nth(pick)
-            .map(|(i, _)| i)?;
-        let [_, h, w] = case.shape;
-        Some([index / (h * w), (index / w) % h, index % w])
     }
 }
 
 /// Resamples the box `start .. start + source` to `crop` voxels (trilinear for images, nearest for
 /// the regions; zero outside the volume), flipped along the axes in `flip`.
 pub fn extract_resampled(
-    case: &PreparedCase,
+    case: &impl VoxelSource,
     start: [usize; 3],
     source: [usize; 3],
     crop: [usize; 3],
     flip: [bool; 3],
-) -> Crop {
-    let [d, h, w] = case.shape;
-    let shape = [d, h, w];
-    let voxels = d * h * w;
+) -> Result<Crop> {
+    // Every trilinear corner and nearest voxel lies within one voxel of the box.
+    let origin: [i64; 3] = start.map(|s| s as i64 - 1);
+    let padded = source.map(|s| s + 2);
+    let block = case.read_box(origin, padded)?;
+    let [_, h, w] = padded;
+    let voxels: usize = padded.iter().product();
     let crop_voxels: usize = crop.iter().product();
     let mut images = vec![0f32; 4 * crop_voxels];
     let mut targets = vec![0f32; 3 * crop_voxels];
-    // Source coordinate of output index i along axis a (voxel centres aligned).
+    // Coordinate of output index i along axis a within the padded box (voxel centres aligned).
     let coordinate = |a: usize, i: usize| {
         let o = if flip[a] { crop[a] - 1 - i } else { i };
-        start[a] as f32 + (o as f32 + 0.5) * source[a] as f32 / crop[a] as f32 - 0.5
+        1.0 + (o as f32 + 0.5) * source[a] as f32 / crop[a] as f32 - 0.5
     };
-    let inside = |p: [i64; 3]| (0..3).all(|a| p[a] >= 0 && (p[a] as usize) < shape[a]);
-    let index = |p: [i64; 3]| (p[0] as usize * h + p[1] as usize) * w + p[2] as usize;
+    let index = |p: [usize; 3]| (p[0] * h + p[1]) * w + p[2];
     for cz in 0..crop[0] {
         for cy in 0..crop[1] {
             for cx in 0..crop[2] {
                 let s = [coordinate(0, cz), coordinate(1, cy), coordinate(2, cx)];
                 let dst = (cz * crop[1] + cy) * crop[2] + cx;
-                let nearest = s.map(|v| v.round() as i64);
-                if inside(nearest) {
-                    let r = case.regions[index(nearest)];
-                    for (c, bit) in OUTPUT_REGIONS.iter().enumerate() {
-                        if r & bit != 0 {
-                            targets[c * crop_voxels + dst] = 1.0;
-                        }
-                    }
-                }
-                let base = s.map(|v| v.floor() as i64);
+                let nearest = s.map(|v| v.round() as usize);
+                set_targets(
+                    &mut targets,
+                    crop_voxels,
+                    dst,
+                    block.regions[index(nearest)],
+                );
+                let base = s.map(|v| v.floor() as usize);
                 let frac: [f32; 3] = std::array::from_fn(|a| s[a] - base[a] as f32);
                 for corner in 0..8 {
-                    let p: [i64; 3] = std::array::from_fn(|a| base[a] + ((corner >> (2 - a)) & 1));
-                    if !inside(p) {
+                    let p: [usize; 3] =
+                        std::array::from_fn(|a| base[a] + ((corner >> (2 - a)) & 1));
+                    if p.iter().zip(padded).any(|(&v, n)| v >= n) {
                         continue;
                     }
                     let weight: f32 = (0..3)
@@ -152,52 +344,42 @@ pub fn extract_resampled(
                         .product();
                     let src = index(p);
                     for m in 0..4 {
-                        images[m * crop_voxels + dst] += weight * case.images[m * voxels + src];
+                        images[m * crop_voxels + dst] += weight * block.images[m * voxels + src];
                     }
                 }
             }
         }
     }
-    Crop { images, targets }
+    Ok(Crop { images, targets })
 }
 
 /// Copies the crop at `start` (zero outside the volume), flipped along the axes in `flip`.
-pub fn extract(case: &PreparedCase, start: [usize; 3], crop: [usize; 3], flip: [bool; 3]) -> Crop {
-    let [d, h, w] = case.shape;
-    let voxels = d * h * w;
+pub fn extract(
+    case: &impl VoxelSource,
+    start: [usize; 3],
+    crop: [usize; 3],
+    flip: [bool; 3],
+) -> Result<Crop> {
+    let block = case.read_box(start.map(|s| s as i64), crop)?;
     let crop_voxels: usize = crop.iter().product();
     let mut images = vec![0f32; 4 * crop_voxels];
     let mut targets = vec![0f32; 3 * crop_voxels];
     for cz in 0..crop[0] {
-        let z = start[0] + if flip[0] { crop[0] - 1 - cz } else { cz };
-        if z >= d {
-            continue;
-        }
+        let z = if flip[0] { crop[0] - 1 - cz } else { cz };
         for cy in 0..crop[1] {
-            let y = start[1] + if flip[1] { crop[1] - 1 - cy } else { cy };
-            if y >= h {
-                continue;
-            }
+            let y = if flip[1] { crop[1] - 1 - cy } else { cy };
             for cx in 0..crop[2] {
-                let x = start[2] + if flip[2] { crop[2] - 1 - cx } else { cx };
-                if x >= w {
-                    continue;
-                }
-                let src = (z * h + y) * w + x;
+                let x = if flip[2] { crop[2] - 1 - cx } else { cx };
+                let src = (z * crop[1] + y) * crop[2] + x;
                 let dst = (cz * crop[1] + cy) * crop[2] + cx;
                 for m in 0..4 {
-                    images[m * crop_voxels + dst] = case.images[m * voxels + src];
+                    images[m * crop_voxels + dst] = block.images[m * crop_voxels + src];
                 }
-                let r = case.regions[src];
-                for (c, bit) in OUTPUT_REGIONS.iter().enumerate() {
-                    if r & bit != 0 {
-                        targets[c * crop_voxels + dst] = 1.0;
-                    }
-                }
+                set_targets(&mut targets, crop_voxels, dst, block.regions[src]);
             }
         }
     }
-    Crop { images, targets }
+    Ok(Crop { images, targets })
 }
 
 #[cfg(test)]
@@ -244,8 +426,9 @@ mod tests {
     fn resampling_a_box_of_the_crop_size_is_the_plain_crop() {
         let case = ramp_case([10, 12, 14]);
         for flip in [[false; 3], [true, false, true]] {
-            let plain = extract(&case, [1, 2, 3], [8, 8, 8], flip);
-            let resampled = extract_resampled(&case, [1, 2, 3], [8, 8, 8], [8, 8, 8], flip);
+            let plain = extract(&case, [1, 2, 3], [8, 8, 8], flip).unwrap();
+            let resampled =
+                extract_resampled(&case, [1, 2, 3], [8, 8, 8], [8, 8, 8], flip).unwrap();
             assert_eq!(plain.targets, resampled.targets);
             for (a, b) in plain.images.iter().zip(&resampled.images) {
                 assert!((a - b).abs() < 1e-5, "{a} vs {b}");
@@ -257,7 +440,7 @@ mod tests {
     fn a_scaled_crop_samples_the_ramp_at_the_mapped_coordinates() {
         let case = ramp_case([16, 16, 16]);
         let (start, source, crop) = ([2, 3, 1], [9, 9, 9], [8, 8, 8]);
-        let scaled = extract_resampled(&case, start, source, crop, [false; 3]);
+        let scaled = extract_resampled(&case, start, source, crop, [false; 3]).unwrap();
         let n = 8 * 8 * 8;
         for cz in 0..8 {
             for cy in 0..8 {
@@ -286,6 +469,7 @@ mod tests {
     fn scaling_draws_nothing_when_switched_off() {
         use rand::SeedableRng;
         let case = ramp_case([12, 12, 12]);
+        let foreground = ForegroundIndex::of(&case, 0).unwrap();
         let plain = CropSampler::new([8, 8, 8], 0.5, true, None);
         let off = CropSampler::new([8, 8, 8], 0.5, true, Some(AugmentConfig::none()));
         let (mut a, mut b) = (
@@ -294,8 +478,8 @@ mod tests {
         );
         for _ in 0..5 {
             assert_eq!(
-                plain.sample(&case, &mut a).images,
-                off.sample(&case, &mut b).images
+                plain.sample(&case, &foreground, &mut a).unwrap().images,
+                off.sample(&case, &foreground, &mut b).unwrap().images
             );
         }
         let always = AugmentConfig {
@@ -304,7 +488,7 @@ mod tests {
             ..AugmentConfig::none()
         };
         let scaled = CropSampler::new([8, 8, 8], 0.0, false, Some(always));
-        let crop = scaled.sample(&case, &mut a);
+        let crop = scaled.sample(&case, &foreground, &mut a).unwrap();
         assert_eq!(crop.images.len(), 4 * 512);
     }
 }

@@ -3,23 +3,22 @@
 //! momentum, poly schedule); meta phases that take Adam steps on the importance logits w on
 //! meta-validation crops with every bottleneck feature scaled by its importance.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use metakd_data::preprocess::PreparedCase;
 use metakd_data::shards::ShardSet;
 use metakd_model::optim::{Adam, SgdNesterov};
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
-use crate::augment::AugmentConfig;
 use crate::checkpoint::Model;
 use crate::config::RunConfig;
 use crate::files::{write_atomic, CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, MODEL_FILE, SPLIT_FILE};
+use crate::loader::{BatchLoader, BatchPlan, CaseSet};
 use crate::meta::{direct_step, lookahead_step, MetaRule};
 use crate::progress;
 use crate::resume::{load_checkpoint, named_vars, save_checkpoint, LogRow, TrainingState};
@@ -32,7 +31,7 @@ use crate::tables::write_parquet;
 /// What a finished training run reports.
 #[derive(Debug, Clone)]
 pub struct TrainSummary {
-    /// Iterations run.
+    /// Iterations done at the end of the run.
     pub iterations: usize,
     /// Trainable network parameters.
     pub parameters: usize,
@@ -42,33 +41,8 @@ pub struct TrainSummary {
     pub omega: Vec<f32>,
     /// Wall-clock seconds.
     pub seconds: f64,
-}
-
-/// A batch of crops as tensors: images `[n, m, d, h, w]` and targets `[n, 3, d, h, w]`.
-fn batch(
-    cases: &[PreparedCase],
-    sampler: &CropSampler,
-    augment: Option<&AugmentConfig>,
-    n: usize,
-    crop: [usize; 3],
-    rng: &mut impl Rng,
-    device: &Device,
-) -> Result<(Tensor, Tensor)> {
-    let (mut images, mut targets) = (Vec::new(), Vec::new());
-    for _ in 0..n {
-        let case = &cases[rng.random_range(0..cases.len())];
-        let mut c = sampler.sample(case, rng);
-        if let Some(augment) = augment {
-            augment.apply(&mut c.images, crop, rng);
-        }
-        images.extend(c.images);
-        targets.extend(c.targets);
-    }
-    let [d, h, w] = crop;
-    Ok((
-        Tensor::from_vec(images, (n, 4, d, h, w), device)?,
-        Tensor::from_vec(targets, (n, 3, d, h, w), device)?,
-    ))
+    /// Share of the training loop's time spent waiting for batches from the loader.
+    pub data_wait_fraction: f64,
 }
 
 /// Poly learning rate at iteration `t` of `total`.
@@ -138,10 +112,14 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, options: &TrainOptions) -> Result<
         write_atomic(&run_dir.join(CONFIG_FILE), config_text.as_bytes())?;
         splits.write(&run_dir.join(SPLIT_FILE))?;
     }
-    let train_ids: HashSet<&str> = splits.train.iter().map(String::as_str).collect();
-    let meta_ids: HashSet<&str> = splits.meta_val.iter().map(String::as_str).collect();
-    let train_cases = shards.read_cases(|id| train_ids.contains(id))?;
-    let meta_cases = shards.read_cases(|id| meta_ids.contains(id))?;
+    let train_cases = Arc::new(CaseSet::open(&shards, &splits.train)?);
+    let meta_cases = CaseSet::open(&shards, &splits.meta_val)?;
+    if train_cases.is_empty() {
+        bail!(
+            "{}: the split has no training cases",
+            cfg.data.shards.display()
+        )
+    }
 
     let m = cfg.model.modalities;
     let mut model = Model::new(&cfg.model, t.seed, &device)?;
@@ -191,6 +169,16 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, options: &TrainOptions) -> Result<
     if start >= end {
         bail!("{}: the run had already finished", run_dir.display())
     }
+    let plan = BatchPlan {
+        cases: train_cases.clone(),
+        sampler: sampler.clone(),
+        augment: cfg.augment.clone(),
+        batch_size: t.batch_size,
+        crop: t.crop,
+        seed: t.seed,
+    };
+    let mut loader = BatchLoader::start(plan, start, t.loader_threads, t.prefetch_batches);
+    let loop_started = Instant::now();
     let bar = progress::bar(end as u64, "train", options.show_progress);
     bar.set_position(start as u64);
 
@@ -202,15 +190,7 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, options: &TrainOptions) -> Result<
             Subset::random(m, &mut rng)
         };
         let available = subset.flags(m);
-        let (x, y) = batch(
-            &train_cases,
-            &sampler,
-            Some(&cfg.augment),
-            t.batch_size,
-            t.crop,
-            &mut rng,
-            &device,
-        )?;
+        let (x, y) = loader.next_batch()?.into_tensors(&device)?;
         let lr = poly_lr(t.lr, it, t.iterations, t.poly_power);
         let step = training_step(&model, &mut sgd, (&x, &y), &available, t, lr)?;
         if !step.loss.is_finite() {
@@ -248,8 +228,9 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, options: &TrainOptions) -> Result<
             kd: step.kd,
             omega,
         };
+        let waiting = loader.waited().as_secs_f64() / loop_started.elapsed().as_secs_f64();
         bar.set_message(format!(
-            "loss {:.3} (dice {:.3} bce {:.3} kd {:.3}) lr {:.1e} ω [{}]",
+            "loss {:.3} (dice {:.3} bce {:.3} kd {:.3}) lr {:.1e} ω [{}] data wait {:.0}%",
             row.loss,
             row.dice,
             row.bce,
@@ -259,7 +240,8 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, options: &TrainOptions) -> Result<
                 .iter()
                 .map(|o| format!("{o:.3}"))
                 .collect::<Vec<_>>()
-                .join(" ")
+                .join(" "),
+            100.0 * waiting
         ));
         bar.inc(1);
         log.push(row);
@@ -289,6 +271,7 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, options: &TrainOptions) -> Result<
         final_loss: tail.iter().map(|r| r.loss).sum::<f64>() / tail.len() as f64,
         omega: model.importance.omega_values()?,
         seconds: started.elapsed().as_secs_f64(),
+        data_wait_fraction: loader.waited().as_secs_f64() / loop_started.elapsed().as_secs_f64(),
     })
 }
 
@@ -314,9 +297,9 @@ fn first_non_finite_parameter(model: &Model) -> Result<Option<String>> {
 /// Where a meta phase draws its crops: meta-validation crops (never augmented) and, for the
 /// `lookahead` rule, training crops with the iteration's modalities.
 struct MetaSources<'a> {
-    meta_cases: &'a [PreparedCase],
+    meta_cases: &'a CaseSet,
     meta_sampler: &'a CropSampler,
-    train_cases: &'a [PreparedCase],
+    train_cases: &'a CaseSet,
     train_sampler: &'a CropSampler,
     available: &'a [bool],
     lr: f64,
@@ -334,27 +317,23 @@ fn meta_phase(
 ) -> Result<()> {
     let t = &cfg.train;
     for _ in 0..cfg.meta.samples {
-        let val = batch(
-            sources.meta_cases,
-            sources.meta_sampler,
-            None,
-            1,
-            t.crop,
-            rng,
-            device,
-        )?;
+        let val = sources
+            .meta_cases
+            .batch(sources.meta_sampler, None, 1, t.crop, rng)?
+            .into_tensors(device)?;
         match cfg.meta.rule {
             MetaRule::Direct => direct_step(model, adam, &val)?,
             MetaRule::Lookahead => {
-                let train = batch(
-                    sources.train_cases,
-                    sources.train_sampler,
-                    Some(&cfg.augment),
-                    t.batch_size,
-                    t.crop,
-                    rng,
-                    device,
-                )?;
+                let train = sources
+                    .train_cases
+                    .batch(
+                        sources.train_sampler,
+                        Some(&cfg.augment),
+                        t.batch_size,
+                        t.crop,
+                        rng,
+                    )?
+                    .into_tensors(device)?;
                 lookahead_step(
                     model,
                     adam,

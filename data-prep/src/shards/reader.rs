@@ -352,6 +352,12 @@ impl CaseView {
         Ok(Some(values))
     }
 
+    /// The region bits of every voxel (ET, TC, WT), without copying; `None` for an unlabelled
+    /// case.
+    pub fn regions(&self) -> Result<Option<&[u8]>> {
+        self.bytes("regions")
+    }
+
     /// Reads the box `start .. start + size` of every modality and of the labels; only the rows
     /// of the box are touched.
     pub fn crop(&self, start: [usize; 3], size: [usize; 3]) -> Result<Crop> {
