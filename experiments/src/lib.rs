@@ -24,6 +24,7 @@ pub mod step;
 pub mod subsets;
 pub mod sweep;
 pub mod tables;
+pub mod tracking;
 pub mod train;
 
 use std::path::Path;

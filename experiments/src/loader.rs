@@ -24,7 +24,7 @@ use crate::sampler::{CropSampler, ForegroundIndex};
 
 /// Mixed into the run's seed for the per-batch generators, so they differ from the run's main
 /// generator.
-const BATCH_STREAM_SALT: u64 = 0xba7c_4e5_0f_c20b5;
+const BATCH_STREAM_SALT: u64 = 0x00ba_7c4e_50fc_20b5;
 
 /// Cases opened in their shards for cropping.
 pub struct CaseSet {

@@ -14,6 +14,7 @@ use metakd_experiments::config::RunConfig;
 use metakd_experiments::demo::{default_workdir, run_demo, DemoOptions};
 use metakd_experiments::files::SWEEP_FILE;
 use metakd_experiments::split_command::{write_splits, SplitRequest};
+use metakd_experiments::tracking::{TrackingOptions, TrackingReport};
 use metakd_experiments::{bench, bench_prepare, bench_train, progress, sweep, train};
 use metakd_model::nets::SegmenterConfig;
 
@@ -57,6 +58,11 @@ enum Command {
     Report(ReportArgs),
     /// Run every stage on a fresh synthetic data set and print where the report is.
     Demo(DemoArgs),
+    /// Experiment tracking (MLflow).
+    Tracking {
+        #[command(subcommand)]
+        what: TrackingCommand,
+    },
     /// Time the 3D ops, forward + backward.
     Bench {
         #[command(subcommand)]
@@ -119,6 +125,27 @@ enum BenchWhat {
         #[arg(long, default_value = "tools/prepare_reference.py")]
         script: PathBuf,
     },
+}
+
+/// Prints what reached the tracking server.
+fn print_tracking(report: &TrackingReport, run: &std::path::Path) {
+    println!(
+        "tracking: MLflow run {}, {} events sent",
+        report
+            .run_id
+            .as_deref()
+            .unwrap_or("(not created: the server never answered)"),
+        report.sent
+    );
+    if report.pending > 0 {
+        println!(
+            "tracking: {} events wait in {}; send them with `metakd tracking sync --run {}`",
+            report.pending,
+            run.join(metakd_experiments::tracking::TRACKING_DIR)
+                .display(),
+            run.display()
+        );
+    }
 }
 
 /// Network presets on the command line.
@@ -220,6 +247,55 @@ struct TrainArgs {
     /// The stage-1 run folder whose checkpoint stage 2 starts from.
     #[arg(long)]
     from: Option<PathBuf>,
+    #[command(flatten)]
+    tracking: TrackingArgs,
+}
+
+#[derive(Args)]
+struct TrackingArgs {
+    /// MLflow tracking server (`http://host:port`) to log params, metrics and artifacts to.
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    tracking_uri: Option<String>,
+    /// MLflow experiment name.
+    #[arg(long, default_value = "metakd")]
+    experiment: String,
+    /// MLflow run name (default: the run folder's name).
+    #[arg(long)]
+    run_name: Option<String>,
+    /// Seconds one request to the server may take.
+    #[arg(long, default_value_t = 10)]
+    request_timeout: u64,
+    /// Seconds the end of training waits for queued events to reach the server.
+    #[arg(long, default_value_t = 60)]
+    flush_timeout: u64,
+}
+
+impl TrackingArgs {
+    fn options(&self, run: &std::path::Path) -> Option<TrackingOptions> {
+        let uri = self.tracking_uri.clone()?;
+        Some(TrackingOptions {
+            uri,
+            experiment: self.experiment.clone(),
+            run_name: self.run_name.clone().unwrap_or_else(|| {
+                run.file_name()
+                    .map_or_else(|| "metakd".into(), |n| n.to_string_lossy().into_owned())
+            }),
+            request_timeout: std::time::Duration::from_secs(self.request_timeout),
+            flush_timeout: std::time::Duration::from_secs(self.flush_timeout),
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum TrackingCommand {
+    /// Send what a run folder still has queued for its tracking server.
+    Sync {
+        /// The run folder.
+        #[arg(long)]
+        run: PathBuf,
+        #[command(flatten)]
+        tracking: TrackingArgs,
+    },
 }
 
 /// Stages of the training schedule.
@@ -414,6 +490,7 @@ fn run(cli: Cli) -> Result<()> {
                 resume: a.resume,
                 stage,
                 show_progress: show,
+                tracking: a.tracking.options(&out),
             };
             let summary = train::train(&cfg, &out, &options)?;
             println!(
@@ -426,6 +503,18 @@ fn run(cli: Cli) -> Result<()> {
                 100.0 * summary.data_wait_fraction,
                 out.display()
             );
+            if let Some(report) = summary.tracking {
+                print_tracking(&report, &out);
+            }
+        }
+        Command::Tracking {
+            what: TrackingCommand::Sync { run, tracking },
+        } => {
+            let Some(options) = tracking.options(&run) else {
+                bail!("--tracking-uri (or MLFLOW_TRACKING_URI) is needed")
+            };
+            let report = metakd_experiments::tracking::sync(&run, options)?;
+            print_tracking(&report, &run);
         }
         Command::Sweep(a) => {
             let out = a.out.unwrap_or_else(|| a.run.join(SWEEP_FILE));

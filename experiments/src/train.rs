@@ -27,6 +27,8 @@ use crate::splits::Splits;
 use crate::step::training_step;
 use crate::subsets::Subset;
 use crate::tables::write_parquet;
+use crate::tracking::client::KeyValue;
+use crate::tracking::{config_params, Tracker, TrackingOptions, TrackingReport};
 
 /// What a finished training run reports.
 #[derive(Debug, Clone)]
@@ -43,6 +45,8 @@ pub struct TrainSummary {
     pub seconds: f64,
     /// Share of the training loop's time spent waiting for batches from the loader.
     pub data_wait_fraction: f64,
+    /// What reached the tracking server, when the run was tracked.
+    pub tracking: Option<TrackingReport>,
 }
 
 /// Poly learning rate at iteration `t` of `total`.
@@ -78,11 +82,50 @@ pub struct TrainOptions {
     pub stage: Stage,
     /// Show a progress bar.
     pub show_progress: bool,
+    /// Track the run on an MLflow server.
+    pub tracking: Option<TrackingOptions>,
 }
 
-/// Trains the run described by `cfg` into `run_dir` (config, splits, model, log, checkpoint).
+/// Trains the run described by `cfg` into `run_dir` (config, splits, model, log, checkpoint),
+/// tracking it on an MLflow server when asked.
 pub fn train(cfg: &RunConfig, run_dir: &Path, options: &TrainOptions) -> Result<TrainSummary> {
     cfg.validate()?;
+    let Some(tracking) = &options.tracking else {
+        return train_run(cfg, run_dir, options, None);
+    };
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("{}: cannot create the run folder", run_dir.display()))?;
+    let tracker = Tracker::start(run_dir, tracking.clone())?;
+    let result = train_run(cfg, run_dir, options, Some(&tracker));
+    let status = if result.is_ok() { "FINISHED" } else { "FAILED" };
+    let report = tracker.finish(status);
+    let mut summary = result?;
+    summary.tracking = Some(report?);
+    Ok(summary)
+}
+
+/// Metric values of one iteration, as tracked.
+fn tracked_metrics(row: &LogRow, waiting: f64) -> Vec<(String, f64)> {
+    let mut values = vec![
+        ("loss".to_owned(), row.loss),
+        ("dice_loss".to_owned(), row.dice),
+        ("bce_loss".to_owned(), row.bce),
+        ("kd_loss".to_owned(), row.kd),
+        ("lr".to_owned(), row.lr),
+        ("data_wait_fraction".to_owned(), waiting),
+    ];
+    for (modality, omega) in metakd_data::Modality::ALL.iter().zip(&row.omega) {
+        values.push((format!("omega_{}", modality.suffix()), f64::from(*omega)));
+    }
+    values
+}
+
+fn train_run(
+    cfg: &RunConfig,
+    run_dir: &Path,
+    options: &TrainOptions,
+    tracker: Option<&Tracker>,
+) -> Result<TrainSummary> {
     let started = Instant::now();
     let device = Device::Cpu;
     std::fs::create_dir_all(run_dir)
@@ -178,6 +221,14 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, options: &TrainOptions) -> Result<
         seed: t.seed,
     };
     let mut loader = BatchLoader::start(plan, start, t.loader_threads, t.prefetch_batches);
+    if let (Some(tracker), false) = (tracker, options.resume) {
+        let mut params = config_params(&config_text)?;
+        params.push(KeyValue {
+            key: "model.parameters".into(),
+            value: model.parameter_count().to_string(),
+        });
+        tracker.log_params(params);
+    }
     let loop_started = Instant::now();
     let bar = progress::bar(end as u64, "train", options.show_progress);
     bar.set_position(start as u64);
@@ -244,6 +295,9 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, options: &TrainOptions) -> Result<
             100.0 * waiting
         ));
         bar.inc(1);
+        if let Some(tracker) = tracker {
+            tracker.log_metrics(it, &tracked_metrics(&row, waiting));
+        }
         log.push(row);
         if (it + 1) % t.checkpoint_every == 0 || it + 1 == end {
             if let Some(name) = first_non_finite_parameter(&model)? {
@@ -264,6 +318,11 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, options: &TrainOptions) -> Result<
     }
     bar.finish_and_clear();
     write_log(&log, m, &run_dir.join(LOG_FILE))?;
+    if let Some(tracker) = tracker {
+        for file in [CONFIG_FILE, SPLIT_FILE, LOG_FILE, MODEL_FILE] {
+            tracker.log_artifact(&run_dir.join(file));
+        }
+    }
     let tail = &log[log.len() - (log.len() / 10).max(1)..];
     Ok(TrainSummary {
         iterations: end,
@@ -272,6 +331,7 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, options: &TrainOptions) -> Result<
         omega: model.importance.omega_values()?,
         seconds: started.elapsed().as_secs_f64(),
         data_wait_fraction: loader.waited().as_secs_f64() / loop_started.elapsed().as_secs_f64(),
+        tracking: None,
     })
 }
 

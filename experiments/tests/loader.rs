@@ -31,7 +31,11 @@ fn crops_from_the_memory_map_equal_crops_in_memory() {
     let memory = view.to_prepared().unwrap();
     let shape = VoxelSource::shape(&view);
     // Inside, at a corner, reaching past the far border, flipped, scaled up and down.
-    let starts = [[2, 3, 4], [0, 0, 0], [shape[0] - 5, shape[1] - 3, shape[2] - 7]];
+    let starts = [
+        [2, 3, 4],
+        [0, 0, 0],
+        [shape[0] - 5, shape[1] - 3, shape[2] - 7],
+    ];
     for start in starts {
         for flip in [[false; 3], [true, false, true]] {
             let a = extract(&view, start, [8, 8, 8], flip).unwrap();
@@ -72,7 +76,10 @@ fn the_foreground_index_holds_region_voxels_and_at_most_its_sample_size() {
     for (c, &bit) in OUTPUT_REGIONS.iter().enumerate() {
         let in_region = case.regions.iter().filter(|&&r| r & bit != 0).count();
         assert_eq!(sizes[c], in_region.min(FOREGROUND_SAMPLES), "region {c}");
-        assert!(index.voxels(c).iter().all(|&i| case.regions[i as usize] & bit != 0));
+        assert!(index
+            .voxels(c)
+            .iter()
+            .all(|&i| case.regions[i as usize] & bit != 0));
     }
     // Foreground-centred crops always hold foreground.
     let sampler = CropSampler::new([8, 8, 8], 1.0, false, None);
@@ -87,7 +94,12 @@ fn the_foreground_index_holds_region_voxels_and_at_most_its_sample_size() {
 fn background_batches_are_the_same_for_any_thread_count_and_start() {
     let dir = tempfile::tempdir().unwrap();
     let shards = shards(dir.path());
-    let ids: Vec<String> = shards.manifest().cases.iter().map(|c| c.id.clone()).collect();
+    let ids: Vec<String> = shards
+        .manifest()
+        .cases
+        .iter()
+        .map(|c| c.id.clone())
+        .collect();
     let plan = BatchPlan {
         cases: Arc::new(CaseSet::open(&shards, &ids).unwrap()),
         sampler: CropSampler::new([8, 16, 16], 0.5, true, Some(AugmentConfig::default())),

@@ -23,7 +23,7 @@ pub enum Encoder {
     /// The `small` preset's plain encoder.
     Plain(PlainEncoder),
     /// The `reference` preset's ResNet + ASPP encoder.
-    ResnetAspp(ResnetAsppEncoder),
+    ResnetAspp(Box<ResnetAsppEncoder>),
 }
 
 impl Encoder {
@@ -31,7 +31,7 @@ impl Encoder {
     pub fn new(cfg: &SegmenterConfig, vb: VarBuilder) -> Result<Self> {
         Ok(match cfg.preset {
             Preset::Small => Self::Plain(PlainEncoder::new(cfg, vb)?),
-            Preset::Reference => Self::ResnetAspp(ResnetAsppEncoder::new(cfg, vb)?),
+            Preset::Reference => Self::ResnetAspp(Box::new(ResnetAsppEncoder::new(cfg, vb)?)),
         })
     }
 
