@@ -132,3 +132,39 @@ impl EventQueue {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end(t: i64) -> Event {
+        Event::End {
+            status: "FINISHED".into(),
+            end_time: t,
+        }
+    }
+
+    #[test]
+    fn a_line_cut_short_by_a_crash_is_dropped_and_later_events_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = EventQueue::new(dir.path()).unwrap();
+        queue.append(&[end(1), end(2)]).unwrap();
+        // A crash in the middle of the third line.
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("events.jsonl"))
+            .unwrap();
+        file.write_all(b"{\"kind\":\"end\",\"sta").unwrap();
+        let queue = EventQueue::new(dir.path()).unwrap();
+        queue.append(&[end(3)]).unwrap();
+        queue.mark_sent(1).unwrap();
+        let pending: Vec<Event> = queue
+            .pending(10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(pending, vec![end(2), end(3)]);
+        assert_eq!(queue.sent().unwrap(), 1);
+    }
+}
