@@ -24,6 +24,18 @@ use metakd_model::nets::SegmenterConfig;
 #[global_allocator]
 static ALLOCATOR: CountingAllocator<mimalloc::MiMalloc> = CountingAllocator(mimalloc::MiMalloc);
 
+/// `mi_option_purge_delay` in mimalloc's `mi_option_e` (mimalloc.h of libmimalloc-sys 0.1.49).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory in mimalloc's arenas instead of returning it to the system: a training step
+/// frees and reallocates the same large tensors, and pages given back are zeroed by the kernel on
+/// their next use (a quarter of a `reference` step's time otherwise).
+fn keep_freed_memory() {
+    // SAFETY: `mi_option_set` only stores an option value; it is called before any other thread
+    // exists.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 /// MetaKD: meta-learned modality-weighted knowledge distillation for multi-modal learning with
 /// missing modalities.
 #[derive(Parser)]
@@ -370,6 +382,7 @@ fn parse_shape(text: &str) -> Result<[usize; 3], String> {
 }
 
 fn main() {
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
