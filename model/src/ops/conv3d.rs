@@ -57,9 +57,14 @@ impl CustomOp2 for Conv3dForward {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dims5 = |t: &Tensor| -> Result<[usize; 5]> { t.dims5().map(|d| d.into()) };
-        let dx = data(dy, w, self.params, dims5(x)?)?;
+        // An input outside the graph (the images themselves) needs no gradient.
+        let dx = if x.track_op() {
+            Some(data(dy, w, self.params, dims5(x)?)?)
+        } else {
+            None
+        };
         let dw = filter(x, dy, self.params, dims5(w)?)?;
-        Ok((Some(dx), Some(dw)))
+        Ok((dx, Some(dw)))
     }
 }
 
