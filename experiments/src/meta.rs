@@ -78,6 +78,17 @@ impl ParameterSnapshot {
         Ok(Self { vars, values })
     }
 
+    /// The gradient of `loss` with respect to each parameter (`None` where it has none), cut off
+    /// from the graph.
+    fn gradients(&self, loss: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let grads = loss.backward()?;
+        Ok(self
+            .vars
+            .iter()
+            .map(|v| grads.get(v).map(Tensor::detach))
+            .collect())
+    }
+
     /// Sets every parameter back to its saved value.
     fn restore(&self) -> Result<()> {
         for (var, value) in self.vars.iter().zip(&self.values) {
@@ -143,25 +154,13 @@ pub fn lookahead_gradient(
     };
     let logits = model.net.decode(&features, available)?;
     let loss = (segmentation_loss(&logits, y_train)?.total()? + (kd * t.kd_weight)?)?;
-    let grads = loss.backward()?;
-    let train_grad: Vec<Option<Tensor>> = snapshot
-        .vars
-        .iter()
-        .map(|v| grads.get(v).map(Tensor::detach))
-        .collect();
-    drop(grads);
+    let train_grad = snapshot.gradients(&loss)?;
     snapshot.move_along(&train_grad, -alpha)?;
 
     // v = ∇θ' L_val(θ').
     let val_features = model.net.encode(x_val)?;
     let val_logits = model.net.decode(&val_features, &vec![true; m])?;
-    let val_grads = segmentation_loss(&val_logits, y_val)?.total()?.backward()?;
-    let v: Vec<Option<Tensor>> = snapshot
-        .vars
-        .iter()
-        .map(|var| val_grads.get(var).map(Tensor::detach))
-        .collect();
-    drop(val_grads);
+    let v = snapshot.gradients(&segmentation_loss(&val_logits, y_val)?.total()?)?;
     snapshot.restore()?;
 
     // v · ∇θ Σ_ij (∂r_ij/∂w_k) d_ij at θ, for each available k (missing modalities have no pairs).

@@ -52,6 +52,14 @@ fn setup(dir: &Path, lr: f64) -> PathBuf {
     config
 }
 
+/// The configuration of [`setup`] and the folder of its run trained without interruption.
+fn uninterrupted_run(dir: &Path) -> (PathBuf, PathBuf) {
+    let config = setup(dir, 0.01);
+    let whole = dir.join("whole");
+    assert!(train(&config, &whole, false).status().unwrap().success());
+    (config, whole)
+}
+
 fn tensors(path: &Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
 }
@@ -81,9 +89,7 @@ fn assert_same_weights(a: &Path, b: &Path) {
 #[test]
 fn a_killed_run_resumes_to_the_same_weights() {
     let dir = tempfile::tempdir().unwrap();
-    let config = setup(dir.path(), 0.01);
-    let whole = dir.path().join("whole");
-    assert!(train(&config, &whole, false).status().unwrap().success());
+    let (config, whole) = uninterrupted_run(dir.path());
 
     let killed = dir.path().join("killed");
     let mut child = train(&config, &killed, false).spawn().unwrap();
@@ -188,9 +194,7 @@ fn a_diverging_loss_stops_training_and_keeps_the_last_checkpoint() {
 #[test]
 fn two_stage_runs_end_where_one_run_does_and_restart_the_poly_schedule() {
     let dir = tempfile::tempdir().unwrap();
-    let config = setup(dir.path(), 0.01);
-    let whole = dir.path().join("whole");
-    assert!(train(&config, &whole, false).status().unwrap().success());
+    let (config, whole) = uninterrupted_run(dir.path());
 
     let stage1 = dir.path().join("stage1");
     let status = train(&config, &stage1, false)

@@ -1,6 +1,10 @@
 //! Every 3D op against PyTorch: outputs and the gradients of sum(y · r) for every input, from
 //! fixtures that `tools/torch_fixtures.py` generates with `torch.nn.functional` on the CPU.
 
+mod common;
+
+use common::assert_close;
+
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -11,9 +15,6 @@ use metakd_model::ops::{
     ResampleMode, ResampleTo,
 };
 use serde_json::Value;
-
-/// Largest accepted error, relative to the largest magnitude of the reference tensor.
-const TOLERANCE: f32 = 1e-4;
 
 fn fixtures() -> (Vec<Value>, HashMap<String, Tensor>) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -28,23 +29,6 @@ fn usize_param(params: &Value, key: &str) -> usize {
     params[key]
         .as_u64()
         .unwrap_or_else(|| panic!("parameter {key}")) as usize
-}
-
-fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-    assert_eq!(got.dims(), want.dims(), "{what}: dims");
-    let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
-    let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0f32, f32::max);
-    assert!(
-        worst <= TOLERANCE * scale,
-        "{what}: max error {worst:e}, relative {:e}",
-        worst / scale
-    );
 }
 
 /// Applies the case's op to its inputs.

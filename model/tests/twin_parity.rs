@@ -3,6 +3,10 @@
 //! and batch the same fused bottleneck features and logits with a missing modality, the same
 //! distillation loss and the same gradient of the importance logits w in a meta step.
 
+mod common;
+
+use common::assert_close;
+
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -14,9 +18,6 @@ use metakd_model::metakd::{
 };
 use metakd_model::nets::{MetaKdSegmenter, SegmenterConfig};
 use serde_json::Value;
-
-/// Largest accepted error, relative to the largest magnitude of the reference tensor.
-const TOLERANCE: f32 = 1e-4;
 
 struct Case {
     name: String,
@@ -45,23 +46,6 @@ fn cases() -> Vec<Case> {
             }
         })
         .collect()
-}
-
-fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-    assert_eq!(got.dims(), want.dims(), "{what}: dims");
-    let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
-    let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0f32, f32::max);
-    assert!(
-        worst <= TOLERANCE * scale,
-        "{what}: max error {worst:e}, relative {:e}",
-        worst / scale
-    );
 }
 
 #[test]
