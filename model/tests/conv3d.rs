@@ -266,3 +266,75 @@ fn conv_transpose3d_gradients_match_finite_differences() {
         5,
     );
 }
+
+/// A batch of samples (one matrix product for the whole batch when the output is small) gives
+/// each sample what it gets alone (one product per sample), forward and backward: dilated kernels
+/// on tiny maps (where most taps read only padding), strided and pointwise convolutions.
+#[test]
+fn batched_small_convolutions_equal_per_sample_ones() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let cases: [([usize; 5], usize, usize, Conv3dParams); 4] = [
+        ([3, 5, 2, 2, 2], 4, 3, Conv3dParams::uniform(1, 8, 8)),
+        ([2, 4, 4, 4, 4], 6, 3, Conv3dParams::uniform(1, 2, 2)),
+        ([2, 3, 5, 6, 7], 4, 3, Conv3dParams::uniform(2, 1, 1)),
+        ([4, 6, 3, 2, 4], 5, 1, Conv3dParams::default()),
+    ];
+    for (dims, co, k, params) in cases {
+        let n = dims[0];
+        let x =
+            Var::from_vec(random(&mut rng, dims.iter().product()), &dims, &Device::Cpu).unwrap();
+        let w = Var::from_vec(
+            random(&mut rng, co * dims[1] * k * k * k),
+            (co, dims[1], k, k, k),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let y = conv3d(&x, &w, params).unwrap();
+        let r = Tensor::from_vec(random(&mut rng, y.elem_count()), y.dims(), &Device::Cpu).unwrap();
+        let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut dw_sum = vec![0f32; w.elem_count()];
+        for s in 0..n {
+            let xs = Var::from_tensor(&x.narrow(0, s, 1).unwrap()).unwrap();
+            let ys = conv3d(&xs, &w, params).unwrap();
+            let rs = r.narrow(0, s, 1).unwrap();
+            let gs = (&ys * &rs).unwrap().sum_all().unwrap().backward().unwrap();
+            let close = |a: &Tensor, b: &Tensor, what: &str| {
+                let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+                let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+                for (p, q) in a.iter().zip(&b) {
+                    assert!(
+                        (p - q).abs() <= 1e-5 * (1.0 + q.abs()),
+                        "{dims:?} {what}: {p} vs {q}"
+                    );
+                }
+            };
+            close(&y.narrow(0, s, 1).unwrap(), &ys, "output");
+            close(
+                &grads.get(&x).unwrap().narrow(0, s, 1).unwrap(),
+                gs.get(&xs).unwrap(),
+                "input gradient",
+            );
+            let dw: Vec<f32> = gs
+                .get(&w)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            dw_sum.iter_mut().zip(dw).for_each(|(a, b)| *a += b);
+        }
+        let dw: Vec<f32> = grads
+            .get(&w)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (p, q) in dw.iter().zip(&dw_sum) {
+            assert!(
+                (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                "{dims:?} weight gradient: {p} vs {q}"
+            );
+        }
+    }
+}

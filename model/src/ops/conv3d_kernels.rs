@@ -14,28 +14,28 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::conv3d_shifted;
 use super::geometry::Geometry;
 use super::strided_gemm::{matmul, View, ViewMut};
+use super::{conv3d_batched, conv3d_shifted};
 
 /// Largest column matrix built at once, in `f32` elements (8 MiB).
 const COL_BUDGET_ELEMENTS: usize = 2 << 20;
 
 /// Where one output row of one kernel tap reads its input row.
-struct RowMap {
+pub(crate) struct RowMap {
     /// Offset of the input row inside one channel.
-    base: usize,
+    pub base: usize,
     /// First output position that reads inside the input.
-    lo: usize,
+    pub lo: usize,
     /// One past the last output position that reads inside the input.
-    hi: usize,
+    pub hi: usize,
     /// Input column read by output position `lo`.
-    ix0: usize,
+    pub ix0: usize,
 }
 
 /// Maps output row `(od, oh)` of kernel tap `tap = (kz, ky, kx)` onto the input, or `None` when
 /// the whole row falls into the padding.
-fn row_map(g: &Geometry, tap: [usize; 3], od: usize, oh: usize) -> Option<RowMap> {
+pub(crate) fn row_map(g: &Geometry, tap: [usize; 3], od: usize, oh: usize) -> Option<RowMap> {
     let p = &g.params;
     let iz = (od * p.stride[0] + tap[0] * p.dilation[0]).checked_sub(p.padding[0])?;
     let iy = (oh * p.stride[1] + tap[1] * p.dilation[1]).checked_sub(p.padding[1])?;
@@ -65,7 +65,7 @@ fn row_map(g: &Geometry, tap: [usize; 3], od: usize, oh: usize) -> Option<RowMap
 }
 
 /// Kernel tap `(kz, ky, kx)` of flat tap index `index`.
-fn unravel_tap(index: usize, kernel: [usize; 3]) -> [usize; 3] {
+pub(crate) fn unravel_tap(index: usize, kernel: [usize; 3]) -> [usize; 3] {
     [
         index / (kernel[1] * kernel[2]),
         (index / kernel[2]) % kernel[1],
@@ -203,6 +203,9 @@ fn units(g: &Geometry) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
 /// `y = conv3d(x, w)`: `x [n, c, d, h, w]`, `w [co, c/groups, kd, kh, kw]`, returns
 /// `y [n, co, od, oh, ow]`.
 pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    if conv3d_batched::applies(g) {
+        return conv3d_batched::forward(x, w, g);
+    }
     let u = g.unit();
     let out_vol = g.output_volume();
     let mut y = vec![0f32; g.n * g.co * out_vol];
@@ -247,6 +250,9 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 /// kd, kh, kw]`, returns `dx [n, c, d, h, w]`. This is also the transposed convolution of `dy`
 /// by `w`.
 pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    if conv3d_batched::applies(g) {
+        return conv3d_batched::backward_data(dy, w, g);
+    }
     let u = g.unit();
     let (in_vol, out_vol) = (g.input_volume(), g.output_volume());
     let mut dx = vec![0f32; g.n * g.c * in_vol];
@@ -316,6 +322,9 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 /// Gradient of `conv3d` with respect to its weight: `x [n, c, d, h, w]`, `dy [n, co, od, oh,
 /// ow]`, returns `dw [co, c/groups, kd, kh, kw]`.
 pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    if conv3d_batched::applies(g) {
+        return conv3d_batched::backward_filter(x, dy, g);
+    }
     let u = g.unit();
     let out_vol = g.output_volume();
     let mut dw = vec![0f32; g.co * u.col_rows()];

@@ -10,6 +10,7 @@
 
 mod activation;
 mod conv3d;
+mod conv3d_batched;
 mod conv3d_kernels;
 mod conv3d_shifted;
 mod elementwise;

@@ -1,0 +1,222 @@
+//! Convolutions with small outputs (the deep stages of the networks, a few voxels per sample): the
+//! whole batch becomes one matrix product instead of one small product per sample. The column
+//! matrix `[c·taps, n·vol]` holds every sample side by side and only the kernel taps that read
+//! the input somewhere (a dilated 3×3×3 kernel on a 2×2×2 map reads it with its centre tap only).
+
+use rayon::prelude::*;
+
+use super::conv3d_kernels::{row_map, unravel_tap};
+use super::geometry::Geometry;
+use super::strided_gemm::{matmul, View, ViewMut};
+
+/// Largest output volume per sample handled here.
+const SMALL_OUTPUT_VOLUME: usize = 512;
+
+/// Whether the batched path applies: one group, several samples, a small output.
+pub fn applies(g: &Geometry) -> bool {
+    g.params.groups == 1 && g.n > 1 && g.output_volume() <= SMALL_OUTPUT_VOLUME
+}
+
+/// The kernel taps that read the input for at least one output row.
+fn live_taps(g: &Geometry) -> Vec<usize> {
+    (0..g.kernel_volume())
+        .filter(|&t| {
+            let tap = unravel_tap(t, g.kernel);
+            (0..g.output[0]).any(|od| (0..g.output[1]).any(|oh| row_map(g, tap, od, oh).is_some()))
+        })
+        .collect()
+}
+
+/// Visits every output row that kernel tap `tap` maps into the input: `visit(output_row,
+/// input_offset, lo, hi)`, where output positions `lo..hi` of the row read the input from
+/// `input_offset` on, one input stride apart.
+fn for_each_mapped_row(
+    g: &Geometry,
+    tap: usize,
+    mut visit: impl FnMut(usize, usize, usize, usize),
+) {
+    let tap = unravel_tap(tap, g.kernel);
+    for od in 0..g.output[0] {
+        for oh in 0..g.output[1] {
+            if let Some(m) = row_map(g, tap, od, oh) {
+                visit(od * g.output[1] + oh, m.base + m.ix0, m.lo, m.hi);
+            }
+        }
+    }
+}
+
+/// `col [c·live, n·vol]`: column (s, r·ow + j) of row (ci, t) is the input voxel tap t of output
+/// voxel (r, j) of sample s reads (0 in the padding).
+fn columns(x: &[f32], g: &Geometry, taps: &[usize]) -> Vec<f32> {
+    let (vol, in_vol, ow) = (g.output_volume(), g.input_volume(), g.output[2]);
+    let width = g.n * vol;
+    let stride = g.params.stride[2];
+    let mut col = vec![0f32; g.c * taps.len() * width];
+    col.par_chunks_mut(taps.len() * width)
+        .enumerate()
+        .for_each(|(c, col_c)| {
+            for (j, &tap) in taps.iter().enumerate() {
+                let row = &mut col_c[j * width..(j + 1) * width];
+                for s in 0..g.n {
+                    let x_c = &x[(s * g.c + c) * in_vol..(s * g.c + c + 1) * in_vol];
+                    for_each_mapped_row(g, tap, |r, start, lo, hi| {
+                        let out = &mut row[s * vol + r * ow..s * vol + (r + 1) * ow];
+                        for (k, o) in out[lo..hi].iter_mut().enumerate() {
+                            *o = x_c[start + k * stride];
+                        }
+                    });
+                }
+            }
+        });
+    col
+}
+
+/// The weight's live taps, `[co, c·live]`.
+fn live_weight(w: &[f32], g: &Geometry, taps: &[usize]) -> Vec<f32> {
+    let kv = g.kernel_volume();
+    let mut out = Vec::with_capacity(g.co * g.c * taps.len());
+    for oc in 0..g.co {
+        for c in 0..g.c {
+            out.extend(taps.iter().map(|&t| w[(oc * g.c + c) * kv + t]));
+        }
+    }
+    out
+}
+
+/// `[n, co, vol]` as `[co, n·vol]`.
+fn samples_side_by_side(y: &[f32], g: &Geometry) -> Vec<f32> {
+    let vol = g.output_volume();
+    let mut out = vec![0f32; g.co * g.n * vol];
+    for s in 0..g.n {
+        for oc in 0..g.co {
+            let src = &y[(s * g.co + oc) * vol..(s * g.co + oc + 1) * vol];
+            out[(oc * g.n + s) * vol..(oc * g.n + s + 1) * vol].copy_from_slice(src);
+        }
+    }
+    out
+}
+
+/// `y = conv3d(x, w)` for the whole batch at once.
+pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    let taps = live_taps(g);
+    let vol = g.output_volume();
+    let width = g.n * vol;
+    let mut y_all = vec![0f32; g.co * width];
+    if !taps.is_empty() {
+        let col = columns(x, g, &taps);
+        let weight = live_weight(w, g, &taps);
+        let k = g.c * taps.len();
+        // SAFETY: weight is [co, k], col is [k, width], y_all is [co, width].
+        unsafe {
+            matmul(
+                g.co,
+                width,
+                k,
+                ViewMut::rows(y_all.as_mut_ptr(), width),
+                View::rows(weight.as_ptr(), k),
+                View::rows(col.as_ptr(), width),
+                false,
+                true,
+            )
+        };
+    }
+    let mut y = vec![0f32; g.n * g.co * vol];
+    for s in 0..g.n {
+        for oc in 0..g.co {
+            let src = &y_all[(oc * g.n + s) * vol..(oc * g.n + s + 1) * vol];
+            y[(s * g.co + oc) * vol..(s * g.co + oc + 1) * vol].copy_from_slice(src);
+        }
+    }
+    y
+}
+
+/// Gradient with respect to the input for the whole batch at once.
+pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    let taps = live_taps(g);
+    let (vol, in_vol, ow) = (g.output_volume(), g.input_volume(), g.output[2]);
+    let mut dx = vec![0f32; g.n * g.c * in_vol];
+    if taps.is_empty() {
+        return dx;
+    }
+    let width = g.n * vol;
+    let k = g.c * taps.len();
+    let grad = samples_side_by_side(dy, g);
+    let weight = live_weight(w, g, &taps);
+    let mut dcol = vec![0f32; k * width];
+    // SAFETY: weightᵀ is [k, co], grad is [co, width], dcol is [k, width].
+    unsafe {
+        matmul(
+            k,
+            width,
+            g.co,
+            ViewMut::rows(dcol.as_mut_ptr(), width),
+            View::rows(weight.as_ptr(), k).t(),
+            View::rows(grad.as_ptr(), width),
+            false,
+            true,
+        )
+    };
+    let stride = g.params.stride[2];
+    // Fold: channel c of every sample gathers its rows of dcol.
+    let mut by_channel = vec![0f32; g.c * g.n * in_vol];
+    by_channel
+        .par_chunks_mut(g.n * in_vol)
+        .enumerate()
+        .for_each(|(c, dx_c)| {
+            for (j, &tap) in taps.iter().enumerate() {
+                let row = &dcol[(c * taps.len() + j) * width..(c * taps.len() + j + 1) * width];
+                for s in 0..g.n {
+                    let dst = &mut dx_c[s * in_vol..(s + 1) * in_vol];
+                    for_each_mapped_row(g, tap, |r, start, lo, hi| {
+                        let src = &row[s * vol + r * ow..s * vol + (r + 1) * ow];
+                        for (k, v) in src[lo..hi].iter().enumerate() {
+                            dst[start + k * stride] += v;
+                        }
+                    });
+                }
+            }
+        });
+    for c in 0..g.c {
+        for s in 0..g.n {
+            let src = &by_channel[(c * g.n + s) * in_vol..(c * g.n + s + 1) * in_vol];
+            dx[(s * g.c + c) * in_vol..(s * g.c + c + 1) * in_vol].copy_from_slice(src);
+        }
+    }
+    dx
+}
+
+/// Gradient with respect to the weight for the whole batch at once.
+pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let taps = live_taps(g);
+    let kv = g.kernel_volume();
+    let mut dw = vec![0f32; g.co * g.c * kv];
+    if taps.is_empty() {
+        return dw;
+    }
+    let width = g.n * g.output_volume();
+    let k = g.c * taps.len();
+    let col = columns(x, g, &taps);
+    let grad = samples_side_by_side(dy, g);
+    let mut dw_live = vec![0f32; g.co * k];
+    // SAFETY: grad is [co, width], colᵀ is [width, k], dw_live is [co, k].
+    unsafe {
+        matmul(
+            g.co,
+            k,
+            width,
+            ViewMut::rows(dw_live.as_mut_ptr(), k),
+            View::rows(grad.as_ptr(), width),
+            View::rows(col.as_ptr(), width).t(),
+            false,
+            true,
+        )
+    };
+    for oc in 0..g.co {
+        for c in 0..g.c {
+            for (j, &t) in taps.iter().enumerate() {
+                dw[(oc * g.c + c) * kv + t] = dw_live[(oc * g.c + c) * taps.len() + j];
+            }
+        }
+    }
+    dw
+}
