@@ -13,9 +13,13 @@ demo workdir="work/demo":
 test:
     cargo test --workspace --release
 
-# What CI runs: formatting, lints, tests.
+# What CI runs: formatting, lints, tests, and the end-to-end MLflow tracking check.
 ci:
     bash .ci/run
+
+# A training step of a network preset beside its PyTorch twin (a Python with torch and safetensors).
+bench-train preset="reference" python="python3":
+    cargo run --release -- bench train --preset {{preset}} --python {{python}}
 
 # Generate a synthetic BraTS-like data set in the BraTS2020 layout.
 synth out="work/synth" cases="32":
