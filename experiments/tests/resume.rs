@@ -60,6 +60,15 @@ fn uninterrupted_run(dir: &Path) -> (PathBuf, PathBuf) {
     (config, whole)
 }
 
+/// Asserts that a command succeeded, showing its error output otherwise.
+fn assert_succeeded(output: &std::process::Output) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn tensors(path: &Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
 }
@@ -113,11 +122,7 @@ fn a_killed_run_resumes_to_the_same_weights() {
         "the run was killed before it finished"
     );
     let output = train(&config, &killed, true).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     assert_same_weights(
         &whole.join("model.safetensors"),
         &killed.join("model.safetensors"),
@@ -208,11 +213,7 @@ fn two_stage_runs_end_where_one_run_does_and_restart_the_poly_schedule() {
         .arg(&stage1)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     assert_same_weights(
         &whole.join("model.safetensors"),
         &stage2.join("model.safetensors"),

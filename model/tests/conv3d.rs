@@ -267,6 +267,11 @@ fn conv_transpose3d_gradients_match_finite_differences() {
     );
 }
 
+/// The values of a tensor, flattened.
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
 /// A batch of samples (one matrix product for the whole batch when the output is small) gives
 /// each sample what it gets alone (one product per sample), forward and backward: dilated kernels
 /// on tiny maps (where most taps read only padding), strided and pointwise convolutions.
@@ -299,9 +304,7 @@ fn batched_small_convolutions_equal_per_sample_ones() {
             let rs = r.narrow(0, s, 1).unwrap();
             let gs = (&ys * &rs).unwrap().sum_all().unwrap().backward().unwrap();
             let close = |a: &Tensor, b: &Tensor, what: &str| {
-                let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
-                let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
-                for (p, q) in a.iter().zip(&b) {
+                for (p, q) in values(a).iter().zip(&values(b)) {
                     assert!(
                         (p - q).abs() <= 1e-5 * (1.0 + q.abs()),
                         "{dims:?} {what}: {p} vs {q}"
@@ -314,22 +317,10 @@ fn batched_small_convolutions_equal_per_sample_ones() {
                 gs.get(&xs).unwrap(),
                 "input gradient",
             );
-            let dw: Vec<f32> = gs
-                .get(&w)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let dw = values(gs.get(&w).unwrap());
             dw_sum.iter_mut().zip(dw).for_each(|(a, b)| *a += b);
         }
-        let dw: Vec<f32> = grads
-            .get(&w)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let dw = values(grads.get(&w).unwrap());
         for (p, q) in dw.iter().zip(&dw_sum) {
             assert!(
                 (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
