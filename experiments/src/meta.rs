@@ -13,13 +13,14 @@
 use anyhow::Result;
 use candle_core::{Tensor, Var};
 use metakd_model::losses::segmentation_loss;
-use metakd_model::metakd::{kd_pair_terms, pairwise_kd_loss};
+use metakd_model::metakd::kd_pair_terms;
 use metakd_model::optim::Adam;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Model;
 use crate::config::TrainConfig;
 use crate::resume::named_vars;
+use crate::step::{mask_missing, training_loss};
 
 /// How a meta phase computes the gradient of w.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -116,13 +117,6 @@ impl Drop for ParameterSnapshot {
     }
 }
 
-/// Masks the missing modalities of `x` with zeros.
-fn mask_missing(x: &Tensor, available: &[bool]) -> Result<Tensor> {
-    let mask: Vec<f32> = available.iter().map(|&a| f32::from(u8::from(a))).collect();
-    let mask = Tensor::from_vec(mask, (1, available.len(), 1, 1, 1), x.device())?;
-    Ok(x.broadcast_mul(&mask)?)
-}
-
 /// The `lookahead` gradient of w (see the module documentation) for a training batch with the
 /// modalities `available`, a meta-validation batch (all modalities) and virtual step size
 /// `alpha`. The network's parameters are unchanged afterwards.
@@ -137,23 +131,9 @@ pub fn lookahead_gradient(
     let w = model.importance.logit_values()?;
     let device = x_train.device();
     let snapshot = ParameterSnapshot::take(model)?;
-    let x_train = mask_missing(x_train, available)?;
 
     // Virtual step θ' = θ − α ∇θ L_train(θ, w).
-    let features = model.net.encode(&x_train)?;
-    let kd = if t.kd {
-        pairwise_kd_loss(
-            &features.bottleneck,
-            available,
-            &w,
-            t.kd_distance,
-            t.kd_pairs,
-        )?
-    } else {
-        Tensor::new(0f32, device)?
-    };
-    let logits = model.net.decode(&features, available)?;
-    let loss = (segmentation_loss(&logits, y_train)?.total()? + (kd * t.kd_weight)?)?;
+    let loss = training_loss(model, (x_train, y_train), available, t)?.total;
     let train_grad = snapshot.gradients(&loss)?;
     snapshot.move_along(&train_grad, -alpha)?;
 
@@ -166,7 +146,7 @@ pub fn lookahead_gradient(
     // v · ∇θ Σ_ij (∂r_ij/∂w_k) d_ij at θ, for each available k (missing modalities have no pairs).
     let mut grad = vec![0.0f64; m];
     if t.kd {
-        let features = model.net.encode(&x_train)?;
+        let features = model.net.encode(&mask_missing(x_train, available)?)?;
         let terms = kd_pair_terms(
             &features.bottleneck,
             available,

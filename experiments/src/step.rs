@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use candle_core::Tensor;
-use metakd_model::losses::segmentation_loss;
+use metakd_model::losses::{segmentation_loss, SegmentationLoss};
 use metakd_model::metakd::pairwise_kd_loss;
 use metakd_model::optim::SgdNesterov;
 
@@ -26,21 +26,34 @@ pub struct StepOutcome {
     pub logits: Tensor,
 }
 
-/// Runs one step on images `x [n, m, d, h, w]` and targets `y [n, 3, d, h, w]` with the
-/// modalities in `available`, updating the network with learning rate `lr` unless the loss is not
-/// finite (the caller decides what to do then).
-pub fn training_step(
+/// The training loss of one batch and its parts.
+pub struct TrainingLoss {
+    /// Task loss + λ·KD, differentiable with respect to the network.
+    pub total: Tensor,
+    /// Dice and BCE.
+    pub task: SegmentationLoss,
+    /// Distillation loss (0 when `train.kd` is off).
+    pub kd: Tensor,
+    /// The network's output.
+    pub logits: Tensor,
+}
+
+/// Sets the channels of the missing modalities of `x [n, m, d, h, w]` to zero.
+pub fn mask_missing(x: &Tensor, available: &[bool]) -> Result<Tensor> {
+    let mask: Vec<f32> = available.iter().map(|&a| f32::from(u8::from(a))).collect();
+    let mask = Tensor::from_vec(mask, (1, available.len(), 1, 1, 1), x.device())?;
+    Ok(x.broadcast_mul(&mask)?)
+}
+
+/// The training loss of images `x [n, m, d, h, w]` and targets `y [n, 3, d, h, w]` with the
+/// modalities in `available` (the missing ones are zeroed first).
+pub fn training_loss(
     model: &Model,
-    sgd: &mut SgdNesterov,
     (x, y): (&Tensor, &Tensor),
     available: &[bool],
     t: &TrainConfig,
-    lr: f64,
-) -> Result<StepOutcome> {
-    let m = available.len();
-    let mask: Vec<f32> = available.iter().map(|&a| f32::from(u8::from(a))).collect();
-    let x = x.broadcast_mul(&Tensor::from_vec(mask, (1, m, 1, 1, 1), x.device())?)?;
-    let features = model.net.encode(&x)?;
+) -> Result<TrainingLoss> {
+    let features = model.net.encode(&mask_missing(x, available)?)?;
     let kd = if t.kd {
         let logits_w = model.importance.logit_values()?;
         pairwise_kd_loss(
@@ -54,17 +67,37 @@ pub fn training_step(
         Tensor::new(0f32, x.device())?
     };
     let logits = model.net.decode(&features, available)?;
-    let seg = segmentation_loss(&logits, y)?;
-    let loss = (seg.total()? + (&kd * t.kd_weight)?)?;
-    let loss_value = f64::from(loss.to_scalar::<f32>()?);
+    let task = segmentation_loss(&logits, y)?;
+    let total = (task.total()? + (&kd * t.kd_weight)?)?;
+    Ok(TrainingLoss {
+        total,
+        task,
+        kd,
+        logits,
+    })
+}
+
+/// Runs one step on images `x [n, m, d, h, w]` and targets `y [n, 3, d, h, w]` with the
+/// modalities in `available`, updating the network with learning rate `lr` unless the loss is not
+/// finite (the caller decides what to do then).
+pub fn training_step(
+    model: &Model,
+    sgd: &mut SgdNesterov,
+    batch: (&Tensor, &Tensor),
+    available: &[bool],
+    t: &TrainConfig,
+    lr: f64,
+) -> Result<StepOutcome> {
+    let loss = training_loss(model, batch, available, t)?;
+    let loss_value = f64::from(loss.total.to_scalar::<f32>()?);
     if loss_value.is_finite() {
-        sgd.step(&loss.backward()?, lr)?;
+        sgd.step(&loss.total.backward()?, lr)?;
     }
     Ok(StepOutcome {
         loss: loss_value,
-        dice: f64::from(seg.dice.to_scalar::<f32>()?),
-        bce: f64::from(seg.bce.to_scalar::<f32>()?),
-        kd: f64::from(kd.to_scalar::<f32>()?),
-        logits: logits.detach(),
+        dice: f64::from(loss.task.dice.to_scalar::<f32>()?),
+        bce: f64::from(loss.task.bce.to_scalar::<f32>()?),
+        kd: f64::from(loss.kd.to_scalar::<f32>()?),
+        logits: loss.logits.detach(),
     })
 }

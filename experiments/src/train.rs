@@ -93,8 +93,6 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, options: &TrainOptions) -> Result<
     let Some(tracking) = &options.tracking else {
         return train_run(cfg, run_dir, options, None);
     };
-    std::fs::create_dir_all(run_dir)
-        .with_context(|| format!("{}: cannot create the run folder", run_dir.display()))?;
     let tracker = Tracker::start(run_dir, tracking.clone())?;
     let result = train_run(cfg, run_dir, options, Some(&tracker));
     let status = if result.is_ok() { "FINISHED" } else { "FAILED" };

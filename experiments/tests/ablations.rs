@@ -2,8 +2,8 @@
 //! meta-learning (`meta.enabled = false`, uniform ω), and the method itself (with the `direct` and
 //! the `lookahead` meta rule) for contrast.
 
-use metakd_data::prepare::{prepare_brats, PrepareOptions};
-use metakd_data::synth::{write_dataset, SynthConfig};
+mod common;
+
 use metakd_experiments::config::RunConfig;
 use metakd_experiments::files::LOG_FILE;
 use metakd_experiments::meta::MetaRule;
@@ -31,10 +31,7 @@ fn values(df: &DataFrame, name: &str) -> Vec<f64> {
 #[test]
 fn kd_off_and_meta_off_run_and_do_what_they_say() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    write_dataset(&SynthConfig::new(5, [24, 32, 32], 6), &src, || {}).unwrap();
-    let shards = dir.path().join("shards");
-    prepare_brats(&src, &shards, &PrepareOptions::default(), |_, _| {}).unwrap();
+    let shards = common::synthetic_shards(dir.path(), 5, 6);
     let mut cfg = RunConfig::default();
     cfg.data.shards = shards;
     cfg.data.test_cases = 1;

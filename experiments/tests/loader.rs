@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use metakd_data::prepare::{prepare_brats, PrepareOptions};
+mod common;
+
 use metakd_data::shards::ShardSet;
-use metakd_data::synth::{write_dataset, SynthConfig};
 use metakd_experiments::augment::AugmentConfig;
 use metakd_experiments::loader::{BatchLoader, BatchPlan, CaseSet};
 use metakd_experiments::sampler::{
@@ -15,11 +15,7 @@ use metakd_experiments::sampler::{
 };
 
 fn shards(dir: &std::path::Path) -> ShardSet {
-    let src = dir.join("src");
-    write_dataset(&SynthConfig::new(3, [24, 32, 32], 4), &src, || {}).unwrap();
-    let out = dir.join("shards");
-    prepare_brats(&src, &out, &PrepareOptions::default(), |_, _| {}).unwrap();
-    ShardSet::open(&out).unwrap()
+    ShardSet::open(&common::synthetic_shards(dir, 3, 4)).unwrap()
 }
 
 #[test]

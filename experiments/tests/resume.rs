@@ -3,14 +3,14 @@
 //! (`--stage warmup`, then `--stage missing --from`); a non-finite loss stops training and keeps
 //! the last checkpoint.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
-use metakd_data::prepare::{prepare_brats, PrepareOptions};
-use metakd_data::synth::{write_dataset, SynthConfig};
 use polars::prelude::*;
 
 const ITERATIONS: usize = 24;
@@ -32,10 +32,7 @@ fn train(config: &Path, run: &Path, resume: bool) -> Command {
 
 /// Prepared synthetic shards and a configuration file for a short run.
 fn setup(dir: &Path, lr: f64) -> PathBuf {
-    let src = dir.join("src");
-    write_dataset(&SynthConfig::new(6, [24, 32, 32], 12), &src, || {}).unwrap();
-    let shards = dir.join("shards");
-    prepare_brats(&src, &shards, &PrepareOptions::default(), |_, _| {}).unwrap();
+    let shards = common::synthetic_shards(dir, 6, 12);
     let config = dir.join("run.toml");
     std::fs::write(
         &config,

@@ -83,14 +83,13 @@ fn live_weight(w: &[f32], g: &Geometry, taps: &[usize]) -> Vec<f32> {
     out
 }
 
-/// `[n, co, vol]` as `[co, n·vol]`.
-fn samples_side_by_side(y: &[f32], g: &Geometry) -> Vec<f32> {
-    let vol = g.output_volume();
-    let mut out = vec![0f32; g.co * g.n * vol];
-    for s in 0..g.n {
-        for oc in 0..g.co {
-            let src = &y[(s * g.co + oc) * vol..(s * g.co + oc + 1) * vol];
-            out[(oc * g.n + s) * vol..(oc * g.n + s + 1) * vol].copy_from_slice(src);
+/// `data [a, b, vol]` as `[b, a, vol]` (samples side by side and back).
+fn swap_outer(data: &[f32], a: usize, b: usize, vol: usize) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    for i in 0..a {
+        for j in 0..b {
+            out[(j * a + i) * vol..(j * a + i + 1) * vol]
+                .copy_from_slice(&data[(i * b + j) * vol..(i * b + j + 1) * vol]);
         }
     }
     out
@@ -120,27 +119,19 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
             )
         };
     }
-    let mut y = vec![0f32; g.n * g.co * vol];
-    for s in 0..g.n {
-        for oc in 0..g.co {
-            let src = &y_all[(oc * g.n + s) * vol..(oc * g.n + s + 1) * vol];
-            y[(s * g.co + oc) * vol..(s * g.co + oc + 1) * vol].copy_from_slice(src);
-        }
-    }
-    y
+    swap_outer(&y_all, g.co, g.n, vol)
 }
 
 /// Gradient with respect to the input for the whole batch at once.
 pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     let taps = live_taps(g);
     let (vol, in_vol, ow) = (g.output_volume(), g.input_volume(), g.output[2]);
-    let mut dx = vec![0f32; g.n * g.c * in_vol];
     if taps.is_empty() {
-        return dx;
+        return vec![0f32; g.n * g.c * in_vol];
     }
     let width = g.n * vol;
     let k = g.c * taps.len();
-    let grad = samples_side_by_side(dy, g);
+    let grad = swap_outer(dy, g.n, g.co, g.output_volume());
     let weight = live_weight(w, g, &taps);
     let mut dcol = vec![0f32; k * width];
     // SAFETY: weightᵀ is [k, co], grad is [co, width], dcol is [k, width].
@@ -176,13 +167,7 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
                 }
             }
         });
-    for c in 0..g.c {
-        for s in 0..g.n {
-            let src = &by_channel[(c * g.n + s) * in_vol..(c * g.n + s + 1) * in_vol];
-            dx[(s * g.c + c) * in_vol..(s * g.c + c + 1) * in_vol].copy_from_slice(src);
-        }
-    }
-    dx
+    swap_outer(&by_channel, g.c, g.n, in_vol)
 }
 
 /// Gradient with respect to the weight for the whole batch at once.
@@ -196,7 +181,7 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let width = g.n * g.output_volume();
     let k = g.c * taps.len();
     let col = columns(x, g, &taps);
-    let grad = samples_side_by_side(dy, g);
+    let grad = swap_outer(dy, g.n, g.co, g.output_volume());
     let mut dw_live = vec![0f32; g.co * k];
     // SAFETY: grad is [co, width], colᵀ is [width, k], dw_live is [co, k].
     unsafe {
