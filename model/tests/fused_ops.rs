@@ -1,7 +1,10 @@
-//! Instance norm, group norm and LeakyReLU gradients against finite differences and the composed Candle ops.
+//! Instance norm, group norm and LeakyReLU (alone, after instance norm, after a residual sum):
+//! outputs and gradients against finite differences and the composed Candle ops.
 
 use candle_core::{Device, Tensor, Var, D};
-use metakd_model::ops::{group_norm, instance_norm3d, leaky_relu};
+use metakd_model::ops::{
+    add_leaky_relu, group_norm, instance_norm3d, instance_norm3d_leaky_relu, leaky_relu,
+};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn random(rng: &mut StdRng, len: usize) -> Vec<f32> {
@@ -148,4 +151,86 @@ fn leaky_relu_matches_definition_and_gradient() {
 #[test]
 fn group_norm_matches_composed_ops_forward_and_backward() {
     check_against_composed((2, 4, 3, 2, 3), Some(2), 4);
+}
+
+#[test]
+fn group_norm_with_large_spans_and_offset_mean_matches_composed_ops() {
+    // Spans longer than the reduction lanes with a remainder, and values far from zero.
+    let dev = Device::Cpu;
+    let mut rng = StdRng::seed_from_u64(5);
+    let dims = (2, 6, 5, 7, 9);
+    let len = 2 * 6 * 5 * 7 * 9;
+    let xs: Vec<f32> = random(&mut rng, len).iter().map(|v| 40.0 + v).collect();
+    let x = Var::from_slice(&xs, dims, &dev).unwrap();
+    let gamma = Var::from_slice(&random(&mut rng, 6), 6, &dev).unwrap();
+    let beta = Var::from_slice(&random(&mut rng, 6), 6, &dev).unwrap();
+    let r = Tensor::from_slice(&random(&mut rng, len), dims, &dev).unwrap();
+    let fused = group_norm(&x, 3, &gamma, &beta, 1e-5).unwrap();
+    let composed = composed_group_norm(&x, 3, &gamma, &beta);
+    assert_close(&flat(&fused), &flat(&composed), 1e-4, "y");
+    let backward = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let (g1, g2) = (backward(&fused), backward(&composed));
+    for (var, name) in [(&x, "dx"), (&gamma, "dgamma"), (&beta, "dbeta")] {
+        assert_close(
+            &flat(g1.get(var).unwrap()),
+            &flat(g2.get(var).unwrap()),
+            1e-3,
+            name,
+        );
+    }
+}
+
+#[test]
+fn fused_instance_norm_leaky_relu_equals_the_two_ops() {
+    let dev = Device::Cpu;
+    let mut rng = StdRng::seed_from_u64(6);
+    let dims = (2, 3, 4, 5, 6);
+    let len = 2 * 3 * 4 * 5 * 6;
+    let x = Var::from_slice(&random(&mut rng, len), dims, &dev).unwrap();
+    let gamma = Var::from_slice(&random(&mut rng, 3), 3, &dev).unwrap();
+    let beta = Var::from_slice(&random(&mut rng, 3), 3, &dev).unwrap();
+    let r = Tensor::from_slice(&random(&mut rng, len), dims, &dev).unwrap();
+    let fused = instance_norm3d_leaky_relu(&x, &gamma, &beta, 1e-5, 0.01).unwrap();
+    let composed = leaky_relu(&composed_group_norm(&x, 3, &gamma, &beta), 0.01).unwrap();
+    let negative = flat(&composed).iter().filter(|&&v| v < 0.0).count();
+    assert!(
+        negative > len / 10,
+        "the activation's negative side is exercised"
+    );
+    assert_close(&flat(&fused), &flat(&composed), 1e-5, "y");
+    let backward = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let (g1, g2) = (backward(&fused), backward(&composed));
+    for (var, name) in [(&x, "dx"), (&gamma, "dgamma"), (&beta, "dbeta")] {
+        assert_close(
+            &flat(g1.get(var).unwrap()),
+            &flat(g2.get(var).unwrap()),
+            1e-4,
+            name,
+        );
+    }
+}
+
+#[test]
+fn fused_residual_leaky_relu_equals_sum_then_activation() {
+    let dev = Device::Cpu;
+    let mut rng = StdRng::seed_from_u64(7);
+    let a = Var::from_slice(&random(&mut rng, 120), (2, 3, 20), &dev).unwrap();
+    let b = Var::from_slice(&random(&mut rng, 120), (2, 3, 20), &dev).unwrap();
+    let r = Tensor::from_slice(&random(&mut rng, 120), (2, 3, 20), &dev).unwrap();
+    let fused = add_leaky_relu(&a, &b, 0.01).unwrap();
+    let sum = (a.as_tensor() + b.as_tensor()).unwrap();
+    let expected: Vec<f32> = flat(&sum)
+        .iter()
+        .map(|&v| if v > 0.0 { v } else { 0.01 * v })
+        .collect();
+    assert_eq!(flat(&fused), expected);
+    let grads = (fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let factor: Vec<f32> = flat(&sum)
+        .iter()
+        .zip(flat(&r))
+        .map(|(&v, r)| if v > 0.0 { r } else { 0.01 * r })
+        .collect();
+    assert_close(&flat(grads.get(&a).unwrap()), &factor, 1e-7, "da");
+    assert_close(&flat(grads.get(&b).unwrap()), &factor, 1e-7, "db");
+    assert!(add_leaky_relu(&a, &r.narrow(2, 0, 10).unwrap(), 0.01).is_err());
 }

@@ -72,6 +72,11 @@ impl InstanceNorm3d {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::instance_norm3d(x, &self.weight, &self.bias, NORM_EPS)
     }
+
+    /// Normalises `x [n, c, d, h, w]`, then applies LeakyReLU with `slope` (one fused op).
+    pub fn forward_leaky_relu(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
+        ops::instance_norm3d_leaky_relu(x, &self.weight, &self.bias, NORM_EPS, slope)
+    }
 }
 
 /// Convolution → instance norm → LeakyReLU (parameters `conv.*` and `norm.*`).
@@ -115,7 +120,8 @@ impl ConvBlock {
 
     /// Applies the block.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::leaky_relu(&self.norm.forward(&self.conv.forward(x)?)?, self.slope)
+        self.norm
+            .forward_leaky_relu(&self.conv.forward(x)?, self.slope)
     }
 }
 
@@ -150,7 +156,7 @@ impl ResidualBlock {
         let y = self
             .norm2
             .forward(&self.conv2.forward(&self.first.forward(x)?)?)?;
-        ops::leaky_relu(&(y + x)?, self.slope)
+        ops::add_leaky_relu(&y, x, self.slope)
     }
 }
 

@@ -36,6 +36,11 @@ impl ConvNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.norm.forward(&self.conv.forward(x)?)
     }
+
+    /// The convolution, the norm, then LeakyReLU.
+    fn forward_leaky_relu(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
+        self.norm.forward_leaky_relu(&self.conv.forward(x)?, slope)
+    }
 }
 
 /// ResNet bottleneck block: 1×1×1 → IN → LReLU → 3×3×3 (with the stride) → IN → LReLU → 1×1×1
@@ -93,14 +98,14 @@ impl Bottleneck {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = ops::leaky_relu(&self.reduce.forward(x)?, self.slope)?;
-        let h = ops::leaky_relu(&self.spatial.forward(&h)?, self.slope)?;
+        let h = self.reduce.forward_leaky_relu(x, self.slope)?;
+        let h = self.spatial.forward_leaky_relu(&h, self.slope)?;
         let h = self.expand.forward(&h)?;
         let identity = match &self.shortcut {
             Some(s) => s.forward(x)?,
             None => x.clone(),
         };
-        ops::leaky_relu(&(h + identity)?, self.slope)
+        ops::add_leaky_relu(&h, &identity, self.slope)
     }
 }
 

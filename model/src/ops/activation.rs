@@ -1,7 +1,7 @@
 //! LeakyReLU as one fused op (one output tensor, one gradient op) instead of a chain of Candle
-//! element-wise ops.
+//! element-wise ops, alone or after the sum of two tensors (a residual connection).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::elementwise::contiguous_f32;
@@ -68,6 +68,70 @@ impl CustomOp2 for LeakyReluGrad {
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
+}
+
+/// LeakyReLU of `a + b`.
+struct AddLeakyRelu {
+    slope: f32,
+}
+
+impl CustomOp2 for AddLeakyRelu {
+    fn name(&self) -> &'static str {
+        "add-leaky-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            bail!(
+                "{}: shapes {:?} and {:?} differ",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            )
+        }
+        let a = contiguous_f32(s1, l1, self.name())?;
+        let b = contiguous_f32(s2, l2, self.name())?;
+        let mut y = vec![0f32; a.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(|(y, (a, b))| {
+                for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+                    let z = a + b;
+                    *y = if z > 0.0 { z } else { z * self.slope };
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // The output has the sign of `a + b` (slope > 0), so it selects the factor.
+        let g = res
+            .contiguous()?
+            .apply_op2_no_bwd(&grad.contiguous()?, &LeakyReluGrad { slope: self.slope })?;
+        Ok((Some(g.clone()), Some(g)))
+    }
+}
+
+/// `leaky_relu(a + b, slope)` as one op, forward and backward; `a` and `b` have one shape.
+pub fn add_leaky_relu(a: &Tensor, b: &Tensor, slope: f64) -> Result<Tensor> {
+    a.contiguous()?.apply_op2(
+        &b.contiguous()?,
+        AddLeakyRelu {
+            slope: slope as f32,
+        },
+    )
 }
 
 /// LeakyReLU: `x` where positive, `slope · x` elsewhere (the gradient at 0 is `slope`, as

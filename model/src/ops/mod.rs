@@ -6,7 +6,8 @@
 //!   affine parameters and weight standardisation as the MetaKD reference network uses them;
 //! - [`max_pool3d`], [`avg_pool3d`] and [`global_avg_pool3d`]: 3D pooling;
 //! - [`upsample_trilinear3d`] and [`upsample_nearest3d`]: resampling with PyTorch's coordinates;
-//! - LeakyReLU as one fused op, [`leaky_relu`].
+//! - LeakyReLU as one fused op, [`leaky_relu`], also after instance norm
+//!   ([`instance_norm3d_leaky_relu`]) or after a residual sum ([`add_leaky_relu`]).
 
 mod activation;
 mod conv3d;
@@ -21,10 +22,10 @@ mod resample;
 mod strided_gemm;
 mod weight_standardization;
 
-pub use activation::leaky_relu;
+pub use activation::{add_leaky_relu, leaky_relu};
 pub use conv3d::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 pub use geometry::Geometry;
-pub use normalization::{group_norm, instance_norm3d};
+pub use normalization::{group_norm, instance_norm3d, instance_norm3d_leaky_relu};
 pub use pooling::{avg_pool3d, global_avg_pool3d, max_pool3d, Pool3dParams};
 pub use resample::{
     resample3d, upsample_nearest3d, upsample_trilinear3d, ResampleMode, ResampleTo,

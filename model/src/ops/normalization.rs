@@ -1,22 +1,43 @@
 //! Group norm (and instance norm, its case of one channel per group) with a per-channel affine
-//! as one fused op: each (sample, group) span of channels is normalised by its own mean and
-//! biased variance, then every channel is scaled and shifted. The backward pass is two ops: one
-//! for the input's gradient, one for the affine parameters'.
+//! and an optional LeakyReLU as one fused op: each (sample, group) span of channels is normalised
+//! by its own mean and biased variance, every channel is scaled and shifted, and the result may
+//! pass through LeakyReLU. The backward pass is one op that reads the input and the output's
+//! gradient three times and writes the input's gradient and the affine parameters' gradients
+//! together.
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::elementwise::contiguous_f32;
 
-/// Mean and 1/sqrt(var + eps) of one (sample, group) span.
-fn moments(plane: &[f32], eps: f64) -> (f32, f32) {
-    let n = plane.len() as f64;
-    let mean = plane.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let var = plane
-        .iter()
-        .map(|&v| (f64::from(v) - mean).powi(2))
-        .sum::<f64>()
-        / n;
+/// Independent accumulators of the span reductions (lanes the compiler keeps in vector registers).
+const LANES: usize = 8;
+
+/// Σ v and Σ v² of `values`, in `f64`.
+fn sum_and_squares(values: &[f32]) -> (f64, f64) {
+    let (mut sum, mut squares) = ([0f64; LANES], [0f64; LANES]);
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for k in 0..LANES {
+            let v = f64::from(chunk[k]);
+            sum[k] += v;
+            squares[k] += v * v;
+        }
+    }
+    for &v in tail {
+        sum[0] += f64::from(v);
+        squares[0] += f64::from(v) * f64::from(v);
+    }
+    (sum.iter().sum(), squares.iter().sum())
+}
+
+/// Mean and 1/sqrt(var + eps) of one (sample, group) span (its channel planes).
+fn moments(planes: &[f32], eps: f64) -> (f32, f32) {
+    let n = planes.len() as f64;
+    let (sum, squares) = sum_and_squares(planes);
+    let mean = sum / n;
+    let var = (squares / n - mean * mean).max(0.0);
     (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
 }
 
@@ -27,8 +48,8 @@ struct Spans {
     c: usize,
     /// Voxels per channel.
     voxels: usize,
-    /// Elements per (sample, group) span.
-    len: usize,
+    /// Channels per group.
+    per_group: usize,
 }
 
 impl Spans {
@@ -44,31 +65,59 @@ impl Spans {
         Ok(Self {
             c,
             voxels,
-            len: c / groups * voxels,
+            per_group: c / groups,
         })
     }
 
-    /// The channel of element `i` of span `s`.
-    fn channel(&self, s: usize, i: usize) -> usize {
-        (s * self.len + i) / self.voxels % self.c
+    /// Elements per (sample, group) span.
+    fn len(&self) -> usize {
+        self.per_group * self.voxels
     }
+
+    /// The channel of plane `k` of span `s`.
+    fn channel(&self, s: usize, k: usize) -> usize {
+        (s * self.per_group + k) % self.c
+    }
+
+    /// Checks that the affine parameters hold one value per channel.
+    fn check_affine(&self, gamma: &[f32], beta: &[f32], op: &str) -> Result<()> {
+        if gamma.len() != self.c || beta.len() != self.c {
+            bail!(
+                "{op}: {} channels but {} weights and {} biases",
+                self.c,
+                gamma.len(),
+                beta.len()
+            )
+        }
+        Ok(())
+    }
+}
+
+/// LeakyReLU's derivative factor at `z` (PyTorch's: `slope` at 0), or 1 without activation.
+fn activation_factor(z: f32, slope: Option<f32>) -> f32 {
+    match slope {
+        Some(slope) if z <= 0.0 => slope,
+        _ => 1.0,
+    }
+}
+
+/// The normalisation of a span as per-plane scale and shift: `x̂·γ + β = x·scale + shift`.
+fn plane_affine(mean: f32, rstd: f32, gamma: f32, beta: f32) -> (f32, f32) {
+    let scale = gamma * rstd;
+    (scale, beta - mean * scale)
 }
 
 struct GroupNorm {
     groups: usize,
     eps: f64,
+    slope: Option<f32>,
 }
 
-/// Gradient with respect to the input: (x, gamma, dy) → dx.
-struct GroupNormInputGrad {
+/// Gradients: (x, [γ; β] as `[2, c]`, dy) → one flat tensor holding dx, then dγ, then dβ.
+struct GroupNormGrad {
     groups: usize,
     eps: f64,
-}
-
-/// Gradients of the affine parameters: (x, dy) → [2, c] holding dgamma then dbeta.
-struct GroupNormAffineGrad {
-    groups: usize,
-    eps: f64,
+    slope: Option<f32>,
 }
 
 impl CustomOp3 for GroupNorm {
@@ -89,26 +138,25 @@ impl CustomOp3 for GroupNorm {
         let x = contiguous_f32(s1, l1, self.name())?;
         let gamma = contiguous_f32(s2, l2, self.name())?;
         let beta = contiguous_f32(s3, l3, self.name())?;
-        if gamma.len() != sp.c || beta.len() != sp.c {
-            bail!(
-                "{}: {} channels but {} weights and {} biases",
-                self.name(),
-                sp.c,
-                gamma.len(),
-                beta.len()
-            )
-        }
+        sp.check_affine(gamma, beta, self.name())?;
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(sp.len)
-            .zip(x.par_chunks(sp.len))
+        y.par_chunks_mut(sp.len())
+            .zip(x.par_chunks(sp.len()))
             .enumerate()
             .for_each(|(s, (y, x))| {
                 let (mean, rstd) = moments(x, self.eps);
                 for (k, (y, x)) in y.chunks_mut(sp.voxels).zip(x.chunks(sp.voxels)).enumerate() {
-                    let ch = sp.channel(s, k * sp.voxels);
-                    let (g, b) = (gamma[ch] * rstd, beta[ch]);
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = (x - mean) * g + b;
+                    let ch = sp.channel(s, k);
+                    let (scale, shift) = plane_affine(mean, rstd, gamma[ch], beta[ch]);
+                    match self.slope {
+                        None => y
+                            .iter_mut()
+                            .zip(x)
+                            .for_each(|(y, &x)| *y = x * scale + shift),
+                        Some(slope) => y.iter_mut().zip(x).for_each(|(y, &x)| {
+                            let z = x * scale + shift;
+                            *y = if z > 0.0 { z } else { z * slope };
+                        }),
                     }
                 }
             });
@@ -119,25 +167,89 @@ impl CustomOp3 for GroupNorm {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _beta: &Tensor,
+        beta: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (x, grad) = (x.contiguous()?, grad.contiguous()?);
-        let (groups, eps) = (self.groups, self.eps);
-        let dx = x.apply_op3_no_bwd(
-            &gamma.contiguous()?,
-            &grad,
-            &GroupNormInputGrad { groups, eps },
-        )?;
-        let affine = x.apply_op2_no_bwd(&grad, &GroupNormAffineGrad { groups, eps })?;
-        Ok((Some(dx), Some(affine.get(0)?), Some(affine.get(1)?)))
+        let affine = Tensor::stack(&[gamma, beta], 0)?;
+        let op = GroupNormGrad {
+            groups: self.groups,
+            eps: self.eps,
+            slope: self.slope,
+        };
+        let all = x
+            .contiguous()?
+            .apply_op3_no_bwd(&affine, &grad.contiguous()?, &op)?;
+        let (len, c) = (x.elem_count(), gamma.elem_count());
+        let dx = all.narrow(0, 0, len)?.reshape(x.shape())?;
+        let dgamma = all.narrow(0, len, c)?;
+        let dbeta = all.narrow(0, len + c, c)?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
     }
 }
 
-impl CustomOp3 for GroupNormInputGrad {
+impl GroupNormGrad {
+    /// The gradients of one span: writes dx and returns Σ d and Σ d·x̂ per plane, where d is the
+    /// gradient before the affine scale (after the activation's factor).
+    fn span(
+        &self,
+        sp: &Spans,
+        s: usize,
+        (x, dy, dx): (&[f32], &[f32], &mut [f32]),
+        (gamma, beta): (&[f32], &[f32]),
+    ) -> Vec<(f64, f64)> {
+        let (mean, rstd) = moments(x, self.eps);
+        let planes = x.chunks(sp.voxels).zip(dy.chunks(sp.voxels)).enumerate();
+        let sums: Vec<(f64, f64)> = planes
+            .map(|(k, (x, dy))| {
+                let ch = sp.channel(s, k);
+                let (scale, shift) = plane_affine(mean, rstd, gamma[ch], beta[ch]);
+                let (mut d_sum, mut dxhat_sum) = ([0f64; LANES], [0f64; LANES]);
+                let mut add = |lane: usize, x: f32, dy: f32| {
+                    let d = dy * activation_factor(x * scale + shift, self.slope);
+                    d_sum[lane] += f64::from(d);
+                    dxhat_sum[lane] += f64::from(d * ((x - mean) * rstd));
+                };
+                let (xs, dys) = (x.chunks_exact(LANES), dy.chunks_exact(LANES));
+                let tail = xs.remainder().iter().zip(dys.remainder());
+                for (x, dy) in xs.zip(dys) {
+                    for lane in 0..LANES {
+                        add(lane, x[lane], dy[lane]);
+                    }
+                }
+                for (&x, &dy) in tail {
+                    add(0, x, dy);
+                }
+                (d_sum.iter().sum(), dxhat_sum.iter().sum())
+            })
+            .collect();
+        // With g = γ·d, dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) over the span.
+        let n = x.len() as f64;
+        let (mut mean_g, mut mean_g_xhat) = (0f64, 0f64);
+        for (k, &(d, dxhat)) in sums.iter().enumerate() {
+            let g = f64::from(gamma[sp.channel(s, k)]);
+            mean_g += g * d / n;
+            mean_g_xhat += g * dxhat / n;
+        }
+        let (mean_g, mean_g_xhat) = (mean_g as f32, mean_g_xhat as f32);
+        let planes = dx
+            .chunks_mut(sp.voxels)
+            .zip(x.chunks(sp.voxels).zip(dy.chunks(sp.voxels)));
+        for (k, (dx, (x, dy))) in planes.enumerate() {
+            let ch = sp.channel(s, k);
+            let (scale, shift) = plane_affine(mean, rstd, gamma[ch], beta[ch]);
+            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                let g = dy * activation_factor(x * scale + shift, self.slope) * gamma[ch];
+                *dx = rstd * (g - mean_g - (x - mean) * rstd * mean_g_xhat);
+            }
+        }
+        sums
+    }
+}
+
+impl CustomOp3 for GroupNormGrad {
     fn name(&self) -> &'static str {
-        "group-norm-input-grad"
+        "group-norm-grad"
     }
 
     fn cpu_fwd(
@@ -151,74 +263,57 @@ impl CustomOp3 for GroupNormInputGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let sp = Spans::new(l1, self.groups, self.name())?;
         let x = contiguous_f32(s1, l1, self.name())?;
-        let gamma = contiguous_f32(s2, l2, self.name())?;
+        let affine = contiguous_f32(s2, l2, self.name())?;
         let dy = contiguous_f32(s3, l3, self.name())?;
-        let mut dx = vec![0f32; x.len()];
-        let n = sp.len as f64;
-        dx.par_chunks_mut(sp.len)
-            .zip(x.par_chunks(sp.len).zip(dy.par_chunks(sp.len)))
+        let c = sp.c;
+        let (gamma, beta) = affine.split_at(affine.len() / 2);
+        sp.check_affine(gamma, beta, self.name())?;
+        if dy.len() != x.len() {
+            bail!(
+                "{}: {} gradients for {} inputs",
+                self.name(),
+                dy.len(),
+                x.len()
+            )
+        }
+        let mut out = vec![0f32; x.len() + 2 * c];
+        let (dx, affine_grad) = out.split_at_mut(x.len());
+        // Σ d and Σ d·x̂ per (sample, channel) plane, in memory order.
+        let per_plane: Vec<(f64, f64)> = dx
+            .par_chunks_mut(sp.len())
+            .zip(x.par_chunks(sp.len()).zip(dy.par_chunks(sp.len())))
             .enumerate()
-            .for_each(|(s, (dx, (x, dy)))| {
-                // With g = γ·dy, dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) over the span.
-                let (mean, rstd) = moments(x, self.eps);
-                let (mut sum_g, mut sum_g_xhat) = (0f64, 0f64);
-                for (i, (&x, &dy)) in x.iter().zip(dy).enumerate() {
-                    let g = f64::from(dy * gamma[sp.channel(s, i)]);
-                    sum_g += g;
-                    sum_g_xhat += g * f64::from((x - mean) * rstd);
-                }
-                let (mean_g, mean_g_xhat) = ((sum_g / n) as f32, (sum_g_xhat / n) as f32);
-                for (i, ((dx, &x), &dy)) in dx.iter_mut().zip(x).zip(dy).enumerate() {
-                    let xhat = (x - mean) * rstd;
-                    let g = dy * gamma[sp.channel(s, i)];
-                    *dx = rstd * (g - mean_g - xhat * mean_g_xhat);
-                }
-            });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+            .flat_map_iter(|(s, (dx, (x, dy)))| self.span(&sp, s, (x, dy, dx), (gamma, beta)))
+            .collect();
+        let (mut dgamma, mut dbeta) = (vec![0f64; c], vec![0f64; c]);
+        for (p, (d, dxhat)) in per_plane.iter().enumerate() {
+            dgamma[p % c] += dxhat;
+            dbeta[p % c] += d;
+        }
+        for (out, v) in affine_grad.iter_mut().zip(dgamma.iter().chain(&dbeta)) {
+            *out = *v as f32;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * c)))
     }
 }
 
-impl CustomOp2 for GroupNormAffineGrad {
-    fn name(&self) -> &'static str {
-        "group-norm-affine-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let sp = Spans::new(l1, self.groups, self.name())?;
-        let x = contiguous_f32(s1, l1, self.name())?;
-        let dy = contiguous_f32(s2, l2, self.name())?;
-        // Sums per (sample, channel) plane, in memory order.
-        let per_plane: Vec<(f64, f64)> = x
-            .par_chunks(sp.len)
-            .zip(dy.par_chunks(sp.len))
-            .flat_map_iter(|(x, dy)| {
-                let (mean, rstd) = moments(x, self.eps);
-                x.chunks(sp.voxels)
-                    .zip(dy.chunks(sp.voxels))
-                    .map(move |(x, dy)| {
-                        x.iter().zip(dy).fold((0f64, 0f64), |(g, b), (&x, &dy)| {
-                            (
-                                g + f64::from(dy) * f64::from((x - mean) * rstd),
-                                b + f64::from(dy),
-                            )
-                        })
-                    })
-            })
-            .collect();
-        let c = sp.c;
-        let mut out = vec![0f32; 2 * c];
-        for (p, (g, b)) in per_plane.iter().enumerate() {
-            out[p % c] += *g as f32;
-            out[c + p % c] += *b as f32;
-        }
-        Ok((CpuStorage::F32(out), Shape::from((2, c))))
-    }
+/// Group norm of `x [n, c, ...]`, then optionally LeakyReLU with `slope`.
+fn fused_norm(
+    x: &Tensor,
+    groups: usize,
+    (gamma, beta): (&Tensor, &Tensor),
+    eps: f64,
+    slope: Option<f64>,
+) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(
+        &gamma.contiguous()?,
+        &beta.contiguous()?,
+        GroupNorm {
+            groups,
+            eps,
+            slope: slope.map(|s| s as f32),
+        },
+    )
 }
 
 /// Group norm of `x [n, c, ...]`: the channels split into `groups` groups, each sample's group
@@ -231,15 +326,22 @@ pub fn group_norm(
     beta: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
-    x.contiguous()?.apply_op3(
-        &gamma.contiguous()?,
-        &beta.contiguous()?,
-        GroupNorm { groups, eps },
-    )
+    fused_norm(x, groups, (gamma, beta), eps, None)
 }
 
 /// Instance norm of `x [n, c, ...]` (group norm with one channel per group). Over a single voxel
 /// x̂ is 0, so the result is `beta`, as the reference network relies on.
 pub fn instance_norm3d(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
-    group_norm(x, x.dim(1)?, gamma, beta, eps)
+    fused_norm(x, x.dim(1)?, (gamma, beta), eps, None)
+}
+
+/// `leaky_relu(instance_norm3d(x, gamma, beta, eps), slope)` as one op, forward and backward.
+pub fn instance_norm3d_leaky_relu(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    slope: f64,
+) -> Result<Tensor> {
+    fused_norm(x, x.dim(1)?, (gamma, beta), eps, Some(slope))
 }
