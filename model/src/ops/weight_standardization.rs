@@ -1,18 +1,115 @@
-//! Weight standardisation of convolution weights.
+//! Weight standardisation of convolution weights as one fused op: two passes over the weights
+//! forward and two backward, instead of a chain of Candle reductions and broadcasts.
 
-use candle_core::{bail, Result, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::elementwise::contiguous_f32;
+
+/// Mean and `sqrt(unbiased variance + eps)` of one output channel's weights.
+fn row_moments(row: &[f32], eps: f64) -> (f64, f64) {
+    let n = row.len() as f64;
+    let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let squares: f64 = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum();
+    (mean, (squares / (n - 1.0) + eps).sqrt())
+}
+
+/// `w [co, fan]` → `(w − mean) / sqrt(var + eps)` per row.
+struct StandardizeWeight {
+    fan: usize,
+    eps: f64,
+}
+
+/// (w, dŵ) → dw.
+struct StandardizeWeightGrad {
+    fan: usize,
+    eps: f64,
+}
+
+impl CustomOp1 for StandardizeWeight {
+    fn name(&self) -> &'static str {
+        "standardize-weight"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let w = contiguous_f32(s, l, self.name())?;
+        let mut out = vec![0f32; w.len()];
+        out.par_chunks_mut(self.fan)
+            .zip(w.par_chunks(self.fan))
+            .for_each(|(out, row)| {
+                let (mean, std) = row_moments(row, self.eps);
+                let inv_std = 1.0 / std;
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = ((f64::from(v) - mean) * inv_std) as f32;
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let op = StandardizeWeightGrad {
+            fan: self.fan,
+            eps: self.eps,
+        };
+        Ok(Some(
+            w.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &op)?,
+        ))
+    }
+}
+
+impl CustomOp2 for StandardizeWeightGrad {
+    fn name(&self) -> &'static str {
+        "standardize-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let w = contiguous_f32(s1, l1, self.name())?;
+        let dy = contiguous_f32(s2, l2, self.name())?;
+        if dy.len() != w.len() {
+            bail!(
+                "{}: {} gradients for {} weights",
+                self.name(),
+                dy.len(),
+                w.len()
+            )
+        }
+        let mut dw = vec![0f32; w.len()];
+        let n = self.fan as f64;
+        dw.par_chunks_mut(self.fan)
+            .zip(w.par_chunks(self.fan).zip(dy.par_chunks(self.fan)))
+            .for_each(|(dw, (row, dy))| {
+                // With c = w − mean and s = sqrt(var + eps):
+                // dw = (dy − mean(dy)) / s − c · Σ(dy·c) / ((n − 1)·s³).
+                let (mean, std) = row_moments(row, self.eps);
+                let (mut dy_sum, mut dy_c) = (0f64, 0f64);
+                for (&v, &g) in row.iter().zip(dy) {
+                    dy_sum += f64::from(g);
+                    dy_c += f64::from(g) * (f64::from(v) - mean);
+                }
+                let (dy_mean, inv_std) = (dy_sum / n, 1.0 / std);
+                let c_factor = dy_c / ((n - 1.0) * std.powi(3));
+                for ((d, &v), &g) in dw.iter_mut().zip(row).zip(dy) {
+                    *d = ((f64::from(g) - dy_mean) * inv_std - (f64::from(v) - mean) * c_factor)
+                        as f32;
+                }
+            });
+        Ok((CpuStorage::F32(dw), l1.shape().clone()))
+    }
+}
 
 /// Weight standardisation of a convolution weight `[co, ...]`: per output channel, subtract the
 /// mean of its weights and divide by `sqrt(unbiased variance + eps)`.
 pub fn standardize_weight(w: &Tensor, eps: f64) -> Result<Tensor> {
     let dims = w.dims();
-    let co = dims[0];
     let fan: usize = dims[1..].iter().product();
     if fan < 2 {
         bail!("weight standardisation needs at least two weights per output channel, got {dims:?}")
     }
-    let flat = w.reshape((co, fan))?;
-    let centred = flat.broadcast_sub(&flat.mean_keepdim(1)?)?;
-    let var = (centred.sqr()?.sum_keepdim(1)? / (fan - 1) as f64)?;
-    centred.broadcast_div(&(var + eps)?.sqrt()?)?.reshape(dims)
+    w.contiguous()?.apply_op1(StandardizeWeight { fan, eps })
 }
