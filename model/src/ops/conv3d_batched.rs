@@ -60,9 +60,13 @@ fn columns(x: &[f32], g: &Geometry, taps: &[usize]) -> Vec<f32> {
                 for s in 0..g.n {
                     let x_c = &x[(s * g.c + c) * in_vol..(s * g.c + c + 1) * in_vol];
                     for_each_mapped_row(g, tap, |r, start, lo, hi| {
-                        let out = &mut row[s * vol + r * ow..s * vol + (r + 1) * ow];
-                        for (k, o) in out[lo..hi].iter_mut().enumerate() {
-                            *o = x_c[start + k * stride];
+                        let out = &mut row[s * vol + r * ow + lo..s * vol + r * ow + hi];
+                        if stride == 1 {
+                            out.copy_from_slice(&x_c[start..start + hi - lo]);
+                        } else {
+                            for (k, o) in out.iter_mut().enumerate() {
+                                *o = x_c[start + k * stride];
+                            }
                         }
                     });
                 }
@@ -74,24 +78,27 @@ fn columns(x: &[f32], g: &Geometry, taps: &[usize]) -> Vec<f32> {
 /// The weight's live taps, `[co, c·live]`.
 fn live_weight(w: &[f32], g: &Geometry, taps: &[usize]) -> Vec<f32> {
     let kv = g.kernel_volume();
-    let mut out = Vec::with_capacity(g.co * g.c * taps.len());
-    for oc in 0..g.co {
-        for c in 0..g.c {
-            out.extend(taps.iter().map(|&t| w[(oc * g.c + c) * kv + t]));
-        }
-    }
+    let mut out = vec![0f32; g.co * g.c * taps.len()];
+    out.par_chunks_mut(taps.len())
+        .zip(w.par_chunks(kv))
+        .for_each(|(out, w)| {
+            for (o, &t) in out.iter_mut().zip(taps) {
+                *o = w[t];
+            }
+        });
     out
 }
 
 /// `data [a, b, vol]` as `[b, a, vol]` (samples side by side and back).
 fn swap_outer(data: &[f32], a: usize, b: usize, vol: usize) -> Vec<f32> {
     let mut out = vec![0f32; data.len()];
-    for i in 0..a {
-        for j in 0..b {
-            out[(j * a + i) * vol..(j * a + i + 1) * vol]
-                .copy_from_slice(&data[(i * b + j) * vol..(i * b + j + 1) * vol]);
-        }
-    }
+    out.par_chunks_mut(a * vol)
+        .enumerate()
+        .for_each(|(j, out)| {
+            for (i, out) in out.chunks_mut(vol).enumerate() {
+                out.copy_from_slice(&data[(i * b + j) * vol..(i * b + j + 1) * vol]);
+            }
+        });
     out
 }
 
@@ -159,9 +166,14 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
                 for s in 0..g.n {
                     let dst = &mut dx_c[s * in_vol..(s + 1) * in_vol];
                     for_each_mapped_row(g, tap, |r, start, lo, hi| {
-                        let src = &row[s * vol + r * ow..s * vol + (r + 1) * ow];
-                        for (k, v) in src[lo..hi].iter().enumerate() {
-                            dst[start + k * stride] += v;
+                        let src = &row[s * vol + r * ow + lo..s * vol + r * ow + hi];
+                        if stride == 1 {
+                            let dst = &mut dst[start..start + hi - lo];
+                            dst.iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                        } else {
+                            for (k, v) in src.iter().enumerate() {
+                                dst[start + k * stride] += v;
+                            }
                         }
                     });
                 }
