@@ -2,7 +2,10 @@
 //! checkpoints can hold it): SGD with Nesterov momentum for the network, Adam with L2 weight decay
 //! for the importance logits.
 
-use candle_core::{backprop::GradStore, Result, Tensor, Var};
+use candle_core::{backprop::GradStore, bail, CpuStorage, InplaceOp3, Layout, Result, Tensor, Var};
+use rayon::prelude::*;
+
+use crate::ops::contiguous_f32;
 
 /// SGD with Nesterov momentum, as `torch.optim.SGD(nesterov=True)`:
 /// b ← μ·b + g, p ← p − lr·(g + μ·b).
@@ -56,24 +59,120 @@ impl SgdNesterov {
         Ok(())
     }
 
-    /// One step with learning rate `lr`; parameters without a gradient are left alone.
+    /// One step with learning rate `lr`; parameters without a gradient are left alone. The
+    /// momentum buffers and the parameters are updated in place, one pass each.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         for (var, buffer) in self.vars.iter().zip(self.momentum_buffers.iter_mut()) {
             let Some(g) = grads.get(var) else { continue };
-            // Buffers are cut off from the autograd graph, or each step would keep the last alive.
-            let g = if self.weight_decay > 0.0 {
-                (g + (var.as_tensor() * self.weight_decay)?)?.detach()
-            } else {
-                g.detach()
+            let (g, w) = (g.contiguous()?, var.as_tensor());
+            let b = match buffer {
+                Some(b) => b,
+                // μ·0 + g equals PyTorch's first buffer, g, exactly.
+                None => buffer.insert(w.zeros_like()?),
             };
-            let b = match buffer.take() {
-                Some(b) => ((b * self.momentum)? + &g)?.detach(),
-                None => g.clone(),
+            let update = NesterovUpdate {
+                momentum: self.momentum as f32,
+                weight_decay: self.weight_decay as f32,
+                lr: lr as f32,
             };
-            let update = (&g + (&b * self.momentum)?)?;
-            var.set(&(var.as_tensor() - (update * lr)?)?)?;
-            *buffer = Some(b);
+            b.inplace_op3(&g, w, &MomentumUpdate(update))?;
+            w.inplace_op3(&g, b, &update)?;
         }
+        Ok(())
+    }
+}
+
+/// The constants of one SGD step.
+#[derive(Clone, Copy)]
+struct NesterovUpdate {
+    momentum: f32,
+    weight_decay: f32,
+    lr: f32,
+}
+
+/// b ← μ·b + (g + λ·p), in place on b; sources (g, p).
+struct MomentumUpdate(NesterovUpdate);
+
+/// `f32` slices of an in-place op's destination and two sources, all contiguous and equally long.
+fn inplace_slices<'a>(
+    op: &str,
+    dst: &'a mut CpuStorage,
+    dst_l: &Layout,
+    [(s1, l1), (s2, l2)]: [(&'a CpuStorage, &Layout); 2],
+) -> Result<(&'a mut [f32], &'a [f32], &'a [f32])> {
+    let dst = match (dst, dst_l.contiguous_offsets()) {
+        (CpuStorage::F32(data), Some((start, end))) => &mut data[start..end],
+        _ => bail!("{op}: expects a contiguous f32 destination"),
+    };
+    let (a, b) = (contiguous_f32(s1, l1, op)?, contiguous_f32(s2, l2, op)?);
+    if a.len() != dst.len() || b.len() != dst.len() {
+        bail!(
+            "{op}: lengths {}, {} and {} differ",
+            dst.len(),
+            a.len(),
+            b.len()
+        )
+    }
+    Ok((dst, a, b))
+}
+
+/// Elements per parallel work item of the updates.
+const UPDATE_CHUNK: usize = 1 << 15;
+
+impl InplaceOp3 for MomentumUpdate {
+    fn name(&self) -> &'static str {
+        "sgd-momentum"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let (b, g, p) = inplace_slices(self.name(), dst, dst_l, [(s1, l1), (s2, l2)])?;
+        let NesterovUpdate {
+            momentum,
+            weight_decay,
+            ..
+        } = self.0;
+        b.par_chunks_mut(UPDATE_CHUNK)
+            .zip(g.par_chunks(UPDATE_CHUNK).zip(p.par_chunks(UPDATE_CHUNK)))
+            .for_each(|(b, (g, p))| {
+                for ((b, &g), &p) in b.iter_mut().zip(g).zip(p) {
+                    *b = *b * momentum + (g + p * weight_decay);
+                }
+            });
+        Ok(())
+    }
+}
+
+/// p ← p − lr·((g + λ·p) + μ·b), in place on p; sources (g, b).
+impl InplaceOp3 for NesterovUpdate {
+    fn name(&self) -> &'static str {
+        "sgd-nesterov"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let (p, g, b) = inplace_slices(self.name(), dst, dst_l, [(s1, l1), (s2, l2)])?;
+        p.par_chunks_mut(UPDATE_CHUNK)
+            .zip(g.par_chunks(UPDATE_CHUNK).zip(b.par_chunks(UPDATE_CHUNK)))
+            .for_each(|(p, (g, b))| {
+                for ((p, &g), &b) in p.iter_mut().zip(g).zip(b) {
+                    *p -= ((g + *p * self.weight_decay) + b * self.momentum) * self.lr;
+                }
+            });
         Ok(())
     }
 }

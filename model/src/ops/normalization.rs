@@ -8,29 +8,7 @@
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::elementwise::contiguous_f32;
-
-/// Independent accumulators of the span reductions (lanes the compiler keeps in vector registers).
-const LANES: usize = 8;
-
-/// Σ v and Σ v² of `values`, in `f64`.
-fn sum_and_squares(values: &[f32]) -> (f64, f64) {
-    let (mut sum, mut squares) = ([0f64; LANES], [0f64; LANES]);
-    let chunks = values.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for k in 0..LANES {
-            let v = f64::from(chunk[k]);
-            sum[k] += v;
-            squares[k] += v * v;
-        }
-    }
-    for &v in tail {
-        sum[0] += f64::from(v);
-        squares[0] += f64::from(v) * f64::from(v);
-    }
-    (sum.iter().sum(), squares.iter().sum())
-}
+use super::elementwise::{contiguous_f32, sum_and_squares, LANES};
 
 /// Mean and 1/sqrt(var + eps) of one (sample, group) span (its channel planes).
 fn moments(planes: &[f32], eps: f64) -> (f32, f32) {

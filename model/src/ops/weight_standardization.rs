@@ -4,14 +4,33 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::elementwise::contiguous_f32;
+use super::elementwise::{contiguous_f32, sum_and_squares, LANES};
 
 /// Mean and `sqrt(unbiased variance + eps)` of one output channel's weights.
 fn row_moments(row: &[f32], eps: f64) -> (f64, f64) {
     let n = row.len() as f64;
-    let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let squares: f64 = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum();
-    (mean, (squares / (n - 1.0) + eps).sqrt())
+    let (sum, squares) = sum_and_squares(row);
+    let mean = sum / n;
+    let var = ((squares - n * mean * mean) / (n - 1.0)).max(0.0);
+    (mean, (var + eps).sqrt())
+}
+
+/// Σ dy and Σ dy·w of one output channel.
+fn gradient_sums(row: &[f32], dy: &[f32]) -> (f64, f64) {
+    let (mut dy_sum, mut dy_w) = ([0f64; LANES], [0f64; LANES]);
+    let (rows, dys) = (row.chunks_exact(LANES), dy.chunks_exact(LANES));
+    let tail = rows.remainder().iter().zip(dys.remainder());
+    for (w, g) in rows.zip(dys) {
+        for k in 0..LANES {
+            dy_sum[k] += f64::from(g[k]);
+            dy_w[k] += f64::from(g[k]) * f64::from(w[k]);
+        }
+    }
+    for (&w, &g) in tail {
+        dy_sum[0] += f64::from(g);
+        dy_w[0] += f64::from(g) * f64::from(w);
+    }
+    (dy_sum.iter().sum(), dy_w.iter().sum())
 }
 
 /// `w [co, fan]` → `(w − mean) / sqrt(var + eps)` per row.
@@ -38,9 +57,9 @@ impl CustomOp1 for StandardizeWeight {
             .zip(w.par_chunks(self.fan))
             .for_each(|(out, row)| {
                 let (mean, std) = row_moments(row, self.eps);
-                let inv_std = 1.0 / std;
+                let (mean, inv_std) = (mean as f32, (1.0 / std) as f32);
                 for (o, &v) in out.iter_mut().zip(row) {
-                    *o = ((f64::from(v) - mean) * inv_std) as f32;
+                    *o = (v - mean) * inv_std;
                 }
             });
         Ok((CpuStorage::F32(out), l.shape().clone()))
@@ -87,16 +106,14 @@ impl CustomOp2 for StandardizeWeightGrad {
                 // With c = w − mean and s = sqrt(var + eps):
                 // dw = (dy − mean(dy)) / s − c · Σ(dy·c) / ((n − 1)·s³).
                 let (mean, std) = row_moments(row, self.eps);
-                let (mut dy_sum, mut dy_c) = (0f64, 0f64);
-                for (&v, &g) in row.iter().zip(dy) {
-                    dy_sum += f64::from(g);
-                    dy_c += f64::from(g) * (f64::from(v) - mean);
-                }
-                let (dy_mean, inv_std) = (dy_sum / n, 1.0 / std);
-                let c_factor = dy_c / ((n - 1.0) * std.powi(3));
+                let (dy_sum, dy_w) = gradient_sums(row, dy);
+                let dy_c = dy_w - mean * dy_sum;
+                let dy_mean = (dy_sum / n) as f32;
+                let inv_std = (1.0 / std) as f32;
+                let c_factor = (dy_c / ((n - 1.0) * std.powi(3))) as f32;
+                let mean = mean as f32;
                 for ((d, &v), &g) in dw.iter_mut().zip(row).zip(dy) {
-                    *d = ((f64::from(g) - dy_mean) * inv_std - (f64::from(v) - mean) * c_factor)
-                        as f32;
+                    *d = (g - dy_mean) * inv_std - (v - mean) * c_factor;
                 }
             });
         Ok((CpuStorage::F32(dw), l1.shape().clone()))
