@@ -15,6 +15,7 @@ pub mod evaluate;
 pub mod files;
 pub mod loader;
 pub mod meta;
+pub mod parallel_zeroing;
 pub mod progress;
 pub mod resume;
 pub mod sampler;

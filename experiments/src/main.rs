@@ -13,6 +13,7 @@ use metakd_experiments::alloc_stats::CountingAllocator;
 use metakd_experiments::config::RunConfig;
 use metakd_experiments::demo::{default_workdir, run_demo, DemoOptions};
 use metakd_experiments::files::SWEEP_FILE;
+use metakd_experiments::parallel_zeroing::ParallelZeroing;
 use metakd_experiments::split_command::{write_splits, SplitRequest};
 use metakd_experiments::tracking::{TrackingOptions, TrackingReport};
 use metakd_experiments::{bench, bench_prepare, bench_train, progress, sweep, train};
@@ -20,9 +21,11 @@ use metakd_model::nets::SegmenterConfig;
 
 /// Tensors of several MiB are allocated and freed at every step; mimalloc reuses their memory
 /// where the system allocator returns it and faults it back in (a third of the CPU time). The
-/// counting wrapper lets `metakd bench` report working memory.
+/// counting wrapper lets `metakd bench` report working memory; large zeroed buffers are filled on
+/// every thread.
 #[global_allocator]
-static ALLOCATOR: CountingAllocator<mimalloc::MiMalloc> = CountingAllocator(mimalloc::MiMalloc);
+static ALLOCATOR: CountingAllocator<ParallelZeroing<mimalloc::MiMalloc>> =
+    CountingAllocator(ParallelZeroing(mimalloc::MiMalloc));
 
 /// `mi_option_purge_delay` in mimalloc's `mi_option_e` (mimalloc.h of libmimalloc-sys 0.1.49).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
