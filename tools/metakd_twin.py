@@ -14,7 +14,7 @@ Two uses:
         --out result.safetensors
         Loads weights and a batch (`bench.x`, `bench.target`, `bench.w`) by name, times R training
         steps (forward, Dice + BCE + 0.1 KD, backward,
-        SGD step) after one warm-up, and writes the first step's logits and the median seconds
+        SGD step) after one warm-up, and writes the first step's logits, the median and the fastest step's seconds
         (used by `metakd bench train`).
 
     python3 -m pip install torch safetensors numpy
@@ -357,7 +357,8 @@ def step(args):
         else:
             times.append(elapsed)
     save_file({"logits": first_logits,
-               "seconds": torch.tensor([statistics.median(times)], dtype=torch.float64)},
+               "seconds": torch.tensor([statistics.median(times)], dtype=torch.float64),
+               "best": torch.tensor([min(times)], dtype=torch.float64)},
               args.out)
 
 

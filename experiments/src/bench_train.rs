@@ -40,11 +40,37 @@ pub const STANDARD_SHAPES: [StepShape; 2] = [
     },
 ];
 
+/// Seconds per step over the timed runs.
+#[derive(Debug, Clone, Copy)]
+pub struct StepSeconds {
+    /// The median run.
+    pub median: f64,
+    /// The fastest run (the least disturbed by other work on the machine).
+    pub best: f64,
+}
+
+impl StepSeconds {
+    /// The median and the fastest of `samples` (at least one).
+    fn of(mut samples: Vec<f64>) -> Self {
+        samples.sort_by(f64::total_cmp);
+        Self {
+            median: samples[samples.len() / 2],
+            best: samples[0],
+        }
+    }
+}
+
+impl fmt::Display for StepSeconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.2} s/step (best {:.2})", self.median, self.best)
+    }
+}
+
 /// The PyTorch side of one shape.
 #[derive(Debug, Clone)]
 pub struct TorchStep {
-    /// Median seconds per step.
-    pub seconds: f64,
+    /// Seconds per step.
+    pub seconds: StepSeconds,
     /// Largest |logit difference| of the first step, relative to the largest |logit|.
     pub logits_relative_error: f64,
 }
@@ -54,8 +80,8 @@ pub struct TorchStep {
 pub struct StepTiming {
     /// The shape.
     pub shape: StepShape,
-    /// Median seconds per step.
-    pub seconds: f64,
+    /// Seconds per step.
+    pub seconds: StepSeconds,
     /// Peak heap bytes during a step.
     pub peak_bytes: usize,
     /// PyTorch's figures, where it could be run.
@@ -67,7 +93,7 @@ impl fmt::Display for StepTiming {
         let [d, h, w] = self.shape.crop;
         write!(
             f,
-            "{d}x{h}x{w} batch {}: {:.2} s/step, peak heap {:.2} GB",
+            "{d}x{h}x{w} batch {}: {}, peak heap {:.2} GB",
             self.shape.batch,
             self.seconds,
             self.peak_bytes as f64 / 1e9
@@ -75,9 +101,11 @@ impl fmt::Display for StepTiming {
         match &self.torch {
             Some(t) => write!(
                 f,
-                "; PyTorch {:.2} s/step, ratio {:.2}x; first-step logits differ by {:.1e} (relative)",
+                "; PyTorch {}, ratio {:.2}x (best {:.2}x); first-step logits differ by {:.1e} \
+                 (relative)",
                 t.seconds,
-                self.seconds / t.seconds,
+                self.seconds.median / t.seconds.median,
+                self.seconds.best / t.seconds.best,
                 t.logits_relative_error
             ),
             None => write!(f, "; PyTorch not run"),
@@ -147,14 +175,13 @@ pub fn bench_train(
             training_step(&model, &mut sgd, (&x, &y), &available, &train, train.lr)?;
             samples.push(start.elapsed().as_secs_f64());
         }
-        samples.sort_by(f64::total_cmp);
         let torch = match twin {
             Some(twin) => torch_step(twin, cfg, &weights, runs, &first.logits, workdir)?,
             None => None,
         };
         timings.push(StepTiming {
             shape,
-            seconds: samples[runs / 2],
+            seconds: StepSeconds::of(samples),
             peak_bytes,
             torch,
         });
@@ -196,9 +223,26 @@ fn torch_step(
     let theirs = &out["logits"];
     let scale = theirs.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-12);
     let worst = (logits - theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
-    let seconds = out["seconds"].to_vec1::<f64>()?[0];
+    let seconds = StepSeconds {
+        median: out["seconds"].to_vec1::<f64>()?[0],
+        best: out["best"].to_vec1::<f64>()?[0],
+    };
     Ok(Some(TorchStep {
         seconds,
         logits_relative_error: f64::from(worst / scale),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_seconds_are_the_median_and_the_fastest_run() {
+        let s = StepSeconds::of(vec![3.0, 1.5, 9.0, 2.0, 2.5]);
+        assert_eq!((s.median, s.best), (2.5, 1.5));
+        assert_eq!(s.to_string(), "2.50 s/step (best 1.50)");
+        let one = StepSeconds::of(vec![4.25]);
+        assert_eq!((one.median, one.best), (4.25, 4.25));
+    }
 }
