@@ -11,10 +11,19 @@ use super::strided_gemm::{matmul, View, ViewMut};
 
 /// Largest output volume per sample handled here.
 const SMALL_OUTPUT_VOLUME: usize = 512;
+/// Above this output volume per sample, the batched path needs a column matrix of at most this
+/// many elements: at 8×8×8 outputs and 128 channels the column matrix of a 3×3×3 convolution (27
+/// input copies per sample, 56 MB for 8 samples) costs more than the per-sample path's extra rows.
+const LARGE_COLUMNS: usize = 4 << 20;
 
 /// Whether the batched path applies: one group, several samples, a small output.
 pub fn applies(g: &Geometry) -> bool {
-    g.params.groups == 1 && g.n > 1 && g.output_volume() <= SMALL_OUTPUT_VOLUME
+    let vol = g.output_volume();
+    let columns = g.c * g.kernel_volume() * g.n * vol;
+    g.params.groups == 1
+        && g.n > 1
+        && (vol <= SMALL_OUTPUT_VOLUME / 2
+            || (vol <= SMALL_OUTPUT_VOLUME && columns <= LARGE_COLUMNS))
 }
 
 /// The kernel taps that read the input for at least one output row.
