@@ -119,6 +119,22 @@ fn inplace_slices<'a>(
 /// Elements per parallel work item of the updates.
 const UPDATE_CHUNK: usize = 1 << 15;
 
+/// `update(dst[i], a[i], b[i])` for every element, in parallel.
+fn update_in_place(
+    dst: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    update: impl Fn(&mut f32, f32, f32) + Sync,
+) {
+    dst.par_chunks_mut(UPDATE_CHUNK)
+        .zip(a.par_chunks(UPDATE_CHUNK).zip(b.par_chunks(UPDATE_CHUNK)))
+        .for_each(|(dst, (a, b))| {
+            for ((d, &a), &b) in dst.iter_mut().zip(a).zip(b) {
+                update(d, a, b);
+            }
+        });
+}
+
 impl InplaceOp3 for MomentumUpdate {
     fn name(&self) -> &'static str {
         "sgd-momentum"
@@ -139,13 +155,9 @@ impl InplaceOp3 for MomentumUpdate {
             weight_decay,
             ..
         } = self.0;
-        b.par_chunks_mut(UPDATE_CHUNK)
-            .zip(g.par_chunks(UPDATE_CHUNK).zip(p.par_chunks(UPDATE_CHUNK)))
-            .for_each(|(b, (g, p))| {
-                for ((b, &g), &p) in b.iter_mut().zip(g).zip(p) {
-                    *b = *b * momentum + (g + p * weight_decay);
-                }
-            });
+        update_in_place(b, g, p, |b, g, p| {
+            *b = *b * momentum + (g + p * weight_decay)
+        });
         Ok(())
     }
 }
@@ -166,13 +178,9 @@ impl InplaceOp3 for NesterovUpdate {
         l2: &Layout,
     ) -> Result<()> {
         let (p, g, b) = inplace_slices(self.name(), dst, dst_l, [(s1, l1), (s2, l2)])?;
-        p.par_chunks_mut(UPDATE_CHUNK)
-            .zip(g.par_chunks(UPDATE_CHUNK).zip(b.par_chunks(UPDATE_CHUNK)))
-            .for_each(|(p, (g, b))| {
-                for ((p, &g), &b) in p.iter_mut().zip(g).zip(b) {
-                    *p -= ((g + *p * self.weight_decay) + b * self.momentum) * self.lr;
-                }
-            });
+        update_in_place(p, g, b, |p, g, b| {
+            *p -= ((g + *p * self.weight_decay) + b * self.momentum) * self.lr;
+        });
         Ok(())
     }
 }

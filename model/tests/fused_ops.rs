@@ -34,6 +34,57 @@ fn composed_group_norm(x: &Tensor, groups: usize, gamma: &Tensor, beta: &Tensor)
         .unwrap()
 }
 
+/// An input, affine parameters and the weights `r` of the loss `sum(y · r)`.
+struct NormCase {
+    x: Var,
+    gamma: Var,
+    beta: Var,
+    r: Tensor,
+}
+
+impl NormCase {
+    /// Random values in [-2, 2), the input's shifted by `offset`.
+    fn new(dims: (usize, usize, usize, usize, usize), offset: f32, seed: u64) -> Self {
+        let dev = Device::Cpu;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (len, c) = (dims.0 * dims.1 * dims.2 * dims.3 * dims.4, dims.1);
+        let xs: Vec<f32> = random(&mut rng, len).iter().map(|v| v + offset).collect();
+        Self {
+            x: Var::from_slice(&xs, dims, &dev).unwrap(),
+            gamma: Var::from_slice(&random(&mut rng, c), c, &dev).unwrap(),
+            beta: Var::from_slice(&random(&mut rng, c), c, &dev).unwrap(),
+            r: Tensor::from_slice(&random(&mut rng, len), dims, &dev).unwrap(),
+        }
+    }
+
+    /// Checks `fused` against `composed`: outputs within `tol_y`, the gradients of x, γ and β
+    /// within `tol_grad`.
+    fn assert_same(&self, fused: &Tensor, composed: &Tensor, tol_y: f32, tol_grad: f32) {
+        assert_close(&flat(fused), &flat(composed), tol_y, "y");
+        let backward = |y: &Tensor| {
+            (y * &self.r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+        };
+        let (g1, g2) = (backward(fused), backward(composed));
+        for (var, name) in [
+            (&self.x, "dx"),
+            (&self.gamma, "dgamma"),
+            (&self.beta, "dbeta"),
+        ] {
+            assert_close(
+                &flat(g1.get(var).unwrap()),
+                &flat(g2.get(var).unwrap()),
+                tol_grad,
+                name,
+            );
+        }
+    }
+}
+
 /// Checks the fused norm (`groups` groups; `None` for instance norm) against the composed one,
 /// output and every gradient.
 fn check_against_composed(
@@ -41,29 +92,14 @@ fn check_against_composed(
     groups: Option<usize>,
     seed: u64,
 ) {
-    let dev = Device::Cpu;
-    let mut rng = StdRng::seed_from_u64(seed);
-    let (len, c) = (dims.0 * dims.1 * dims.2 * dims.3 * dims.4, dims.1);
-    let x = Var::from_slice(&random(&mut rng, len), dims, &dev).unwrap();
-    let gamma = Var::from_slice(&random(&mut rng, c), c, &dev).unwrap();
-    let beta = Var::from_slice(&random(&mut rng, c), c, &dev).unwrap();
-    let r = Tensor::from_slice(&random(&mut rng, len), dims, &dev).unwrap();
+    let case = NormCase::new(dims, 0.0, seed);
+    let (x, gamma, beta) = (&case.x, &case.gamma, &case.beta);
     let fused = match groups {
-        Some(g) => group_norm(&x, g, &gamma, &beta, 1e-5).unwrap(),
-        None => instance_norm3d(&x, &gamma, &beta, 1e-5).unwrap(),
+        Some(g) => group_norm(x, g, gamma, beta, 1e-5).unwrap(),
+        None => instance_norm3d(x, gamma, beta, 1e-5).unwrap(),
     };
-    let composed = composed_group_norm(&x, groups.unwrap_or(c), &gamma, &beta);
-    assert_close(&flat(&fused), &flat(&composed), 1e-5, "y");
-    let backward = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-    let (g1, g2) = (backward(&fused), backward(&composed));
-    for (var, name) in [(&x, "dx"), (&gamma, "dgamma"), (&beta, "dbeta")] {
-        assert_close(
-            &flat(g1.get(var).unwrap()),
-            &flat(g2.get(var).unwrap()),
-            1e-4,
-            name,
-        );
-    }
+    let composed = composed_group_norm(x, groups.unwrap_or(dims.1), gamma, beta);
+    case.assert_same(&fused, &composed, 1e-5, 1e-4);
 }
 
 fn flat(t: &Tensor) -> Vec<f32> {
@@ -156,58 +192,25 @@ fn group_norm_matches_composed_ops_forward_and_backward() {
 #[test]
 fn group_norm_with_large_spans_and_offset_mean_matches_composed_ops() {
     // Spans longer than the reduction lanes with a remainder, and values far from zero.
-    let dev = Device::Cpu;
-    let mut rng = StdRng::seed_from_u64(5);
-    let dims = (2, 6, 5, 7, 9);
-    let len = 2 * 6 * 5 * 7 * 9;
-    let xs: Vec<f32> = random(&mut rng, len).iter().map(|v| 40.0 + v).collect();
-    let x = Var::from_slice(&xs, dims, &dev).unwrap();
-    let gamma = Var::from_slice(&random(&mut rng, 6), 6, &dev).unwrap();
-    let beta = Var::from_slice(&random(&mut rng, 6), 6, &dev).unwrap();
-    let r = Tensor::from_slice(&random(&mut rng, len), dims, &dev).unwrap();
-    let fused = group_norm(&x, 3, &gamma, &beta, 1e-5).unwrap();
-    let composed = composed_group_norm(&x, 3, &gamma, &beta);
-    assert_close(&flat(&fused), &flat(&composed), 1e-4, "y");
-    let backward = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-    let (g1, g2) = (backward(&fused), backward(&composed));
-    for (var, name) in [(&x, "dx"), (&gamma, "dgamma"), (&beta, "dbeta")] {
-        assert_close(
-            &flat(g1.get(var).unwrap()),
-            &flat(g2.get(var).unwrap()),
-            1e-3,
-            name,
-        );
-    }
+    let case = NormCase::new((2, 6, 5, 7, 9), 40.0, 5);
+    let (x, gamma, beta) = (&case.x, &case.gamma, &case.beta);
+    let fused = group_norm(x, 3, gamma, beta, 1e-5).unwrap();
+    let composed = composed_group_norm(x, 3, gamma, beta);
+    case.assert_same(&fused, &composed, 1e-4, 1e-3);
 }
 
 #[test]
 fn fused_instance_norm_leaky_relu_equals_the_two_ops() {
-    let dev = Device::Cpu;
-    let mut rng = StdRng::seed_from_u64(6);
-    let dims = (2, 3, 4, 5, 6);
-    let len = 2 * 3 * 4 * 5 * 6;
-    let x = Var::from_slice(&random(&mut rng, len), dims, &dev).unwrap();
-    let gamma = Var::from_slice(&random(&mut rng, 3), 3, &dev).unwrap();
-    let beta = Var::from_slice(&random(&mut rng, 3), 3, &dev).unwrap();
-    let r = Tensor::from_slice(&random(&mut rng, len), dims, &dev).unwrap();
-    let fused = instance_norm3d_leaky_relu(&x, &gamma, &beta, 1e-5, 0.01).unwrap();
-    let composed = leaky_relu(&composed_group_norm(&x, 3, &gamma, &beta), 0.01).unwrap();
+    let case = NormCase::new((2, 3, 4, 5, 6), 0.0, 6);
+    let (x, gamma, beta) = (&case.x, &case.gamma, &case.beta);
+    let fused = instance_norm3d_leaky_relu(x, gamma, beta, 1e-5, 0.01).unwrap();
+    let composed = leaky_relu(&composed_group_norm(x, 3, gamma, beta), 0.01).unwrap();
     let negative = flat(&composed).iter().filter(|&&v| v < 0.0).count();
     assert!(
-        negative > len / 10,
+        negative > composed.elem_count() / 10,
         "the activation's negative side is exercised"
     );
-    assert_close(&flat(&fused), &flat(&composed), 1e-5, "y");
-    let backward = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-    let (g1, g2) = (backward(&fused), backward(&composed));
-    for (var, name) in [(&x, "dx"), (&gamma, "dgamma"), (&beta, "dbeta")] {
-        assert_close(
-            &flat(g1.get(var).unwrap()),
-            &flat(g2.get(var).unwrap()),
-            1e-4,
-            name,
-        );
-    }
+    case.assert_same(&fused, &composed, 1e-5, 1e-4);
 }
 
 #[test]
