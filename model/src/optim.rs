@@ -70,28 +70,30 @@ impl SgdNesterov {
                 // μ·0 + g equals PyTorch's first buffer, g, exactly.
                 None => buffer.insert(w.zeros_like()?),
             };
-            let update = NesterovUpdate {
-                momentum: self.momentum as f32,
-                weight_decay: self.weight_decay as f32,
-                lr: lr as f32,
+            let (momentum, decay) = (self.momentum as f32, self.weight_decay as f32);
+            let lr = lr as f32;
+            let momentum_update = InPlaceUpdate {
+                name: "sgd-momentum",
+                update: |b: &mut f32, g: f32, p: f32| *b = *b * momentum + (g + p * decay),
             };
-            b.inplace_op3(&g, w, &MomentumUpdate(update))?;
-            w.inplace_op3(&g, b, &update)?;
+            let parameter_update = InPlaceUpdate {
+                name: "sgd-nesterov",
+                update: |p: &mut f32, g: f32, b: f32| *p -= ((g + *p * decay) + b * momentum) * lr,
+            };
+            // b ← μ·b + (g + λ·p), then p ← p − lr·((g + λ·p) + μ·b).
+            b.inplace_op3(&g, w, &momentum_update)?;
+            w.inplace_op3(&g, b, &parameter_update)?;
         }
         Ok(())
     }
 }
 
-/// The constants of one SGD step.
-#[derive(Clone, Copy)]
-struct NesterovUpdate {
-    momentum: f32,
-    weight_decay: f32,
-    lr: f32,
+/// An element-wise update `update(dst[i], a[i], b[i])` applied in place to a tensor, with two
+/// source tensors of the same length.
+struct InPlaceUpdate<F> {
+    name: &'static str,
+    update: F,
 }
-
-/// b ← μ·b + (g + λ·p), in place on b; sources (g, p).
-struct MomentumUpdate(NesterovUpdate);
 
 /// `f32` slices of an in-place op's destination and two sources, all contiguous and equally long.
 fn inplace_slices<'a>(
@@ -119,25 +121,9 @@ fn inplace_slices<'a>(
 /// Elements per parallel work item of the updates.
 const UPDATE_CHUNK: usize = 1 << 15;
 
-/// `update(dst[i], a[i], b[i])` for every element, in parallel.
-fn update_in_place(
-    dst: &mut [f32],
-    a: &[f32],
-    b: &[f32],
-    update: impl Fn(&mut f32, f32, f32) + Sync,
-) {
-    dst.par_chunks_mut(UPDATE_CHUNK)
-        .zip(a.par_chunks(UPDATE_CHUNK).zip(b.par_chunks(UPDATE_CHUNK)))
-        .for_each(|(dst, (a, b))| {
-            for ((d, &a), &b) in dst.iter_mut().zip(a).zip(b) {
-                update(d, a, b);
-            }
-        });
-}
-
-impl InplaceOp3 for MomentumUpdate {
+impl<F: Fn(&mut f32, f32, f32) + Sync> InplaceOp3 for InPlaceUpdate<F> {
     fn name(&self) -> &'static str {
-        "sgd-momentum"
+        self.name
     }
 
     fn cpu_fwd(
@@ -149,38 +135,14 @@ impl InplaceOp3 for MomentumUpdate {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<()> {
-        let (b, g, p) = inplace_slices(self.name(), dst, dst_l, [(s1, l1), (s2, l2)])?;
-        let NesterovUpdate {
-            momentum,
-            weight_decay,
-            ..
-        } = self.0;
-        update_in_place(b, g, p, |b, g, p| {
-            *b = *b * momentum + (g + p * weight_decay)
-        });
-        Ok(())
-    }
-}
-
-/// p ← p − lr·((g + λ·p) + μ·b), in place on p; sources (g, b).
-impl InplaceOp3 for NesterovUpdate {
-    fn name(&self) -> &'static str {
-        "sgd-nesterov"
-    }
-
-    fn cpu_fwd(
-        &self,
-        dst: &mut CpuStorage,
-        dst_l: &Layout,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<()> {
-        let (p, g, b) = inplace_slices(self.name(), dst, dst_l, [(s1, l1), (s2, l2)])?;
-        update_in_place(p, g, b, |p, g, b| {
-            *p -= ((g + *p * self.weight_decay) + b * self.momentum) * self.lr;
-        });
+        let (dst, a, b) = inplace_slices(self.name, dst, dst_l, [(s1, l1), (s2, l2)])?;
+        dst.par_chunks_mut(UPDATE_CHUNK)
+            .zip(a.par_chunks(UPDATE_CHUNK).zip(b.par_chunks(UPDATE_CHUNK)))
+            .for_each(|(dst, (a, b))| {
+                for ((d, &a), &b) in dst.iter_mut().zip(a).zip(b) {
+                    (self.update)(d, a, b);
+                }
+            });
         Ok(())
     }
 }

@@ -23,23 +23,32 @@ pub(crate) fn contiguous_f32<'a>(
 }
 
 /// Independent accumulators of the reductions (lanes the compiler keeps in vector registers).
-pub(crate) const LANES: usize = 8;
+const LANES: usize = 8;
+
+/// Σ f(aᵢ, bᵢ) of a pair of sums over two equally long slices, accumulated in `f64` lanes.
+pub(crate) fn paired_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f64, f64)) -> (f64, f64) {
+    let (mut first, mut second) = ([0f64; LANES], [0f64; LANES]);
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail = a_chunks.remainder().iter().zip(b_chunks.remainder());
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for k in 0..LANES {
+            let (u, v) = f(a[k], b[k]);
+            first[k] += u;
+            second[k] += v;
+        }
+    }
+    for (&a, &b) in tail {
+        let (u, v) = f(a, b);
+        first[0] += u;
+        second[0] += v;
+    }
+    (first.iter().sum(), second.iter().sum())
+}
 
 /// Σ v and Σ v² of `values`, in `f64`.
 pub(crate) fn sum_and_squares(values: &[f32]) -> (f64, f64) {
-    let (mut sum, mut squares) = ([0f64; LANES], [0f64; LANES]);
-    let chunks = values.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for k in 0..LANES {
-            let v = f64::from(chunk[k]);
-            sum[k] += v;
-            squares[k] += v * v;
-        }
-    }
-    for &v in tail {
-        sum[0] += f64::from(v);
-        squares[0] += f64::from(v) * f64::from(v);
-    }
-    (sum.iter().sum(), squares.iter().sum())
+    paired_sums(values, values, |v, _| {
+        let v = f64::from(v);
+        (v, v * v)
+    })
 }

@@ -8,7 +8,7 @@
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::elementwise::{contiguous_f32, sum_and_squares, LANES};
+use super::elementwise::{contiguous_f32, paired_sums, sum_and_squares};
 
 /// Mean and 1/sqrt(var + eps) of one (sample, group) span (its channel planes).
 fn moments(planes: &[f32], eps: f64) -> (f32, f32) {
@@ -182,23 +182,10 @@ impl GroupNormGrad {
             .map(|(k, (x, dy))| {
                 let ch = sp.channel(s, k);
                 let (scale, shift) = plane_affine(mean, rstd, gamma[ch], beta[ch]);
-                let (mut d_sum, mut dxhat_sum) = ([0f64; LANES], [0f64; LANES]);
-                let mut add = |lane: usize, x: f32, dy: f32| {
+                paired_sums(x, dy, |x, dy| {
                     let d = dy * activation_factor(x * scale + shift, self.slope);
-                    d_sum[lane] += f64::from(d);
-                    dxhat_sum[lane] += f64::from(d * ((x - mean) * rstd));
-                };
-                let (xs, dys) = (x.chunks_exact(LANES), dy.chunks_exact(LANES));
-                let tail = xs.remainder().iter().zip(dys.remainder());
-                for (x, dy) in xs.zip(dys) {
-                    for lane in 0..LANES {
-                        add(lane, x[lane], dy[lane]);
-                    }
-                }
-                for (&x, &dy) in tail {
-                    add(0, x, dy);
-                }
-                (d_sum.iter().sum(), dxhat_sum.iter().sum())
+                    (f64::from(d), f64::from(d * ((x - mean) * rstd)))
+                })
             })
             .collect();
         // With g = γ·d, dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) over the span.

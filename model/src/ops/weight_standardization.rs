@@ -4,7 +4,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::elementwise::{contiguous_f32, sum_and_squares, LANES};
+use super::elementwise::{contiguous_f32, paired_sums, sum_and_squares};
 
 /// Mean and `sqrt(unbiased variance + eps)` of one output channel's weights.
 fn row_moments(row: &[f32], eps: f64) -> (f64, f64) {
@@ -13,24 +13,6 @@ fn row_moments(row: &[f32], eps: f64) -> (f64, f64) {
     let mean = sum / n;
     let var = ((squares - n * mean * mean) / (n - 1.0)).max(0.0);
     (mean, (var + eps).sqrt())
-}
-
-/// Σ dy and Σ dy·w of one output channel.
-fn gradient_sums(row: &[f32], dy: &[f32]) -> (f64, f64) {
-    let (mut dy_sum, mut dy_w) = ([0f64; LANES], [0f64; LANES]);
-    let (rows, dys) = (row.chunks_exact(LANES), dy.chunks_exact(LANES));
-    let tail = rows.remainder().iter().zip(dys.remainder());
-    for (w, g) in rows.zip(dys) {
-        for k in 0..LANES {
-            dy_sum[k] += f64::from(g[k]);
-            dy_w[k] += f64::from(g[k]) * f64::from(w[k]);
-        }
-    }
-    for (&w, &g) in tail {
-        dy_sum[0] += f64::from(g);
-        dy_w[0] += f64::from(g) * f64::from(w);
-    }
-    (dy_sum.iter().sum(), dy_w.iter().sum())
 }
 
 /// `w [co, fan]` → `(w − mean) / sqrt(var + eps)` per row.
@@ -106,7 +88,9 @@ impl CustomOp2 for StandardizeWeightGrad {
                 // With c = w − mean and s = sqrt(var + eps):
                 // dw = (dy − mean(dy)) / s − c · Σ(dy·c) / ((n − 1)·s³).
                 let (mean, std) = row_moments(row, self.eps);
-                let (dy_sum, dy_w) = gradient_sums(row, dy);
+                // Σ dy and Σ dy·w of the channel.
+                let (dy_sum, dy_w) =
+                    paired_sums(row, dy, |w, g| (f64::from(g), f64::from(g) * f64::from(w)));
                 let dy_c = dy_w - mean * dy_sum;
                 let dy_mean = (dy_sum / n) as f32;
                 let inv_std = (1.0 / std) as f32;
