@@ -94,7 +94,7 @@ pub fn evaluate_case(
                     let available = subset.flags(m);
                     let logits = model
                         .net
-                        .decode(&features.with_missing_as(&available, zero), &available)?;
+                        .decode(&features.with_missing_as(&available, zero)?, &available)?;
                     let probs = candle_nn::ops::sigmoid(&logits)?
                         .flatten_all()?
                         .to_vec1::<f32>()?;

@@ -148,7 +148,7 @@ pub fn lookahead_gradient(
     if t.kd {
         let features = model.net.encode(&mask_missing(x_train, available)?)?;
         let terms = kd_pair_terms(
-            &features.bottleneck,
+            &features.modality_bottlenecks()?,
             available,
             &w,
             t.kd_distance,

@@ -57,7 +57,7 @@ pub fn training_loss(
     let kd = if t.kd {
         let logits_w = model.importance.logit_values()?;
         pairwise_kd_loss(
-            &features.bottleneck,
+            &features.modality_bottlenecks()?,
             available,
             &logits_w,
             t.kd_distance,

@@ -61,7 +61,7 @@ fn bilevel_objective(
     let x = train.0.broadcast_mul(&mask).unwrap();
     let features = model.net.encode(&x).unwrap();
     let kd = pairwise_kd_loss(
-        &features.bottleneck,
+        &features.modality_bottlenecks().unwrap(),
         &AVAILABLE,
         w,
         t.kd_distance,

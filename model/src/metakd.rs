@@ -38,28 +38,37 @@ pub fn check_available(available: &[bool], m: usize) -> Result<()> {
     Ok(())
 }
 
-/// Replaces the features of missing modalities by the mean of the available ones (gradient flows
-/// through the mean); available features are returned unchanged.
-pub fn fill_missing(features: &[Tensor], available: &[bool]) -> Result<Vec<Tensor>> {
-    check_available(available, features.len())?;
-    let present: Vec<&Tensor> = features
-        .iter()
-        .zip(available)
-        .filter_map(|(f, &a)| a.then_some(f))
-        .collect();
-    if present.len() == features.len() {
-        return Ok(features.to_vec());
+/// Replaces the features of missing modalities in `features [n, m, ...]` (modalities stacked on
+/// axis 1) by the mean of the available ones; gradient flows through the mean, and available
+/// features are returned unchanged. The fill is one product with an m × m mixing matrix, so no
+/// modality is cut out of, or copied back into, the stack.
+pub fn fill_missing(features: &Tensor, available: &[bool]) -> Result<Tensor> {
+    let dims = features.dims();
+    if dims.len() < 2 {
+        bail!("features must be [n, m, ...], got {:?}", dims)
     }
-    let mut sum = present[0].clone();
-    for f in &present[1..] {
-        sum = (sum + *f)?;
+    let (n, m) = (dims[0], dims[1]);
+    check_available(available, m)?;
+    let present = available.iter().filter(|&&a| a).count();
+    if present == m {
+        return Ok(features.clone());
     }
-    let fill = (sum / present.len() as f64)?;
-    Ok(features
-        .iter()
-        .zip(available)
-        .map(|(f, &a)| if a { f.clone() } else { fill.clone() })
-        .collect())
+    let share = 1.0 / present as f32;
+    let mut mixing = vec![0f32; m * m];
+    for (row, &row_available) in available.iter().enumerate() {
+        for (col, &col_available) in available.iter().enumerate() {
+            mixing[row * m + col] = match (row_available, col_available) {
+                (true, _) => f32::from(u8::from(row == col)),
+                (false, true) => share,
+                (false, false) => 0.0,
+            };
+        }
+    }
+    let mixing = Tensor::from_vec(mixing, (1, m, m), features.device())?
+        .to_dtype(features.dtype())?
+        .broadcast_as((n, m, m))?
+        .contiguous()?;
+    mixing.matmul(&features.reshape((n, m, ()))?)?.reshape(dims)
 }
 
 /// The learned modality importance: logits w ∈ R^M and ω = softmax(w).

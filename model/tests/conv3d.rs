@@ -124,6 +124,17 @@ fn conv3d_matches_naive_loop_forward_and_backward() {
         Conv3dParams::uniform(1, 4, 4),
     );
     check_against_naive([2, 5, 4, 5, 6], [3, 5, 1, 1, 1], Conv3dParams::default());
+    // A single-channel input unfolded with a large strided kernel (the reference stem's shape).
+    check_against_naive(
+        [2, 1, 6, 9, 10],
+        [3, 1, 5, 5, 5],
+        Conv3dParams {
+            stride: [1, 2, 2],
+            padding: [2, 2, 2],
+            dilation: [1, 1, 1],
+            groups: 1,
+        },
+    );
     check_against_naive(
         [1, 2, 6, 7, 5],
         [2, 2, 2, 2, 2],

@@ -106,16 +106,65 @@ fn missing_features_take_the_mean_of_the_available_ones() {
     let mut rng = StdRng::seed_from_u64(3);
     let (values, vars) = features(&mut rng, 4);
     let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-    let filled = fill_missing(&tensors, &[true, false, false, true]).unwrap();
-    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert_eq!(flat(&filled[0]), values[0]);
-    assert_eq!(flat(&filled[3]), values[3]);
+    // [n, m, c, d, h, w] with modality i of sample s at [s, i].
+    let stacked = Tensor::stack(&tensors, 1).unwrap();
+    let available = [true, false, false, true];
+    let filled = fill_missing(&stacked, &available).unwrap();
+    assert_eq!(filled.dims(), stacked.dims());
+    let modality = |t: &Tensor, i: usize| {
+        t.narrow(1, i, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(modality(&filled, 0), values[0]);
+    assert_eq!(modality(&filled, 3), values[3]);
     for m in [1, 2] {
-        for (k, v) in flat(&filled[m]).iter().enumerate() {
+        for (k, v) in modality(&filled, m).iter().enumerate() {
             assert!((v - (values[0][k] + values[3][k]) / 2.0).abs() < 1e-6);
         }
     }
-    assert!(fill_missing(&tensors, &[false; 4]).is_err());
+
+    // The gradient of Σ c·filled reaches each available modality once directly and 1/2 through
+    // each of the two fills: c_i + (c_1 + c_2)/2, and nothing reaches a missing one.
+    let weights: Vec<f32> = (0..filled.elem_count())
+        .map(|k| (k % 7) as f32 - 3.0)
+        .collect();
+    let weights = Tensor::from_vec(weights, filled.dims(), &Device::Cpu).unwrap();
+    let grads = (&filled * &weights)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (i, var) in vars.iter().enumerate() {
+        let grad = grads
+            .get(var)
+            .map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        let expected: Vec<f32> = if available[i] {
+            let (own, fill_1, fill_2) = (
+                modality(&weights, i),
+                modality(&weights, 1),
+                modality(&weights, 2),
+            );
+            (0..own.len())
+                .map(|k| own[k] + (fill_1[k] + fill_2[k]) / 2.0)
+                .collect()
+        } else {
+            vec![0.0; values[i].len()]
+        };
+        let grad = grad.unwrap_or_else(|| vec![0.0; expected.len()]);
+        for (g, e) in grad.iter().zip(&expected) {
+            assert!(
+                (g - e).abs() < 1e-6,
+                "modality {i}: gradient {g}, expected {e}"
+            );
+        }
+    }
+    assert!(fill_missing(&stacked, &[false; 4]).is_err());
+    assert!(fill_missing(&stacked, &[true; 3]).is_err());
 }
 
 #[test]

@@ -90,16 +90,19 @@ fn forward_kd_and_meta_gradient_match_the_pytorch_twin() {
         let mask = Tensor::from_vec(mask, (1, 4, 1, 1, 1), &Device::Cpu).unwrap();
         let features = net.encode(&x.broadcast_mul(&mask).unwrap()).unwrap();
         let filled = fill_missing(&features.bottleneck, &case.available).unwrap();
+        // [n, m, c, d, h, w] → the channel concatenation [n, m·c, d, h, w] of the twin.
+        let mut fused_dims = filled.dims().to_vec();
+        fused_dims[1] *= fused_dims.remove(2);
         let what = |part: &str| format!("{}: {part}", case.name);
         assert_close(
-            &Tensor::cat(&filled, 1).unwrap(),
+            &filled.reshape(fused_dims).unwrap(),
             &t("fused"),
             &what("fused features"),
         );
         let logits = net.decode(&features, &case.available).unwrap();
         assert_close(&logits, &t("logits"), &what("logits"));
         let kd = pairwise_kd_loss(
-            &features.bottleneck,
+            &features.modality_bottlenecks().unwrap(),
             &case.available,
             &w,
             KdDistance::L1,

@@ -9,56 +9,75 @@ use super::decoder::Decoder;
 use super::encoder::Encoder;
 use crate::metakd::{check_available, fill_missing};
 
-/// The encoder's outputs for every modality of a batch.
+/// The encoder's outputs for every modality of a batch, stacked along a modality axis: modality
+/// `i` of sample `s` is `[s, i]`. Stacked, the channel concatenation the decoder fuses is a
+/// reshape, with no copy in either direction.
 #[derive(Debug, Clone)]
 pub struct ModalityFeatures {
-    /// Bottleneck feature f_m per modality, each `[n, c, d, h, w]`.
-    pub bottleneck: Vec<Tensor>,
-    /// Skip features per level (finest first), then per modality.
-    pub skips: Vec<Vec<Tensor>>,
+    /// Bottleneck features f_m, `[n, m, c, d, h, w]`.
+    pub bottleneck: Tensor,
+    /// Skip features per level (finest first), each `[n, m, c_l, d_l, h_l, w_l]`.
+    pub skips: Vec<Tensor>,
 }
 
 impl ModalityFeatures {
-    /// Features where every missing modality takes `zero`'s features (the encoder's response to a
-    /// zero image, computed once) and every available one keeps its own. `zero` holds one entry
-    /// per level, shared by all modalities.
-    pub fn with_missing_as(&self, available: &[bool], zero: &ModalityFeatures) -> Self {
-        let pick = |own: &[Tensor], zero: &Tensor| -> Vec<Tensor> {
-            own.iter()
-                .zip(available)
-                .map(|(t, &a)| if a { t.clone() } else { zero.clone() })
-                .collect()
+    /// The bottleneck feature of each modality, `[n, c, d, h, w]` each.
+    pub fn modality_bottlenecks(&self) -> Result<Vec<Tensor>> {
+        let m = self.bottleneck.dim(1)?;
+        (0..m)
+            .map(|i| self.bottleneck.narrow(1, i, 1)?.squeeze(1))
+            .collect()
+    }
+
+    /// Features where every missing modality takes `zero`'s features of that modality (the
+    /// encoder's response to a zero image, computed once for one sample and shared by every
+    /// sample) and every available one keeps its own.
+    pub fn with_missing_as(&self, available: &[bool], zero: &ModalityFeatures) -> Result<Self> {
+        let pick = |own: &Tensor, zero: &Tensor| -> Result<Tensor> {
+            let n = own.dim(0)?;
+            let mut per_modality = Vec::with_capacity(available.len());
+            for (i, &a) in available.iter().enumerate() {
+                let source = if a { own } else { zero };
+                let t = source.narrow(1, i, 1)?;
+                let mut dims = t.dims().to_vec();
+                dims[0] = n;
+                per_modality.push(t.broadcast_as(dims)?);
+            }
+            Tensor::cat(&per_modality, 1)
         };
-        Self {
-            bottleneck: pick(&self.bottleneck, &zero.bottleneck[0]),
+        Ok(Self {
+            bottleneck: pick(&self.bottleneck, &zero.bottleneck)?,
             skips: self
                 .skips
                 .iter()
                 .zip(&zero.skips)
-                .map(|(own, z)| pick(own, &z[0]))
-                .collect(),
-        }
+                .map(|(own, z)| pick(own, z))
+                .collect::<Result<_>>()?,
+        })
     }
 
     /// A copy cut off from the autograd graph.
     pub fn detach(&self) -> Self {
         Self {
-            bottleneck: self.bottleneck.iter().map(|t| t.detach()).collect(),
-            skips: self
-                .skips
-                .iter()
-                .map(|level| level.iter().map(|t| t.detach()).collect())
-                .collect(),
+            bottleneck: self.bottleneck.detach(),
+            skips: self.skips.iter().map(Tensor::detach).collect(),
         }
     }
 }
 
-/// Splits `t [n·m, ...]` (sample-major) into m tensors `[n, ...]`.
-fn split_modalities(t: &Tensor, n: usize, m: usize) -> Result<Vec<Tensor>> {
+/// Views `t [n·m, ...]` (sample-major) as `[n, m, ...]`.
+fn stack_modalities(t: &Tensor, n: usize, m: usize) -> Result<Tensor> {
     let mut dims = vec![n, m];
     dims.extend_from_slice(&t.dims()[1..]);
-    let t = t.reshape(dims)?;
-    (0..m).map(|i| t.narrow(1, i, 1)?.squeeze(1)).collect()
+    t.reshape(dims)
+}
+
+/// Views `t [n, m, c, ...]` as the channel concatenation `[n, m·c, ...]` of its modalities.
+fn concatenate_modalities(t: &Tensor) -> Result<Tensor> {
+    let dims = t.dims();
+    let mut fused = vec![dims[0], dims[1] * dims[2]];
+    fused.extend_from_slice(&dims[3..]);
+    t.reshape(fused)
 }
 
 /// The MetaKD segmentation network (parameters `encoder.*` and `decoder.*`).
@@ -99,11 +118,11 @@ impl MetaKdSegmenter {
         }
         let out = self.encoder.forward(&x.reshape((n * m, 1, d, h, w))?)?;
         Ok(ModalityFeatures {
-            bottleneck: split_modalities(&out.bottleneck, n, m)?,
+            bottleneck: stack_modalities(&out.bottleneck, n, m)?,
             skips: out
                 .skips
                 .iter()
-                .map(|s| split_modalities(s, n, m))
+                .map(|s| stack_modalities(s, n, m))
                 .collect::<Result<_>>()?,
         })
     }
@@ -128,21 +147,20 @@ impl MetaKdSegmenter {
     /// Decodes with every modality present and each bottleneck feature scaled by its importance,
     /// f_m ← ω_m · f_m (the meta phase's forward pass). `omega` has one entry per modality.
     pub fn decode_weighted(&self, features: &ModalityFeatures, omega: &Tensor) -> Result<Tensor> {
+        let m = self.config.modalities;
         let scaled = features
             .bottleneck
-            .iter()
-            .enumerate()
-            .map(|(m, f)| f.broadcast_mul(&omega.narrow(0, m, 1)?.reshape((1, 1, 1, 1, 1))?))
-            .collect::<Result<Vec<_>>>()?;
+            .broadcast_mul(&omega.reshape((1, m, 1, 1, 1, 1))?)?;
         self.decode_fused(&scaled, &features.skips)
     }
 
-    fn decode_fused(&self, bottleneck: &[Tensor], skips: &[Vec<Tensor>]) -> Result<Tensor> {
-        let fused = Tensor::cat(bottleneck, 1)?;
+    /// Decodes stacked features `[n, m, c, ...]` after fusing each level's modalities.
+    fn decode_fused(&self, bottleneck: &Tensor, skips: &[Tensor]) -> Result<Tensor> {
         let fused_skips = skips
             .iter()
-            .map(|level| Tensor::cat(level, 1))
+            .map(concatenate_modalities)
             .collect::<Result<Vec<_>>>()?;
-        self.decoder.forward(&fused, &fused_skips)
+        self.decoder
+            .forward(&concatenate_modalities(bottleneck)?, &fused_skips)
     }
 }

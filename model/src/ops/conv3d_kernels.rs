@@ -89,17 +89,22 @@ fn for_each_row(
     }
 }
 
-/// Unfolds output rows `rows` of one sample `x [c, d, h, w]` into `col [c·taps, rows·ow]`.
+/// Unfolds output rows `rows` of one sample `x [c, d, h, w]` into `col [c·taps, rows·ow]`, one
+/// (channel, tap) row of the column matrix per parallel task, so that a single-channel input (the
+/// images) unfolds in parallel too.
 fn vol2col(x: &[f32], g: &Geometry, rows: &Range<usize>, col: &mut [f32]) {
     let ow = g.output[2];
     let chunk = rows.len() * ow;
     let stride = g.params.stride[2];
-    col.par_chunks_mut(g.kernel_volume() * chunk)
-        .zip(x.par_chunks(g.input_volume()))
-        .for_each(|(col_c, x_c)| {
-            for_each_row(g, rows, |tap, i, map| {
-                let out = &mut col_c[tap * chunk + i * ow..tap * chunk + (i + 1) * ow];
-                match map {
+    let taps = g.kernel_volume();
+    col.par_chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(channel_tap, col_row)| {
+            let x_c = &x[(channel_tap / taps) * g.input_volume()..];
+            let tap = unravel_tap(channel_tap % taps, g.kernel);
+            for (i, r) in rows.clone().enumerate() {
+                let out = &mut col_row[i * ow..(i + 1) * ow];
+                match row_map(g, tap, r / g.output[1], r % g.output[1]) {
                     None => out.fill(0.0),
                     Some(m) => {
                         out[..m.lo].fill(0.0);
@@ -114,7 +119,7 @@ fn vol2col(x: &[f32], g: &Geometry, rows: &Range<usize>, col: &mut [f32]) {
                         }
                     }
                 }
-            });
+            }
         });
 }
 
