@@ -16,7 +16,9 @@ use metakd_experiments::files::SWEEP_FILE;
 use metakd_experiments::parallel_zeroing::ParallelZeroing;
 use metakd_experiments::split_command::{write_splits, SplitRequest};
 use metakd_experiments::tracking::{TrackingOptions, TrackingReport};
-use metakd_experiments::{bench, bench_prepare, bench_train, progress, sweep, train};
+use metakd_experiments::{
+    bench, bench_prepare, bench_train, eval_labels, files, progress, sweep, train,
+};
 use metakd_model::nets::SegmenterConfig;
 
 /// Tensors of several MiB are allocated and freed at every step; mimalloc reuses their memory
@@ -71,6 +73,10 @@ enum Command {
     Sweep(SweepArgs),
     /// Write the markdown report of a sweep table.
     Report(ReportArgs),
+    /// Score predicted BraTS label maps against reference label maps (files or folders) as the
+    /// BraTS evaluator does, printing JSON: Dice, HD95, sensitivity and specificity per case and
+    /// region (ET, TC, WT) and their means.
+    EvalLabels(EvalLabelsArgs),
     /// Run every stage on a fresh synthetic data set and print where the report is.
     Demo(DemoArgs),
     /// Experiment tracking (MLflow).
@@ -352,6 +358,19 @@ struct ReportArgs {
 }
 
 #[derive(Args)]
+struct EvalLabelsArgs {
+    /// Predicted label map, or a folder of them (`<case id>.nii.gz`).
+    #[arg(long)]
+    pred: PathBuf,
+    /// Reference label map, or a folder of them (a release folder: its `*_seg` files).
+    #[arg(long = "ref")]
+    reference: PathBuf,
+    /// Also write the JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct DemoArgs {
     /// Working folder for data, shards, run and report.
     #[arg(long, default_value = default_workdir().as_os_str())]
@@ -556,6 +575,30 @@ fn run(cli: Cli) -> Result<()> {
                 info.skipped.len(),
                 out.display()
             );
+        }
+        Command::EvalLabels(a) => {
+            let bar = progress::bar(0, "eval-labels", show);
+            let evaluation = eval_labels::evaluate_labels(&a.pred, &a.reference, |id, total| {
+                bar.set_length(total as u64);
+                bar.set_message(id.to_owned());
+                bar.inc(1);
+            })?;
+            bar.finish_and_clear();
+            let json = serde_json::to_string_pretty(&evaluation)?;
+            if let Some(out) = &a.out {
+                files::write_atomic(out, format!("{json}\n").as_bytes())?;
+            }
+            println!("{json}");
+            for s in &evaluation.skipped {
+                eprintln!("skipped case {} ({}): {}", s.id, s.file.display(), s.reason);
+            }
+            if evaluation.cases.is_empty() {
+                bail!(
+                    "no case was scored ({} skipped, {} references without a prediction)",
+                    evaluation.skipped.len(),
+                    evaluation.missing_predictions.len()
+                )
+            }
         }
         Command::Report(a) => {
             let out = a
