@@ -139,6 +139,18 @@ impl Default for MetaConfig {
     }
 }
 
+/// How the probabilities of overlapping tiles are averaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TileWeighting {
+    /// Every voxel of a tile counts the same (the reference behaviour).
+    #[default]
+    Uniform,
+    /// A Gaussian centred on the tile, σ = 1/8 of the tile along each axis (nnU-Net's importance
+    /// map): voxels near a tile's border, which see less context, count less.
+    Gaussian,
+}
+
 /// Sliding-window inference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -147,6 +159,8 @@ pub struct EvalConfig {
     pub overlap: f64,
     /// Probability above which a voxel belongs to a region.
     pub threshold: f32,
+    /// Weighting of overlapping tiles.
+    pub weighting: TileWeighting,
 }
 
 impl Default for EvalConfig {
@@ -154,6 +168,7 @@ impl Default for EvalConfig {
         Self {
             overlap: 1.0 / 3.0,
             threshold: 0.5,
+            weighting: TileWeighting::Uniform,
         }
     }
 }

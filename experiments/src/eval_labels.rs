@@ -237,7 +237,7 @@ fn score_pair(pair: &LabelPair) -> std::result::Result<CaseScore, SkippedPair> {
             ),
         ));
     }
-    let metrics = case_metrics(&predicted, &reference, &grid);
+    let metrics = case_metrics(&predicted, &reference, &grid, 0);
     Ok(CaseScore {
         id: pair.id.clone(),
         regions: REGIONS

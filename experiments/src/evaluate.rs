@@ -5,18 +5,17 @@
 //! modalities take their own, missing ones the zero image's, exactly as a naive per-subset forward
 //! pass with zeroed channels would compute them.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
-use metakd_data::preprocess::{PreparedCase, REGION_ET, REGION_TC, REGION_WT};
+use metakd_data::preprocess::PreparedCase;
 use metakd_model::nets::ModalityFeatures;
 
 use crate::checkpoint::Model;
-use crate::config::EvalConfig;
+use crate::config::{EvalConfig, TileWeighting};
+use crate::metrics::{case_metrics, Grid, RegionMetrics};
 use crate::sampler::{extract, OUTPUT_REGIONS};
+use crate::step::mask_missing;
 use crate::subsets::Subset;
-
-/// Regions in reporting order (ET, TC, WT).
-pub const REPORT_REGIONS: [u8; 3] = [REGION_ET, REGION_TC, REGION_WT];
 
 /// Start positions of the tiles along one axis: `tile`-long windows whose neighbours share about
 /// `overlap` of their extent, the last one flush with the end.
@@ -31,15 +30,6 @@ pub fn tile_starts(extent: usize, tile: usize, overlap: f64) -> Vec<usize> {
     starts
 }
 
-/// Dice of two binary masks given as counts: both empty → 1, one empty → 0.
-pub fn dice(intersection: usize, predicted: usize, reference: usize) -> f64 {
-    if predicted + reference == 0 {
-        1.0
-    } else {
-        2.0 * intersection as f64 / (predicted + reference) as f64
-    }
-}
-
 /// The encoder's features of a zero image of one tile's size.
 pub fn zero_features(model: &Model, tile: [usize; 3], device: &Device) -> Result<ModalityFeatures> {
     let m = model.net.config().modalities;
@@ -51,8 +41,200 @@ pub fn zero_features(model: &Model, tile: [usize; 3], device: &Device) -> Result
     Ok(model.net.encode(&zeros)?.detach())
 }
 
-/// Dice (ET, TC, WT) of `case` for each of `subsets`, by sliding-window inference with uniform
-/// averaging of the sigmoid probabilities.
+/// The weight of each voxel of a tile when overlapping tiles are averaged, `[d, h, w]` C order.
+pub fn tile_weights(tile: [usize; 3], weighting: TileWeighting) -> Vec<f32> {
+    let voxels = tile.iter().product();
+    match weighting {
+        TileWeighting::Uniform => vec![1.0; voxels],
+        TileWeighting::Gaussian => {
+            // exp(−Σ (x − c)² / 2σ²) with σ = tile / 8, scaled to a maximum of 1.
+            let axis = |a: usize| -> Vec<f64> {
+                let (centre, sigma) = ((tile[a] as f64 - 1.0) / 2.0, tile[a] as f64 / 8.0);
+                (0..tile[a])
+                    .map(|i| (-(i as f64 - centre).powi(2) / (2.0 * sigma * sigma)).exp())
+                    .collect()
+            };
+            let (z, y, x) = (axis(0), axis(1), axis(2));
+            let peak = z.iter().cloned().fold(0.0, f64::max)
+                * y.iter().cloned().fold(0.0, f64::max)
+                * x.iter().cloned().fold(0.0, f64::max);
+            let mut out = Vec::with_capacity(voxels);
+            for wz in &z {
+                for wy in &y {
+                    for wx in &x {
+                        out.push((wz * wy * wx / peak) as f32);
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Slides a `tile`-sized window over the case's cropped volume and averages, with the configured
+/// weighting, the sigmoid probabilities that `predict` returns for each tile — one `[3, tile]`
+/// map (output-channel order) per entry of a list of `outputs` predictions. Returns one
+/// `[3, voxels]` map per prediction.
+fn slide(
+    case: &PreparedCase,
+    tile: [usize; 3],
+    eval: &EvalConfig,
+    outputs: usize,
+    mut predict: impl FnMut(&Tensor) -> Result<Vec<Vec<f32>>>,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    let m = case.images.len() / case.voxels();
+    let shape = case.shape;
+    let voxels: usize = shape.iter().product();
+    let tile_voxels: usize = tile.iter().product();
+    let weights = tile_weights(tile, eval.weighting);
+    let mut sums = vec![vec![0f32; 3 * voxels]; outputs];
+    let mut totals = vec![0f32; voxels];
+    let starts: Vec<Vec<usize>> = (0..3)
+        .map(|a| tile_starts(shape[a], tile[a], eval.overlap))
+        .collect();
+    for &z0 in &starts[0] {
+        for &y0 in &starts[1] {
+            for &x0 in &starts[2] {
+                let crop = extract(case, [z0, y0, x0], tile, [false; 3])?;
+                let x = Tensor::from_vec(crop.images, (1, m, tile[0], tile[1], tile[2]), device)?;
+                let probabilities = predict(&x)?;
+                // Tile voxel t and volume voxel v of every tile voxel inside the volume.
+                let mut inside = Vec::with_capacity(tile_voxels);
+                for tz in 0..tile[0].min(shape[0] - z0) {
+                    for ty in 0..tile[1].min(shape[1] - y0) {
+                        for tx in 0..tile[2].min(shape[2] - x0) {
+                            let t = (tz * tile[1] + ty) * tile[2] + tx;
+                            let v = ((z0 + tz) * shape[1] + y0 + ty) * shape[2] + x0 + tx;
+                            inside.push((t, v));
+                        }
+                    }
+                }
+                for &(t, v) in &inside {
+                    totals[v] += weights[t];
+                }
+                for (sum, probs) in sums.iter_mut().zip(&probabilities) {
+                    for c in 0..3 {
+                        for &(t, v) in &inside {
+                            sum[c * voxels + v] += weights[t] * probs[c * tile_voxels + t];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for sum in &mut sums {
+        for c in 0..3 {
+            for (s, t) in sum[c * voxels..(c + 1) * voxels].iter_mut().zip(&totals) {
+                *s /= t;
+            }
+        }
+    }
+    Ok(sums)
+}
+
+/// Sigmoid probabilities of `logits [1, 3, ...]`, flattened.
+fn probabilities(logits: &Tensor) -> Result<Vec<f32>> {
+    Ok(candle_nn::ops::sigmoid(logits)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
+}
+
+/// The averaged probabilities `[3, voxels]` (output-channel order, on the case's cropped grid) of
+/// each of `subsets`. Per tile the encoder runs once on the case's images; every subset reuses
+/// those features, missing modalities taking the features of the zero image (`zero`).
+pub fn predict_case(
+    model: &Model,
+    case: &PreparedCase,
+    tile: [usize; 3],
+    eval: &EvalConfig,
+    subsets: &[Subset],
+    zero: &ModalityFeatures,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    let m = model.net.config().modalities;
+    slide(
+        case,
+        tile,
+        eval,
+        subsets.len(),
+        |x| {
+            let features = model.net.encode(x)?.detach();
+            subsets
+                .iter()
+                .map(|subset| {
+                    let available = subset.flags(m);
+                    let logits = model
+                        .net
+                        .decode(&features.with_missing_as(&available, zero)?, &available)?;
+                    probabilities(&logits)
+                })
+                .collect()
+        },
+        device,
+    )
+}
+
+/// The same probabilities as [`predict_case`] from one full forward pass per subset and tile,
+/// with the missing modalities' channels zeroed: the evaluation the cached one must equal.
+pub fn predict_case_naive(
+    model: &Model,
+    case: &PreparedCase,
+    tile: [usize; 3],
+    eval: &EvalConfig,
+    subsets: &[Subset],
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    let m = model.net.config().modalities;
+    slide(
+        case,
+        tile,
+        eval,
+        subsets.len(),
+        |x| {
+            subsets
+                .iter()
+                .map(|subset| {
+                    let available = subset.flags(m);
+                    let features = model.net.encode(&mask_missing(x, &available)?)?;
+                    probabilities(&model.net.decode(&features, &available)?)
+                })
+                .collect()
+        },
+        device,
+    )
+}
+
+/// Region bits per voxel (`REGION_*`) of probabilities `[3, voxels]` in output-channel order.
+pub fn predicted_regions(probabilities: &[f32], threshold: f32) -> Vec<u8> {
+    let voxels = probabilities.len() / OUTPUT_REGIONS.len();
+    let mut regions = vec![0u8; voxels];
+    for (c, &bit) in OUTPUT_REGIONS.iter().enumerate() {
+        for (r, &p) in regions
+            .iter_mut()
+            .zip(&probabilities[c * voxels..(c + 1) * voxels])
+        {
+            if p > threshold {
+                *r |= bit;
+            }
+        }
+    }
+    regions
+}
+
+/// The grid of a prepared case's cropped volume: extents (d, h, w) = (z, x, y) and the spacing
+/// along them.
+pub fn case_grid(case: &PreparedCase) -> Grid {
+    let [sx, sy, sz] = case.spacing.map(f64::from);
+    Grid {
+        shape: case.shape,
+        spacing: [sz, sx, sy],
+    }
+}
+
+/// Metrics (ET, TC, WT) of `case` for each of `subsets`, by sliding-window inference with the
+/// cached encoder features. The voxels outside the case's crop are background in both the
+/// prediction and the reference, and count as such for specificity.
 pub fn evaluate_case(
     model: &Model,
     case: &PreparedCase,
@@ -61,70 +243,25 @@ pub fn evaluate_case(
     subsets: &[Subset],
     zero: &ModalityFeatures,
     device: &Device,
-) -> Result<Vec<[f64; 3]>> {
-    let m = model.net.config().modalities;
-    let shape = case.shape;
-    let voxels: usize = shape.iter().product();
-    let tile_voxels: usize = tile.iter().product();
-    let mut sums = vec![vec![0f32; 3 * voxels]; subsets.len()];
-    let mut counts = vec![0f32; voxels];
-    let starts: Vec<Vec<usize>> = (0..3)
-        .map(|a| tile_starts(shape[a], tile[a], eval.overlap))
-        .collect();
-    for &z0 in &starts[0] {
-        for &y0 in &starts[1] {
-            for &x0 in &starts[2] {
-                let start = [z0, y0, x0];
-                let crop = extract(case, start, tile, [false; 3])?;
-                let x = Tensor::from_vec(crop.images, (1, m, tile[0], tile[1], tile[2]), device)?;
-                let features = model.net.encode(&x)?.detach();
-                let inside = |f: &mut dyn FnMut(usize, usize)| {
-                    for tz in 0..tile[0].min(shape[0] - z0) {
-                        for ty in 0..tile[1].min(shape[1] - y0) {
-                            for tx in 0..tile[2].min(shape[2] - x0) {
-                                let t = (tz * tile[1] + ty) * tile[2] + tx;
-                                let v = ((z0 + tz) * shape[1] + y0 + ty) * shape[2] + x0 + tx;
-                                f(t, v);
-                            }
-                        }
-                    }
-                };
-                inside(&mut |_, v| counts[v] += 1.0);
-                for (subset, sum) in subsets.iter().zip(sums.iter_mut()) {
-                    let available = subset.flags(m);
-                    let logits = model
-                        .net
-                        .decode(&features.with_missing_as(&available, zero)?, &available)?;
-                    let probs = candle_nn::ops::sigmoid(&logits)?
-                        .flatten_all()?
-                        .to_vec1::<f32>()?;
-                    for c in 0..3 {
-                        inside(&mut |t, v| sum[c * voxels + v] += probs[c * tile_voxels + t]);
-                    }
-                }
-            }
-        }
+) -> Result<Vec<[RegionMetrics; 3]>> {
+    if !case.labelled {
+        bail!("case {} has no label map to score against", case.id)
     }
-    Ok(sums
-        .iter()
-        .map(|sum| {
-            REPORT_REGIONS.map(|region| {
-                let channel = OUTPUT_REGIONS
-                    .iter()
-                    .position(|&r| r == region)
-                    .expect("every region is an output");
-                let (mut inter, mut pred, mut refr) = (0, 0, 0);
-                for v in 0..voxels {
-                    let p = sum[channel * voxels + v] / counts[v] > eval.threshold;
-                    let g = case.regions[v] & region != 0;
-                    inter += usize::from(p && g);
-                    pred += usize::from(p);
-                    refr += usize::from(g);
-                }
-                dice(inter, pred, refr)
+    let grid = case_grid(case);
+    let outside = case.original_shape.iter().product::<usize>() - case.voxels();
+    Ok(
+        predict_case(model, case, tile, eval, subsets, zero, device)?
+            .iter()
+            .map(|p| {
+                case_metrics(
+                    &predicted_regions(p, eval.threshold),
+                    &case.regions,
+                    &grid,
+                    outside,
+                )
             })
-        })
-        .collect())
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -137,13 +274,5 @@ mod tests {
         assert_eq!(tile_starts(20, 32, 1.0 / 3.0), vec![0]);
         assert_eq!(tile_starts(60, 32, 1.0 / 3.0), vec![0, 21, 28]);
         assert_eq!(tile_starts(96, 32, 0.5), vec![0, 16, 32, 48, 64]);
-    }
-
-    #[test]
-    fn dice_follows_the_empty_mask_conventions() {
-        assert_eq!(dice(0, 0, 0), 1.0);
-        assert_eq!(dice(0, 5, 0), 0.0);
-        assert_eq!(dice(0, 0, 5), 0.0);
-        assert!((dice(3, 4, 6) - 0.6).abs() < 1e-12);
     }
 }

@@ -14,6 +14,7 @@ use crate::checkpoint::Model;
 use crate::config::RunConfig;
 use crate::evaluate::{evaluate_case, zero_features};
 use crate::files::{write_atomic, CONFIG_FILE, MODEL_FILE, SPLIT_FILE};
+use crate::metrics::{RegionMetrics, REGIONS};
 use crate::progress;
 use crate::splits::Splits;
 use crate::subsets::Subset;
@@ -124,11 +125,18 @@ pub fn sweep(
             rows.iter().map(|r| r.1.contains(i)).collect::<Vec<_>>(),
         ));
     }
-    for (i, region) in ["et", "tc", "wt"].iter().enumerate() {
-        columns.push(Column::new(
-            format!("dice_{region}").into(),
-            rows.iter().map(|r| r.2[i]).collect::<Vec<_>>(),
-        ));
+    for (i, (_, region)) in REGIONS.iter().enumerate() {
+        let region = region.to_lowercase();
+        let metric = |name: &str, f: fn(&RegionMetrics) -> f64| {
+            Column::new(
+                format!("{name}_{region}").into(),
+                rows.iter().map(|r| f(&r.2[i])).collect::<Vec<_>>(),
+            )
+        };
+        columns.push(metric("dice", |m| m.dice));
+        columns.push(metric("hd95", |m| m.hd95));
+        columns.push(metric("sensitivity", |m| m.sensitivity));
+        columns.push(metric("specificity", |m| m.specificity));
     }
     let mut df = DataFrame::new(rows.len(), columns)?;
     write_parquet(&mut df, out)?;

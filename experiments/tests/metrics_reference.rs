@@ -53,6 +53,7 @@ fn metrics_match_medpy_and_scipy_on_random_anisotropic_masks() {
             &unpack(&case.predicted, voxels),
             &unpack(&case.reference, voxels),
             &grid,
+            0,
         );
         let close = |ours: f64, theirs: f64, what: &str| {
             assert!(

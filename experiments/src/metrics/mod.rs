@@ -63,10 +63,18 @@ fn ratio(numerator: usize, denominator: usize, if_empty: f64) -> f64 {
     }
 }
 
-/// The metrics of a predicted mask against a reference mask on `grid`.
-pub fn region_metrics(predicted: &[bool], reference: &[bool], grid: &Grid) -> RegionMetrics {
+/// The metrics of a predicted mask against a reference mask on `grid`; `outside` voxels beyond
+/// the grid (the rest of a volume the grid was cropped from) are background in both and count
+/// as true negatives.
+pub fn region_metrics(
+    predicted: &[bool],
+    reference: &[bool],
+    grid: &Grid,
+    outside: usize,
+) -> RegionMetrics {
     assert_eq!(predicted.len(), reference.len(), "mask sizes differ");
-    let c = Confusion::of(predicted, reference);
+    let mut c = Confusion::of(predicted, reference);
+    c.true_negative += outside;
     let (predicted_voxels, reference_voxels) = (
         c.true_positive + c.false_positive,
         c.true_positive + c.false_negative,
@@ -89,12 +97,18 @@ pub fn region_metrics(predicted: &[bool], reference: &[bool], grid: &Grid) -> Re
 }
 
 /// The metrics of ET, TC and WT (in [`REGIONS`] order) of a predicted region-bit map against a
-/// reference one (bits `REGION_*` per voxel, C order over `grid`).
-pub fn case_metrics(predicted: &[u8], reference: &[u8], grid: &Grid) -> [RegionMetrics; 3] {
+/// reference one (bits `REGION_*` per voxel, C order over `grid`), with `outside` background
+/// voxels beyond the grid (see [`region_metrics`]).
+pub fn case_metrics(
+    predicted: &[u8],
+    reference: &[u8],
+    grid: &Grid,
+    outside: usize,
+) -> [RegionMetrics; 3] {
     REGIONS.map(|(bit, _)| {
         let mask =
             |regions: &[u8]| -> Vec<bool> { regions.iter().map(|&r| r & bit != 0).collect() };
-        region_metrics(&mask(predicted), &mask(reference), grid)
+        region_metrics(&mask(predicted), &mask(reference), grid, outside)
     })
 }
 
@@ -115,16 +129,16 @@ mod tests {
         let none = vec![false; 8];
         let mut one = vec![false; 8];
         one[3] = true;
-        let both_empty = region_metrics(&none, &none, &g);
+        let both_empty = region_metrics(&none, &none, &g, 0);
         assert_eq!(both_empty.dice, 1.0);
         assert_eq!(both_empty.hd95, 0.0);
         assert_eq!(both_empty.sensitivity, 1.0);
         assert_eq!(both_empty.specificity, 1.0);
-        let missed = region_metrics(&none, &one, &g);
+        let missed = region_metrics(&none, &one, &g, 0);
         assert_eq!(missed.dice, 0.0);
         assert_eq!(missed.hd95, HD95_ONE_EMPTY);
         assert_eq!(missed.sensitivity, 0.0);
-        let invented = region_metrics(&one, &none, &g);
+        let invented = region_metrics(&one, &none, &g, 0);
         assert_eq!(invented.dice, 0.0);
         assert_eq!(invented.hd95, HD95_ONE_EMPTY);
         assert_eq!(invented.sensitivity, 1.0);
@@ -140,13 +154,13 @@ mod tests {
         let reference = [
             false, true, true, true, true, false, false, false, false, false,
         ];
-        let m = region_metrics(&predicted, &reference, &g);
+        let m = region_metrics(&predicted, &reference, &g, 0);
         // TP 2, FP 1, FN 2, TN 5.
         assert!((m.dice - 4.0 / 7.0).abs() < 1e-12);
         assert!((m.sensitivity - 0.5).abs() < 1e-12);
         assert!((m.specificity - 5.0 / 6.0).abs() < 1e-12);
         // Identical masks are at distance 0.
-        assert_eq!(region_metrics(&reference, &reference, &g).hd95, 0.0);
+        assert_eq!(region_metrics(&reference, &reference, &g, 0).hd95, 0.0);
     }
 
     #[test]
@@ -155,7 +169,7 @@ mod tests {
         let all = REGION_ET | REGION_TC | REGION_WT;
         let predicted = [all, REGION_WT, 0];
         let reference = [all, REGION_TC | REGION_WT, 0];
-        let [et, tc, wt] = case_metrics(&predicted, &reference, &g);
+        let [et, tc, wt] = case_metrics(&predicted, &reference, &g, 0);
         assert_eq!(et.dice, 1.0);
         assert!((tc.dice - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(wt.dice, 1.0);
