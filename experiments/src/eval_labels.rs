@@ -5,8 +5,8 @@
 //!
 //! Either two files, or two folders searched recursively for NIfTI files (`.nii`, `.nii.gz`).
 //! A file's case id is its name without the extension and without a trailing `_seg`; a reference
-//! folder in the official release layout also holds the images, so when it contains `*_seg` files
-//! only those are read. A pair that cannot be scored (unreadable file, a label outside
+//! folder in the official release layout also holds the images, so when it contains label files
+//! (`seg` in the name) only those are read, each named by its case folder. A pair that cannot be scored (unreadable file, a label outside
 //! {0, 1, 2, 4}, different grids) is skipped with the file and the reason, and the others are
 //! scored.
 
@@ -95,11 +95,14 @@ fn nifti_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Files by case id; a duplicate id is an error naming both files.
-fn by_id(files: Vec<PathBuf>) -> Result<BTreeMap<String, PathBuf>> {
+/// Files by case id (`id_of` each); a duplicate id is an error naming both files.
+fn by_id_with(
+    files: Vec<PathBuf>,
+    id_of: impl Fn(&Path) -> String,
+) -> Result<BTreeMap<String, PathBuf>> {
     let mut map = BTreeMap::new();
     for file in files {
-        let id = case_id(&file).expect("filtered to NIfTI names");
+        let id = id_of(&file);
         if let Some(previous) = map.insert(id.clone(), file.clone()) {
             bail!(
                 "case {id} has two files: {} and {}",
@@ -109,6 +112,36 @@ fn by_id(files: Vec<PathBuf>) -> Result<BTreeMap<String, PathBuf>> {
         }
     }
     Ok(map)
+}
+
+/// Files by the case id of their names.
+fn by_id(files: Vec<PathBuf>) -> Result<BTreeMap<String, PathBuf>> {
+    by_id_with(files, |f| case_id(f).expect("filtered to NIfTI names"))
+}
+
+/// The label maps of a reference folder by case id. In a release layout (files whose name
+/// contains `seg`, in one folder per case) only those are label maps, and the case folder names
+/// the case, whatever the file is called (BraTS 2020's case 355 holds `W39_1998.09.19_Segm.nii`);
+/// otherwise every NIfTI file is a label map named by its case id.
+fn reference_label_files(root: &Path) -> Result<BTreeMap<String, PathBuf>> {
+    let files = nifti_files(root)?;
+    let is_seg = |p: &PathBuf| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.to_lowercase().contains("seg"))
+    };
+    if !files.iter().any(is_seg) {
+        return by_id(files);
+    }
+    by_id_with(files.into_iter().filter(is_seg).collect(), |f| {
+        match f.parent() {
+            Some(folder) if folder != root => folder
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            _ => case_id(f).expect("filtered to NIfTI names"),
+        }
+    })
 }
 
 /// The pairs to score, the reference cases without a prediction and the predictions without a
@@ -137,17 +170,7 @@ pub fn pair_files(
         }
         (true, true) => {
             let predictions = by_id(nifti_files(predicted)?)?;
-            let all_references = nifti_files(reference)?;
-            let is_seg = |p: &PathBuf| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.ends_with("_seg.nii.gz") || n.ends_with("_seg.nii"))
-            };
-            let references = if all_references.iter().any(is_seg) {
-                by_id(all_references.into_iter().filter(is_seg).collect())?
-            } else {
-                by_id(all_references)?
-            };
+            let references = reference_label_files(reference)?;
             let pairs = references
                 .iter()
                 .filter_map(|(id, r)| {

@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
-use metakd_data::preprocess::PreparedCase;
+use metakd_data::preprocess::{regions_of_label, PreparedCase, REGION_ET, REGION_TC, REGION_WT};
 use metakd_model::nets::ModalityFeatures;
 
 use crate::checkpoint::Model;
@@ -205,7 +205,25 @@ pub fn predict_case_naive(
     )
 }
 
-/// Region bits per voxel (`REGION_*`) of probabilities `[3, voxels]` in output-channel order.
+/// The BraTS label of a voxel's region bits: WT → 2, then TC → 1, then ET → 4, each later one
+/// overriding the earlier (method spec, section 8).
+pub fn label_of_regions(regions: u8) -> u8 {
+    let mut label = 0;
+    if regions & REGION_WT != 0 {
+        label = 2;
+    }
+    if regions & REGION_TC != 0 {
+        label = 1;
+    }
+    if regions & REGION_ET != 0 {
+        label = 4;
+    }
+    label
+}
+
+/// Region bits per voxel (`REGION_*`) of probabilities `[3, voxels]` in output-channel order,
+/// read back from the BraTS label map they make ([`label_of_regions`]): the regions that a
+/// submitted label map is scored on, nested as ET ⊂ TC ⊂ WT.
 pub fn predicted_regions(probabilities: &[f32], threshold: f32) -> Vec<u8> {
     let voxels = probabilities.len() / OUTPUT_REGIONS.len();
     let mut regions = vec![0u8; voxels];
@@ -218,6 +236,9 @@ pub fn predicted_regions(probabilities: &[f32], threshold: f32) -> Vec<u8> {
                 *r |= bit;
             }
         }
+    }
+    for r in &mut regions {
+        *r = regions_of_label(label_of_regions(*r));
     }
     regions
 }
@@ -267,6 +288,31 @@ pub fn evaluate_case(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn later_regions_override_earlier_ones() {
+        assert_eq!(label_of_regions(0), 0);
+        assert_eq!(label_of_regions(REGION_WT), 2);
+        assert_eq!(label_of_regions(REGION_WT | REGION_TC), 1);
+        assert_eq!(label_of_regions(REGION_WT | REGION_TC | REGION_ET), 4);
+        // An ET voxel outside the predicted core is still enhancing tumour.
+        assert_eq!(label_of_regions(REGION_ET), 4);
+    }
+
+    #[test]
+    fn predicted_regions_are_those_of_the_label_map() {
+        // Voxels: ET only, TC only, WT only, nothing (channels in ET, WT, TC output order).
+        let probabilities = [
+            0.9, 0.1, 0.1, 0.1, // ET
+            0.1, 0.1, 0.9, 0.1, // WT
+            0.1, 0.9, 0.1, 0.1, // TC
+        ];
+        let all = REGION_ET | REGION_TC | REGION_WT;
+        assert_eq!(
+            predicted_regions(&probabilities, 0.5),
+            vec![all, REGION_TC | REGION_WT, REGION_WT, 0]
+        );
+    }
 
     #[test]
     fn tiles_cover_the_volume_with_the_requested_overlap() {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod eval_labels;
 pub mod evaluate;
+pub mod export;
 pub mod files;
 pub mod loader;
 pub mod meta;

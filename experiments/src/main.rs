@@ -15,9 +15,10 @@ use metakd_experiments::demo::{default_workdir, run_demo, DemoOptions};
 use metakd_experiments::files::SWEEP_FILE;
 use metakd_experiments::parallel_zeroing::ParallelZeroing;
 use metakd_experiments::split_command::{write_splits, SplitRequest};
+use metakd_experiments::subsets::Subset;
 use metakd_experiments::tracking::{TrackingOptions, TrackingReport};
 use metakd_experiments::{
-    bench, bench_prepare, bench_train, eval_labels, files, progress, sweep, train,
+    bench, bench_prepare, bench_train, eval_labels, export, files, progress, sweep, train,
 };
 use metakd_model::nets::SegmenterConfig;
 
@@ -73,6 +74,9 @@ enum Command {
     Sweep(SweepArgs),
     /// Write the markdown report of a sweep table.
     Report(ReportArgs),
+    /// Write a run's predicted label maps as NIfTI files in the original grid, named as the
+    /// BraTS online evaluator expects (`<case id>.nii.gz`).
+    Predict(PredictArgs),
     /// Score predicted BraTS label maps against reference label maps (files or folders) as the
     /// BraTS evaluator does, printing JSON: Dice, HD95, sensitivity and specificity per case and
     /// region (ET, TC, WT) and their means.
@@ -358,6 +362,23 @@ struct ReportArgs {
 }
 
 #[derive(Args)]
+struct PredictArgs {
+    /// The run folder written by `metakd train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// Shards whose every case is predicted (e.g. a validation release); default: the run's
+    /// test cases.
+    #[arg(long)]
+    shards: Option<PathBuf>,
+    /// Output folder for the label maps.
+    #[arg(long)]
+    out: PathBuf,
+    /// The available modalities, comma-separated (default: all), e.g. `flair,t1ce`.
+    #[arg(long, value_delimiter = ',')]
+    modalities: Vec<String>,
+}
+
+#[derive(Args)]
 struct EvalLabelsArgs {
     /// Predicted label map, or a folder of them (`<case id>.nii.gz`).
     #[arg(long)]
@@ -430,6 +451,26 @@ fn on_compute_pool<T: Send>(job: impl FnOnce() -> Result<T> + Send) -> Result<T>
         .build()
         .context("cannot start the compute threads")?
         .install(job)
+}
+
+/// The subset of the modalities named (case-insensitive: flair, t1, t1ce, t2); all when none is.
+fn subset_of_names(names: &[String]) -> Result<Subset> {
+    let all = metakd_data::Modality::ALL;
+    if names.is_empty() {
+        return Ok(Subset::full(all.len()));
+    }
+    let mut mask = 0;
+    for name in names {
+        let index = all
+            .iter()
+            .position(|m| m.display_name().eq_ignore_ascii_case(name.trim()))
+            .with_context(|| {
+                let known: Vec<&str> = all.iter().map(|m| m.display_name()).collect();
+                format!("unknown modality {name:?} (known: {})", known.join(", "))
+            })?;
+        mask |= 1 << index;
+    }
+    Ok(Subset(mask))
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -575,6 +616,22 @@ fn run(cli: Cli) -> Result<()> {
                 info.skipped.len(),
                 out.display()
             );
+        }
+        Command::Predict(a) => {
+            let subset = subset_of_names(&a.modalities)?;
+            let report = export::predict_run(&a.run, a.shards.as_deref(), subset, &a.out, show)?;
+            for (id, reason) in &report.skipped {
+                eprintln!("skipped case {id}: {reason}");
+            }
+            println!(
+                "{} label maps in {} ({} skipped)",
+                report.written.len(),
+                a.out.display(),
+                report.skipped.len()
+            );
+            if report.written.is_empty() {
+                bail!("no label map was written")
+            }
         }
         Command::EvalLabels(a) => {
             let bar = progress::bar(0, "eval-labels", show);

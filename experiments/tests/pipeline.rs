@@ -4,7 +4,8 @@ use metakd_data::prepare::PrepareOptions;
 use metakd_data::synth::{write_dataset, SynthConfig};
 use metakd_experiments::config::RunConfig;
 use metakd_experiments::files::{CONFIG_FILE, LOG_FILE, MODEL_FILE, SPLIT_FILE, SWEEP_FILE};
-use metakd_experiments::{prepare, sweep, train};
+use metakd_experiments::subsets::Subset;
+use metakd_experiments::{eval_labels, export, prepare, sweep, train};
 use polars::prelude::*;
 
 #[test]
@@ -16,7 +17,7 @@ fn short_run_trains_sweeps_and_reports() {
     prepare(&data, &shards, &PrepareOptions::default(), false).unwrap();
 
     let mut cfg = RunConfig::default();
-    cfg.data.shards = shards;
+    cfg.data.shards = shards.clone();
     cfg.data.test_cases = 2;
     cfg.data.meta_val_cases = 1;
     cfg.train.iterations = 6;
@@ -66,6 +67,9 @@ fn short_run_trains_sweeps_and_reports() {
         "dice_et",
         "dice_tc",
         "dice_wt",
+        "hd95_et",
+        "sensitivity_tc",
+        "specificity_wt",
     ] {
         assert!(df.column(name).is_ok(), "column {name} missing");
     }
@@ -101,4 +105,60 @@ fn short_run_trains_sweeps_and_reports() {
     );
     assert_eq!(report_summary.cases, 2);
     assert!(dir.path().join("report/summary.json").is_file());
+
+    // The full-modality predictions exported as label maps in the original grid and scored
+    // against the release's own label files give the sweep's numbers for that subset.
+    let predictions = dir.path().join("predictions");
+    let written = export::predict_run(&run, None, Subset::full(4), &predictions, false).unwrap();
+    assert_eq!(written.written.len(), 2);
+    assert!(written.skipped.is_empty());
+    let scored = eval_labels::evaluate_labels(&predictions, &data, |_, _| {}).unwrap();
+    assert_eq!(scored.cases.len(), 2, "{scored:?}");
+    assert!(scored.skipped.is_empty(), "{:?}", scored.skipped);
+    assert_eq!(scored.missing_predictions.len(), 4, "the 4 training cases");
+    let full = df
+        .clone()
+        .lazy()
+        .filter(col("subset_mask").eq(lit(15u32)))
+        .collect()
+        .unwrap();
+    for case in &scored.cases {
+        let row = full
+            .clone()
+            .lazy()
+            .filter(col("case").eq(lit(case.id.clone())))
+            .collect()
+            .unwrap();
+        for (region, metrics) in &case.regions {
+            let value = |metric: &str| {
+                let name = format!("{metric}_{}", region.to_lowercase());
+                row.column(&name).unwrap().f64().unwrap().get(0).unwrap()
+            };
+            let close = |a: f64, b: f64, what: &str| {
+                assert!(
+                    (a - b).abs() < 1e-9,
+                    "{} {region} {what}: {a} vs {b}",
+                    case.id
+                )
+            };
+            close(metrics.dice, value("dice"), "Dice");
+            close(metrics.hd95, value("hd95"), "HD95");
+            close(metrics.sensitivity, value("sensitivity"), "sensitivity");
+            close(metrics.specificity, value("specificity"), "specificity");
+        }
+    }
+
+    // The reference regions written through the same path land exactly on the label files.
+    let references = dir.path().join("references");
+    let shard_set = metakd_data::shards::ShardSet::open(&shards).unwrap();
+    for case in shard_set.read_cases(|_| true).unwrap() {
+        export::write_label_map(&references, &case, &case.regions).unwrap();
+    }
+    let exact = eval_labels::evaluate_labels(&references, &data, |_, _| {}).unwrap();
+    assert_eq!(exact.cases.len(), 6);
+    for case in &exact.cases {
+        for metrics in case.regions.values() {
+            assert_eq!((metrics.dice, metrics.hd95), (1.0, 0.0), "{}", case.id);
+        }
+    }
 }
