@@ -11,7 +11,7 @@ use metakd_data::preprocess::{regions_of_label, PreparedCase, REGION_ET, REGION_
 use metakd_model::nets::ModalityFeatures;
 
 use crate::checkpoint::Model;
-use crate::config::{EvalConfig, TileWeighting};
+use crate::config::{EvalConfig, RunConfig, TileWeighting};
 use crate::metrics::{case_metrics, Grid, RegionMetrics};
 use crate::sampler::{extract, OUTPUT_REGIONS};
 use crate::step::mask_missing;
@@ -71,140 +71,6 @@ pub fn tile_weights(tile: [usize; 3], weighting: TileWeighting) -> Vec<f32> {
     }
 }
 
-/// Slides a `tile`-sized window over the case's cropped volume and averages, with the configured
-/// weighting, the sigmoid probabilities that `predict` returns for each tile — one `[3, tile]`
-/// map (output-channel order) per entry of a list of `outputs` predictions. Returns one
-/// `[3, voxels]` map per prediction.
-fn slide(
-    case: &PreparedCase,
-    tile: [usize; 3],
-    eval: &EvalConfig,
-    outputs: usize,
-    mut predict: impl FnMut(&Tensor) -> Result<Vec<Vec<f32>>>,
-    device: &Device,
-) -> Result<Vec<Vec<f32>>> {
-    let m = case.images.len() / case.voxels();
-    let shape = case.shape;
-    let voxels: usize = shape.iter().product();
-    let tile_voxels: usize = tile.iter().product();
-    let weights = tile_weights(tile, eval.weighting);
-    let mut sums = vec![vec![0f32; 3 * voxels]; outputs];
-    let mut totals = vec![0f32; voxels];
-    let starts: Vec<Vec<usize>> = (0..3)
-        .map(|a| tile_starts(shape[a], tile[a], eval.overlap))
-        .collect();
-    for &z0 in &starts[0] {
-        for &y0 in &starts[1] {
-            for &x0 in &starts[2] {
-                let crop = extract(case, [z0, y0, x0], tile, [false; 3])?;
-                let x = Tensor::from_vec(crop.images, (1, m, tile[0], tile[1], tile[2]), device)?;
-                let probabilities = predict(&x)?;
-                // Tile voxel t and volume voxel v of every tile voxel inside the volume.
-                let mut inside = Vec::with_capacity(tile_voxels);
-                for tz in 0..tile[0].min(shape[0] - z0) {
-                    for ty in 0..tile[1].min(shape[1] - y0) {
-                        for tx in 0..tile[2].min(shape[2] - x0) {
-                            let t = (tz * tile[1] + ty) * tile[2] + tx;
-                            let v = ((z0 + tz) * shape[1] + y0 + ty) * shape[2] + x0 + tx;
-                            inside.push((t, v));
-                        }
-                    }
-                }
-                for &(t, v) in &inside {
-                    totals[v] += weights[t];
-                }
-                for (sum, probs) in sums.iter_mut().zip(&probabilities) {
-                    for c in 0..3 {
-                        for &(t, v) in &inside {
-                            sum[c * voxels + v] += weights[t] * probs[c * tile_voxels + t];
-                        }
-                    }
-                }
-            }
-        }
-    }
-    for sum in &mut sums {
-        for c in 0..3 {
-            for (s, t) in sum[c * voxels..(c + 1) * voxels].iter_mut().zip(&totals) {
-                *s /= t;
-            }
-        }
-    }
-    Ok(sums)
-}
-
-/// Sigmoid probabilities of `logits [1, 3, ...]`, flattened.
-fn probabilities(logits: &Tensor) -> Result<Vec<f32>> {
-    Ok(candle_nn::ops::sigmoid(logits)?
-        .flatten_all()?
-        .to_vec1::<f32>()?)
-}
-
-/// The averaged probabilities `[3, voxels]` (output-channel order, on the case's cropped grid) of
-/// each of `subsets`. Per tile the encoder runs once on the case's images; every subset reuses
-/// those features, missing modalities taking the features of the zero image (`zero`).
-pub fn predict_case(
-    model: &Model,
-    case: &PreparedCase,
-    tile: [usize; 3],
-    eval: &EvalConfig,
-    subsets: &[Subset],
-    zero: &ModalityFeatures,
-    device: &Device,
-) -> Result<Vec<Vec<f32>>> {
-    let m = model.net.config().modalities;
-    slide(
-        case,
-        tile,
-        eval,
-        subsets.len(),
-        |x| {
-            let features = model.net.encode(x)?.detach();
-            subsets
-                .iter()
-                .map(|subset| {
-                    let available = subset.flags(m);
-                    let logits = model
-                        .net
-                        .decode(&features.with_missing_as(&available, zero)?, &available)?;
-                    probabilities(&logits)
-                })
-                .collect()
-        },
-        device,
-    )
-}
-
-/// The same probabilities as [`predict_case`] from one full forward pass per subset and tile,
-/// with the missing modalities' channels zeroed: the evaluation the cached one must equal.
-pub fn predict_case_naive(
-    model: &Model,
-    case: &PreparedCase,
-    tile: [usize; 3],
-    eval: &EvalConfig,
-    subsets: &[Subset],
-    device: &Device,
-) -> Result<Vec<Vec<f32>>> {
-    let m = model.net.config().modalities;
-    slide(
-        case,
-        tile,
-        eval,
-        subsets.len(),
-        |x| {
-            subsets
-                .iter()
-                .map(|subset| {
-                    let available = subset.flags(m);
-                    let features = model.net.encode(&mask_missing(x, &available)?)?;
-                    probabilities(&model.net.decode(&features, &available)?)
-                })
-                .collect()
-        },
-        device,
-    )
-}
-
 /// The BraTS label of a voxel's region bits: WT → 2, then TC → 1, then ET → 4, each later one
 /// overriding the earlier (method spec, section 8).
 pub fn label_of_regions(regions: u8) -> u8 {
@@ -253,36 +119,192 @@ pub fn case_grid(case: &PreparedCase) -> Grid {
     }
 }
 
-/// Metrics (ET, TC, WT) of `case` for each of `subsets`, by sliding-window inference with the
-/// cached encoder features. The voxels outside the case's crop are background in both the
-/// prediction and the reference, and count as such for specificity.
-pub fn evaluate_case(
-    model: &Model,
-    case: &PreparedCase,
-    tile: [usize; 3],
-    eval: &EvalConfig,
-    subsets: &[Subset],
-    zero: &ModalityFeatures,
-    device: &Device,
-) -> Result<Vec<[RegionMetrics; 3]>> {
-    if !case.labelled {
-        bail!("case {} has no label map to score against", case.id)
+/// Sliding-window inference of one model (method spec, section 8): tiles of the training crop's
+/// size, overlapping by `eval.overlap`, averaged with `eval.weighting`.
+#[derive(Clone, Copy)]
+pub struct Inference<'a> {
+    /// The trained model.
+    pub model: &'a Model,
+    /// Tile extents (d, h, w).
+    pub tile: [usize; 3],
+    /// Overlap, weighting and threshold.
+    pub eval: &'a EvalConfig,
+    /// Where the network runs.
+    pub device: &'a Device,
+}
+
+/// Sigmoid probabilities of `logits [1, 3, ...]`, flattened.
+fn probabilities(logits: &Tensor) -> Result<Vec<f32>> {
+    Ok(candle_nn::ops::sigmoid(logits)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
+}
+
+impl<'a> Inference<'a> {
+    /// The inference a run's configuration describes (tiles of its training crop, its `[eval]`
+    /// settings), with the zero image's features it needs.
+    pub fn of_run(
+        model: &'a Model,
+        cfg: &'a RunConfig,
+        device: &'a Device,
+    ) -> Result<(Self, ModalityFeatures)> {
+        let tile = cfg.train.crop;
+        let inference = Self {
+            model,
+            tile,
+            eval: &cfg.eval,
+            device,
+        };
+        Ok((inference, zero_features(model, tile, device)?))
     }
-    let grid = case_grid(case);
-    let outside = case.original_shape.iter().product::<usize>() - case.voxels();
-    Ok(
-        predict_case(model, case, tile, eval, subsets, zero, device)?
+
+    /// Slides a tile-sized window over the case's cropped volume and averages, with the configured
+    /// weighting, the sigmoid probabilities that `predict` returns for each tile — one `[3, tile]`
+    /// map (output-channel order) per entry of a list of `outputs` predictions. Returns one
+    /// `[3, voxels]` map per prediction.
+    fn slide(
+        &self,
+        case: &PreparedCase,
+        outputs: usize,
+        mut predict: impl FnMut(&Tensor) -> Result<Vec<Vec<f32>>>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let (tile, eval) = (self.tile, self.eval);
+        let m = case.images.len() / case.voxels();
+        let shape = case.shape;
+        let voxels: usize = shape.iter().product();
+        let tile_voxels: usize = tile.iter().product();
+        let weights = tile_weights(tile, eval.weighting);
+        let mut sums = vec![vec![0f32; 3 * voxels]; outputs];
+        let mut totals = vec![0f32; voxels];
+        let starts: Vec<Vec<usize>> = (0..3)
+            .map(|a| tile_starts(shape[a], tile[a], eval.overlap))
+            .collect();
+        for &z0 in &starts[0] {
+            for &y0 in &starts[1] {
+                for &x0 in &starts[2] {
+                    let crop = extract(case, [z0, y0, x0], tile, [false; 3])?;
+                    let x = Tensor::from_vec(
+                        crop.images,
+                        (1, m, tile[0], tile[1], tile[2]),
+                        self.device,
+                    )?;
+                    let probabilities = predict(&x)?;
+                    // Tile voxel t and volume voxel v of every tile voxel inside the volume.
+                    let mut inside = Vec::with_capacity(tile_voxels);
+                    for tz in 0..tile[0].min(shape[0] - z0) {
+                        for ty in 0..tile[1].min(shape[1] - y0) {
+                            for tx in 0..tile[2].min(shape[2] - x0) {
+                                let t = (tz * tile[1] + ty) * tile[2] + tx;
+                                let v = ((z0 + tz) * shape[1] + y0 + ty) * shape[2] + x0 + tx;
+                                inside.push((t, v));
+                            }
+                        }
+                    }
+                    for &(t, v) in &inside {
+                        totals[v] += weights[t];
+                    }
+                    for (sum, probs) in sums.iter_mut().zip(&probabilities) {
+                        for c in 0..3 {
+                            for &(t, v) in &inside {
+                                sum[c * voxels + v] += weights[t] * probs[c * tile_voxels + t];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for sum in &mut sums {
+            for c in 0..3 {
+                for (s, t) in sum[c * voxels..(c + 1) * voxels].iter_mut().zip(&totals) {
+                    *s /= t;
+                }
+            }
+        }
+        Ok(sums)
+    }
+
+    /// Slides over the case with one prediction per subset and tile: `prepare` runs once per
+    /// tile on its images, `logits` once per subset on what `prepare` returned and the subset's
+    /// flags.
+    fn slide_subsets<T>(
+        &self,
+        case: &PreparedCase,
+        subsets: &[Subset],
+        prepare: impl Fn(&Tensor) -> Result<T>,
+        logits: impl Fn(&T, &[bool]) -> Result<Tensor>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let m = self.model.net.config().modalities;
+        self.slide(case, subsets.len(), |x| {
+            let prepared = prepare(x)?;
+            subsets
+                .iter()
+                .map(|subset| probabilities(&logits(&prepared, &subset.flags(m))?))
+                .collect()
+        })
+    }
+
+    /// The averaged probabilities `[3, voxels]` (output-channel order, on the case's cropped
+    /// grid) of each of `subsets`. Per tile the encoder runs once on the case's images; every
+    /// subset reuses those features, missing modalities taking the features of the zero image
+    /// (`zero`, from [`zero_features`]).
+    pub fn predict(
+        &self,
+        case: &PreparedCase,
+        subsets: &[Subset],
+        zero: &ModalityFeatures,
+    ) -> Result<Vec<Vec<f32>>> {
+        let net = &self.model.net;
+        self.slide_subsets(
+            case,
+            subsets,
+            |x| Ok(net.encode(x)?.detach()),
+            |features, available| {
+                let own_or_zero = features.with_missing_as(available, zero)?;
+                Ok(net.decode(&own_or_zero, available)?)
+            },
+        )
+    }
+
+    /// The same probabilities as [`Inference::predict`] from one full forward pass per subset
+    /// and tile, with the missing modalities' channels zeroed: the evaluation the cached one must
+    /// equal.
+    pub fn predict_naive(&self, case: &PreparedCase, subsets: &[Subset]) -> Result<Vec<Vec<f32>>> {
+        let net = &self.model.net;
+        self.slide_subsets(
+            case,
+            subsets,
+            |x| Ok(x.clone()),
+            |x, available| Ok(net.decode(&net.encode(&mask_missing(x, available)?)?, available)?),
+        )
+    }
+
+    /// Metrics (ET, TC, WT) of `case` for each of `subsets`, by sliding-window inference with the
+    /// cached encoder features. The voxels outside the case's crop are background in both the
+    /// prediction and the reference, and count as such for specificity.
+    pub fn evaluate(
+        &self,
+        case: &PreparedCase,
+        subsets: &[Subset],
+        zero: &ModalityFeatures,
+    ) -> Result<Vec<[RegionMetrics; 3]>> {
+        if !case.labelled {
+            bail!("case {} has no label map to score against", case.id)
+        }
+        let grid = case_grid(case);
+        let outside = case.original_shape.iter().product::<usize>() - case.voxels();
+        Ok(self
+            .predict(case, subsets, zero)?
             .iter()
             .map(|p| {
                 case_metrics(
-                    &predicted_regions(p, eval.threshold),
+                    &predicted_regions(p, self.eval.threshold),
                     &case.regions,
                     &grid,
                     outside,
                 )
             })
-            .collect(),
-    )
+            .collect())
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use ndarray::Array3;
 
 use crate::checkpoint::Model;
 use crate::config::RunConfig;
-use crate::evaluate::{label_of_regions, predict_case, predicted_regions, zero_features};
+use crate::evaluate::{label_of_regions, predicted_regions, Inference};
 use crate::files::{CONFIG_FILE, MODEL_FILE, SPLIT_FILE};
 use crate::progress;
 use crate::splits::Splits;
@@ -90,8 +90,7 @@ pub fn predict_run(
             Splits::read(&run_dir.join(SPLIT_FILE))?.test,
         ),
     };
-    let tile = cfg.train.crop;
-    let zero = zero_features(&model, tile, &device)?;
+    let (inference, zero) = Inference::of_run(&model, &cfg, &device)?;
     let bar = progress::bar(ids.len() as u64, "predict", show_progress);
     let mut report = PredictReport::default();
     for id in &ids {
@@ -107,8 +106,7 @@ pub fn predict_run(
             .and_then(|view| view.to_prepared())
             .map_err(anyhow::Error::from)
             .and_then(|case| {
-                let probabilities =
-                    predict_case(&model, &case, tile, &cfg.eval, &[subset], &zero, &device)?;
+                let probabilities = inference.predict(&case, &[subset], &zero)?;
                 let regions = predicted_regions(&probabilities[0], cfg.eval.threshold);
                 write_label_map(out, &case, &regions)
             });

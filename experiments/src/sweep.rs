@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Model;
 use crate::config::RunConfig;
-use crate::evaluate::{evaluate_case, zero_features};
+use crate::evaluate::Inference;
 use crate::files::{write_atomic, CONFIG_FILE, MODEL_FILE, SPLIT_FILE};
 use crate::metrics::{RegionMetrics, REGIONS};
 use crate::progress;
@@ -67,8 +67,7 @@ pub fn sweep(
     let shard_set = ShardSet::open(&shards)?;
     let m = cfg.model.modalities;
     let subsets = Subset::all(m);
-    let tile = cfg.train.crop;
-    let zero = zero_features(&model, tile, &device)?;
+    let (inference, zero) = Inference::of_run(&model, &cfg, &device)?;
     let run_id = run_dir
         .canonicalize()
         .ok()
@@ -83,9 +82,7 @@ pub fn sweep(
             .case(id)
             .and_then(|view| view.to_prepared())
             .map_err(anyhow::Error::from)
-            .and_then(|case| {
-                evaluate_case(&model, &case, tile, &cfg.eval, &subsets, &zero, &device)
-            });
+            .and_then(|case| inference.evaluate(&case, &subsets, &zero));
         match scored {
             Ok(scores) => {
                 rows.extend(subsets.iter().zip(scores).map(|(s, d)| (id.clone(), *s, d)));

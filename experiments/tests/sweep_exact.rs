@@ -8,9 +8,7 @@ use candle_core::Device;
 use metakd_data::shards::ShardSet;
 use metakd_experiments::checkpoint::Model;
 use metakd_experiments::config::{EvalConfig, TileWeighting};
-use metakd_experiments::evaluate::{
-    evaluate_case, predict_case, predict_case_naive, tile_weights, zero_features,
-};
+use metakd_experiments::evaluate::{tile_weights, zero_features, Inference};
 use metakd_experiments::subsets::Subset;
 use metakd_model::nets::{FillSkips, SegmenterConfig};
 
@@ -35,9 +33,14 @@ fn cached_subset_predictions_equal_naive_ones_bit_for_bit() {
                 weighting,
                 ..EvalConfig::default()
             };
-            let cached =
-                predict_case(&model, &case, tile, &eval, &subsets, &zero, &device).unwrap();
-            let naive = predict_case_naive(&model, &case, tile, &eval, &subsets, &device).unwrap();
+            let inference = Inference {
+                model: &model,
+                tile,
+                eval: &eval,
+                device: &device,
+            };
+            let cached = inference.predict(&case, &subsets, &zero).unwrap();
+            let naive = inference.predict_naive(&case, &subsets).unwrap();
             assert_eq!(cached.len(), 15);
             for (k, (c, n)) in cached.iter().zip(&naive).enumerate() {
                 assert_eq!(c.len(), 3 * case.voxels());
@@ -53,16 +56,13 @@ fn cached_subset_predictions_equal_naive_ones_bit_for_bit() {
             assert_ne!(cached[0], cached[14]);
         }
         // Metrics come out for every subset and region, within their ranges.
-        let scores = evaluate_case(
-            &model,
-            &case,
+        let inference = Inference {
+            model: &model,
             tile,
-            &EvalConfig::default(),
-            &subsets,
-            &zero,
-            &device,
-        )
-        .unwrap();
+            eval: &EvalConfig::default(),
+            device: &device,
+        };
+        let scores = inference.evaluate(&case, &subsets, &zero).unwrap();
         assert_eq!(scores.len(), 15);
         for region in scores.iter().flatten() {
             assert!((0.0..=1.0).contains(&region.dice));
