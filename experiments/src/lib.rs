@@ -7,6 +7,7 @@ pub mod alloc_stats;
 pub mod augment;
 pub mod bench;
 pub mod bench_prepare;
+pub mod bench_sweep;
 pub mod bench_train;
 pub mod checkpoint;
 pub mod config;

@@ -18,7 +18,8 @@ use metakd_experiments::split_command::{write_splits, SplitRequest};
 use metakd_experiments::subsets::Subset;
 use metakd_experiments::tracking::{TrackingOptions, TrackingReport};
 use metakd_experiments::{
-    bench, bench_prepare, bench_train, eval_labels, export, files, progress, sweep, train,
+    bench, bench_prepare, bench_sweep, bench_train, eval_labels, export, files, progress, sweep,
+    train,
 };
 use metakd_model::nets::SegmenterConfig;
 
@@ -108,6 +109,22 @@ enum BenchWhat {
         /// The PyTorch benchmark script.
         #[arg(long, default_value = "tools/bench_torch.py")]
         torch_script: PathBuf,
+    },
+    /// Evaluating one case for all 15 modality subsets, relative to one full-modality
+    /// evaluation: with the cached encoder features, and with one forward pass per subset.
+    Sweep {
+        /// Network preset.
+        #[arg(long, value_enum, default_value_t = PresetArg::Reference)]
+        preset: PresetArg,
+        /// Timed runs of each evaluation (the median is printed).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Extents D,H,W of the synthetic case.
+        #[arg(long, value_delimiter = ',', default_value = "48,64,64")]
+        case: Vec<usize>,
+        /// Tile extents D,H,W.
+        #[arg(long, value_delimiter = ',', default_value = "32,64,64")]
+        tile: Vec<usize>,
     },
     /// One training step of a network preset at 32×64×64 (batch 2) and 16×64×64 (batch 1),
     /// beside the same step of its PyTorch twin on the same weights and batch.
@@ -710,6 +727,43 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!(
                 "workspace = peak memory beyond inputs, outputs and gradients / the largest tensor"
+            );
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Sweep {
+                    preset,
+                    runs,
+                    case,
+                    tile,
+                },
+        } => {
+            let cfg = match preset {
+                PresetArg::Small => SegmenterConfig::small(),
+                PresetArg::Reference => SegmenterConfig::reference(),
+            };
+            let extents = |v: &[usize], what: &str| -> Result<[usize; 3]> {
+                <[usize; 3]>::try_from(v)
+                    .map_err(|_| anyhow::anyhow!("--{what} needs three extents D,H,W"))
+            };
+            let (case, tile) = (extents(&case, "case")?, extents(&tile, "tile")?);
+            let workdir = tempfile::tempdir()?;
+            let t = bench_sweep::bench_sweep(&cfg, case, tile, runs, workdir.path())?;
+            println!(
+                "one {case:?} case in {tile:?} tiles, {} network, {} threads, median of {runs}",
+                preset.to_possible_value().expect("named").get_name(),
+                rayon::current_num_threads()
+            );
+            println!("full-modality evaluation: {:.2} s", t.full);
+            println!(
+                "15 subsets, cached encoder features: {:.2} s = {:.2}x one evaluation",
+                t.cached,
+                t.cached / t.full
+            );
+            println!(
+                "15 subsets, one forward pass each: {:.2} s = {:.2}x one evaluation",
+                t.naive,
+                t.naive / t.full
             );
         }
         Command::Bench {
