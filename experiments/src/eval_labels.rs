@@ -216,14 +216,7 @@ pub fn read_label_regions(path: &Path) -> Result<(Vec<u8>, Grid)> {
         }
         regions.push(regions_of_label(label));
     }
-    let [sx, sy, sz] = volume.spacing.map(f64::from);
-    Ok((
-        regions,
-        Grid {
-            shape: [d, h, w],
-            spacing: [sz, sx, sy],
-        },
-    ))
+    Ok((regions, Grid::of_zxy_volume([d, h, w], volume.spacing)))
 }
 
 /// Scores one pair; the error names the file at fault.

@@ -109,16 +109,6 @@ pub fn predicted_regions(probabilities: &[f32], threshold: f32) -> Vec<u8> {
     regions
 }
 
-/// The grid of a prepared case's cropped volume: extents (d, h, w) = (z, x, y) and the spacing
-/// along them.
-pub fn case_grid(case: &PreparedCase) -> Grid {
-    let [sx, sy, sz] = case.spacing.map(f64::from);
-    Grid {
-        shape: case.shape,
-        spacing: [sz, sx, sy],
-    }
-}
-
 /// Sliding-window inference of one model (method spec, section 8): tiles of the training crop's
 /// size, overlapping by `eval.overlap`, averaged with `eval.weighting`.
 #[derive(Clone, Copy)]
@@ -290,7 +280,7 @@ impl<'a> Inference<'a> {
         if !case.labelled {
             bail!("case {} has no label map to score against", case.id)
         }
-        let grid = case_grid(case);
+        let grid = Grid::of_zxy_volume(case.shape, case.spacing);
         let outside = case.original_shape.iter().product::<usize>() - case.voxels();
         Ok(self
             .predict(case, subsets, zero)?

@@ -120,11 +120,11 @@ enum BenchWhat {
         #[arg(long, default_value_t = 1)]
         runs: usize,
         /// Extents D,H,W of the synthetic case.
-        #[arg(long, value_delimiter = ',', default_value = "48,64,64")]
-        case: Vec<usize>,
+        #[arg(long, value_parser = parse_shape, default_value = "48,64,64")]
+        case: [usize; 3],
         /// Tile extents D,H,W.
-        #[arg(long, value_delimiter = ',', default_value = "32,64,64")]
-        tile: Vec<usize>,
+        #[arg(long, value_parser = parse_shape, default_value = "32,64,64")]
+        tile: [usize; 3],
     },
     /// One training step of a network preset at 32×64×64 (batch 2) and 16×64×64 (batch 1),
     /// beside the same step of its PyTorch twin on the same weights and batch.
@@ -742,11 +742,6 @@ fn run(cli: Cli) -> Result<()> {
                 PresetArg::Small => SegmenterConfig::small(),
                 PresetArg::Reference => SegmenterConfig::reference(),
             };
-            let extents = |v: &[usize], what: &str| -> Result<[usize; 3]> {
-                <[usize; 3]>::try_from(v)
-                    .map_err(|_| anyhow::anyhow!("--{what} needs three extents D,H,W"))
-            };
-            let (case, tile) = (extents(&case, "case")?, extents(&tile, "tile")?);
             let workdir = tempfile::tempdir()?;
             let t = bench_sweep::bench_sweep(&cfg, case, tile, runs, workdir.path())?;
             println!(

@@ -24,6 +24,16 @@ pub struct Grid {
 }
 
 impl Grid {
+    /// The grid of a volume stored in (z, x, y) order — extents (d, h, w) — whose voxel size is
+    /// given along (x, y, z), as NIfTI headers and prepared cases give it.
+    pub fn of_zxy_volume(shape: [usize; 3], spacing_xyz: [f32; 3]) -> Self {
+        let [sx, sy, sz] = spacing_xyz.map(f64::from);
+        Self {
+            shape,
+            spacing: [sz, sx, sy],
+        }
+    }
+
     fn index(&self, [z, y, x]: [usize; 3]) -> usize {
         (z * self.shape[1] + y) * self.shape[2] + x
     }

@@ -33,6 +33,9 @@ impl ModalityFeatures {
     /// encoder's response to a zero image, computed once for one sample and shared by every
     /// sample) and every available one keeps its own.
     pub fn with_missing_as(&self, available: &[bool], zero: &ModalityFeatures) -> Result<Self> {
+        if available.iter().all(|&a| a) {
+            return Ok(self.clone());
+        }
         let pick = |own: &Tensor, zero: &Tensor| -> Result<Tensor> {
             let n = own.dim(0)?;
             let mut per_modality = Vec::with_capacity(available.len());
