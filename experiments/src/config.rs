@@ -23,6 +23,9 @@ pub struct DataConfig {
     pub meta_val_cases: usize,
     /// Seed of the shuffle that assigns cases to splits.
     pub split_seed: u64,
+    /// The data set's name in result tables and reports (default: the shards' release, e.g.
+    /// `brats2020`); reports set published numbers beside a run only for the same data set.
+    pub dataset: Option<String>,
 }
 
 impl Default for DataConfig {
@@ -33,6 +36,7 @@ impl Default for DataConfig {
             test_cases: 8,
             meta_val_cases: 4,
             split_seed: 0,
+            dataset: None,
         }
     }
 }
@@ -161,6 +165,11 @@ pub struct EvalConfig {
     pub threshold: f32,
     /// Weighting of overlapping tiles.
     pub weighting: TileWeighting,
+    /// Tiles run through the network together.
+    pub tile_batch: usize,
+    /// Also score the label maps after the spec's post-processing (small tumour components
+    /// removed, a small ET relabelled as necrotic core); the sweep reports both.
+    pub postprocess: bool,
 }
 
 impl Default for EvalConfig {
@@ -169,6 +178,8 @@ impl Default for EvalConfig {
             overlap: 1.0 / 3.0,
             threshold: 0.5,
             weighting: TileWeighting::Uniform,
+            tile_batch: 2,
+            postprocess: false,
         }
     }
 }
@@ -245,6 +256,9 @@ impl RunConfig {
         }
         if !(0.0..1.0).contains(&self.eval.overlap) {
             bail!("eval.overlap must lie in [0, 1)")
+        }
+        if self.eval.tile_batch == 0 {
+            bail!("eval.tile_batch must be positive")
         }
         self.augment.validate().map_err(anyhow::Error::msg)?;
         if self.meta.every == 0 || self.meta.every_warmup == 0 {

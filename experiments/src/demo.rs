@@ -90,14 +90,19 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoOutcome> {
     lap(2);
 
     let table = run.join(SWEEP_FILE);
-    crate::sweep::sweep(&run, None, &table, options.show_progress)?;
+    crate::sweep::sweep(
+        &run,
+        &table,
+        &crate::sweep::SweepOptions::default(),
+        options.show_progress,
+    )?;
     lap(3);
 
-    let (report, summary) = metakd_reports::write_report(&table, &dir.join("report"))?;
+    let outcome = metakd_reports::write_report(&[table], &dir.join("report"))?;
     lap(4);
     Ok(DemoOutcome {
-        report,
-        summary,
+        report: outcome.report,
+        summary: outcome.summary,
         stage_seconds: seconds,
     })
 }

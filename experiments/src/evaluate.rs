@@ -13,6 +13,7 @@ use metakd_model::nets::ModalityFeatures;
 use crate::checkpoint::Model;
 use crate::config::{EvalConfig, RunConfig, TileWeighting};
 use crate::metrics::{case_metrics, Grid, RegionMetrics};
+use crate::postprocess::postprocess_regions;
 use crate::sampler::{extract, OUTPUT_REGIONS};
 use crate::step::mask_missing;
 use crate::subsets::Subset;
@@ -123,7 +124,7 @@ pub struct Inference<'a> {
     pub device: &'a Device,
 }
 
-/// Sigmoid probabilities of `logits [1, 3, ...]`, flattened.
+/// Sigmoid probabilities of `logits [b, 3, ...]`, flattened.
 fn probabilities(logits: &Tensor) -> Result<Vec<f32>> {
     Ok(candle_nn::ops::sigmoid(logits)?
         .flatten_all()?
@@ -149,9 +150,9 @@ impl<'a> Inference<'a> {
     }
 
     /// Slides a tile-sized window over the case's cropped volume and averages, with the configured
-    /// weighting, the sigmoid probabilities that `predict` returns for each tile — one `[3, tile]`
-    /// map (output-channel order) per entry of a list of `outputs` predictions. Returns one
-    /// `[3, voxels]` map per prediction.
+    /// weighting, the sigmoid probabilities that `predict` returns — for a batch of up to
+    /// `eval.tile_batch` tiles `[b, m, tile]`, one `[b, 3, tile]` map (output-channel order) per
+    /// entry of a list of `outputs` predictions. Returns one `[3, voxels]` map per prediction.
     fn slide(
         &self,
         case: &PreparedCase,
@@ -169,35 +170,45 @@ impl<'a> Inference<'a> {
         let starts: Vec<Vec<usize>> = (0..3)
             .map(|a| tile_starts(shape[a], tile[a], eval.overlap))
             .collect();
+        let mut positions = Vec::new();
         for &z0 in &starts[0] {
             for &y0 in &starts[1] {
                 for &x0 in &starts[2] {
-                    let crop = extract(case, [z0, y0, x0], tile, [false; 3])?;
-                    let x = Tensor::from_vec(
-                        crop.images,
-                        (1, m, tile[0], tile[1], tile[2]),
-                        self.device,
-                    )?;
-                    let probabilities = predict(&x)?;
-                    // Tile voxel t and volume voxel v of every tile voxel inside the volume.
-                    let mut inside = Vec::with_capacity(tile_voxels);
-                    for tz in 0..tile[0].min(shape[0] - z0) {
-                        for ty in 0..tile[1].min(shape[1] - y0) {
-                            for tx in 0..tile[2].min(shape[2] - x0) {
-                                let t = (tz * tile[1] + ty) * tile[2] + tx;
-                                let v = ((z0 + tz) * shape[1] + y0 + ty) * shape[2] + x0 + tx;
-                                inside.push((t, v));
-                            }
+                    positions.push([z0, y0, x0]);
+                }
+            }
+        }
+        for batch in positions.chunks(eval.tile_batch.max(1)) {
+            let mut images = Vec::with_capacity(batch.len() * m * tile_voxels);
+            for &start in batch {
+                images.extend(extract(case, start, tile, [false; 3])?.images);
+            }
+            let x = Tensor::from_vec(
+                images,
+                (batch.len(), m, tile[0], tile[1], tile[2]),
+                self.device,
+            )?;
+            let probabilities = predict(&x)?;
+            for (k, &[z0, y0, x0]) in batch.iter().enumerate() {
+                // Tile voxel t and volume voxel v of every tile voxel inside the volume.
+                let mut inside = Vec::with_capacity(tile_voxels);
+                for tz in 0..tile[0].min(shape[0] - z0) {
+                    for ty in 0..tile[1].min(shape[1] - y0) {
+                        for tx in 0..tile[2].min(shape[2] - x0) {
+                            let t = (tz * tile[1] + ty) * tile[2] + tx;
+                            let v = ((z0 + tz) * shape[1] + y0 + ty) * shape[2] + x0 + tx;
+                            inside.push((t, v));
                         }
                     }
-                    for &(t, v) in &inside {
-                        totals[v] += weights[t];
-                    }
-                    for (sum, probs) in sums.iter_mut().zip(&probabilities) {
-                        for c in 0..3 {
-                            for &(t, v) in &inside {
-                                sum[c * voxels + v] += weights[t] * probs[c * tile_voxels + t];
-                            }
+                }
+                for &(t, v) in &inside {
+                    totals[v] += weights[t];
+                }
+                for (sum, probs) in sums.iter_mut().zip(&probabilities) {
+                    let probs = &probs[k * 3 * tile_voxels..(k + 1) * 3 * tile_voxels];
+                    for c in 0..3 {
+                        for &(t, v) in &inside {
+                            sum[c * voxels + v] += weights[t] * probs[c * tile_voxels + t];
                         }
                     }
                 }
@@ -269,32 +280,44 @@ impl<'a> Inference<'a> {
     }
 
     /// Metrics (ET, TC, WT) of `case` for each of `subsets`, by sliding-window inference with the
-    /// cached encoder features. The voxels outside the case's crop are background in both the
-    /// prediction and the reference, and count as such for specificity.
+    /// cached encoder features, as predicted and, when `eval.postprocess` is set, after the
+    /// post-processing. The voxels outside the case's crop are background in both the prediction
+    /// and the reference, and count as such for specificity.
     pub fn evaluate(
         &self,
         case: &PreparedCase,
         subsets: &[Subset],
         zero: &ModalityFeatures,
-    ) -> Result<Vec<[RegionMetrics; 3]>> {
+    ) -> Result<Vec<SubsetScores>> {
         if !case.labelled {
             bail!("case {} has no label map to score against", case.id)
         }
         let grid = Grid::of_zxy_volume(case.shape, case.spacing);
         let outside = case.original_shape.iter().product::<usize>() - case.voxels();
+        let score = |regions: &[u8]| case_metrics(regions, &case.regions, &grid, outside);
         Ok(self
             .predict(case, subsets, zero)?
             .iter()
             .map(|p| {
-                case_metrics(
-                    &predicted_regions(p, self.eval.threshold),
-                    &case.regions,
-                    &grid,
-                    outside,
-                )
+                let mut regions = predicted_regions(p, self.eval.threshold);
+                let raw = score(&regions);
+                let postprocessed = self.eval.postprocess.then(|| {
+                    postprocess_regions(&mut regions, case.shape);
+                    score(&regions)
+                });
+                SubsetScores { raw, postprocessed }
             })
             .collect())
     }
+}
+
+/// The metrics (ET, TC, WT) of one case and subset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SubsetScores {
+    /// Of the predicted label map.
+    pub raw: [RegionMetrics; 3],
+    /// Of the post-processed label map, when post-processing is on.
+    pub postprocessed: Option<[RegionMetrics; 3]>,
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crate::checkpoint::Model;
 use crate::config::RunConfig;
 use crate::evaluate::{label_of_regions, predicted_regions, Inference};
 use crate::files::{CONFIG_FILE, MODEL_FILE, SPLIT_FILE};
+use crate::postprocess::postprocess_regions;
 use crate::progress;
 use crate::splits::Splits;
 use crate::subsets::Subset;
@@ -64,13 +65,15 @@ pub struct PredictReport {
 
 /// Predicts the label maps of the run in `run_dir` with the modalities of `subset` and writes
 /// them to `out`: every case of `shards` when given (a validation release, Protocol A),
-/// otherwise the run's test cases from its own shards. Cases already written are kept, so an
+/// otherwise the run's test cases from its own shards; `postprocess` applies the optional
+/// post-processing ([`crate::postprocess`]) to every map. Cases already written are kept, so an
 /// interrupted run resumes; a case that fails is skipped and reported.
 pub fn predict_run(
     run_dir: &Path,
     shards: Option<&Path>,
     subset: Subset,
     out: &Path,
+    postprocess: bool,
     show_progress: bool,
 ) -> Result<PredictReport> {
     let device = Device::Cpu;
@@ -107,7 +110,10 @@ pub fn predict_run(
             .map_err(anyhow::Error::from)
             .and_then(|case| {
                 let probabilities = inference.predict(&case, &[subset], &zero)?;
-                let regions = predicted_regions(&probabilities[0], cfg.eval.threshold);
+                let mut regions = predicted_regions(&probabilities[0], cfg.eval.threshold);
+                if postprocess {
+                    postprocess_regions(&mut regions, case.shape);
+                }
                 write_label_map(out, &case, &regions)
             });
         match written {

@@ -20,6 +20,7 @@ pub mod loader;
 pub mod meta;
 pub mod metrics;
 pub mod parallel_zeroing;
+pub mod postprocess;
 pub mod progress;
 pub mod resume;
 pub mod sampler;

@@ -170,6 +170,42 @@ enum BenchWhat {
 }
 
 /// Prints what reached the tracking server.
+/// The unit index of a Kubernetes Indexed Job (`JOB_COMPLETION_INDEX`), when set.
+fn job_completion_index() -> Result<Option<usize>> {
+    match std::env::var("JOB_COMPLETION_INDEX") {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map(Some)
+            .with_context(|| format!("JOB_COMPLETION_INDEX={value:?} is not a unit index")),
+        Err(_) => Ok(None),
+    }
+}
+
+fn print_plan(plan: &sweep::Plan, table: &std::path::Path) {
+    let units = sweep::units_dir(table);
+    println!(
+        "{} units ({} checkpoint(s) × {} subset group(s) × {} case shard(s)); plan {}",
+        plan.units.len(),
+        plan.units.len() / (plan.subset_groups * plan.case_shards),
+        plan.subset_groups,
+        plan.case_shards,
+        units.join("plan.json").display()
+    );
+    println!("index\tdone\tcheckpoint\tsubsets\tcases");
+    for unit in &plan.units {
+        let done = sweep::unit_table(&units, unit.index).is_file();
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            unit.index,
+            if done { "yes" } else { "no" },
+            unit.checkpoint.display(),
+            unit.subsets.len(),
+            unit.cases.join(",")
+        );
+    }
+}
+
 fn print_tracking(report: &TrackingReport, run: &std::path::Path) {
     println!(
         "tracking: MLflow run {}, {} events sent",
@@ -363,17 +399,36 @@ struct SweepArgs {
     /// Shards to evaluate, overriding the run's configuration.
     #[arg(long)]
     shards: Option<PathBuf>,
-    /// The result table (default: `<run>/sweep.parquet`).
+    /// The result table (default: `<run>/sweep.parquet`); its units go to `<table>-units/`.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// A checkpoint to evaluate, relative to the run folder (repeatable; default:
+    /// `model.safetensors`).
+    #[arg(long = "checkpoint")]
+    checkpoints: Vec<PathBuf>,
+    /// Cut the 15 subsets into this many groups, one unit each (default 1).
+    #[arg(long)]
+    subset_groups: Option<usize>,
+    /// Cut the test cases into this many shards, one unit each (default: one per case).
+    #[arg(long)]
+    case_shards: Option<usize>,
+    /// Write the plan and list its units (checkpoint × subset group × case shard), then stop.
+    #[arg(long)]
+    plan: bool,
+    /// Run only this unit (0-based), writing its own table; read from SLURM_ARRAY_TASK_ID or
+    /// JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) when not given.
+    #[arg(long, env = "SLURM_ARRAY_TASK_ID")]
+    task_index: Option<usize>,
 }
 
 #[derive(Args)]
 struct ReportArgs {
-    /// The sweep table (its `.json` sidecar must lie beside it).
-    #[arg(long)]
-    sweep: PathBuf,
-    /// Output folder for `report.md` and `summary.json` (default: the table's folder).
+    /// A sweep table, or a folder of unit tables (repeatable: any set of them is merged); each
+    /// needs its `.json` sidecar beside it.
+    #[arg(long = "sweep", required = true)]
+    sweeps: Vec<PathBuf>,
+    /// Output folder for `report.md`, its figures, the CSV tables and `summary.json` (default:
+    /// `report/` beside the first table).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -393,6 +448,10 @@ struct PredictArgs {
     /// The available modalities, comma-separated (default: all), e.g. `flair,t1ce`.
     #[arg(long, value_delimiter = ',')]
     modalities: Vec<String>,
+    /// Post-process the maps (small tumour components removed, a small ET relabelled as
+    /// necrotic core); default: the run's `eval.postprocess`.
+    #[arg(long)]
+    postprocess: bool,
 }
 
 #[derive(Args)]
@@ -626,17 +685,70 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Sweep(a) => {
             let out = a.out.unwrap_or_else(|| a.run.join(SWEEP_FILE));
-            let info = sweep::sweep(&a.run, a.shards.as_deref(), &out, show)?;
-            println!(
-                "evaluated {} cases × 15 subsets ({} skipped); table {}",
-                info.cases.len(),
-                info.skipped.len(),
-                out.display()
-            );
+            let options = sweep::SweepOptions {
+                shards: a.shards,
+                checkpoints: a.checkpoints,
+                subset_groups: a.subset_groups,
+                case_shards: a.case_shards,
+            };
+            let plan = sweep::plan(&a.run, &out, &options)?;
+            let task_index = match a.task_index {
+                Some(i) => Some(i),
+                None => job_completion_index()?,
+            };
+            if a.plan {
+                print_plan(&plan, &out);
+            } else if let Some(index) = task_index {
+                match sweep::run_unit(&plan, index, &out, options.shards.as_deref(), show)? {
+                    sweep::UnitOutcome::AlreadyDone => {
+                        println!("unit {index} was already finished")
+                    }
+                    sweep::UnitOutcome::Done { scored, skipped } => {
+                        for (id, reason) in &skipped {
+                            eprintln!("skipped case {id}: {reason}");
+                        }
+                        println!(
+                            "unit {index}: {scored} cases scored ({} skipped); table {}",
+                            skipped.len(),
+                            sweep::unit_table(&sweep::units_dir(&out), index).display()
+                        )
+                    }
+                }
+            } else {
+                let outcome = sweep::sweep(&a.run, &out, &options, show)?;
+                let (cases, skipped): (usize, usize) = outcome
+                    .infos
+                    .iter()
+                    .fold((0, 0), |(c, s), i| (c + i.cases.len(), s + i.skipped.len()));
+                for info in &outcome.infos {
+                    for (id, reason) in &info.skipped {
+                        eprintln!("skipped case {id}: {reason}");
+                    }
+                }
+                println!(
+                    "{} units ({} evaluated now, {} already finished): {cases} cases × subsets \
+                     scored ({skipped} skipped); table {}",
+                    outcome.plan.units.len(),
+                    outcome.evaluated,
+                    outcome.already_done,
+                    out.display()
+                );
+            }
         }
         Command::Predict(a) => {
             let subset = subset_of_names(&a.modalities)?;
-            let report = export::predict_run(&a.run, a.shards.as_deref(), subset, &a.out, show)?;
+            let postprocess = a.postprocess
+                || RunConfig::read(&a.run.join(files::CONFIG_FILE))
+                    .map(|cfg| cfg.eval.postprocess)
+                    .unwrap_or(false);
+            let report = export::predict_run(
+                &a.run,
+                a.shards.as_deref(),
+                subset,
+                &a.out,
+                postprocess,
+                show,
+            )?;
             for (id, reason) in &report.skipped {
                 eprintln!("skipped case {id}: {reason}");
             }
@@ -675,13 +787,22 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Report(a) => {
-            let out = a
-                .out
-                .or_else(|| a.sweep.parent().map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from("."));
-            let (report, _) = metakd_reports::write_report(&a.sweep, &out)
-                .with_context(|| format!("cannot report on {}", a.sweep.display()))?;
-            println!("report: {}", report.display());
+            let out = a.out.unwrap_or_else(|| {
+                a.sweeps[0]
+                    .parent()
+                    .map_or_else(|| PathBuf::from("report"), |p| p.join("report"))
+            });
+            let outcome = metakd_reports::write_report(&a.sweeps, &out).with_context(|| {
+                format!(
+                    "cannot report on {}",
+                    a.sweeps
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            println!("report: {}", outcome.report.display());
         }
         Command::Bench {
             what:

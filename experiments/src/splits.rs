@@ -30,6 +30,9 @@ pub struct Splits {
     pub val: Vec<String>,
     /// Held-out cases of the sweep.
     pub test: Vec<String>,
+    /// Which fold of a protocol with several (Protocol B, RFNet's lists), counted from 1.
+    #[serde(default)]
+    pub fold: Option<usize>,
 }
 
 fn shuffled(ids: &[String], seed: u64) -> Vec<String> {
@@ -56,6 +59,7 @@ impl Splits {
         let meta_val = order.split_off(order.len() - cfg.meta_val_cases);
         Ok(Self {
             protocol: "seeded".into(),
+            fold: None,
             train: order,
             meta_val,
             val: Vec::new(),
@@ -151,6 +155,7 @@ impl Splits {
         train.sort();
         Self {
             protocol: "protocol-a".into(),
+            fold: None,
             train,
             meta_val: Vec::new(),
             val: Vec::new(),
@@ -180,6 +185,7 @@ impl Splits {
         order.sort();
         Ok(Self {
             protocol: format!("protocol-b split {fold} (seed {seed})"),
+            fold: Some(fold),
             train: order,
             meta_val: Vec::new(),
             val,
@@ -198,11 +204,25 @@ impl Splits {
                 dir.display(),
                 fold.map_or(String::new(), |f| format!(" split {f}"))
             ),
+            fold,
             train: list("train")?,
             meta_val: Vec::new(),
             val: list("val")?,
             test: list("test")?,
         })
+    }
+
+    /// The protocol as result tables name it: `A` (every training case trains; the validation
+    /// release is scored online), `B` (local splits of the training cases: Protocol B, RFNet's
+    /// lists) or `local` (a seeded split of the shards' labelled cases).
+    pub fn protocol_label(&self) -> &'static str {
+        if self.protocol.starts_with("protocol-a") {
+            "A"
+        } else if self.protocol.starts_with("protocol-b") || self.protocol.starts_with("rfnet") {
+            "B"
+        } else {
+            "local"
+        }
     }
 
     /// Writes `path` atomically.

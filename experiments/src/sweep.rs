@@ -1,82 +1,300 @@
-//! The modality-subset sweep: every held-out case of a run evaluated for all 2^M − 1 subsets,
-//! written as one Parquet table (one row per case × subset) and a `sweep.json` beside it with
-//! the run's importance weights and settings.
+//! The modality-subset sweep: every held-out case of a run evaluated for all 2^M − 1 subsets.
+//!
+//! The work is cut into units (checkpoint × subset group × case shard, listed in the units
+//! folder's `plan.json`); each unit writes its own Parquet table and sidecar, so units can run
+//! as the tasks of a cluster array job, and an interrupted sweep resumes with the units not yet
+//! written. The whole sweep is the units' tables merged into one (`sweep.parquet` and its
+//! `sweep.json`). Columns: see [`metakd_reports::sweep_table::COLUMNS`].
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use metakd_data::shards::ShardSet;
+use metakd_reports::sweep_table::{self, SweepInfo};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Model;
 use crate::config::RunConfig;
-use crate::evaluate::Inference;
+use crate::evaluate::{Inference, SubsetScores};
 use crate::files::{write_atomic, CONFIG_FILE, MODEL_FILE, SPLIT_FILE};
 use crate::metrics::{RegionMetrics, REGIONS};
 use crate::progress;
 use crate::splits::Splits;
 use crate::subsets::Subset;
-use crate::tables::write_parquet;
 
-/// What a sweep records beside its table (`<table>.json`).
+/// How a sweep is cut into units.
+#[derive(Debug, Clone, Default)]
+pub struct SweepOptions {
+    /// Shards to evaluate, overriding the run's configuration.
+    pub shards: Option<PathBuf>,
+    /// Checkpoints to evaluate, relative to the run folder (default: its `model.safetensors`).
+    pub checkpoints: Vec<PathBuf>,
+    /// Groups the subsets are cut into (default 1, or the existing plan's).
+    pub subset_groups: Option<usize>,
+    /// Shards the test cases are cut into (default one per case, or the existing plan's).
+    pub case_shards: Option<usize>,
+}
+
+/// One unit of a sweep: a checkpoint, a group of subsets and a shard of the cases.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SweepInfo {
-    /// The run's id (its folder name).
-    pub run_id: String,
+pub struct Unit {
+    /// Its index (the array task index that runs it).
+    pub index: usize,
+    /// The checkpoint, relative to the run folder.
+    pub checkpoint: PathBuf,
+    /// Subset bitmasks.
+    pub subsets: Vec<u32>,
+    /// Case ids.
+    pub cases: Vec<String>,
+}
+
+/// The units of a sweep (`plan.json` in the units folder).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
     /// The run folder.
     pub run_dir: PathBuf,
-    /// Modality names in channel order.
-    pub modalities: Vec<String>,
-    /// Learned importance logits w.
-    pub importance_logits: Vec<f32>,
-    /// Learned importance ω = softmax(w).
-    pub importance: Vec<f32>,
-    /// The run's configuration (TOML).
-    pub config_toml: String,
-    /// Cases evaluated.
-    pub cases: Vec<String>,
-    /// Cases that could not be evaluated, with the reason.
-    pub skipped: Vec<(String, String)>,
+    /// Subset groups.
+    pub subset_groups: usize,
+    /// Case shards.
+    pub case_shards: usize,
+    /// Every unit, checkpoint-major, then subset group, then case shard.
+    pub units: Vec<Unit>,
 }
 
-/// Where the sidecar of a sweep table lives: `sweep.parquet` → `sweep.json`.
-pub fn info_path(table: &Path) -> PathBuf {
-    table.with_extension("json")
-}
-
-/// Evaluates the run in `run_dir` on its test split (shards from the run's configuration unless
-/// `shards` overrides them) and writes the table to `out`.
-pub fn sweep(
-    run_dir: &Path,
-    shards: Option<&Path>,
-    out: &Path,
-    show_progress: bool,
-) -> Result<SweepInfo> {
-    let device = Device::Cpu;
-    if !run_dir.is_dir() {
-        anyhow::bail!("{}: no such run folder", run_dir.display())
+/// Cuts `items` into `parts` contiguous pieces whose sizes differ by at most one.
+fn cut<T: Clone>(items: &[T], parts: usize) -> Vec<Vec<T>> {
+    let parts = parts.clamp(1, items.len().max(1));
+    let (base, extra) = (items.len() / parts, items.len() % parts);
+    let mut out = Vec::with_capacity(parts);
+    let mut start = 0;
+    for p in 0..parts {
+        let len = base + usize::from(p < extra);
+        out.push(items[start..start + len].to_vec());
+        start += len;
     }
-    let cfg = RunConfig::read(&run_dir.join(CONFIG_FILE))?;
-    let shards = shards
-        .map(Path::to_owned)
-        .unwrap_or_else(|| cfg.data.shards.clone());
-    let splits = Splits::read(&run_dir.join(SPLIT_FILE))?;
-    let model = Model::load(&run_dir.join(MODEL_FILE), &cfg.model, &device)?;
-    let shard_set = ShardSet::open(&shards)?;
-    let m = cfg.model.modalities;
-    let subsets = Subset::all(m);
-    let (inference, zero) = Inference::of_run(&model, &cfg, &device)?;
-    let run_id = run_dir
+    out
+}
+
+impl Plan {
+    /// The plan of `checkpoints` × `subset_groups` groups of `subsets` × `case_shards` shards of
+    /// `cases`.
+    pub fn new(
+        run_dir: &Path,
+        checkpoints: &[PathBuf],
+        subsets: &[Subset],
+        subset_groups: usize,
+        cases: &[String],
+        case_shards: usize,
+    ) -> Result<Self> {
+        if subset_groups == 0 || case_shards == 0 {
+            bail!("--subset-groups and --case-shards must be positive")
+        }
+        if cases.is_empty() {
+            bail!(
+                "{}: the run has no test case to evaluate",
+                run_dir.display()
+            )
+        }
+        let masks: Vec<u32> = subsets.iter().map(|s| s.0).collect();
+        let groups = cut(&masks, subset_groups);
+        let shards = cut(cases, case_shards);
+        let mut units = Vec::new();
+        for checkpoint in checkpoints {
+            for group in &groups {
+                for shard in &shards {
+                    units.push(Unit {
+                        index: units.len(),
+                        checkpoint: checkpoint.clone(),
+                        subsets: group.clone(),
+                        cases: shard.clone(),
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            run_dir: run_dir.to_owned(),
+            subset_groups: groups.len(),
+            case_shards: shards.len(),
+            units,
+        })
+    }
+
+    /// Reads `path`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{}: not a sweep plan", path.display()))
+    }
+}
+
+/// The folder of a sweep table's units: `sweep.parquet` → `sweep-units/`.
+pub fn units_dir(table: &Path) -> PathBuf {
+    let stem = table
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sweep".into());
+    table.with_file_name(format!("{stem}-units"))
+}
+
+/// The table file of unit `index` in `units`.
+pub fn unit_table(units: &Path, index: usize) -> PathBuf {
+    units.join(format!("unit-{index:05}.parquet"))
+}
+
+/// Everything a run's sweep reads once.
+struct RunSetup {
+    cfg: RunConfig,
+    splits: Splits,
+    shards: PathBuf,
+    dataset: String,
+}
+
+impl RunSetup {
+    fn read(run_dir: &Path, shards: Option<&Path>) -> Result<Self> {
+        if !run_dir.is_dir() {
+            bail!("{}: no such run folder", run_dir.display())
+        }
+        let cfg = RunConfig::read(&run_dir.join(CONFIG_FILE))?;
+        let splits = Splits::read(&run_dir.join(SPLIT_FILE))?;
+        let shards = shards
+            .map(Path::to_owned)
+            .unwrap_or_else(|| cfg.data.shards.clone());
+        let dataset = match &cfg.data.dataset {
+            Some(name) => name.clone(),
+            None => ShardSet::open(&shards)?
+                .manifest()
+                .release
+                .map_or_else(|| "unknown".to_owned(), |r| r.name().to_owned()),
+        };
+        Ok(Self {
+            cfg,
+            splits,
+            shards,
+            dataset,
+        })
+    }
+
+    /// `MetaKD`, or the ablation the configuration describes.
+    fn variant(&self) -> &'static str {
+        match (self.cfg.train.kd, self.cfg.meta.enabled) {
+            (true, true) => "MetaKD",
+            (false, true) => "no KD",
+            (true, false) => "no meta",
+            (false, false) => "no KD, no meta",
+        }
+    }
+}
+
+/// The run's id: its folder name.
+fn run_id(run_dir: &Path) -> String {
+    run_dir
         .canonicalize()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "run".into());
+        .unwrap_or_else(|| "run".into())
+}
 
-    let bar = progress::bar(splits.test.len() as u64, "sweep", show_progress);
+/// Reads the plan in `units` when there is one and it agrees with `options`, or makes and
+/// writes it.
+pub fn plan(run_dir: &Path, table: &Path, options: &SweepOptions) -> Result<Plan> {
+    let setup = RunSetup::read(run_dir, options.shards.as_deref())?;
+    let units = units_dir(table);
+    let path = units.join("plan.json");
+    let checkpoints = if options.checkpoints.is_empty() {
+        vec![PathBuf::from(MODEL_FILE)]
+    } else {
+        options.checkpoints.clone()
+    };
+    let existing = if path.is_file() {
+        Some(Plan::read(&path)?)
+    } else {
+        None
+    };
+    let groups = options
+        .subset_groups
+        .or(existing.as_ref().map(|p| p.subset_groups))
+        .unwrap_or(1);
+    let shards = options
+        .case_shards
+        .or(existing.as_ref().map(|p| p.case_shards))
+        .unwrap_or(setup.splits.test.len());
+    let m = setup.cfg.model.modalities;
+    let plan = Plan::new(
+        run_dir,
+        &checkpoints,
+        &Subset::all(m),
+        groups,
+        &setup.splits.test,
+        shards,
+    )?;
+    match existing {
+        Some(existing) if existing.units != plan.units => bail!(
+            "{}: the units folder holds a different plan ({} units); pass the same options, or \
+             remove the folder to start the sweep anew",
+            path.display(),
+            existing.units.len()
+        ),
+        Some(existing) => Ok(existing),
+        None => {
+            std::fs::create_dir_all(&units)
+                .with_context(|| format!("{}: cannot create", units.display()))?;
+            write_atomic(&path, serde_json::to_string_pretty(&plan)?.as_bytes())?;
+            Ok(plan)
+        }
+    }
+}
+
+/// What running a unit did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UnitOutcome {
+    /// The unit's table was already there.
+    AlreadyDone,
+    /// Evaluated: cases scored and skipped.
+    Done {
+        /// Cases scored.
+        scored: usize,
+        /// Cases skipped, with the reason.
+        skipped: Vec<(String, String)>,
+    },
+}
+
+/// Runs unit `index` of `plan` (the plan of the sweep table `table`), unless its table exists.
+pub fn run_unit(
+    plan: &Plan,
+    index: usize,
+    table: &Path,
+    shards: Option<&Path>,
+    show_progress: bool,
+) -> Result<UnitOutcome> {
+    let Some(unit) = plan.units.get(index) else {
+        bail!(
+            "unit {index} does not exist: the plan has units 0 to {}",
+            plan.units.len().saturating_sub(1)
+        )
+    };
+    let out = unit_table(&units_dir(table), index);
+    if out.is_file() {
+        return Ok(UnitOutcome::AlreadyDone);
+    }
+    let run_dir = &plan.run_dir;
+    let device = Device::Cpu;
+    let setup = RunSetup::read(run_dir, shards)?;
+    let checkpoint = run_dir.join(&unit.checkpoint);
+    let model = Model::load(&checkpoint, &setup.cfg.model, &device)
+        .with_context(|| format!("{}: cannot load the checkpoint", checkpoint.display()))?;
+    let shard_set = ShardSet::open(&setup.shards)?;
+    let subsets: Vec<Subset> = unit.subsets.iter().map(|&s| Subset(s)).collect();
+    let (inference, zero) = Inference::of_run(&model, &setup.cfg, &device)?;
+
+    let bar = progress::bar(
+        unit.cases.len() as u64,
+        &format!("sweep unit {index}"),
+        show_progress,
+    );
     let (mut rows, mut cases, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
-    for id in &splits.test {
+    for id in &unit.cases {
         bar.set_message(id.clone());
         let scored = shard_set
             .case(id)
@@ -97,60 +315,210 @@ pub fn sweep(
     }
     bar.finish_and_clear();
 
-    let modality_names: Vec<String> = metakd_data::Modality::ALL
-        .iter()
-        .map(|m| m.display_name().to_owned())
-        .collect();
-    let mut columns = vec![
-        Column::new("run_id".into(), vec![run_id.clone(); rows.len()]),
+    let info = SweepInfo {
+        run_id: run_id(run_dir),
+        run_dir: run_dir.clone(),
+        dataset: setup.dataset.clone(),
+        protocol: setup.splits.protocol_label().to_owned(),
+        fold: setup.splits.fold.map(|f| f as u32),
+        seed: setup.cfg.train.seed,
+        variant: setup.variant().to_owned(),
+        checkpoint: unit.checkpoint.display().to_string(),
+        modalities: metakd_data::Modality::ALL
+            .iter()
+            .map(|m| m.display_name().to_owned())
+            .collect(),
+        importance_logits: model.importance.logit_values()?,
+        importance: model.importance.omega_values()?,
+        config_toml: setup.cfg.to_toml(),
+        cases,
+        skipped: skipped.clone(),
+    };
+    let mut df = result_frame(&info, &rows)?;
+    sweep_table::write_sidecar(&out, std::slice::from_ref(&info))?;
+    sweep_table::write_table(&mut df, &out)?;
+    Ok(UnitOutcome::Done {
+        scored: info.cases.len(),
+        skipped,
+    })
+}
+
+/// The rows of one unit: run × case × subset × region (× post-processing).
+fn result_frame(info: &SweepInfo, rows: &[(String, Subset, SubsetScores)]) -> Result<DataFrame> {
+    struct Row<'a> {
+        case: &'a str,
+        subset: Subset,
+        region: &'static str,
+        postprocessed: bool,
+        metrics: RegionMetrics,
+    }
+    let mut long = Vec::new();
+    for (case, subset, scores) in rows {
+        let versions =
+            std::iter::once((false, scores.raw)).chain(scores.postprocessed.map(|p| (true, p)));
+        for (postprocessed, metrics) in versions {
+            for (r, (_, region)) in REGIONS.iter().enumerate() {
+                long.push(Row {
+                    case,
+                    subset: *subset,
+                    region,
+                    postprocessed,
+                    metrics: metrics[r],
+                });
+            }
+        }
+    }
+    let n = long.len();
+    let repeat = |s: &str| vec![s.to_owned(); n];
+    let metric =
+        |f: fn(&RegionMetrics) -> f64| long.iter().map(|r| f(&r.metrics)).collect::<Vec<_>>();
+    let columns = vec![
+        Column::new("run_id".into(), repeat(&info.run_id)),
+        Column::new("dataset".into(), repeat(&info.dataset)),
+        Column::new("protocol".into(), repeat(&info.protocol)),
+        Column::new("fold".into(), vec![info.fold; n]),
+        Column::new("seed".into(), vec![info.seed; n]),
+        Column::new("variant".into(), repeat(&info.variant)),
+        Column::new("checkpoint".into(), repeat(&info.checkpoint)),
         Column::new(
             "case".into(),
-            rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+            long.iter().map(|r| r.case.to_owned()).collect::<Vec<_>>(),
         ),
         Column::new(
             "subset_mask".into(),
-            rows.iter().map(|r| r.1 .0).collect::<Vec<_>>(),
+            long.iter().map(|r| r.subset.0).collect::<Vec<_>>(),
         ),
         Column::new(
             "subset".into(),
-            rows.iter().map(|r| r.1.name()).collect::<Vec<_>>(),
+            long.iter().map(|r| r.subset.name()).collect::<Vec<_>>(),
         ),
+        Column::new(
+            "region".into(),
+            long.iter().map(|r| r.region.to_owned()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "postprocessed".into(),
+            long.iter().map(|r| r.postprocessed).collect::<Vec<_>>(),
+        ),
+        Column::new("dice".into(), metric(|m| m.dice)),
+        Column::new("hd95".into(), metric(|m| m.hd95)),
+        Column::new("sensitivity".into(), metric(|m| m.sensitivity)),
+        Column::new("specificity".into(), metric(|m| m.specificity)),
     ];
-    for (i, name) in modality_names.iter().enumerate() {
-        columns.push(Column::new(
-            name.to_lowercase().into(),
-            rows.iter().map(|r| r.1.contains(i)).collect::<Vec<_>>(),
-        ));
-    }
-    for (i, (_, region)) in REGIONS.iter().enumerate() {
-        let region = region.to_lowercase();
-        let metric = |name: &str, f: fn(&RegionMetrics) -> f64| {
-            Column::new(
-                format!("{name}_{region}").into(),
-                rows.iter().map(|r| f(&r.2[i])).collect::<Vec<_>>(),
-            )
-        };
-        columns.push(metric("dice", |m| m.dice));
-        columns.push(metric("hd95", |m| m.hd95));
-        columns.push(metric("sensitivity", |m| m.sensitivity));
-        columns.push(metric("specificity", |m| m.specificity));
-    }
-    let mut df = DataFrame::new(rows.len(), columns)?;
-    write_parquet(&mut df, out)?;
+    Ok(DataFrame::new(n, columns)?)
+}
 
-    let info = SweepInfo {
-        run_id,
-        run_dir: run_dir.to_owned(),
-        modalities: modality_names,
-        importance_logits: model.importance.logit_values()?,
-        importance: model.importance.omega_values()?,
-        config_toml: cfg.to_toml(),
-        cases,
-        skipped,
-    };
-    write_atomic(
-        &info_path(out),
-        serde_json::to_string_pretty(&info)?.as_bytes(),
-    )?;
-    Ok(info)
+/// What a whole sweep did.
+#[derive(Debug, Clone)]
+pub struct SweepOutcome {
+    /// The plan.
+    pub plan: Plan,
+    /// Units evaluated now.
+    pub evaluated: usize,
+    /// Units found finished.
+    pub already_done: usize,
+    /// The merged runs and checkpoints.
+    pub infos: Vec<SweepInfo>,
+}
+
+/// Runs every unit of the sweep of `run_dir` not yet written and merges the units into `table`
+/// (with its sidecar).
+pub fn sweep(
+    run_dir: &Path,
+    table: &Path,
+    options: &SweepOptions,
+    show_progress: bool,
+) -> Result<SweepOutcome> {
+    let plan = plan(run_dir, table, options)?;
+    let (mut evaluated, mut already_done) = (0, 0);
+    for unit in &plan.units {
+        match run_unit(
+            &plan,
+            unit.index,
+            table,
+            options.shards.as_deref(),
+            show_progress,
+        )? {
+            UnitOutcome::AlreadyDone => already_done += 1,
+            UnitOutcome::Done { .. } => evaluated += 1,
+        }
+    }
+    let infos = merge_units(&plan, table)?;
+    Ok(SweepOutcome {
+        plan,
+        evaluated,
+        already_done,
+        infos,
+    })
+}
+
+/// Merges the units of `plan` into `table` and its sidecar; every unit must be finished.
+pub fn merge_units(plan: &Plan, table: &Path) -> Result<Vec<SweepInfo>> {
+    let units = units_dir(table);
+    let files: Vec<PathBuf> = plan
+        .units
+        .iter()
+        .map(|u| unit_table(&units, u.index))
+        .collect();
+    let missing: Vec<String> = plan
+        .units
+        .iter()
+        .zip(&files)
+        .filter(|(_, f)| !f.is_file())
+        .map(|(u, _)| u.index.to_string())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{}: units {} are not finished",
+            units.display(),
+            missing.join(", ")
+        )
+    }
+    let mut read = sweep_table::read_tables(&files)?;
+    sweep_table::write_sidecar(table, &read.infos)?;
+    sweep_table::write_table(&mut read.df, table)?;
+    Ok(read.infos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_are_contiguous_and_even() {
+        let items: Vec<u32> = (0..10).collect();
+        let parts = cut(&items, 3);
+        assert_eq!(parts, vec![vec![0, 1, 2, 3], vec![4, 5, 6], vec![7, 8, 9]]);
+        assert_eq!(cut(&items, 20).len(), 10, "no empty piece");
+        assert_eq!(cut(&items, 1), vec![items.clone()]);
+    }
+
+    #[test]
+    fn units_cover_every_checkpoint_subset_and_case_once() {
+        let cases: Vec<String> = (0..5).map(|i| format!("c{i}")).collect();
+        let checkpoints = [
+            PathBuf::from("a.safetensors"),
+            PathBuf::from("b.safetensors"),
+        ];
+        let plan = Plan::new(
+            Path::new("run"),
+            &checkpoints,
+            &Subset::all(4),
+            4,
+            &cases,
+            2,
+        )
+        .unwrap();
+        assert_eq!(plan.units.len(), 2 * 4 * 2);
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, unit) in plan.units.iter().enumerate() {
+            assert_eq!(unit.index, i);
+            for s in &unit.subsets {
+                for c in &unit.cases {
+                    assert!(seen.insert((unit.checkpoint.clone(), *s, c.clone())));
+                }
+            }
+        }
+        assert_eq!(seen.len(), 2 * 15 * 5);
+    }
 }

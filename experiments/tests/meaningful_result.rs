@@ -27,5 +27,5 @@ fn demo_run_shows_the_missing_t1ce_effect_and_segments_with_all_modalities() {
         assert!(dice >= 0.6, "full-modality {region} Dice {dice:.3}");
     }
     let report = std::fs::read_to_string(&outcome.report).unwrap();
-    assert!(report.contains(&format!("{:.4}", s.et_with_key_modality)));
+    assert!(report.contains(&format!("**{:.2}**", 100.0 * s.et_with_key_modality)));
 }

@@ -48,38 +48,52 @@ fn short_run_trains_sweeps_and_reports() {
     assert_eq!(RunConfig::read(&run.join(CONFIG_FILE)).unwrap(), cfg);
 
     let table = run.join(SWEEP_FILE);
-    let info = sweep::sweep(&run, None, &table, false).unwrap();
+    let outcome = sweep::sweep(&run, &table, &sweep::SweepOptions::default(), false).unwrap();
+    assert_eq!(outcome.plan.units.len(), 2, "one unit per test case");
+    assert_eq!(outcome.evaluated, 2);
+    let info = &outcome.infos[0];
+    assert_eq!(outcome.infos.len(), 1);
     assert_eq!(info.cases.len(), 2);
     assert_eq!(info.importance, summary.omega);
+    assert_eq!(
+        (info.dataset.as_str(), info.protocol.as_str()),
+        ("brats2020", "local")
+    );
+    assert_eq!(
+        (info.variant.as_str(), info.seed),
+        ("MetaKD", cfg.train.seed)
+    );
     let df = ParquetReader::new(std::fs::File::open(&table).unwrap())
         .finish()
         .unwrap();
-    assert_eq!(df.height(), 2 * 15);
-    for name in [
-        "run_id",
-        "case",
-        "subset_mask",
-        "subset",
-        "flair",
-        "t1",
-        "t1ce",
-        "t2",
-        "dice_et",
-        "dice_tc",
-        "dice_wt",
-        "hd95_et",
-        "sensitivity_tc",
-        "specificity_wt",
-    ] {
-        assert!(df.column(name).is_ok(), "column {name} missing");
-    }
+    assert_eq!(df.height(), 2 * 15 * 3, "case × subset × region");
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(names, metakd_reports::sweep_table::COLUMNS.to_vec());
     let masks = df.column("subset_mask").unwrap().u32().unwrap().clone();
     let mut distinct: Vec<u32> = masks.into_no_null_iter().collect();
     distinct.sort();
     distinct.dedup();
     assert_eq!(distinct, (1..16).collect::<Vec<u32>>());
-    let dice = df.column("dice_wt").unwrap().f64().unwrap().clone();
+    let dice = df.column("dice").unwrap().f64().unwrap().clone();
     assert!(dice.into_no_null_iter().all(|d| (0.0..=1.0).contains(&d)));
+    let postprocessed = df.column("postprocessed").unwrap().bool().unwrap();
+    assert_eq!(
+        postprocessed.sum(),
+        Some(0),
+        "post-processing is off by default"
+    );
+
+    // A second sweep finds every unit finished and writes the same table.
+    let again = sweep::sweep(&run, &table, &sweep::SweepOptions::default(), false).unwrap();
+    assert_eq!((again.evaluated, again.already_done), (0, 2));
+    let reread = ParquetReader::new(std::fs::File::open(&table).unwrap())
+        .finish()
+        .unwrap();
+    assert!(reread.equals_missing(&df));
 
     let log = ParquetReader::new(std::fs::File::open(run.join(LOG_FILE)).unwrap())
         .finish()
@@ -91,10 +105,13 @@ fn short_run_trains_sweeps_and_reports() {
         "warm-up uses all modalities"
     );
 
-    let (report, report_summary) =
-        metakd_reports::write_report(&table, &dir.path().join("report")).unwrap();
-    let text = std::fs::read_to_string(&report).unwrap();
-    assert!(text.contains("| FLAIR | T1 | T1ce | T2 | ET | TC | WT | Mean |"));
+    let outcome =
+        metakd_reports::write_report(std::slice::from_ref(&table), &dir.path().join("report"))
+            .unwrap();
+    let text = std::fs::read_to_string(&outcome.report).unwrap();
+    assert!(text.contains(
+        "| FLAIR | T1 | T1ce | T2 | Dice ET | Dice TC | Dice WT | HD95 ET | HD95 TC | HD95 WT |"
+    ));
     assert!(text.contains("| ● | ● | ● | ● |"));
     assert!(text.contains("| ○ | ○ | ● | ○ |"));
     assert!(text.contains("Learned importance weights"));
@@ -103,37 +120,37 @@ fn short_run_trains_sweeps_and_reports() {
         text.matches("\n| ●").count() + text.matches("\n| ○").count(),
         15
     );
-    assert_eq!(report_summary.cases, 2);
-    assert!(dir.path().join("report/summary.json").is_file());
+    assert_eq!(outcome.summary.cases, 2);
+    for file in ["summary.json", "subsets.csv", "averages.csv"] {
+        assert!(dir.path().join("report").join(file).is_file(), "{file}");
+    }
 
     // The full-modality predictions exported as label maps in the original grid and scored
     // against the release's own label files give the sweep's numbers for that subset.
     let predictions = dir.path().join("predictions");
-    let written = export::predict_run(&run, None, Subset::full(4), &predictions, false).unwrap();
+    let written =
+        export::predict_run(&run, None, Subset::full(4), &predictions, false, false).unwrap();
     assert_eq!(written.written.len(), 2);
     assert!(written.skipped.is_empty());
     let scored = eval_labels::evaluate_labels(&predictions, &data, |_, _| {}).unwrap();
     assert_eq!(scored.cases.len(), 2, "{scored:?}");
     assert!(scored.skipped.is_empty(), "{:?}", scored.skipped);
     assert_eq!(scored.missing_predictions.len(), 4, "the 4 training cases");
-    let full = df
-        .clone()
-        .lazy()
-        .filter(col("subset_mask").eq(lit(15u32)))
-        .collect()
-        .unwrap();
     for case in &scored.cases {
-        let row = full
-            .clone()
-            .lazy()
-            .filter(col("case").eq(lit(case.id.clone())))
-            .collect()
-            .unwrap();
         for (region, metrics) in &case.regions {
-            let value = |metric: &str| {
-                let name = format!("{metric}_{}", region.to_lowercase());
-                row.column(&name).unwrap().f64().unwrap().get(0).unwrap()
-            };
+            let row = df
+                .clone()
+                .lazy()
+                .filter(
+                    col("subset_mask")
+                        .eq(lit(15u32))
+                        .and(col("case").eq(lit(case.id.clone())))
+                        .and(col("region").eq(lit(region.clone()))),
+                )
+                .collect()
+                .unwrap();
+            assert_eq!(row.height(), 1);
+            let value = |metric: &str| row.column(metric).unwrap().f64().unwrap().get(0).unwrap();
             let close = |a: f64, b: f64, what: &str| {
                 assert!(
                     (a - b).abs() < 1e-9,

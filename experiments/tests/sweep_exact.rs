@@ -54,6 +54,32 @@ fn cached_subset_predictions_equal_naive_ones_bit_for_bit() {
             }
             // Subsets do differ from each other: the comparison is not between constants.
             assert_ne!(cached[0], cached[14]);
+            // Tiles run one at a time, or three together, give the probabilities of the default
+            // batches of two up to float rounding (batched products sum in another order; the
+            // differences seen are about 1e-6).
+            for tile_batch in [1, 3] {
+                let eval = EvalConfig {
+                    tile_batch,
+                    ..eval.clone()
+                };
+                let batched = Inference {
+                    eval: &eval,
+                    ..inference
+                }
+                .predict(&case, &subsets, &zero)
+                .unwrap();
+                let worst = batched
+                    .iter()
+                    .flatten()
+                    .zip(cached.iter().flatten())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst < 1e-5,
+                    "tile_batch {tile_batch} moves a probability by {worst} ({fill_skips:?}, \
+                     {weighting:?})"
+                );
+            }
         }
         // Metrics come out for every subset and region, within their ranges.
         let inference = Inference {
@@ -64,7 +90,8 @@ fn cached_subset_predictions_equal_naive_ones_bit_for_bit() {
         };
         let scores = inference.evaluate(&case, &subsets, &zero).unwrap();
         assert_eq!(scores.len(), 15);
-        for region in scores.iter().flatten() {
+        assert!(scores.iter().all(|s| s.postprocessed.is_none()));
+        for region in scores.iter().flat_map(|s| s.raw.iter()) {
             assert!((0.0..=1.0).contains(&region.dice));
             assert!(region.hd95 >= 0.0 && region.hd95 <= 373.13);
             assert!((0.0..=1.0).contains(&region.specificity));

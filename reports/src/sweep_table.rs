@@ -1,143 +1,303 @@
-//! Reading a sweep's result table (one row per case × subset) and its sidecar, and aggregating
-//! Dice per subset with Polars.
+//! The result table of a sweep and its sidecar: one Parquet row per run × checkpoint × case ×
+//! modality subset × region (× post-processing), and beside it (`<table>.json`) what each run
+//! and checkpoint in it was — importance weights, settings, cases evaluated and skipped.
+//!
+//! A table may be a whole sweep or one unit of one; any set of them reads back as one table.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ReportError, Result};
 
-/// What the sweep wrote beside its table (`sweep.json`); unknown fields are ignored.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// The columns every sweep table has, in order.
+pub const COLUMNS: [&str; 16] = [
+    "run_id",
+    "dataset",
+    "protocol",
+    "fold",
+    "seed",
+    "variant",
+    "checkpoint",
+    "case",
+    "subset_mask",
+    "subset",
+    "region",
+    "postprocessed",
+    "dice",
+    "hd95",
+    "sensitivity",
+    "specificity",
+];
+
+/// What one run and checkpoint of a sweep table is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepInfo {
-    /// The run's id.
+    /// The run's id (its folder name).
     pub run_id: String,
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// The data set (`brats2020`, `synthetic`, ...).
+    pub dataset: String,
+    /// The protocol (`A`, `B` or `local`).
+    pub protocol: String,
+    /// The fold of the protocol, when it has several.
+    pub fold: Option<u32>,
+    /// The run's training seed.
+    pub seed: u64,
+    /// `MetaKD` or an ablation (`no KD`, `no meta`, `no KD, no meta`).
+    pub variant: String,
+    /// The evaluated checkpoint (file name inside the run folder).
+    pub checkpoint: String,
     /// Modality names in channel order.
     pub modalities: Vec<String>,
     /// Learned importance logits w.
     pub importance_logits: Vec<f32>,
-    /// Learned importance ω.
+    /// Learned importance ω = softmax(w).
     pub importance: Vec<f32>,
     /// The run's configuration (TOML).
     pub config_toml: String,
     /// Cases evaluated.
     pub cases: Vec<String>,
     /// Cases skipped, with the reason.
-    #[serde(default)]
     pub skipped: Vec<(String, String)>,
 }
 
 impl SweepInfo {
-    /// Reads the sidecar of `table` (`<table>.json`).
-    pub fn read_beside(table: &Path) -> Result<Self> {
-        let path = table.with_extension("json");
-        let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| ReportError::Json { path, source })
+    /// The key that tells runs and checkpoints apart.
+    pub fn key(&self) -> (String, String) {
+        (self.run_id.clone(), self.checkpoint.clone())
     }
 }
 
-/// Mean Dice of one modality subset over the evaluated cases.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SubsetDice {
-    /// Bitmask of available modalities (bit m = modality m).
-    pub mask: u32,
-    /// Names of the available modalities joined by `+`.
-    pub name: String,
-    /// Cases averaged.
-    pub cases: usize,
-    /// Mean Dice of ET, TC and WT.
-    pub dice: [f64; 3],
+/// Where the sidecar of a table lives: `sweep.parquet` → `sweep.json`.
+pub fn sidecar_path(table: &Path) -> PathBuf {
+    table.with_extension("json")
 }
 
-impl SubsetDice {
-    /// Whether modality `m` is available.
-    pub fn contains(&self, m: usize) -> bool {
-        self.mask & (1 << m) != 0
-    }
-
-    /// Mean of ET, TC and WT.
-    pub fn mean(&self) -> f64 {
-        self.dice.iter().sum::<f64>() / 3.0
-    }
+/// Reads the sidecar of `table`.
+pub fn read_sidecar(table: &Path) -> Result<Vec<SweepInfo>> {
+    let path = sidecar_path(table);
+    let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| ReportError::Json { path, source })
 }
 
-fn table_error(path: &Path) -> impl FnOnce(PolarsError) -> ReportError + '_ {
+/// Writes `infos` as the sidecar of `table`, atomically.
+pub fn write_sidecar(table: &Path, infos: &[SweepInfo]) -> Result<()> {
+    let json = serde_json::to_string_pretty(infos).expect("sweep infos serialise");
+    crate::write_atomic(&sidecar_path(table), json.as_bytes())
+}
+
+/// Merges the infos of the same run and checkpoint (units of one sweep): their cases and skipped
+/// cases are joined. Sorted by run and checkpoint.
+pub fn merge_infos(infos: Vec<SweepInfo>) -> Vec<SweepInfo> {
+    let mut merged: BTreeMap<(String, String), SweepInfo> = BTreeMap::new();
+    for info in infos {
+        match merged.get_mut(&info.key()) {
+            Some(existing) => {
+                existing.cases.extend(info.cases);
+                existing.skipped.extend(info.skipped);
+            }
+            None => {
+                merged.insert(info.key(), info);
+            }
+        }
+    }
+    let mut out: Vec<SweepInfo> = merged.into_values().collect();
+    for info in &mut out {
+        info.cases.sort();
+        info.cases.dedup();
+        info.skipped.sort();
+        info.skipped.dedup();
+    }
+    out
+}
+
+pub(crate) fn table_error(path: &Path) -> impl FnOnce(PolarsError) -> ReportError + '_ {
     move |source| ReportError::Table {
         path: path.to_owned(),
         source,
     }
 }
 
-/// Reads a sweep table.
+/// Reads one table and checks its columns.
 pub fn read_table(path: &Path) -> Result<DataFrame> {
     let file = std::fs::File::open(path).map_err(|source| ReportError::Io {
         path: path.to_owned(),
         source,
     })?;
-    ParquetReader::new(file).finish().map_err(table_error(path))
-}
-
-/// Mean Dice per subset in the paper's table order: by the number of modalities, then with
-/// earlier modalities first.
-pub fn dice_per_subset(df: &DataFrame, path: &Path) -> Result<Vec<SubsetDice>> {
-    let aggregated = df
-        .clone()
-        .lazy()
-        .group_by([col("subset_mask"), col("subset")])
-        .agg([
-            col("case").count().alias("cases"),
-            col("dice_et").mean(),
-            col("dice_tc").mean(),
-            col("dice_wt").mean(),
-        ])
-        .collect()
+    let df = ParquetReader::new(file)
+        .finish()
         .map_err(table_error(path))?;
-    let column = |name: &str| aggregated.column(name).map_err(table_error(path));
-    let masks = column("subset_mask")?
-        .u32()
-        .map_err(table_error(path))?
-        .clone();
-    let names = column("subset")?.str().map_err(table_error(path))?.clone();
-    let counts = column("cases")?
-        .cast(&DataType::UInt64)
-        .map_err(table_error(path))?;
-    let counts = counts.u64().map_err(table_error(path))?.clone();
-    let regions = ["dice_et", "dice_tc", "dice_wt"]
+    let missing: Vec<&str> = COLUMNS
         .iter()
-        .map(|r| Ok(column(r)?.f64().map_err(table_error(path))?.clone()))
-        .collect::<Result<Vec<_>>>()?;
-    let mut rows = Vec::with_capacity(aggregated.height());
-    for i in 0..aggregated.height() {
-        let missing = || ReportError::BadTable {
-            path: path.to_owned(),
-            problem: format!("row {i} has missing values"),
-        };
-        rows.push(SubsetDice {
-            mask: masks.get(i).ok_or_else(missing)?,
-            name: names.get(i).ok_or_else(missing)?.to_owned(),
-            cases: counts.get(i).ok_or_else(missing)? as usize,
-            dice: [
-                regions[0].get(i).ok_or_else(missing)?,
-                regions[1].get(i).ok_or_else(missing)?,
-                regions[2].get(i).ok_or_else(missing)?,
-            ],
-        });
-    }
-    if rows.is_empty() {
+        .copied()
+        .filter(|c| df.column(c).is_err())
+        .collect();
+    if !missing.is_empty() {
         return Err(ReportError::BadTable {
             path: path.to_owned(),
-            problem: "the table has no rows".into(),
+            problem: format!(
+                "not a sweep table: the columns {} are missing",
+                missing.join(", ")
+            ),
         });
     }
-    rows.sort_by_key(|r| {
-        (
-            r.mask.count_ones(),
-            std::cmp::Reverse(r.mask.reverse_bits()),
-        )
-    });
-    Ok(rows)
+    df.select(COLUMNS).map_err(table_error(path))
+}
+
+/// Writes `df` as Parquet to `path`, atomically.
+pub fn write_table(df: &mut DataFrame, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    let temp = path.with_extension("parquet.partial");
+    let file = std::fs::File::create(&temp).map_err(|source| ReportError::Io {
+        path: temp.clone(),
+        source,
+    })?;
+    ParquetWriter::new(file)
+        .finish(df)
+        .map_err(table_error(&temp))?;
+    std::fs::rename(&temp, path).map_err(|source| ReportError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The tables of `inputs`: each a table file, or a folder whose `*.parquet` files are read (the
+/// units of a sweep).
+pub fn table_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let entries = std::fs::read_dir(input).map_err(|source| ReportError::Io {
+                path: input.clone(),
+                source,
+            })?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+                .collect();
+            if found.is_empty() {
+                return Err(ReportError::BadTable {
+                    path: input.clone(),
+                    problem: "the folder holds no .parquet table".into(),
+                });
+            }
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Any set of sweep tables read as one.
+#[derive(Debug, Clone)]
+pub struct SweepTables {
+    /// Every row of every table.
+    pub df: DataFrame,
+    /// Every run and checkpoint in them.
+    pub infos: Vec<SweepInfo>,
+    /// The files read.
+    pub files: Vec<PathBuf>,
+}
+
+/// Reads the tables of `inputs` (files or folders of them, each with its sidecar) as one. A
+/// row present in two inputs (the same run, checkpoint, case, subset, region and
+/// post-processing) is an error naming both files.
+pub fn read_tables(inputs: &[PathBuf]) -> Result<SweepTables> {
+    let files = table_files(inputs)?;
+    let (first, rest) = match files.split_first() {
+        Some(split) => split,
+        None => {
+            return Err(ReportError::BadTable {
+                path: PathBuf::from("(no input)"),
+                problem: "no sweep table was given".into(),
+            })
+        }
+    };
+    let mut df = read_table(first)?;
+    let mut infos = read_sidecar(first)?;
+    let mut seen: BTreeMap<(String, String, String), PathBuf> = BTreeMap::new();
+    let mut note = |info_list: &[SweepInfo], path: &Path| -> Result<()> {
+        for info in info_list {
+            for case in &info.cases {
+                let key = (info.run_id.clone(), info.checkpoint.clone(), case.clone());
+                if let Some(other) = seen.insert(key, path.to_owned()) {
+                    return Err(ReportError::BadTable {
+                        path: path.to_owned(),
+                        problem: format!(
+                            "case {case} of run {} ({}) is also in {}",
+                            info.run_id,
+                            info.checkpoint,
+                            other.display()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    };
+    note(&infos, first)?;
+    for path in rest {
+        let table = read_table(path)?;
+        let more = read_sidecar(path)?;
+        note(&more, path)?;
+        df.vstack_mut(&table).map_err(table_error(path))?;
+        infos.extend(more);
+    }
+    df.rechunk_mut();
+    Ok(SweepTables {
+        df,
+        infos: merge_infos(infos),
+        files,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(run: &str, cases: &[&str]) -> SweepInfo {
+        SweepInfo {
+            run_id: run.into(),
+            run_dir: PathBuf::from(run),
+            dataset: "synthetic".into(),
+            protocol: "local".into(),
+            fold: None,
+            seed: 0,
+            variant: "MetaKD".into(),
+            checkpoint: "model.safetensors".into(),
+            modalities: vec!["FLAIR".into()],
+            importance_logits: vec![0.0],
+            importance: vec![1.0],
+            config_toml: String::new(),
+            cases: cases.iter().map(|c| c.to_string()).collect(),
+            skipped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn units_of_one_run_merge_and_runs_stay_apart() {
+        let merged = merge_infos(vec![
+            info("b", &["3"]),
+            info("a", &["2"]),
+            info("a", &["1"]),
+        ]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].run_id, "a");
+        assert_eq!(merged[0].cases, vec!["1", "2"]);
+        assert_eq!(merged[1].cases, vec!["3"]);
+    }
 }
