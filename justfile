@@ -17,6 +17,17 @@ test:
 ci:
     bash .ci/run
 
+# Rewrite the baseline that CI regresses its fixed-seed demo against (after an intended change).
+ci-baseline:
+    rm -rf work/ci-regress
+    cargo build --release
+    RAYON_NUM_THREADS=2 target/release/metakd demo --workdir work/ci-regress --cases 16 --shape 32,48,48 --iterations 200 --seed 0
+    cp work/ci-regress/report/subsets.csv .ci/baseline-demo-subsets.csv
+
+# Compare a run's results (sweep table, unit folder or subsets.csv) with a baseline.
+regress baseline results:
+    cargo run --release -- regress --baseline {{baseline}} --results {{results}}
+
 # A training step of a network preset beside its PyTorch twin (a Python with torch and safetensors).
 bench-train preset="reference" python="python3":
     cargo run --release -- bench train --preset {{preset}} --python {{python}}

@@ -22,6 +22,7 @@ use metakd_experiments::{
     train,
 };
 use metakd_model::nets::SegmenterConfig;
+use metakd_reports::regress::{self, Tolerances};
 
 /// Tensors of several MiB are allocated and freed at every step; mimalloc reuses their memory
 /// where the system allocator returns it and faults it back in (a third of the CPU time). The
@@ -73,8 +74,12 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a trained run on its held-out cases for every modality subset (Parquet table).
     Sweep(SweepArgs),
-    /// Write the markdown report of a sweep table.
+    /// Write the report of any set of sweep tables (or unit folders): markdown with figures,
+    /// CSV tables and `summary.json`.
     Report(ReportArgs),
+    /// Compare a run's per-subset results with a baseline within tolerances, listing what moved;
+    /// exits with status 1 when anything did.
+    Regress(RegressArgs),
     /// Write a run's predicted label maps as NIfTI files in the original grid, named as the
     /// BraTS online evaluator expects (`<case id>.nii.gz`).
     Predict(PredictArgs),
@@ -179,6 +184,49 @@ fn job_completion_index() -> Result<Option<usize>> {
             .map(Some)
             .with_context(|| format!("JOB_COMPLETION_INDEX={value:?} is not a unit index")),
         Err(_) => Ok(None),
+    }
+}
+
+fn print_regression(outcome: &regress::Regression, tolerances: Tolerances) {
+    println!(
+        "compared {} values (tolerances: Dice {}, HD95 {} mm)",
+        outcome.compared, tolerances.dice, tolerances.hd95
+    );
+    for c in &outcome.largest_within {
+        println!(
+            "largest {} change within tolerance: {:+.4} ({}: {:.4} → {:.4})",
+            c.metric,
+            c.delta(),
+            c.what,
+            c.baseline,
+            c.result
+        );
+    }
+    for c in &outcome.moved {
+        println!(
+            "MOVED {} {:+.4}: {} ({:.4} → {:.4})",
+            c.metric,
+            c.delta(),
+            c.what,
+            c.baseline,
+            c.result
+        );
+    }
+    for what in &outcome.missing {
+        println!("MISSING from the results: {what}");
+    }
+    for what in &outcome.unexpected {
+        println!("NOT IN THE BASELINE: {what}");
+    }
+    if outcome.passed() {
+        println!("the results match the baseline");
+    } else {
+        println!(
+            "{} values moved, {} rows missing, {} rows not in the baseline",
+            outcome.moved.len(),
+            outcome.missing.len(),
+            outcome.unexpected.len()
+        );
     }
 }
 
@@ -431,6 +479,22 @@ struct ReportArgs {
     /// `report/` beside the first table).
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RegressArgs {
+    /// The baseline: a `subsets.csv` written by `metakd report`, or a sweep table.
+    #[arg(long)]
+    baseline: PathBuf,
+    /// The run's results: sweep tables, unit folders, or a `subsets.csv` (repeatable).
+    #[arg(long = "results", required = true)]
+    results: Vec<PathBuf>,
+    /// How far a subset's mean Dice (a fraction) may move.
+    #[arg(long, default_value_t = Tolerances::default().dice)]
+    dice_tolerance: f64,
+    /// How far a subset's mean HD95 (mm) may move.
+    #[arg(long, default_value_t = Tolerances::default().hd95)]
+    hd95_tolerance: f64,
 }
 
 #[derive(Args)]
@@ -803,6 +867,18 @@ fn run(cli: Cli) -> Result<()> {
                 )
             })?;
             println!("report: {}", outcome.report.display());
+        }
+        Command::Regress(a) => {
+            let tolerances = Tolerances {
+                dice: a.dice_tolerance,
+                hd95: a.hd95_tolerance,
+            };
+            let outcome = regress::regress_files(&a.baseline, &a.results, tolerances)
+                .with_context(|| format!("cannot compare with {}", a.baseline.display()))?;
+            print_regression(&outcome, tolerances);
+            if !outcome.passed() {
+                std::process::exit(1);
+            }
         }
         Command::Bench {
             what:

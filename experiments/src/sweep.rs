@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use metakd_data::shards::ShardSet;
+use metakd_data::shards::{file_blake3, ShardSet};
 use metakd_reports::sweep_table::{self, SweepInfo};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -61,6 +61,9 @@ pub struct Plan {
     pub case_shards: usize,
     /// Every unit, checkpoint-major, then subset group, then case shard.
     pub units: Vec<Unit>,
+    /// BLAKE3 digest of each checkpoint the units evaluate, so that finished units of a
+    /// checkpoint since retrained are never taken for current ones.
+    pub checkpoint_digests: Vec<(PathBuf, String)>,
 }
 
 /// Cuts `items` into `parts` contiguous pieces whose sizes differ by at most one.
@@ -118,6 +121,7 @@ impl Plan {
             subset_groups: groups.len(),
             case_shards: shards.len(),
             units,
+            checkpoint_digests: Vec::new(),
         })
     }
 
@@ -221,7 +225,7 @@ pub fn plan(run_dir: &Path, table: &Path, options: &SweepOptions) -> Result<Plan
         .or(existing.as_ref().map(|p| p.case_shards))
         .unwrap_or(setup.splits.test.len());
     let m = setup.cfg.model.modalities;
-    let plan = Plan::new(
+    let mut plan = Plan::new(
         run_dir,
         &checkpoints,
         &Subset::all(m),
@@ -229,12 +233,26 @@ pub fn plan(run_dir: &Path, table: &Path, options: &SweepOptions) -> Result<Plan
         &setup.splits.test,
         shards,
     )?;
+    plan.checkpoint_digests = checkpoints
+        .iter()
+        .map(|c| {
+            let digest = file_blake3(&run_dir.join(c)).with_context(|| {
+                format!("{}: cannot read the checkpoint", run_dir.join(c).display())
+            })?;
+            Ok((c.clone(), digest))
+        })
+        .collect::<Result<_>>()?;
     match existing {
         Some(existing) if existing.units != plan.units => bail!(
             "{}: the units folder holds a different plan ({} units); pass the same options, or \
              remove the folder to start the sweep anew",
             path.display(),
             existing.units.len()
+        ),
+        Some(existing) if existing.checkpoint_digests != plan.checkpoint_digests => bail!(
+            "{}: a checkpoint changed since its units were evaluated; remove the folder to \
+             evaluate it anew",
+            path.display()
         ),
         Some(existing) => Ok(existing),
         None => {
@@ -331,6 +349,7 @@ pub fn run_unit(
         importance_logits: model.importance.logit_values()?,
         importance: model.importance.omega_values()?,
         config_toml: setup.cfg.to_toml(),
+        subsets: unit.subsets.clone(),
         cases,
         skipped: skipped.clone(),
     };

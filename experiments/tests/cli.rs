@@ -26,6 +26,9 @@ fn every_command_has_help() {
         &["train", "--help"],
         &["sweep", "--help"],
         &["report", "--help"],
+        &["regress", "--help"],
+        &["predict", "--help"],
+        &["eval-labels", "--help"],
         &["demo", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_metakd"))

@@ -95,6 +95,8 @@ fn short_run_trains_sweeps_and_reports() {
         .unwrap();
     assert!(reread.equals_missing(&df));
 
+    cluster_units_give_the_same_rows(&run, &df, &dir.path().join("units-report"));
+
     let log = ParquetReader::new(std::fs::File::open(run.join(LOG_FILE)).unwrap())
         .finish()
         .unwrap();
@@ -178,4 +180,150 @@ fn short_run_trains_sweeps_and_reports() {
             assert_eq!((metrics.dice, metrics.hd95), (1.0, 0.0), "{}", case.id);
         }
     }
+}
+
+/// Runs `metakd` with `env` set, returning whether it succeeded and its standard output.
+fn metakd(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_metakd"));
+    command
+        .args(args)
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("JOB_COMPLETION_INDEX");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() || !stderr.is_empty() || !stdout.is_empty());
+    (out.status.success(), format!("{stdout}{stderr}"))
+}
+
+/// The sweep of `run` cut into 3 subset groups × 1 case shard, run unit by unit as array tasks
+/// (Slurm's and Kubernetes' index variables, `--task-index`), merged by `metakd report`, gives
+/// the rows of the one-unit-per-case sweep `whole`; `metakd regress` finds nothing moved.
+fn cluster_units_give_the_same_rows(
+    run: &std::path::Path,
+    whole: &DataFrame,
+    report: &std::path::Path,
+) {
+    let run_arg = run.to_str().unwrap();
+    let table = run.join("grouped.parquet");
+    let table_arg = table.to_str().unwrap();
+    let sweep = ["sweep", "--run", run_arg, "--out", table_arg];
+    let cut = [&sweep[..], &["--subset-groups", "3", "--case-shards", "1"]].concat();
+    let (ok, out) = metakd(&[&cut[..], &["--plan"]].concat(), &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("3 units"), "{out}");
+    let units = run.join("grouped-units");
+    assert!(units.join("plan.json").is_file());
+
+    // Other cuts are refused while the plan stands.
+    let (ok, out) = metakd(
+        &[&sweep[..], &["--case-shards", "2", "--plan"]].concat(),
+        &[],
+    );
+    assert!(!ok && out.contains("different plan"), "{out}");
+
+    let (ok, out) = metakd(&sweep, &[("JOB_COMPLETION_INDEX", "1")]);
+    assert!(ok, "{out}");
+    let done = |i: usize| units.join(format!("unit-{i:05}.parquet")).is_file();
+    assert_eq!([done(0), done(1), done(2)], [false, true, false]);
+    // The merged table needs every unit.
+    let (ok, out) = metakd(
+        &[
+            "report",
+            "--sweep",
+            units.join("plan.json").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!ok, "{out}");
+    let (ok, out) = metakd(&sweep, &[("SLURM_ARRAY_TASK_ID", "0")]);
+    assert!(ok, "{out}");
+    let (ok, out) = metakd(&[&sweep[..], &["--task-index", "2"]].concat(), &[]);
+    assert!(ok, "{out}");
+    let (ok, out) = metakd(&[&sweep[..], &["--task-index", "2"]].concat(), &[]);
+    assert!(ok && out.contains("already finished"), "{out}");
+    let (ok, out) = metakd(&[&sweep[..], &["--task-index", "3"]].concat(), &[]);
+    assert!(!ok && out.contains("units 0 to 2"), "{out}");
+
+    // `metakd report` merges the unit folder.
+    let (ok, out) = metakd(
+        &[
+            "report",
+            "--sweep",
+            units.to_str().unwrap(),
+            "--out",
+            report.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    let sorted = |df: &DataFrame| {
+        df.sort(
+            ["case", "subset_mask", "region"],
+            SortMultipleOptions::default(),
+        )
+        .unwrap()
+    };
+    let merged = metakd_reports::sweep_table::read_tables(&[units.clone()]).unwrap();
+    assert!(sorted(&merged.df).equals_missing(&sorted(whole)));
+
+    // Nothing moved between the unit-wise and the case-wise sweep.
+    let subsets = report.join("subsets.csv");
+    let (ok, out) = metakd(
+        &[
+            "regress",
+            "--baseline",
+            subsets.to_str().unwrap(),
+            "--results",
+            run.join(SWEEP_FILE).to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok && out.contains("match the baseline"), "{out}");
+    // A baseline that differs is reported, with a failing status.
+    let text = std::fs::read_to_string(&subsets).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let mut fields: Vec<String> = lines[1].split(',').map(String::from).collect();
+    let dice: f64 = fields[8].parse().unwrap();
+    fields[8] = format!("{}", dice + 0.5);
+    lines[1] = fields.join(",");
+    let shifted = report.join("shifted.csv");
+    std::fs::write(&shifted, lines.join("\n")).unwrap();
+    let (ok, out) = metakd(
+        &[
+            "regress",
+            "--baseline",
+            shifted.to_str().unwrap(),
+            "--results",
+            units.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!ok && out.contains("MOVED dice -0.5000"), "{out}");
+
+    // Units of a checkpoint that has since changed are not taken for current ones.
+    let other = run.join("other.safetensors");
+    std::fs::copy(run.join(MODEL_FILE), &other).unwrap();
+    let other_sweep = [
+        "sweep",
+        "--run",
+        run_arg,
+        "--out",
+        run.join("other.parquet").to_str().unwrap(),
+        "--checkpoint",
+        "other.safetensors",
+        "--plan",
+    ]
+    .map(String::from);
+    let other_sweep: Vec<&str> = other_sweep.iter().map(String::as_str).collect();
+    let (ok, out) = metakd(&other_sweep, &[]);
+    assert!(ok && out.contains("2 units"), "{out}");
+    let mut bytes = std::fs::read(&other).unwrap();
+    bytes.push(0);
+    std::fs::write(&other, bytes).unwrap();
+    let (ok, out) = metakd(&other_sweep, &[]);
+    assert!(!ok && out.contains("a checkpoint changed"), "{out}");
 }

@@ -9,6 +9,7 @@ pub mod csv_tables;
 pub mod error;
 pub mod markdown;
 pub mod published;
+pub mod regress;
 pub mod summary;
 pub mod sweep_table;
 

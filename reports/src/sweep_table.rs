@@ -59,6 +59,8 @@ pub struct SweepInfo {
     pub importance: Vec<f32>,
     /// The run's configuration (TOML).
     pub config_toml: String,
+    /// Subsets evaluated (bitmasks).
+    pub subsets: Vec<u32>,
     /// Cases evaluated.
     pub cases: Vec<String>,
     /// Cases skipped, with the reason.
@@ -93,13 +95,14 @@ pub fn write_sidecar(table: &Path, infos: &[SweepInfo]) -> Result<()> {
     crate::write_atomic(&sidecar_path(table), json.as_bytes())
 }
 
-/// Merges the infos of the same run and checkpoint (units of one sweep): their cases and skipped
-/// cases are joined. Sorted by run and checkpoint.
+/// Merges the infos of the same run and checkpoint (units of one sweep): their subsets, cases
+/// and skipped cases are joined. Sorted by run and checkpoint.
 pub fn merge_infos(infos: Vec<SweepInfo>) -> Vec<SweepInfo> {
     let mut merged: BTreeMap<(String, String), SweepInfo> = BTreeMap::new();
     for info in infos {
         match merged.get_mut(&info.key()) {
             Some(existing) => {
+                existing.subsets.extend(info.subsets);
                 existing.cases.extend(info.cases);
                 existing.skipped.extend(info.skipped);
             }
@@ -110,6 +113,8 @@ pub fn merge_infos(infos: Vec<SweepInfo>) -> Vec<SweepInfo> {
     }
     let mut out: Vec<SweepInfo> = merged.into_values().collect();
     for info in &mut out {
+        info.subsets.sort();
+        info.subsets.dedup();
         info.cases.sort();
         info.cases.dedup();
         info.skipped.sort();
@@ -213,9 +218,8 @@ pub struct SweepTables {
     pub files: Vec<PathBuf>,
 }
 
-/// Reads the tables of `inputs` (files or folders of them, each with its sidecar) as one. A
-/// row present in two inputs (the same run, checkpoint, case, subset, region and
-/// post-processing) is an error naming both files.
+/// Reads the tables of `inputs` (files or folders of them, each with its sidecar) as one. The
+/// same run, checkpoint, case and subset in two inputs is an error naming both files.
 pub fn read_tables(inputs: &[PathBuf]) -> Result<SweepTables> {
     let files = table_files(inputs)?;
     let (first, rest) = match files.split_first() {
@@ -229,21 +233,28 @@ pub fn read_tables(inputs: &[PathBuf]) -> Result<SweepTables> {
     };
     let mut df = read_table(first)?;
     let mut infos = read_sidecar(first)?;
-    let mut seen: BTreeMap<(String, String, String), PathBuf> = BTreeMap::new();
+    let mut seen: BTreeMap<(String, String, String, u32), PathBuf> = BTreeMap::new();
     let mut note = |info_list: &[SweepInfo], path: &Path| -> Result<()> {
         for info in info_list {
             for case in &info.cases {
-                let key = (info.run_id.clone(), info.checkpoint.clone(), case.clone());
-                if let Some(other) = seen.insert(key, path.to_owned()) {
-                    return Err(ReportError::BadTable {
-                        path: path.to_owned(),
-                        problem: format!(
-                            "case {case} of run {} ({}) is also in {}",
-                            info.run_id,
-                            info.checkpoint,
-                            other.display()
-                        ),
-                    });
+                for &subset in &info.subsets {
+                    let key = (
+                        info.run_id.clone(),
+                        info.checkpoint.clone(),
+                        case.clone(),
+                        subset,
+                    );
+                    if let Some(other) = seen.insert(key, path.to_owned()) {
+                        return Err(ReportError::BadTable {
+                            path: path.to_owned(),
+                            problem: format!(
+                                "case {case}, subset {subset} of run {} ({}) is also in {}",
+                                info.run_id,
+                                info.checkpoint,
+                                other.display()
+                            ),
+                        });
+                    }
                 }
             }
         }
@@ -283,6 +294,7 @@ mod tests {
             importance_logits: vec![0.0],
             importance: vec![1.0],
             config_toml: String::new(),
+            subsets: vec![1],
             cases: cases.iter().map(|c| c.to_string()).collect(),
             skipped: Vec::new(),
         }

@@ -1,10 +1,12 @@
 //! Reports from hand-made sweep tables whose aggregates are known: per-run means over cases,
 //! mean ± sample std over runs, the comparison with published numbers by data set and
-//! protocol, the ablation table, post-processed results apart, and bad inputs refused.
+//! protocol, the ablation table, post-processed results apart, bad inputs refused, and the
+//! regression check against a baseline.
 
 use std::path::{Path, PathBuf};
 
 use metakd_reports::aggregate::{read_subsets_csv, REGIONS};
+use metakd_reports::regress::{regress_files, Tolerances};
 use metakd_reports::sweep_table::{write_sidecar, write_table, SweepInfo};
 use metakd_reports::{write_report, ReportError};
 use polars::prelude::*;
@@ -91,6 +93,7 @@ fn write_run(path: &Path, k: usize, run: &Run<'_>) {
         importance_logits: vec![0.0; 4],
         importance: vec![0.25; 4],
         config_toml: "[train]\n".into(),
+        subsets: (1..16).collect(),
         cases: (0..CASES).map(|c| format!("case{c}")).collect(),
         skipped: Vec::new(),
     };
@@ -295,4 +298,55 @@ fn a_case_in_two_inputs_and_a_table_without_its_columns_are_refused() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn regress_lists_what_moved_beyond_the_tolerances() {
+    let dir = tempfile::tempdir().unwrap();
+    let baseline_table = dir.path().join("baseline.parquet");
+    write_run(&baseline_table, 0, &metakd_fold("fold1", 1));
+    let out = dir.path().join("report");
+    write_report(std::slice::from_ref(&baseline_table), &out).unwrap();
+    let baseline = out.join("subsets.csv");
+    let tolerances = Tolerances::default();
+
+    // The table against the report made from it: nothing moved.
+    let same = regress_files(&baseline, std::slice::from_ref(&baseline_table), tolerances).unwrap();
+    assert!(same.passed(), "{same:?}");
+    assert_eq!(
+        same.compared,
+        15 * 3 * 2 * 2,
+        "subsets × regions × (raw, post-processed) × metrics"
+    );
+
+    // Run number 1 of `write_run`: Dice +0.05 and HD95 +1 mm everywhere; no post-processing.
+    let moved_table = dir.path().join("moved.parquet");
+    let mut run = metakd_fold("fold1", 1);
+    run.postprocess = false;
+    write_run(&moved_table, 1, &run);
+    let moved = regress_files(&baseline, &[moved_table], tolerances).unwrap();
+    assert!(!moved.passed());
+    assert_eq!(moved.moved.len(), 15 * 3, "every raw Dice, no HD95");
+    assert!(moved
+        .moved
+        .iter()
+        .all(|c| c.metric == "dice" && (c.delta() - 0.05).abs() < 1e-9));
+    assert_eq!(moved.missing.len(), 15 * 3, "the post-processed rows");
+    assert!(moved.missing[0].contains("post-processed"));
+    assert!(moved.unexpected.is_empty());
+    let hd = moved
+        .largest_within
+        .iter()
+        .find(|c| c.metric == "hd95")
+        .unwrap();
+    assert!((hd.delta() - 1.0).abs() < 1e-9);
+
+    // Wider tolerances accept the same change.
+    let loose = Tolerances {
+        dice: 0.06,
+        hd95: 2.0,
+    };
+    let moved_table = dir.path().join("moved.parquet");
+    let accepted = regress_files(&baseline, &[moved_table], loose).unwrap();
+    assert!(accepted.moved.is_empty());
 }
