@@ -267,7 +267,7 @@ fn cluster_units_give_the_same_rows(
         )
         .unwrap()
     };
-    let merged = metakd_reports::sweep_table::read_tables(&[units.clone()]).unwrap();
+    let merged = metakd_reports::sweep_table::read_tables(std::slice::from_ref(&units)).unwrap();
     assert!(sorted(&merged.df).equals_missing(&sorted(whole)));
 
     // Nothing moved between the unit-wise and the case-wise sweep.
