@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bench_prepare;
 pub mod bench_sweep;
 pub mod bench_train;
+pub mod case_slices;
 pub mod checkpoint;
 pub mod config;
 pub mod demo;

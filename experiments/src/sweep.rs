@@ -15,6 +15,7 @@ use metakd_reports::sweep_table::{self, SweepInfo};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::case_slices::case_slices;
 use crate::checkpoint::Model;
 use crate::config::RunConfig;
 use crate::evaluate::{Inference, SubsetScores};
@@ -311,6 +312,13 @@ pub fn run_unit(
         &format!("sweep unit {index}"),
         show_progress,
     );
+    let modalities: Vec<String> = metakd_data::Modality::ALL
+        .iter()
+        .map(|m| m.display_name().to_owned())
+        .collect();
+    // The first unit also writes one case's slices for the report's figure.
+    let slices_path = std::path::absolute(out.with_extension("slices.json"))?;
+    let mut slices = None;
     let (mut rows, mut cases, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for id in &unit.cases {
         bar.set_message(id.clone());
@@ -318,7 +326,18 @@ pub fn run_unit(
             .case(id)
             .and_then(|view| view.to_prepared())
             .map_err(anyhow::Error::from)
-            .and_then(|case| inference.evaluate(&case, &subsets, &zero));
+            .and_then(|case| {
+                let scores = inference.evaluate(&case, &subsets, &zero)?;
+                if index == 0 && slices.is_none() {
+                    let written = case_slices(&inference, &zero, &case, &modalities)
+                        .and_then(|s| Ok(s.write(&slices_path)?));
+                    match written {
+                        Ok(()) => slices = Some(slices_path.clone()),
+                        Err(e) => tracing::warn!("no case slices for the report: {e:#}"),
+                    }
+                }
+                Ok(scores)
+            });
         match scored {
             Ok(scores) => {
                 rows.extend(subsets.iter().zip(scores).map(|(s, d)| (id.clone(), *s, d)));
@@ -342,16 +361,14 @@ pub fn run_unit(
         seed: setup.cfg.train.seed,
         variant: setup.variant().to_owned(),
         checkpoint: unit.checkpoint.display().to_string(),
-        modalities: metakd_data::Modality::ALL
-            .iter()
-            .map(|m| m.display_name().to_owned())
-            .collect(),
+        modalities,
         importance_logits: model.importance.logit_values()?,
         importance: model.importance.omega_values()?,
         config_toml: setup.cfg.to_toml(),
         subsets: unit.subsets.clone(),
         cases,
         skipped: skipped.clone(),
+        slices,
     };
     let mut df = result_frame(&info, &rows)?;
     sweep_table::write_sidecar(&out, std::slice::from_ref(&info))?;

@@ -123,9 +123,25 @@ fn short_run_trains_sweeps_and_reports() {
         15
     );
     assert_eq!(outcome.summary.cases, 2);
-    for file in ["summary.json", "subsets.csv", "averages.csv"] {
+    for file in [
+        "summary.json",
+        "subsets.csv",
+        "averages.csv",
+        "dice-heatmap-1.png",
+        "omega.svg",
+        "losses.png",
+        "case-slices.png",
+    ] {
         assert!(dir.path().join("report").join(file).is_file(), "{file}");
     }
+    assert!(
+        outcome.figure_problems.is_empty(),
+        "{:?}",
+        outcome.figure_problems
+    );
+    // The slices' SVG embeds the images as PNG rather than drawing a rectangle per pixel.
+    let svg = std::fs::metadata(dir.path().join("report/case-slices.svg")).unwrap();
+    assert!(svg.len() < 1_000_000, "{} bytes", svg.len());
 
     // The full-modality predictions exported as label maps in the original grid and scored
     // against the release's own label files give the sweep's numbers for that subset.

@@ -37,6 +37,14 @@ pub enum ReportError {
         /// What is wrong.
         problem: String,
     },
+    /// A figure could not be drawn.
+    #[error("{path}: cannot draw the figure: {problem}")]
+    Figure {
+        /// The figure's file stem.
+        path: PathBuf,
+        /// What went wrong.
+        problem: String,
+    },
 }
 
 /// Result of report generation.

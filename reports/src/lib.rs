@@ -8,8 +8,10 @@ pub mod aggregate;
 pub mod csv_tables;
 pub mod error;
 pub mod markdown;
+pub mod plots;
 pub mod published;
 pub mod regress;
+pub mod slices;
 pub mod summary;
 pub mod sweep_table;
 
@@ -33,6 +35,8 @@ pub struct ReportOutcome {
     pub summary: Summary,
     /// The paper-style tables.
     pub tables: Vec<GroupTable>,
+    /// Figures that could not be drawn, with the reason (the report says so too).
+    pub figure_problems: Vec<String>,
 }
 
 /// The table the summary describes: MetaKD as predicted when present, else the first table.
@@ -83,6 +87,7 @@ pub fn write_report(inputs: &[PathBuf], out_dir: &Path) -> Result<ReportOutcome>
         &mut csv_tables::ablation_frame(&ablations, &origin)?,
         &out_dir.join("ablation.csv"),
     )?;
+    let (figures, figure_problems) = draw_figures(&tables, &read.infos, &modalities, out_dir);
     let markdown = markdown::render(&markdown::ReportContent {
         modalities: &modalities,
         tables: &tables,
@@ -90,7 +95,8 @@ pub fn write_report(inputs: &[PathBuf], out_dir: &Path) -> Result<ReportOutcome>
         comparisons: &comparisons,
         ablations: &ablations,
         summary: &summary,
-        figures: &[],
+        figures: &figures,
+        figure_problems: &figure_problems,
     });
     let report = out_dir.join("report.md");
     write_atomic(&report, markdown.as_bytes())?;
@@ -100,7 +106,87 @@ pub fn write_report(inputs: &[PathBuf], out_dir: &Path) -> Result<ReportOutcome>
         report,
         summary,
         tables,
+        figure_problems,
     })
+}
+
+/// Draws the report's figures into `out_dir`: the Dice heatmap of every table as predicted,
+/// ω and the losses over training of the main table's first run, and one case's slices. A
+/// figure that cannot be drawn (an unreadable training log, no usable font) is left out and
+/// named in the second list.
+fn draw_figures(
+    tables: &[GroupTable],
+    infos: &[sweep_table::SweepInfo],
+    modalities: &[String],
+    out_dir: &Path,
+) -> (Vec<markdown::Figure>, Vec<String>) {
+    use plots::{save, Curves, DiceHeatmap, SliceFigure, TrainingLog};
+    let mut figures = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+    let mut keep = |caption: String, result: Result<[PathBuf; 2]>| match result {
+        Ok([png, _]) => figures.push(markdown::Figure {
+            caption,
+            file: png
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }),
+        Err(e) => problems.push(format!("{caption}: {e}")),
+    };
+    for (i, table) in tables.iter().filter(|t| !t.group.postprocessed).enumerate() {
+        let g = &table.group;
+        keep(
+            format!(
+                "Dice (%) per subset and region: {} on {}, `{}`",
+                g.variant, g.dataset, g.checkpoint
+            ),
+            save(
+                &DiceHeatmap { table, modalities },
+                &out_dir.join(format!("dice-heatmap-{}", i + 1)),
+            ),
+        );
+    }
+    let main = main_table(tables);
+    let run = infos
+        .iter()
+        .find(|i| i.variant == main.group.variant && i.dataset == main.group.dataset);
+    if let Some(info) = run {
+        let log_path = info.run_dir.join("train_log.parquet");
+        match TrainingLog::read(&log_path, &info.run_id, modalities) {
+            Ok(log) => {
+                keep(
+                    format!("Importance weights ω over training (`{}`)", info.run_id),
+                    save(&Curves::omega(&log), &out_dir.join("omega")),
+                );
+                keep(
+                    format!("Training losses (`{}`)", info.run_id),
+                    save(&Curves::losses(&log), &out_dir.join("losses")),
+                );
+            }
+            Err(e) => keep(format!("Training curves of `{}`", info.run_id), Err(e)),
+        }
+    }
+    if let Some(path) = infos.iter().find_map(|i| i.slices.as_ref()) {
+        match slices::CaseSlices::read(path) {
+            Ok(s) => keep(
+                format!(
+                    "Case {}: the input modalities, the reference labels and the labels predicted \
+                     from every modality and from each one alone (red necrotic core, green \
+                     oedema, yellow enhancing tumour)",
+                    s.case
+                ),
+                save(
+                    &SliceFigure {
+                        slices: &s,
+                        background: KEY_MODALITY,
+                    },
+                    &out_dir.join("case-slices"),
+                ),
+            ),
+            Err(e) => keep("Case slices".into(), Err(e)),
+        }
+    }
+    (figures, problems)
 }
 
 fn create_dir(dir: &Path) -> Result<()> {

@@ -36,6 +36,8 @@ pub struct ReportContent<'a> {
     pub summary: &'a Summary,
     /// The figures.
     pub figures: &'a [Figure],
+    /// Figures that could not be drawn, with the reason.
+    pub figure_problems: &'a [String],
 }
 
 fn dot(available: bool) -> &'static str {
@@ -294,11 +296,15 @@ pub fn render(content: &ReportContent<'_>) -> String {
         100.0 * summary.full_dice[1],
         100.0 * summary.full_dice[2],
     );
-    if !content.figures.is_empty() {
+    if !content.figures.is_empty() || !content.figure_problems.is_empty() {
         let _ = writeln!(md, "## Figures\n");
         for f in content.figures {
             let _ = writeln!(md, "![{}]({})\n\n*{}*\n", f.caption, f.file, f.caption);
         }
+        for problem in content.figure_problems {
+            let _ = writeln!(md, "- Not drawn: {problem}");
+        }
+        md.push('\n');
     }
     let _ = writeln!(md, "## Learned importance weights\n");
     let header: Vec<String> = ["Run", "Variant", "Checkpoint"]

@@ -65,6 +65,10 @@ pub struct SweepInfo {
     pub cases: Vec<String>,
     /// Cases skipped, with the reason.
     pub skipped: Vec<(String, String)>,
+    /// One case's slices for the report's figure ([`crate::slices::CaseSlices`]), when the
+    /// sweep wrote them.
+    #[serde(default)]
+    pub slices: Option<PathBuf>,
 }
 
 impl SweepInfo {
@@ -105,6 +109,7 @@ pub fn merge_infos(infos: Vec<SweepInfo>) -> Vec<SweepInfo> {
                 existing.subsets.extend(info.subsets);
                 existing.cases.extend(info.cases);
                 existing.skipped.extend(info.skipped);
+                existing.slices = existing.slices.take().or(info.slices);
             }
             None => {
                 merged.insert(info.key(), info);
@@ -297,6 +302,7 @@ mod tests {
             subsets: vec![1],
             cases: cases.iter().map(|c| c.to_string()).collect(),
             skipped: Vec::new(),
+            slices: None,
         }
     }
 

@@ -96,6 +96,7 @@ fn write_run(path: &Path, k: usize, run: &Run<'_>) {
         subsets: (1..16).collect(),
         cases: (0..CASES).map(|c| format!("case{c}")).collect(),
         skipped: Vec::new(),
+        slices: None,
     };
     write_sidecar(path, &[info]).unwrap();
 }
@@ -233,6 +234,20 @@ fn folds_give_mean_and_std_and_sit_beside_published_numbers_of_their_protocol() 
         7 + 1,
         "seven published BraTS2020 rows and ours"
     );
+    // Figures: a heatmap per table as predicted, PNG and SVG; the hand-made runs have no
+    // training log, which the report names instead of failing.
+    for stem in ["dice-heatmap-1", "dice-heatmap-2"] {
+        let png = std::fs::read(out.join(format!("{stem}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let svg = std::fs::read_to_string(out.join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("FLAIR + T1ce"));
+        assert!(report.contains(&format!("]({stem}.png)")));
+    }
+    assert!(
+        report.contains("- Not drawn: Training curves of `fold1`"),
+        "{report}"
+    );
+    assert_eq!(outcome.figure_problems.len(), 1);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["variant"], "MetaKD");
