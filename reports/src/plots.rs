@@ -348,11 +348,14 @@ pub struct SliceFigure<'a> {
     pub background: usize,
 }
 
+/// A panel of the slice figure: its title and RGB pixels, row-major.
+type Panel = (String, Vec<(u8, u8, u8)>);
+
 const PANEL: u32 = 180;
 const PANEL_TITLE: u32 = 24;
 
 impl SliceFigure<'_> {
-    fn panels(&self) -> Vec<(String, Vec<(u8, u8, u8)>)> {
+    fn panels(&self) -> Vec<Panel> {
         let s = self.slices;
         let greys: Vec<Vec<u8>> = s.images.iter().map(|i| grey_levels(i)).collect();
         let grey = |g: &[u8]| g.iter().map(|&v| (v, v, v)).collect::<Vec<_>>();
@@ -370,7 +373,7 @@ impl SliceFigure<'_> {
                 })
                 .collect::<Vec<_>>()
         };
-        let mut panels: Vec<(String, Vec<(u8, u8, u8)>)> = s
+        let mut panels: Vec<Panel> = s
             .modalities
             .iter()
             .zip(&greys)
