@@ -2,9 +2,6 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-# The downloaded release for the reproduce-* recipes: `just reproduce-brats2020 DATA=/path`.
-DATA := ""
-
 # Run every stage on fresh synthetic data (CPU) and print where the report is.
 demo workdir="work/demo":
     cargo run --release -- demo --workdir {{workdir}}
@@ -13,7 +10,7 @@ demo workdir="work/demo":
 test:
     cargo test --workspace --release
 
-# What CI runs: formatting, lints, tests, and the end-to-end MLflow tracking check.
+# What CI runs: formatting, lints, tests, the MLflow check and the demo regressed against its baseline.
 ci:
     bash .ci/run
 
@@ -36,33 +33,15 @@ bench-train preset="reference" python="python3":
 synth out="work/synth" cases="32":
     cargo run --release -- synth brats --out {{out}} --cases {{cases}}
 
-# Reproduce the paper's BraTS2018 table from the downloaded training release.
-reproduce-brats2018 data=DATA:
-    @just _reproduce brats2018 "{{data}}"
+# Usage: `just reproduce-brats2018 DATA=/path [SPLITS=dir] [CONFIG=file] [WORK=dir]` (tools/reproduce.sh).
+# BraTS2018 table from a downloaded training release, three locally scored folds (resumable).
+reproduce-brats2018 *args:
+    bash tools/reproduce.sh brats2018 {{args}}
 
-# Reproduce the paper's BraTS2019 table from the downloaded training release.
-reproduce-brats2019 data=DATA:
-    @just _reproduce brats2019 "{{data}}"
+# The same for BraTS2019.
+reproduce-brats2019 *args:
+    bash tools/reproduce.sh brats2019 {{args}}
 
-# Reproduce the paper's BraTS2020 table from the downloaded training release.
-reproduce-brats2020 data=DATA:
-    @just _reproduce brats2020 "{{data}}"
-
-_reproduce release data:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    data="{{data}}"
-    data="${data#DATA=}"
-    if [ -z "$data" ]; then
-        echo "usage: just reproduce-{{release}} DATA=/path/to/the/downloaded/release" >&2
-        exit 2
-    fi
-    if [ ! -f "configs/{{release}}.toml" ]; then
-        echo "reproduce-{{release}}: configs/{{release}}.toml (the reference preset and schedule of the paper) is not available yet;" >&2
-        echo "it needs the reference network, the release-specific readers and GPU training. Until then run: just demo" >&2
-        exit 2
-    fi
-    cargo run --release -- prepare brats --src "$data" --out "work/{{release}}/shards"
-    cargo run --release -- train --config "configs/{{release}}.toml" --shards "work/{{release}}/shards" --out "work/{{release}}/run"
-    cargo run --release -- sweep --run "work/{{release}}/run"
-    cargo run --release -- report --sweep "work/{{release}}/run/sweep.parquet" --out "work/{{release}}/report"
+# The same for BraTS2020.
+reproduce-brats2020 *args:
+    bash tools/reproduce.sh brats2020 {{args}}

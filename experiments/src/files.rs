@@ -12,6 +12,9 @@ pub const SPLIT_FILE: &str = "split.json";
 pub const MODEL_FILE: &str = "model.safetensors";
 /// The training checkpoint for `metakd train --resume`: model, optimiser states, generator state.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// Written when training (of the requested stages) has finished: iterations, parameters, the
+/// final loss, ω and the time taken.
+pub const FINISHED_FILE: &str = "train_summary.json";
 /// The training log (one row per iteration).
 pub const LOG_FILE: &str = "train_log.parquet";
 /// The sweep's result table.

@@ -356,6 +356,9 @@ struct TrainArgs {
     /// Shards to train on, overriding `data.shards` of the configuration.
     #[arg(long)]
     shards: Option<PathBuf>,
+    /// A split file written by `metakd split`, overriding `data.split` of the configuration.
+    #[arg(long)]
+    split: Option<PathBuf>,
     /// Continue the run in `--out` from its last checkpoint (same configuration).
     #[arg(long)]
     resume: bool,
@@ -690,6 +693,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(a) => {
             let mut cfg = RunConfig::read(&a.config)?;
+            if let Some(split) = a.split {
+                cfg.data.split = Some(split);
+            }
             if let Some(shards) = a.shards {
                 cfg.data.shards = shards;
             }

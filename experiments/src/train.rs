@@ -17,7 +17,9 @@ use rand_chacha::ChaCha12Rng;
 
 use crate::checkpoint::Model;
 use crate::config::RunConfig;
-use crate::files::{write_atomic, CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, MODEL_FILE, SPLIT_FILE};
+use crate::files::{
+    write_atomic, CHECKPOINT_FILE, CONFIG_FILE, FINISHED_FILE, LOG_FILE, MODEL_FILE, SPLIT_FILE,
+};
 use crate::loader::{BatchLoader, BatchPlan, CaseSet};
 use crate::meta::{direct_step, lookahead_step, MetaRule};
 use crate::progress;
@@ -322,7 +324,7 @@ fn train_run(
         }
     }
     let tail = &log[log.len() - (log.len() / 10).max(1)..];
-    Ok(TrainSummary {
+    let summary = TrainSummary {
         iterations: end,
         parameters: model.parameter_count(),
         final_loss: tail.iter().map(|r| r.loss).sum::<f64>() / tail.len() as f64,
@@ -330,7 +332,19 @@ fn train_run(
         seconds: started.elapsed().as_secs_f64(),
         data_wait_fraction: loader.waited().as_secs_f64() / loop_started.elapsed().as_secs_f64(),
         tracking: None,
-    })
+    };
+    let finished = serde_json::json!({
+        "iterations": summary.iterations,
+        "parameters": summary.parameters,
+        "final_loss": summary.final_loss,
+        "omega": summary.omega,
+        "seconds": summary.seconds,
+    });
+    write_atomic(
+        &run_dir.join(FINISHED_FILE),
+        serde_json::to_string_pretty(&finished)?.as_bytes(),
+    )?;
+    Ok(summary)
 }
 
 /// The name of a network parameter or importance logit holding a NaN or infinite value, if any.

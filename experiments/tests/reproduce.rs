@@ -1,0 +1,146 @@
+//! The shipped configurations, and `tools/reproduce.sh` (behind `just reproduce-brats20XX`) run
+//! end to end on a small synthetic BraTS2018 release with three RFNet-style folds: prepare,
+//! split, both training stages per fold, sweeps and one report over the folds, resumable.
+
+use std::path::Path;
+use std::process::Command;
+
+use metakd_experiments::config::RunConfig;
+use metakd_model::nets::Preset;
+
+fn config(name: &str) -> RunConfig {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs")
+        .join(name);
+    RunConfig::read(&path).unwrap()
+}
+
+#[test]
+fn the_paper_configurations_hold_the_paper_settings() {
+    for release in ["brats2018", "brats2019", "brats2020"] {
+        let cfg = config(&format!("{release}.toml"));
+        assert_eq!(cfg.model.preset, Preset::Reference, "{release}");
+        let t = &cfg.train;
+        assert_eq!((t.iterations, t.warmup_iterations), (115_000, 80_000));
+        assert_eq!((t.batch_size, t.crop), (2, [80, 160, 160]));
+        assert_eq!(
+            (t.lr, t.momentum, t.weight_decay, t.kd_weight),
+            (1e-2, 0.99, 0.0, 0.1)
+        );
+        let m = &cfg.meta;
+        assert_eq!((m.every_warmup, m.every, m.samples), (100, 500, 20));
+        assert_eq!((m.lr, m.weight_decay), (1e-2, 5e-4));
+        assert!(
+            cfg.eval.postprocess,
+            "post-processed results are reported beside the raw ones"
+        );
+    }
+    let cpu = config("brats-cpu.toml");
+    assert_eq!(cpu.model.preset, Preset::Small);
+    assert_eq!(cpu.train.crop, [64, 64, 64]);
+}
+
+fn write(path: &Path, lines: &[String]) {
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn reproduce_runs_every_stage_for_every_fold_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let metakd = env!("CARGO_BIN_EXE_metakd");
+    let data = dir.path().join("release");
+    let synth = Command::new(metakd)
+        .args(["synth", "brats", "--release", "brats2018", "--cases", "9"])
+        .args(["--shape", "24,32,32", "--seed", "4", "--out"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(synth.status.success());
+    let mut ids: Vec<String> = ["HGG", "LGG"]
+        .iter()
+        .flat_map(|grade| std::fs::read_dir(data.join(grade)).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 9);
+
+    // Three folds: 2 test cases, 1 validation case, 6 training cases each (as RFNet's lists).
+    let lists = dir.path().join("lists");
+    std::fs::create_dir_all(&lists).unwrap();
+    for fold in 1..=3usize {
+        let test: Vec<String> = ids.iter().skip(2 * (fold - 1)).take(2).cloned().collect();
+        let val = vec![ids[8].clone()];
+        let train: Vec<String> = ids
+            .iter()
+            .filter(|id| !test.contains(id) && !val.contains(id))
+            .map(|id| format!("HGG_{id}"))
+            .collect();
+        write(&lists.join(format!("train{fold}.txt")), &train);
+        write(&lists.join(format!("val{fold}.txt")), &val);
+        write(&lists.join(format!("test{fold}.txt")), &test);
+    }
+
+    let mut cfg = config("brats-cpu.toml");
+    cfg.model.small.widths = vec![4, 8, 16];
+    cfg.train.crop = [16, 16, 16];
+    cfg.train.iterations = 4;
+    cfg.train.warmup_iterations = 2;
+    cfg.train.checkpoint_every = 2;
+    cfg.meta.every = 2;
+    cfg.meta.every_warmup = 2;
+    cfg.meta.samples = 1;
+    let config_path = dir.path().join("tiny.toml");
+    std::fs::write(&config_path, cfg.to_toml()).unwrap();
+    let work = dir.path().join("work");
+
+    let reproduce = || {
+        let out = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/reproduce.sh"))
+            .arg("brats2018")
+            .arg(format!("DATA={}", data.display()))
+            .arg(format!("CONFIG={}", config_path.display()))
+            .arg(format!("SPLITS={}", lists.display()))
+            .arg(format!("WORK={}", work.display()))
+            .env("METAKD", metakd)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    reproduce();
+    for fold in 1..=3 {
+        for run in [format!("fold{fold}-stage1"), format!("fold{fold}")] {
+            let summary = work.join("runs").join(&run).join("train_summary.json");
+            assert!(summary.is_file(), "{run}");
+        }
+        let split = std::fs::read_to_string(work.join(format!("splits/split{fold}.json"))).unwrap();
+        assert!(
+            split.contains(&ids[2 * (fold - 1)]),
+            "fold {fold}'s test cases"
+        );
+    }
+    let report = std::fs::read_to_string(work.join("report/report.md")).unwrap();
+    assert!(
+        report.contains("## MetaKD on brats2018, protocol B"),
+        "{report}"
+    );
+    assert!(report.contains("mean ± std over 3 runs"));
+    assert!(report.contains("## After post-processing"));
+    // BraTS2018's protocol-B numbers in the comparable table, protocol A's apart.
+    let (comparable, others) = report.split_once("Scored under other").unwrap();
+    assert!(comparable.contains("| DeMoSeg | 2024 | 64.90"));
+    assert!(others.contains("| ShaSpec | CVPR 2023 | 61.58"));
+
+    // A second call finds every stage done and rewrites the same report.
+    let again = reproduce();
+    assert_eq!(again.matches("finished earlier").count(), 6, "{again}");
+    assert_eq!(
+        std::fs::read_to_string(work.join("report/report.md")).unwrap(),
+        report
+    );
+}
