@@ -14,7 +14,7 @@ use polars::prelude::*;
 use crate::aggregate::{GroupTable, REGIONS};
 use crate::error::{ReportError, Result};
 use crate::slices::CaseSlices;
-use crate::sweep_table::table_error;
+use crate::sweep_table::{read_parquet, table_error};
 
 /// A figure that can be drawn on any plotters backend.
 pub trait Figure {
@@ -146,13 +146,7 @@ pub struct TrainingLog {
 impl TrainingLog {
     /// Reads the log at `path` of run `run_id`; `modalities` names the `omega_*` columns.
     pub fn read(path: &Path, run_id: &str, modalities: &[String]) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|source| ReportError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let df = ParquetReader::new(file)
-            .finish()
-            .map_err(table_error(path))?;
+        let df = read_parquet(path)?;
         let values = |name: &str| -> Result<Vec<f64>> {
             let c = df.column(name).map_err(table_error(path))?;
             let c = c.cast(&DataType::Float64).map_err(table_error(path))?;

@@ -135,15 +135,18 @@ pub(crate) fn table_error(path: &Path) -> impl FnOnce(PolarsError) -> ReportErro
     }
 }
 
-/// Reads one table and checks its columns.
-pub fn read_table(path: &Path) -> Result<DataFrame> {
+/// Reads any Parquet file.
+pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame> {
     let file = std::fs::File::open(path).map_err(|source| ReportError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let df = ParquetReader::new(file)
-        .finish()
-        .map_err(table_error(path))?;
+    ParquetReader::new(file).finish().map_err(table_error(path))
+}
+
+/// Reads one table and checks its columns.
+pub fn read_table(path: &Path) -> Result<DataFrame> {
+    let df = read_parquet(path)?;
     let missing: Vec<&str> = COLUMNS
         .iter()
         .copied()
