@@ -5,24 +5,24 @@ use std::path::PathBuf;
 /// Everything that can go wrong while reading results or writing a report.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file could not be read or written (the cause is the error's source).
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A result table could not be read or aggregated.
-    #[error("{path}: {source}")]
+    /// A result table could not be read or aggregated (the cause is the error's source).
+    #[error("{path}")]
     Table {
         /// The table.
         path: PathBuf,
         /// The underlying error.
         source: polars::error::PolarsError,
     },
-    /// A sweep's sidecar could not be parsed.
-    #[error("{path}: {source}")]
+    /// A sweep's sidecar could not be parsed (the cause is the error's source).
+    #[error("{path}")]
     Json {
         /// The file.
         path: PathBuf,
@@ -45,6 +45,20 @@ pub enum ReportError {
         /// What went wrong.
         problem: String,
     },
+}
+
+impl ReportError {
+    /// The error with every cause, `path: cause: cause…`.
+    pub fn describe(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
 }
 
 /// Result of report generation.

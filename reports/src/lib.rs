@@ -131,7 +131,7 @@ fn draw_figures(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         }),
-        Err(e) => problems.push(format!("{caption}: {e}")),
+        Err(e) => problems.push(format!("{caption}: {}", e.describe())),
     };
     for (i, table) in tables.iter().filter(|t| !t.group.postprocessed).enumerate() {
         let g = &table.group;
