@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use metakd_data::avmnist::dataset as avmnist;
 use metakd_data::prepare::PrepareOptions;
 use metakd_data::release::{Release, ReleaseSplit};
 use metakd_data::shards::ImageDtype;
@@ -318,6 +319,25 @@ struct SynthArgs {
 enum PrepareDataset {
     /// A BraTS 2018, 2019 or 2020 release folder, training or validation, as downloaded.
     Brats(PrepareArgs),
+    /// AV-MNIST as SMIL built it: FSDD recordings of jackson, nicolas and theo as 20 × 20 MFCCs,
+    /// paired by digit with MNIST images (1,050 training and 450 test samples).
+    Avmnist(AvmnistArgs),
+}
+
+#[derive(Args)]
+struct AvmnistArgs {
+    /// The FSDD `recordings` folder (`{digit}_{speaker}_{index}.wav`).
+    #[arg(long)]
+    fsdd: PathBuf,
+    /// MNIST images as CSV (784 pixel values, then the label; `.gz` allowed).
+    #[arg(long)]
+    mnist: PathBuf,
+    /// Output folder for `avmnist.arrow` and `manifest.json`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the pairing of recordings with images.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -638,6 +658,26 @@ fn run(cli: Cli) -> Result<()> {
             write_dataset(&cfg, &a.out, || bar.inc(1))?;
             bar.finish_and_clear();
             println!("wrote {} cases to {}", a.cases, a.out.display());
+        }
+        Command::Prepare {
+            dataset: PrepareDataset::Avmnist(a),
+        } => {
+            let options = avmnist::AvMnistOptions {
+                seed: a.seed,
+                ..Default::default()
+            };
+            let (samples, manifest) = avmnist::build(&a.fsdd, &a.mnist, &options)?;
+            avmnist::write(&a.out, &samples, &manifest)?;
+            for (path, reason) in &manifest.skipped {
+                eprintln!("skipped {}: {reason}", path.display());
+            }
+            println!(
+                "AV-MNIST: {} training and {} test samples in {} ({} recordings skipped)",
+                manifest.train,
+                manifest.test,
+                a.out.display(),
+                manifest.skipped.len()
+            );
         }
         Command::Prepare {
             dataset: PrepareDataset::Brats(a),

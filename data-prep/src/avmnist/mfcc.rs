@@ -22,7 +22,7 @@ use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
 
 /// The parameters of the MFCC features.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MfccSettings {
     /// Keep every this many samples of the wave.
     pub decimation: usize,
