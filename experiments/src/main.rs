@@ -90,6 +90,11 @@ enum Command {
     EvalLabels(EvalLabelsArgs),
     /// Run every stage on a fresh synthetic data set and print where the report is.
     Demo(DemoArgs),
+    /// MetaKD for classification on AV-MNIST (`metakd prepare avmnist` first).
+    Avmnist {
+        #[command(subcommand)]
+        what: AvmnistCommand,
+    },
     /// Experiment tracking (MLflow).
     Tracking {
         #[command(subcommand)]
@@ -322,6 +327,51 @@ enum PrepareDataset {
     /// AV-MNIST as SMIL built it: FSDD recordings of jackson, nicolas and theo as 20 × 20 MFCCs,
     /// paired by digit with MNIST images (1,050 training and 450 test samples).
     Avmnist(AvmnistArgs),
+}
+
+#[derive(Subcommand)]
+enum AvmnistCommand {
+    /// Train one variant with a share of the training samples keeping their audio and print its
+    /// test accuracy (both modalities, image only, audio only) as JSON.
+    Train(AvmnistTrainArgs),
+}
+
+#[derive(Args)]
+struct AvmnistTrainArgs {
+    /// The folder written by `metakd prepare avmnist`.
+    #[arg(long)]
+    data: PathBuf,
+    /// What to train.
+    #[arg(long, value_enum, default_value_t = AvmnistVariant::MetaKd)]
+    variant: AvmnistVariant,
+    /// Share of the training samples that keep their audio (0–1).
+    #[arg(long, default_value_t = 0.1)]
+    audio_rate: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Training iterations.
+    #[arg(long, default_value_t = 1500)]
+    iterations: usize,
+    /// Also write the JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AvmnistVariant {
+    /// Mean fill, pairwise KD weighted by meta-learned ω.
+    MetaKd,
+    /// Without the distillation loss.
+    NoKd,
+    /// With ω kept uniform.
+    NoMeta,
+    /// Plain late fusion, missing audio zero-filled.
+    Fusion,
+    /// The image alone.
+    ImageOnly,
+    /// The audio alone.
+    AudioOnly,
 }
 
 #[derive(Args)]
@@ -658,6 +708,32 @@ fn run(cli: Cli) -> Result<()> {
             write_dataset(&cfg, &a.out, || bar.inc(1))?;
             bar.finish_and_clear();
             println!("wrote {} cases to {}", a.cases, a.out.display());
+        }
+        Command::Avmnist {
+            what: AvmnistCommand::Train(a),
+        } => {
+            use metakd_experiments::avmnist::{train_and_evaluate, AvMnistTrainConfig, Variant};
+            let (samples, _) = avmnist::read(&a.data)?;
+            let cfg = AvMnistTrainConfig {
+                variant: match a.variant {
+                    AvmnistVariant::MetaKd => Variant::MetaKd,
+                    AvmnistVariant::NoKd => Variant::NoKd,
+                    AvmnistVariant::NoMeta => Variant::NoMeta,
+                    AvmnistVariant::Fusion => Variant::Fusion,
+                    AvmnistVariant::ImageOnly => Variant::ImageOnly,
+                    AvmnistVariant::AudioOnly => Variant::AudioOnly,
+                },
+                audio_rate: a.audio_rate,
+                seed: a.seed,
+                iterations: a.iterations,
+                ..Default::default()
+            };
+            let result = train_and_evaluate(&samples, &cfg)?;
+            let json = serde_json::to_string_pretty(&result)?;
+            if let Some(out) = &a.out {
+                files::write_atomic(out, format!("{json}\n").as_bytes())?;
+            }
+            println!("{json}");
         }
         Command::Prepare {
             dataset: PrepareDataset::Avmnist(a),

@@ -1,8 +1,9 @@
 //! The MetaKD networks, one part per file: the shared [`encoder`]s (plain for `small`, the
 //! [`resnet`] backbone with [`aspp`] for `reference`), the fusing [`decoder`], their [`layers`],
-//! and the [`segmenter`] that joins them.
+//! and the [`segmenter`] that joins them; the two-modality [`classifier`] (AV-MNIST).
 
 pub mod aspp;
+pub mod classifier;
 pub mod config;
 pub mod decoder;
 pub mod encoder;
