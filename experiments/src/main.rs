@@ -11,6 +11,7 @@ use metakd_data::release::{Release, ReleaseSplit};
 use metakd_data::shards::ImageDtype;
 use metakd_data::synth::{write_dataset, Layout, SynthConfig};
 use metakd_experiments::alloc_stats::CountingAllocator;
+use metakd_experiments::avmnist::Variant;
 use metakd_experiments::config::RunConfig;
 use metakd_experiments::demo::{default_workdir, run_demo, DemoOptions};
 use metakd_experiments::files::SWEEP_FILE;
@@ -342,8 +343,8 @@ struct AvmnistTrainArgs {
     #[arg(long)]
     data: PathBuf,
     /// What to train.
-    #[arg(long, value_enum, default_value_t = AvmnistVariant::MetaKd)]
-    variant: AvmnistVariant,
+    #[arg(long, value_enum, default_value_t = Variant::MetaKd)]
+    variant: Variant,
     /// Share of the training samples that keep their audio (0–1).
     #[arg(long, default_value_t = 0.1)]
     audio_rate: f64,
@@ -356,22 +357,6 @@ struct AvmnistTrainArgs {
     /// Also write the JSON to this file.
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum AvmnistVariant {
-    /// Mean fill, pairwise KD weighted by meta-learned ω.
-    MetaKd,
-    /// Without the distillation loss.
-    NoKd,
-    /// With ω kept uniform.
-    NoMeta,
-    /// Plain late fusion, missing audio zero-filled.
-    Fusion,
-    /// The image alone.
-    ImageOnly,
-    /// The audio alone.
-    AudioOnly,
 }
 
 #[derive(Args)]
@@ -712,17 +697,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Avmnist {
             what: AvmnistCommand::Train(a),
         } => {
-            use metakd_experiments::avmnist::{train_and_evaluate, AvMnistTrainConfig, Variant};
+            use metakd_experiments::avmnist::{train_and_evaluate, AvMnistTrainConfig};
             let (samples, _) = avmnist::read(&a.data)?;
             let cfg = AvMnistTrainConfig {
-                variant: match a.variant {
-                    AvmnistVariant::MetaKd => Variant::MetaKd,
-                    AvmnistVariant::NoKd => Variant::NoKd,
-                    AvmnistVariant::NoMeta => Variant::NoMeta,
-                    AvmnistVariant::Fusion => Variant::Fusion,
-                    AvmnistVariant::ImageOnly => Variant::ImageOnly,
-                    AvmnistVariant::AudioOnly => Variant::AudioOnly,
-                },
+                variant: a.variant,
                 audio_rate: a.audio_rate,
                 seed: a.seed,
                 iterations: a.iterations,

@@ -19,6 +19,8 @@ fn every_command_has_help() {
         &["--help"][..],
         &["synth", "brats", "--help"],
         &["prepare", "brats", "--help"],
+        &["prepare", "avmnist", "--help"],
+        &["avmnist", "train", "--help"],
         &["split", "protocol-a", "--help"],
         &["split", "protocol-b", "--help"],
         &["split", "rfnet", "--help"],
