@@ -1,6 +1,7 @@
 //! MetaKD and its baselines on AV-MNIST (SMIL's protocol): training with only a share of the
-//! training samples keeping their audio, a meta step on held-out training samples, and test
-//! accuracy with both modalities and with each one missing.
+//! training samples keeping their audio (the audio rate) or their image (the visual rate), a meta
+//! step on held-out training samples, and test accuracy with both modalities and with each one
+//! missing.
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -33,6 +34,26 @@ pub enum Variant {
     AudioOnly,
 }
 
+/// The modality that only a share of the training samples keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateModality {
+    /// The image (the visual rate).
+    Image,
+    /// The audio (the audio rate).
+    Audio,
+}
+
+impl RateModality {
+    /// Its input index (image 0, audio 1).
+    pub fn index(self) -> usize {
+        match self {
+            RateModality::Image => 0,
+            RateModality::Audio => 1,
+        }
+    }
+}
+
 /// Training settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AvMnistTrainConfig {
@@ -40,8 +61,10 @@ pub struct AvMnistTrainConfig {
     pub model: ClassifierConfig,
     /// What is trained.
     pub variant: Variant,
-    /// Share of the training samples that keep their audio.
-    pub audio_rate: f64,
+    /// Share of the training samples that keep `rate_modality` (the others lack it).
+    pub rate: f64,
+    /// The modality the rate applies to.
+    pub rate_modality: RateModality,
     /// Seed of initialisation, held-out samples, audio availability and batches.
     pub seed: u64,
     /// Iterations.
@@ -65,7 +88,8 @@ impl Default for AvMnistTrainConfig {
         Self {
             model: ClassifierConfig::default(),
             variant: Variant::MetaKd,
-            audio_rate: 0.1,
+            rate: 0.1,
+            rate_modality: RateModality::Audio,
             seed: 0,
             iterations: 1500,
             batch_size: 32,
@@ -115,13 +139,20 @@ fn batch(samples: &[&AvMnistSample], device: &Device) -> Result<(Vec<Tensor>, Te
     ))
 }
 
-/// The availability flags a variant trains a sample with, given whether it kept its audio.
-fn training_flags(variant: Variant, has_audio: bool) -> [bool; 2] {
+/// The availability flags a variant trains a batch with: `complete` when its samples kept both
+/// modalities, otherwise they lack modality `missing`.
+fn training_flags(variant: Variant, complete: bool, missing: usize) -> [bool; 2] {
     match variant {
         Variant::ImageOnly => [true, false],
         Variant::AudioOnly => [false, true],
         Variant::Fusion => [true, true],
-        _ => [true, has_audio],
+        _ => {
+            let mut flags = [true, true];
+            if !complete {
+                flags[missing] = false;
+            }
+            flags
+        }
     }
 }
 
@@ -148,20 +179,19 @@ pub fn train_and_evaluate(
     } else {
         Vec::new()
     };
-    // The samples that keep their audio.
-    let keep = ((train.len() as f64) * cfg.audio_rate).round() as usize;
-    let with_audio: Vec<bool> = (0..train.len()).map(|i| i < keep).collect();
-    let groups: Vec<Vec<&AvMnistSample>> = [true, false]
-        .iter()
-        .map(|&audio| {
-            train
-                .iter()
-                .zip(&with_audio)
-                .filter(|(_, &a)| a == audio)
-                .map(|(s, _)| *s)
-                .collect()
-        })
-        .collect();
+    // The first `keep` samples keep both modalities, the others lack `missing`.
+    let missing = cfg.rate_modality.index();
+    let keep = ((train.len() as f64) * cfg.rate).round() as usize;
+    let (complete, incomplete) = train.split_at(keep.min(train.len()));
+    let groups = [complete.to_vec(), incomplete.to_vec()];
+    // A single-modality baseline of the rated modality trains on the samples that have it.
+    let needs_rated = matches!(
+        (cfg.variant, cfg.rate_modality),
+        (Variant::ImageOnly, RateModality::Image) | (Variant::AudioOnly, RateModality::Audio)
+    );
+    if groups[0].is_empty() && (needs_rated || groups[1].is_empty()) {
+        bail!("no training sample keeps the {:?}", cfg.rate_modality)
+    }
 
     let varmap = VarMap::new();
     let net = MetaKdClassifier::new(
@@ -176,26 +206,18 @@ pub fn train_and_evaluate(
     let m = cfg.model.inputs.len();
 
     for iteration in 0..cfg.iterations {
-        // A batch from one availability group, drawn in proportion to the groups' sizes
-        // (audio-only training uses only the samples with audio).
-        let paired = match cfg.variant {
-            Variant::AudioOnly => true,
-            _ => rng.random_range(0..train.len()) < groups[0].len(),
-        };
-        let group = if paired || groups[1].is_empty() {
-            &groups[0]
-        } else {
-            &groups[1]
-        };
-        let group = if group.is_empty() { &groups[1] } else { group };
+        // A batch from one availability group, drawn in proportion to the groups' sizes.
+        let from_complete = groups[1].is_empty()
+            || (!groups[0].is_empty()
+                && (needs_rated || rng.random_range(0..train.len()) < groups[0].len()));
+        let group = &groups[usize::from(!from_complete)];
         let chosen: Vec<&AvMnistSample> = (0..cfg.batch_size)
             .map(|_| group[rng.random_range(0..group.len())])
             .collect();
-        let has_audio = std::ptr::eq(group, &groups[0]);
-        let available = training_flags(cfg.variant, has_audio);
+        let available = training_flags(cfg.variant, from_complete, missing);
         let (mut inputs, labels) = batch(&chosen, &device)?;
-        if cfg.variant == Variant::Fusion && !has_audio {
-            inputs[1] = inputs[1].zeros_like()?;
+        if cfg.variant == Variant::Fusion && !from_complete {
+            inputs[missing] = inputs[missing].zeros_like()?;
         }
         let embeddings = net.encode(&inputs)?;
         let logits = net.classify(&embeddings, &available)?;
@@ -275,10 +297,11 @@ mod tests {
 
     #[test]
     fn variants_train_with_their_modalities() {
-        assert_eq!(training_flags(Variant::MetaKd, false), [true, false]);
-        assert_eq!(training_flags(Variant::MetaKd, true), [true, true]);
-        assert_eq!(training_flags(Variant::ImageOnly, true), [true, false]);
-        assert_eq!(training_flags(Variant::AudioOnly, true), [false, true]);
-        assert_eq!(training_flags(Variant::Fusion, false), [true, true]);
+        assert_eq!(training_flags(Variant::MetaKd, false, 1), [true, false]);
+        assert_eq!(training_flags(Variant::NoKd, false, 0), [false, true]);
+        assert_eq!(training_flags(Variant::MetaKd, true, 1), [true, true]);
+        assert_eq!(training_flags(Variant::ImageOnly, true, 1), [true, false]);
+        assert_eq!(training_flags(Variant::AudioOnly, false, 0), [false, true]);
+        assert_eq!(training_flags(Variant::Fusion, false, 1), [true, true]);
     }
 }

@@ -332,8 +332,8 @@ enum PrepareDataset {
 
 #[derive(Subcommand)]
 enum AvmnistCommand {
-    /// Train one variant with a share of the training samples keeping their audio and print its
-    /// test accuracy (both modalities, image only, audio only) as JSON.
+    /// Train one variant with a share of the training samples keeping their audio (or image) and
+    /// print its test accuracy (both modalities, image only, audio only) as JSON.
     Train(AvmnistTrainArgs),
 }
 
@@ -345,9 +345,13 @@ struct AvmnistTrainArgs {
     /// What to train.
     #[arg(long, value_enum, default_value_t = Variant::MetaKd)]
     variant: Variant,
-    /// Share of the training samples that keep their audio (0–1).
-    #[arg(long, default_value_t = 0.1)]
+    /// Share of the training samples that keep their audio (0–1; the audio rate).
+    #[arg(long, default_value_t = 0.1, conflicts_with = "image_rate")]
     audio_rate: f64,
+    /// Share of the training samples that keep their image instead (0–1; the visual rate);
+    /// every sample then keeps its audio.
+    #[arg(long)]
+    image_rate: Option<f64>,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -697,11 +701,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Avmnist {
             what: AvmnistCommand::Train(a),
         } => {
-            use metakd_experiments::avmnist::{train_and_evaluate, AvMnistTrainConfig};
+            use metakd_experiments::avmnist::{
+                train_and_evaluate, AvMnistTrainConfig, RateModality,
+            };
             let (samples, _) = avmnist::read(&a.data)?;
+            let (rate, rate_modality) = match a.image_rate {
+                Some(rate) => (rate, RateModality::Image),
+                None => (a.audio_rate, RateModality::Audio),
+            };
             let cfg = AvMnistTrainConfig {
                 variant: a.variant,
-                audio_rate: a.audio_rate,
+                rate,
+                rate_modality,
                 seed: a.seed,
                 iterations: a.iterations,
                 ..Default::default()
