@@ -183,7 +183,7 @@ pub fn train_and_evaluate(
     let missing = cfg.rate_modality.index();
     let keep = ((train.len() as f64) * cfg.rate).round() as usize;
     let (complete, incomplete) = train.split_at(keep.min(train.len()));
-    let groups = [complete.to_vec(), incomplete.to_vec()];
+    let groups = [complete, incomplete];
     // A single-modality baseline of the rated modality trains on the samples that have it.
     let needs_rated = matches!(
         (cfg.variant, cfg.rate_modality),
@@ -210,7 +210,7 @@ pub fn train_and_evaluate(
         let from_complete = groups[1].is_empty()
             || (!groups[0].is_empty()
                 && (needs_rated || rng.random_range(0..train.len()) < groups[0].len()));
-        let group = &groups[usize::from(!from_complete)];
+        let group = groups[usize::from(!from_complete)];
         let chosen: Vec<&AvMnistSample> = (0..cfg.batch_size)
             .map(|_| group[rng.random_range(0..group.len())])
             .collect();

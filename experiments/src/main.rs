@@ -874,7 +874,9 @@ fn run(cli: Cli) -> Result<()> {
             if a.plan {
                 print_plan(&plan, &out);
             } else if let Some(index) = task_index {
-                match sweep::run_unit(&plan, index, &out, options.shards.as_deref(), show)? {
+                match sweep::UnitRunner::new(&plan, &out, options.shards.as_deref())
+                    .run(index, show)?
+                {
                     sweep::UnitOutcome::AlreadyDone => {
                         println!("unit {index} was already finished")
                     }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use metakd_data::shards::{file_blake3, ShardSet};
+use metakd_model::nets::ModalityFeatures;
 use metakd_reports::sweep_table::{self, SweepInfo};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::case_slices::case_slices;
 use crate::checkpoint::Model;
 use crate::config::RunConfig;
-use crate::evaluate::{Inference, SubsetScores};
+use crate::evaluate::{zero_features, Inference, SubsetScores};
 use crate::files::{write_atomic, CONFIG_FILE, MODEL_FILE, SPLIT_FILE};
 use crate::metrics::{RegionMetrics, REGIONS};
 use crate::progress;
@@ -279,33 +280,113 @@ pub enum UnitOutcome {
     },
 }
 
-/// Runs unit `index` of `plan` (the plan of the sweep table `table`), unless its table exists.
-pub fn run_unit(
+/// A checkpoint of a run, loaded to evaluate units: the run's settings, the model, its shards and
+/// the encoder's features of a zero tile, read once and shared by every unit of the checkpoint.
+struct LoadedCheckpoint {
+    checkpoint: PathBuf,
+    setup: RunSetup,
+    model: Model,
+    shard_set: ShardSet,
+    zero: ModalityFeatures,
+}
+
+impl LoadedCheckpoint {
+    fn load(
+        run_dir: &Path,
+        checkpoint: &Path,
+        shards: Option<&Path>,
+        device: &Device,
+    ) -> Result<Self> {
+        let setup = RunSetup::read(run_dir, shards)?;
+        let path = run_dir.join(checkpoint);
+        let model = Model::load(&path, &setup.cfg.model, device)
+            .with_context(|| format!("{}: cannot load the checkpoint", path.display()))?;
+        let shard_set = ShardSet::open(&setup.shards)?;
+        let zero = zero_features(&model, setup.cfg.train.crop, device)?;
+        Ok(Self {
+            checkpoint: checkpoint.to_owned(),
+            setup,
+            model,
+            shard_set,
+            zero,
+        })
+    }
+}
+
+/// Runs the units of a plan, keeping the last checkpoint loaded for the next unit.
+pub struct UnitRunner<'a> {
+    plan: &'a Plan,
+    table: &'a Path,
+    shards: Option<&'a Path>,
+    device: Device,
+    loaded: Option<LoadedCheckpoint>,
+}
+
+impl<'a> UnitRunner<'a> {
+    /// Runs units of `plan` (the plan of the sweep table `table`) on `shards` when given, else
+    /// the run's own.
+    pub fn new(plan: &'a Plan, table: &'a Path, shards: Option<&'a Path>) -> Self {
+        Self {
+            plan,
+            table,
+            shards,
+            device: Device::Cpu,
+            loaded: None,
+        }
+    }
+
+    /// Runs unit `index`, unless its table exists.
+    pub fn run(&mut self, index: usize, show_progress: bool) -> Result<UnitOutcome> {
+        let plan = self.plan;
+        let Some(unit) = plan.units.get(index) else {
+            bail!(
+                "unit {index} does not exist: the plan has units 0 to {}",
+                plan.units.len().saturating_sub(1)
+            )
+        };
+        let out = unit_table(&units_dir(self.table), index);
+        if out.is_file() {
+            return Ok(UnitOutcome::AlreadyDone);
+        }
+        if self.loaded.as_ref().map(|l| &l.checkpoint) != Some(&unit.checkpoint) {
+            self.loaded = None;
+            self.loaded = Some(LoadedCheckpoint::load(
+                &plan.run_dir,
+                &unit.checkpoint,
+                self.shards,
+                &self.device,
+            )?);
+        }
+        let loaded = self.loaded.as_ref().expect("loaded above");
+        evaluate_unit(plan, unit, loaded, &self.device, &out, show_progress)
+    }
+}
+
+/// Evaluates `unit` with its checkpoint `loaded` and writes its table `out` and sidecar.
+fn evaluate_unit(
     plan: &Plan,
-    index: usize,
-    table: &Path,
-    shards: Option<&Path>,
+    unit: &Unit,
+    loaded: &LoadedCheckpoint,
+    device: &Device,
+    out: &Path,
     show_progress: bool,
 ) -> Result<UnitOutcome> {
-    let Some(unit) = plan.units.get(index) else {
-        bail!(
-            "unit {index} does not exist: the plan has units 0 to {}",
-            plan.units.len().saturating_sub(1)
-        )
-    };
-    let out = unit_table(&units_dir(table), index);
-    if out.is_file() {
-        return Ok(UnitOutcome::AlreadyDone);
-    }
+    let index = unit.index;
     let run_dir = &plan.run_dir;
-    let device = Device::Cpu;
-    let setup = RunSetup::read(run_dir, shards)?;
-    let checkpoint = run_dir.join(&unit.checkpoint);
-    let model = Model::load(&checkpoint, &setup.cfg.model, &device)
-        .with_context(|| format!("{}: cannot load the checkpoint", checkpoint.display()))?;
-    let shard_set = ShardSet::open(&setup.shards)?;
+    let LoadedCheckpoint {
+        setup,
+        model,
+        shard_set,
+        zero,
+        ..
+    } = loaded;
     let subsets: Vec<Subset> = unit.subsets.iter().map(|&s| Subset(s)).collect();
-    let (inference, zero) = Inference::of_run(&model, &setup.cfg, &device)?;
+    let inference = Inference {
+        model,
+        tile: setup.cfg.train.crop,
+        eval: &setup.cfg.eval,
+        device,
+    };
 
     let bar = progress::bar(
         unit.cases.len() as u64,
@@ -327,9 +408,9 @@ pub fn run_unit(
             .and_then(|view| view.to_prepared())
             .map_err(anyhow::Error::from)
             .and_then(|case| {
-                let scores = inference.evaluate(&case, &subsets, &zero)?;
+                let scores = inference.evaluate(&case, &subsets, zero)?;
                 if index == 0 && slices.is_none() {
-                    let written = case_slices(&inference, &zero, &case, &modalities)
+                    let written = case_slices(&inference, zero, &case, &modalities)
                         .and_then(|s| Ok(s.write(&slices_path)?));
                     match written {
                         Ok(()) => slices = Some(slices_path.clone()),
@@ -371,8 +452,8 @@ pub fn run_unit(
         slices,
     };
     let mut df = result_frame(&info, &rows)?;
-    sweep_table::write_sidecar(&out, std::slice::from_ref(&info))?;
-    sweep_table::write_table(&mut df, &out)?;
+    sweep_table::write_sidecar(out, std::slice::from_ref(&info))?;
+    sweep_table::write_table(&mut df, out)?;
     Ok(UnitOutcome::Done {
         scored: info.cases.len(),
         skipped,
@@ -467,14 +548,9 @@ pub fn sweep(
 ) -> Result<SweepOutcome> {
     let plan = plan(run_dir, table, options)?;
     let (mut evaluated, mut already_done) = (0, 0);
+    let mut runner = UnitRunner::new(&plan, table, options.shards.as_deref());
     for unit in &plan.units {
-        match run_unit(
-            &plan,
-            unit.index,
-            table,
-            options.shards.as_deref(),
-            show_progress,
-        )? {
+        match runner.run(unit.index, show_progress)? {
             UnitOutcome::AlreadyDone => already_done += 1,
             UnitOutcome::Done { .. } => evaluated += 1,
         }
