@@ -16,6 +16,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::classification::{class_scores, ClassScores};
+
 /// What is trained (`--variant meta-kd`, ... on the command line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -56,6 +58,7 @@ impl RateModality {
 
 /// Training settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AvMnistTrainConfig {
     /// The network.
     pub model: ClassifierConfig,
@@ -73,7 +76,8 @@ pub struct AvMnistTrainConfig {
     pub batch_size: usize,
     /// Adam learning rate of the network.
     pub lr: f64,
-    /// Weight λ of the distillation loss.
+    /// Weight λ of the distillation loss (0.5 here: the embeddings are 64 values, not feature
+    /// maps, and the audio of a few dozen samples needs the stronger pull).
     pub kd_weight: f64,
     /// Training samples held out for the meta step.
     pub meta_val: usize,
@@ -81,6 +85,13 @@ pub struct AvMnistTrainConfig {
     pub meta_every: usize,
     /// Adam learning rate of the importance logits.
     pub meta_lr: f64,
+    /// Batches of samples that keep both modalities drop a random subset of them (the spec's
+    /// random missing modalities: k uniform in {1, 2}, then k of the two) — MetaKD and its
+    /// ablations only.
+    pub random_missing: bool,
+    /// Share of the batches drawn from the samples that keep both modalities (the same for
+    /// fusion and MetaKD); unset: in proportion to their number.
+    pub complete_batch_share: Option<f64>,
 }
 
 impl Default for AvMnistTrainConfig {
@@ -94,27 +105,56 @@ impl Default for AvMnistTrainConfig {
             iterations: 1500,
             batch_size: 32,
             lr: 1e-3,
-            kd_weight: 0.1,
+            kd_weight: 0.5,
             meta_val: 50,
             meta_every: 10,
             meta_lr: 1e-2,
+            random_missing: true,
+            complete_batch_share: Some(0.3),
         }
     }
 }
 
-/// Test accuracy (fractions) and the learned importance.
+/// The test modalities of a score: image and audio, the image alone, the audio alone.
+pub const TEST_SUBSETS: [[bool; 2]; 3] = [[true, true], [true, false], [false, true]];
+
+/// Names of the two modalities, in input order.
+pub const MODALITIES: [&str; 2] = ["image", "audio"];
+
+/// Test scores with one set of modalities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubsetScore {
+    /// The modalities the test samples keep (image, audio).
+    pub available: [bool; 2],
+    /// Accuracy and macro-F1 (fractions).
+    pub scores: ClassScores,
+}
+
+/// Test scores and the learned importance of one trained variant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AvMnistResult {
     /// The settings.
     pub config: AvMnistTrainConfig,
-    /// With image and audio (a single-modality baseline uses its own modality).
-    pub accuracy_both: f64,
-    /// With the image only (audio missing); none for the audio-only baseline.
-    pub accuracy_image: Option<f64>,
-    /// With the audio only (image missing); none for the image-only baseline.
-    pub accuracy_audio: Option<f64>,
+    /// Scores per test subset: both modalities, the image alone, the audio alone — the subsets
+    /// a single-modality baseline can read (its own modality, and "both" read with it alone).
+    pub scores: Vec<SubsetScore>,
     /// ω of image and audio at the end.
     pub omega: Vec<f32>,
+}
+
+impl AvMnistResult {
+    /// Test accuracy with the modalities `available`, when scored.
+    pub fn accuracy(&self, available: [bool; 2]) -> Option<f64> {
+        self.scores
+            .iter()
+            .find(|s| s.available == available)
+            .map(|s| s.scores.accuracy)
+    }
+
+    /// Test accuracy with both modalities.
+    pub fn accuracy_both(&self) -> f64 {
+        self.accuracy([true, true]).unwrap_or(f64::NAN)
+    }
 }
 
 /// The tensors of a set of samples: images `[n, 1, 28, 28]`, audio `[n, 1, 20, 20]` and labels.
@@ -156,6 +196,30 @@ fn training_flags(variant: Variant, complete: bool, missing: usize) -> [bool; 2]
     }
 }
 
+/// Whether `cfg` is the single-modality baseline of the modality the rate does not touch.
+pub fn reads_only_the_other(cfg: &AvMnistTrainConfig) -> bool {
+    matches!(
+        (cfg.variant, cfg.rate_modality),
+        (Variant::ImageOnly, RateModality::Audio) | (Variant::AudioOnly, RateModality::Image)
+    )
+}
+
+/// Whether a variant fills missing embeddings (MetaKD and its ablations).
+fn uses_fill(variant: Variant) -> bool {
+    matches!(variant, Variant::MetaKd | Variant::NoKd | Variant::NoMeta)
+}
+
+/// The spec's random missing modalities for two: k uniform in {1, 2}, then a uniform subset of
+/// k modalities.
+fn random_subset(rng: &mut impl Rng) -> [bool; 2] {
+    if rng.random_bool(0.5) {
+        [true, true]
+    } else {
+        let kept = rng.random_range(0..2);
+        [kept == 0, kept == 1]
+    }
+}
+
 /// Trains `cfg.variant` on the training samples of `samples` and scores it on the test samples.
 pub fn train_and_evaluate(
     samples: &[AvMnistSample],
@@ -179,9 +243,15 @@ pub fn train_and_evaluate(
     } else {
         Vec::new()
     };
-    // The first `keep` samples keep both modalities, the others lack `missing`.
+    // The first `keep` samples keep both modalities, the others lack `missing`. A baseline of
+    // the other modality alone never reads `missing`: it trains on every sample, whatever the
+    // rate.
     let missing = cfg.rate_modality.index();
-    let keep = ((train.len() as f64) * cfg.rate).round() as usize;
+    let keep = if reads_only_the_other(cfg) {
+        train.len()
+    } else {
+        ((train.len() as f64) * cfg.rate).round() as usize
+    };
     let (complete, incomplete) = train.split_at(keep.min(train.len()));
     let groups = [complete, incomplete];
     // A single-modality baseline of the rated modality trains on the samples that have it.
@@ -207,14 +277,19 @@ pub fn train_and_evaluate(
 
     for iteration in 0..cfg.iterations {
         // A batch from one availability group, drawn in proportion to the groups' sizes.
+        let complete_share = cfg
+            .complete_batch_share
+            .unwrap_or(groups[0].len() as f64 / train.len() as f64);
         let from_complete = groups[1].is_empty()
-            || (!groups[0].is_empty()
-                && (needs_rated || rng.random_range(0..train.len()) < groups[0].len()));
+            || (!groups[0].is_empty() && (needs_rated || rng.random_bool(complete_share)));
         let group = groups[usize::from(!from_complete)];
         let chosen: Vec<&AvMnistSample> = (0..cfg.batch_size)
             .map(|_| group[rng.random_range(0..group.len())])
             .collect();
-        let available = training_flags(cfg.variant, from_complete, missing);
+        let mut available = training_flags(cfg.variant, from_complete, missing);
+        if cfg.random_missing && uses_fill(cfg.variant) && from_complete {
+            available = random_subset(&mut rng);
+        }
         let (mut inputs, labels) = batch(&chosen, &device)?;
         if cfg.variant == Variant::Fusion && !from_complete {
             inputs[missing] = inputs[missing].zeros_like()?;
@@ -252,40 +327,50 @@ pub fn train_and_evaluate(
         }
     }
 
-    let accuracy = |available: [bool; 2]| -> Result<f64> {
-        let mut correct = 0usize;
+    let score = |available: [bool; 2]| -> Result<ClassScores> {
+        let mut predicted = Vec::with_capacity(test.len());
+        let mut truth = Vec::with_capacity(test.len());
         for chunk in test.chunks(128) {
             let (mut inputs, labels) = batch(chunk, &device)?;
-            if cfg.variant == Variant::Fusion && !available[1] {
-                inputs[1] = inputs[1].zeros_like()?;
-            }
             let flags = match cfg.variant {
                 Variant::ImageOnly => [true, false],
                 Variant::AudioOnly => [false, true],
-                Variant::Fusion => [available[0], true],
+                Variant::Fusion => [true, true],
                 _ => available,
             };
-            if cfg.variant == Variant::Fusion && !available[0] {
-                inputs[0] = inputs[0].zeros_like()?;
+            if cfg.variant == Variant::Fusion {
+                for (m, &present) in available.iter().enumerate() {
+                    if !present {
+                        inputs[m] = inputs[m].zeros_like()?;
+                    }
+                }
             }
             let logits = net.classify(&net.encode(&inputs)?, &flags)?;
-            let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
-            let truth = labels.to_vec1::<u32>()?;
-            correct += predicted.iter().zip(&truth).filter(|(p, t)| p == t).count();
+            predicted.extend(logits.argmax(1)?.to_vec1::<u32>()?);
+            truth.extend(labels.to_vec1::<u32>()?);
         }
-        Ok(correct as f64 / test.len() as f64)
+        Ok(class_scores(&predicted, &truth, cfg.model.classes))
     };
+    // A single-modality baseline reads its own modality whatever the test subset offers: it is
+    // scored with both (read alone) and with its own modality.
+    let own = match cfg.variant {
+        Variant::ImageOnly => Some(0),
+        Variant::AudioOnly => Some(1),
+        _ => None,
+    };
+    let scores = TEST_SUBSETS
+        .iter()
+        .filter(|available| own.is_none_or(|m| available[m]))
+        .map(|&available| {
+            Ok(SubsetScore {
+                available,
+                scores: score(available)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(AvMnistResult {
         config: cfg.clone(),
-        accuracy_both: accuracy([true, true])?,
-        accuracy_image: match cfg.variant {
-            Variant::AudioOnly => None,
-            _ => Some(accuracy([true, false])?),
-        },
-        accuracy_audio: match cfg.variant {
-            Variant::ImageOnly => None,
-            _ => Some(accuracy([false, true])?),
-        },
+        scores,
         omega: importance.omega_values()?,
     })
 }

@@ -6,6 +6,7 @@
 pub mod alloc_stats;
 pub mod augment;
 pub mod avmnist;
+pub mod avmnist_protocol;
 pub mod bench;
 pub mod bench_prepare;
 pub mod bench_sweep;

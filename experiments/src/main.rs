@@ -1,7 +1,7 @@
 //! `metakd`: prepare BraTS data, train MetaKD, sweep every modality subset and report.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -335,6 +335,46 @@ enum AvmnistCommand {
     /// Train one variant with a share of the training samples keeping their audio (or image) and
     /// print its test accuracy (both modalities, image only, audio only) as JSON.
     Train(AvmnistTrainArgs),
+    /// Run the protocol: every audio and visual rate × seed × variant, resumable, into the
+    /// common result table `OUT/results.parquet` (then `metakd report --sweep` it).
+    Run(AvmnistRunArgs),
+}
+
+/// A modality whose missing rate the AV-MNIST protocol varies.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RateProtocol {
+    /// Only a share of the training samples keep their audio.
+    Audio,
+    /// Only a share of the training samples keep their image.
+    Visual,
+}
+
+#[derive(Args)]
+struct AvmnistRunArgs {
+    /// The folder written by `metakd prepare avmnist`.
+    #[arg(long)]
+    data: PathBuf,
+    /// Output folder (unit results in `units/`, then `results.parquet` and `results.json`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Protocols to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [RateProtocol::Audio, RateProtocol::Visual])]
+    protocols: Vec<RateProtocol>,
+    /// Missing rates in percent of the training samples keeping the modality.
+    #[arg(long, value_delimiter = ',', default_values_t = [5.0, 10.0, 15.0, 20.0])]
+    rates: Vec<f64>,
+    /// Training seeds.
+    #[arg(long, value_delimiter = ',', default_values_t = [0, 1, 2])]
+    seeds: Vec<u64>,
+    /// Variants (default: MetaKD, its ablations and the three baselines).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    variants: Vec<Variant>,
+    /// Training iterations of every unit (default: the configuration's).
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// Training settings (TOML, keys of `AvMnistTrainConfig`).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -355,9 +395,12 @@ struct AvmnistTrainArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Training iterations.
-    #[arg(long, default_value_t = 1500)]
-    iterations: usize,
+    /// Training iterations (default: the configuration's).
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// Training settings (TOML, keys of `AvMnistTrainConfig`; the others keep their defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Also write the JSON to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -709,13 +752,14 @@ fn run(cli: Cli) -> Result<()> {
                 Some(rate) => (rate, RateModality::Image),
                 None => (a.audio_rate, RateModality::Audio),
             };
+            let base = avmnist_config(a.config.as_deref())?;
             let cfg = AvMnistTrainConfig {
                 variant: a.variant,
                 rate,
                 rate_modality,
                 seed: a.seed,
-                iterations: a.iterations,
-                ..Default::default()
+                iterations: a.iterations.unwrap_or(base.iterations),
+                ..base
             };
             let result = train_and_evaluate(&samples, &cfg)?;
             let json = serde_json::to_string_pretty(&result)?;
@@ -723,6 +767,45 @@ fn run(cli: Cli) -> Result<()> {
                 files::write_atomic(out, format!("{json}\n").as_bytes())?;
             }
             println!("{json}");
+        }
+        Command::Avmnist {
+            what: AvmnistCommand::Run(a),
+        } => {
+            use metakd_experiments::avmnist::RateModality;
+            use metakd_experiments::avmnist_protocol::{run_protocol, ProtocolPlan};
+            let (samples, _) = avmnist::read(&a.data)?;
+            let mut base = avmnist_config(a.config.as_deref())?;
+            if let Some(iterations) = a.iterations {
+                base.iterations = iterations;
+            }
+            let defaults = ProtocolPlan::default();
+            let plan = ProtocolPlan {
+                rate_modalities: a
+                    .protocols
+                    .iter()
+                    .map(|p| match p {
+                        RateProtocol::Audio => RateModality::Audio,
+                        RateProtocol::Visual => RateModality::Image,
+                    })
+                    .collect(),
+                rates: a.rates.iter().map(|r| r / 100.0).collect(),
+                seeds: a.seeds.clone(),
+                variants: if a.variants.is_empty() {
+                    defaults.variants
+                } else {
+                    a.variants.clone()
+                },
+            };
+            if let Some(bad) = plan.rates.iter().find(|r| !(0.0..=1.0).contains(*r)) {
+                bail!("--rates: {} is not a percentage", bad * 100.0)
+            }
+            let outcome = run_protocol(&samples, &base, &plan, &a.out, show)?;
+            println!(
+                "{} units trained, {} finished earlier; results in {}",
+                outcome.trained,
+                outcome.already_done,
+                outcome.table.display()
+            );
         }
         Command::Prepare {
             dataset: PrepareDataset::Avmnist(a),
@@ -969,7 +1052,7 @@ fn run(cli: Cli) -> Result<()> {
                     .parent()
                     .map_or_else(|| PathBuf::from("report"), |p| p.join("report"))
             });
-            let outcome = metakd_reports::write_report(&a.sweeps, &out).with_context(|| {
+            let reports = metakd_reports::write_reports(&a.sweeps, &out).with_context(|| {
                 format!(
                     "cannot report on {}",
                     a.sweeps
@@ -979,7 +1062,12 @@ fn run(cli: Cli) -> Result<()> {
                         .join(", ")
                 )
             })?;
-            println!("report: {}", outcome.report.display());
+            if let Some(r) = &reports.segmentation {
+                println!("report: {}", r.report.display());
+            }
+            if let Some(r) = &reports.classification {
+                println!("classification report: {}", r.report.display());
+            }
         }
         Command::Regress(a) => {
             let tolerances = Tolerances {
@@ -1154,4 +1242,18 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// AV-MNIST training settings from a TOML file (keys of `AvMnistTrainConfig`, the others at
+/// their defaults), or the defaults.
+fn avmnist_config(path: Option<&Path>) -> Result<metakd_experiments::avmnist::AvMnistTrainConfig> {
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("{}: bad AV-MNIST settings", path.display()))
+        }
+        None => Ok(Default::default()),
+    }
 }

@@ -491,8 +491,10 @@ fn result_frame(info: &SweepInfo, rows: &[(String, Subset, SubsetScores)]) -> Re
         |f: fn(&RegionMetrics) -> f64| long.iter().map(|r| f(&r.metrics)).collect::<Vec<_>>();
     let columns = vec![
         Column::new("run_id".into(), repeat(&info.run_id)),
+        Column::new("task".into(), repeat(sweep_table::SEGMENTATION)),
         Column::new("dataset".into(), repeat(&info.dataset)),
         Column::new("protocol".into(), repeat(&info.protocol)),
+        Column::full_null("rate".into(), n, &DataType::Float64),
         Column::new("fold".into(), vec![info.fold; n]),
         Column::new("seed".into(), vec![info.seed; n]),
         Column::new("variant".into(), repeat(&info.variant)),
@@ -521,6 +523,8 @@ fn result_frame(info: &SweepInfo, rows: &[(String, Subset, SubsetScores)]) -> Re
         Column::new("hd95".into(), metric(|m| m.hd95)),
         Column::new("sensitivity".into(), metric(|m| m.sensitivity)),
         Column::new("specificity".into(), metric(|m| m.specificity)),
+        Column::full_null("accuracy".into(), n, &DataType::Float64),
+        Column::full_null("f1".into(), n, &DataType::Float64),
     ];
     Ok(DataFrame::new(n, columns)?)
 }

@@ -22,10 +22,13 @@ fn a_short_metakd_run_learns_the_digits() {
         ..Default::default()
     };
     let result = train_and_evaluate(&samples, &cfg).unwrap();
-    assert!(result.accuracy_both > 0.7, "{result:?}");
-    assert!(result.accuracy_image.unwrap() > 0.7, "{result:?}");
+    assert!(result.accuracy_both() > 0.7, "{result:?}");
+    assert!(result.accuracy([true, false]).unwrap() > 0.7, "{result:?}");
     // Audio alone is scored too (its level after ~100 samples with audio is not asserted).
-    assert!((0.0..=1.0).contains(&result.accuracy_audio.unwrap()));
+    assert!((0.0..=1.0).contains(&result.accuracy([false, true]).unwrap()));
+    for s in &result.scores {
+        assert!((0.0..=1.0).contains(&s.scores.macro_f1), "{s:?}");
+    }
     assert!((result.omega.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     assert_ne!(result.omega[0], 0.5, "the meta step moves ω");
 
@@ -41,19 +44,26 @@ fn a_short_metakd_run_learns_the_digits() {
     )
     .unwrap();
     assert!(
-        visual.accuracy_audio.unwrap() > visual.accuracy_image.unwrap() + 0.1,
+        visual.accuracy([false, true]).unwrap() > visual.accuracy([true, false]).unwrap() + 0.1,
         "{visual:?}"
     );
 
-    let image_only = train_and_evaluate(
-        &samples,
-        &AvMnistTrainConfig {
-            variant: Variant::ImageOnly,
-            iterations: 20,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(image_only.accuracy_audio, None);
-    assert_eq!(image_only.accuracy_image, Some(image_only.accuracy_both));
+    // The image-only baseline never reads audio: no audio-only score, and the same model
+    // whatever the audio rate.
+    let image_only = |rate: f64| {
+        train_and_evaluate(
+            &samples,
+            &AvMnistTrainConfig {
+                variant: Variant::ImageOnly,
+                rate,
+                iterations: 20,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let (a, b) = (image_only(0.05), image_only(0.2));
+    assert_eq!(a.accuracy([false, true]), None);
+    assert_eq!(a.accuracy([true, false]), Some(a.accuracy_both()));
+    assert_eq!(a.scores, b.scores);
 }

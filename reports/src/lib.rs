@@ -1,10 +1,11 @@
 //! Result tables and reports of MetaKD sweeps: reads any set of sweep tables (Parquet) with
 //! Polars, aggregates them as the paper's tables are made, and writes `report.md` with its
-//! figures, the tables as CSV (`subsets.csv`, `averages.csv`, `comparison.csv`, `ablation.csv`)
-//! and `summary.json`.
+//! figures, the tables as CSV (`subsets.csv`, `averages.csv`, `comparison.csv`, `ablation.csv`,
+//! or `classification.csv` for classification results) and `summary.json`.
 
 pub mod ablation;
 pub mod aggregate;
+pub mod classification;
 pub mod csv_tables;
 pub mod error;
 pub mod markdown;
@@ -48,13 +49,74 @@ fn main_table(tables: &[GroupTable]) -> &GroupTable {
         .unwrap_or(&tables[0])
 }
 
-/// Writes the report of the sweep tables `inputs` (files or folders of unit files, each with
-/// its `.json` sidecar) into `out_dir`.
-pub fn write_report(inputs: &[PathBuf], out_dir: &Path) -> Result<ReportOutcome> {
+/// The reports written by [`write_reports`].
+#[derive(Debug, Clone)]
+pub struct Reports {
+    /// The segmentation report, when the tables had segmentation rows.
+    pub segmentation: Option<ReportOutcome>,
+    /// The classification report, when they had classification rows.
+    pub classification: Option<classification::ClassificationOutcome>,
+}
+
+/// Writes the reports of the result tables `inputs`: segmentation rows into `out_dir`,
+/// classification rows into `out_dir` too when there are no segmentation rows, else into
+/// `out_dir/classification`.
+pub fn write_reports(inputs: &[PathBuf], out_dir: &Path) -> Result<Reports> {
     let read = sweep_table::read_tables(inputs)?;
     let origin = read.files[0].clone();
-    let mut subsets = aggregate::subset_frame(&read.df, &origin)?;
-    let mut averages = aggregate::average_frame(&read.df, &origin)?;
+    let classification_rows = classification::has_classification(&read.df);
+    let segmentation = if has_segmentation(&read.df) {
+        Some(segmentation_report(&read, out_dir)?)
+    } else {
+        None
+    };
+    let classification = if classification_rows {
+        let dir = match segmentation {
+            Some(_) => out_dir.join("classification"),
+            None => out_dir.to_owned(),
+        };
+        Some(classification::write_classification_report(
+            &read.df, &origin, &dir,
+        )?)
+    } else {
+        None
+    };
+    Ok(Reports {
+        segmentation,
+        classification,
+    })
+}
+
+fn has_segmentation(df: &polars::prelude::DataFrame) -> bool {
+    df.column("task")
+        .ok()
+        .and_then(|c| {
+            c.str()
+                .ok()
+                .map(|s| s.iter().any(|v| v == Some(sweep_table::SEGMENTATION)))
+        })
+        .unwrap_or(false)
+}
+
+/// Writes the segmentation report of the sweep tables `inputs` (files or folders of unit
+/// files, each with its `.json` sidecar) into `out_dir`.
+pub fn write_report(inputs: &[PathBuf], out_dir: &Path) -> Result<ReportOutcome> {
+    let read = sweep_table::read_tables(inputs)?;
+    segmentation_report(&read, out_dir)
+}
+
+fn segmentation_report(read: &sweep_table::SweepTables, out_dir: &Path) -> Result<ReportOutcome> {
+    use polars::prelude::*;
+    let origin = read.files[0].clone();
+    let df = read
+        .df
+        .clone()
+        .lazy()
+        .filter(col("task").eq(lit(sweep_table::SEGMENTATION)))
+        .collect()
+        .map_err(sweep_table::table_error(&origin))?;
+    let mut subsets = aggregate::subset_frame(&df, &origin)?;
+    let mut averages = aggregate::average_frame(&df, &origin)?;
     let tables = aggregate::group_tables(&subsets, &averages, &origin)?;
     if tables.is_empty() {
         return Err(ReportError::BadTable {

@@ -201,10 +201,12 @@ const SERIES_COLOURS: [RGBColor; 4] = [
     RGBColor(214, 39, 40),
 ];
 
-/// Curves over training iterations.
+/// Curves over training iterations (or any other x).
 pub struct Curves<'a> {
     /// The title.
     pub title: String,
+    /// The x axis' label.
+    pub x_label: &'a str,
     /// The y axis' label.
     pub y_label: &'a str,
     /// Iterations.
@@ -218,6 +220,7 @@ impl<'a> Curves<'a> {
     pub fn omega(log: &'a TrainingLog) -> Self {
         Self {
             title: format!("Importance weights ω over training ({})", log.run_id),
+            x_label: "iteration",
             y_label: "ω",
             x: &log.iterations,
             series: log.omegas.clone(),
@@ -232,6 +235,7 @@ impl<'a> Curves<'a> {
                 "Training losses ({}, moving average over {window} iterations)",
                 log.run_id
             ),
+            x_label: "iteration",
             y_label: "loss",
             x: &log.iterations,
             series: log
@@ -278,7 +282,7 @@ impl Figure for Curves<'_> {
             .map_err(drawing)?;
         chart
             .configure_mesh()
-            .x_desc("iteration")
+            .x_desc(self.x_label)
             .y_desc(self.y_label)
             .draw()
             .map_err(drawing)?;

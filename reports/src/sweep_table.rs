@@ -1,6 +1,9 @@
 //! The result table of a sweep and its sidecar: one Parquet row per run × checkpoint × case ×
-//! modality subset × region (× post-processing), and beside it (`<table>.json`) what each run
-//! and checkpoint in it was — importance weights, settings, cases evaluated and skipped.
+//! modality subset × region (× post-processing) for segmentation, and one row per run × test
+//! modality subset for classification (`task` tells them apart; segmentation fills `dice`,
+//! `hd95`, `sensitivity` and `specificity`, classification `accuracy` and `f1`). Beside it
+//! (`<table>.json`) is what each run and checkpoint in it was — importance weights, settings,
+//! cases evaluated and skipped.
 //!
 //! A table may be a whole sweep or one unit of one; any set of them reads back as one table.
 
@@ -13,10 +16,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ReportError, Result};
 
 /// The columns every sweep table has, in order.
-pub const COLUMNS: [&str; 16] = [
+pub const COLUMNS: [&str; 20] = [
     "run_id",
+    "task",
     "dataset",
     "protocol",
+    "rate",
     "fold",
     "seed",
     "variant",
@@ -30,7 +35,18 @@ pub const COLUMNS: [&str; 16] = [
     "hd95",
     "sensitivity",
     "specificity",
+    "accuracy",
+    "f1",
 ];
+
+/// `task` of segmentation rows.
+pub const SEGMENTATION: &str = "segmentation";
+/// `task` of classification rows.
+pub const CLASSIFICATION: &str = "classification";
+
+/// Columns added after the first tables were written (segmentation only), with the value an
+/// older table's rows take: `task` segmentation, the others empty.
+const LATER_COLUMNS: [&str; 4] = ["task", "rate", "accuracy", "f1"];
 
 /// What one run and checkpoint of a sweep table is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,9 +160,22 @@ pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame> {
     ParquetReader::new(file).finish().map_err(table_error(path))
 }
 
-/// Reads one table and checks its columns.
+/// Reads one table and checks its columns. A segmentation table from before the `task`,
+/// `rate`, `accuracy` and `f1` columns gets them (segmentation, empty).
 pub fn read_table(path: &Path) -> Result<DataFrame> {
-    let df = read_parquet(path)?;
+    let mut df = read_parquet(path)?;
+    if df.column("task").is_err() {
+        let n = df.height();
+        for name in LATER_COLUMNS {
+            let column = match name {
+                "task" => Column::new(name.into(), vec![SEGMENTATION; n]),
+                _ => Column::full_null(name.into(), n, &DataType::Float64),
+            };
+            if df.column(name).is_err() {
+                df.with_column(column).map_err(table_error(path))?;
+            }
+        }
+    }
     let missing: Vec<&str> = COLUMNS
         .iter()
         .copied()

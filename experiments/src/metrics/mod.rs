@@ -1,7 +1,8 @@
 //! Segmentation metrics per case and region, with the conventions of the method spec (section 8)
 //! and the BraTS challenge: Dice, HD95 in millimetres, sensitivity and specificity of the ET, TC
-//! and WT regions.
+//! and WT regions; classification metrics in [`classification`].
 
+pub mod classification;
 pub mod surface;
 
 use serde::{Deserialize, Serialize};

@@ -6,10 +6,12 @@
 //!   affine parameters and weight standardisation as the MetaKD reference network uses them;
 //! - [`max_pool3d`], [`avg_pool3d`] and [`global_avg_pool3d`]: 3D pooling;
 //! - [`upsample_trilinear3d`] and [`upsample_nearest3d`]: resampling with PyTorch's coordinates;
+//! - [`add_channel_bias`]: a per-channel bias with a fast weight gradient;
 //! - LeakyReLU as one fused op, [`leaky_relu`], also after instance norm
 //!   ([`instance_norm3d_leaky_relu`]) or after a residual sum ([`add_leaky_relu`]).
 
 mod activation;
+mod channel_bias;
 mod conv3d;
 mod conv3d_batched;
 mod conv3d_kernels;
@@ -23,6 +25,7 @@ mod strided_gemm;
 mod weight_standardization;
 
 pub use activation::{add_leaky_relu, leaky_relu};
+pub use channel_bias::add_channel_bias;
 pub use conv3d::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 pub(crate) use elementwise::contiguous_f32;
 pub use geometry::Geometry;

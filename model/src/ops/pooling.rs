@@ -102,6 +102,40 @@ impl PoolShape {
         (z * self.input[1] + y) * self.input[2] + x
     }
 
+    /// Without padding every window lies inside the input: the flat offsets of its taps from
+    /// the window's first voxel, in scan order. None with padding.
+    fn unpadded_taps(&self) -> Option<Vec<usize>> {
+        if self.params.padding != [0; 3] {
+            return None;
+        }
+        let k = self.params.kernel;
+        let mut taps = Vec::with_capacity(k.iter().product());
+        for z in 0..k[0] {
+            for y in 0..k[1] {
+                for x in 0..k[2] {
+                    taps.push(self.flat(z, y, x));
+                }
+            }
+        }
+        Some(taps)
+    }
+
+    /// Visits every output voxel with its flat index and the flat index of its window's first
+    /// input voxel (unpadded windows).
+    fn for_each_corner(&self, mut visit: impl FnMut(usize, usize)) {
+        let s = self.params.stride;
+        let mut index = 0;
+        for z in 0..self.output[0] {
+            for y in 0..self.output[1] {
+                let row = self.flat(z * s[0], y * s[1], 0);
+                for x in 0..self.output[2] {
+                    visit(index, row + x * s[2]);
+                    index += 1;
+                }
+            }
+        }
+    }
+
     /// The first input voxel holding the window's maximum (PyTorch's choice among ties).
     fn argmax(&self, plane: &[f32], window: &[std::ops::Range<usize>; 3]) -> Option<usize> {
         let mut best: Option<(usize, f32)> = None;
@@ -117,6 +151,19 @@ impl PoolShape {
         }
         best.map(|(i, _)| i)
     }
+}
+
+/// The offset (among `taps`, from `corner`) of the first maximum of an unpadded window; NaN
+/// wins, as in PyTorch.
+fn first_max(x: &[f32], corner: usize, taps: &[usize]) -> usize {
+    let mut best = taps[0];
+    for &t in &taps[1..] {
+        let v = x[corner + t];
+        if v > x[corner + best] || v.is_nan() {
+            best = t;
+        }
+    }
+    best
 }
 
 struct MaxPool3d {
@@ -137,12 +184,16 @@ impl CustomOp1 for MaxPool3d {
         let shape = PoolShape::new(l.dims(), self.params, self.name())?;
         let x = contiguous_f32(s, l, self.name())?;
         let mut y = vec![0f32; shape.planes * shape.output_volume()];
+        let taps = shape.unpadded_taps();
         y.par_chunks_mut(shape.output_volume())
             .zip(x.par_chunks(shape.input_volume()))
-            .for_each(|(y, x)| {
-                shape.for_each_window(|o, window| {
+            .for_each(|(y, x)| match &taps {
+                Some(taps) => shape.for_each_corner(|o, corner| {
+                    y[o] = x[corner + first_max(x, corner, taps)];
+                }),
+                None => shape.for_each_window(|o, window| {
                     y[o] = shape.argmax(x, &window).map_or(f32::NEG_INFINITY, |i| x[i]);
-                });
+                }),
             });
         Ok((CpuStorage::F32(y), shape.output_dims(l.dims())))
     }
@@ -174,17 +225,21 @@ impl CustomOp2 for MaxPool3dGrad {
         let x = contiguous_f32(s1, l1, self.name())?;
         let dy = contiguous_f32(s2, l2, self.name())?;
         let mut dx = vec![0f32; x.len()];
+        let taps = shape.unpadded_taps();
         dx.par_chunks_mut(shape.input_volume())
             .zip(
                 x.par_chunks(shape.input_volume())
                     .zip(dy.par_chunks(shape.output_volume())),
             )
-            .for_each(|(dx, (x, dy))| {
-                shape.for_each_window(|o, window| {
+            .for_each(|(dx, (x, dy))| match &taps {
+                Some(taps) => shape.for_each_corner(|o, corner| {
+                    dx[corner + first_max(x, corner, taps)] += dy[o];
+                }),
+                None => shape.for_each_window(|o, window| {
                     if let Some(i) = shape.argmax(x, &window) {
                         dx[i] += dy[o];
                     }
-                });
+                }),
             });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
