@@ -45,3 +45,17 @@ reproduce-brats2019 *args:
 # The same for BraTS2020.
 reproduce-brats2020 *args:
     bash tools/reproduce.sh brats2020 {{args}}
+
+# Usage: `just reproduce-avmnist [FSDD=../shared/data/fsdd/recordings] [MNIST=../shared/data/mnist5k/mnist_5k.csv.gz] [WORK=work/avmnist]`.
+# AV-MNIST: prepare, every audio and visual rate × 3 seeds × MetaKD, ablations and baselines (resumable), report.
+reproduce-avmnist *args:
+    bash tools/reproduce-avmnist.sh {{args}}
+
+# Usage: `just reproduce-adni TABLES=<folder of Flex-MoE-style ADNI tables> [WORK=work/adni] [SEEDS=0,1,2]`.
+# ADNI modality tables with their real missingness: prepare, 3 seeds × MetaKD, ablations and late fusion, every subset, report.
+reproduce-adni *args:
+    bash tools/reproduce-tables.sh adni {{args}}
+
+# Usage: `just reproduce-ad-csf [CSV=../shared/data/ad-csf/ad_data.csv.gz] [WORK=work/ad-csf]`: the same on the real stand-in.
+reproduce-ad-csf *args:
+    bash tools/reproduce-tables.sh ad-csf {{args}}

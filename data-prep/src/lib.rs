@@ -3,6 +3,7 @@
 //! preprocessing as the reference implementation does it ([`preprocess`]), checksummed Arrow IPC
 //! shards with their manifest ([`shards`]) and the resumable [`prepare`] stage.
 
+pub mod adni;
 pub mod avmnist;
 pub mod brats;
 pub mod error;

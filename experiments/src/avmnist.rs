@@ -102,7 +102,7 @@ impl Default for AvMnistTrainConfig {
             rate: 0.1,
             rate_modality: RateModality::Audio,
             seed: 0,
-            iterations: 1500,
+            iterations: 1000,
             batch_size: 32,
             lr: 1e-3,
             kd_weight: 0.5,

@@ -14,7 +14,6 @@ use anyhow::{Context, Result};
 use metakd_data::avmnist::dataset::AvMnistSample;
 use metakd_reports::sweep_table::{self, SweepInfo};
 use polars::prelude::*;
-use rayon::prelude::*;
 
 use crate::avmnist::{
     reads_only_the_other, train_and_evaluate, AvMnistResult, AvMnistTrainConfig, RateModality,
@@ -172,8 +171,8 @@ fn read_unit(path: &Path) -> Result<AvMnistResult> {
     serde_json::from_str(&text).with_context(|| format!("{}: not a unit result", path.display()))
 }
 
-/// Trains and scores every unit of `plan` missing from `out_dir` (several at a time, on the
-/// compute pool), then writes the result table of all of them.
+/// Trains and scores every unit of `plan` missing from `out_dir` (as many at a time as the
+/// compute pool has threads), then writes the result table of all of them.
 pub fn run_protocol(
     samples: &[AvMnistSample],
     base: &AvMnistTrainConfig,
@@ -190,18 +189,35 @@ pub fn run_protocol(
         .collect();
     let already_done = all.len() - todo.len();
     let bar = progress::bar(todo.len() as u64, "AV-MNIST units", show_progress);
+    let next = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
-    todo.par_iter()
-        .with_max_len(1)
-        .try_for_each(|unit| -> Result<()> {
-            let result = train_and_evaluate(samples, &unit.config)
-                .with_context(|| format!("unit {}", unit.key()))?;
-            let json = serde_json::to_string_pretty(&result)?;
-            write_atomic(&unit_path(out_dir, unit), format!("{json}\n").as_bytes())?;
-            finished.fetch_add(1, Ordering::Relaxed);
-            bar.inc(1);
-            Ok(())
-        })?;
+    // One worker per compute thread, each training its units on a single-thread pool of its
+    // own: the small network gains nothing from two threads per step, and a unit's result does
+    // not depend on how many run beside it.
+    let workers = rayon::current_num_threads().min(todo.len()).max(1);
+    std::thread::scope(|scope| -> Result<()> {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+                    while let Some(unit) = todo.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let result = pool
+                            .install(|| train_and_evaluate(samples, &unit.config))
+                            .with_context(|| format!("unit {}", unit.key()))?;
+                        let json = serde_json::to_string_pretty(&result)?;
+                        write_atomic(&unit_path(out_dir, unit), format!("{json}\n").as_bytes())?;
+                        finished.fetch_add(1, Ordering::Relaxed);
+                        bar.inc(1);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().expect("a unit worker panicked")?;
+        }
+        Ok(())
+    })?;
     bar.finish_and_clear();
     let results = all
         .iter()

@@ -33,6 +33,7 @@ pub mod step;
 pub mod subsets;
 pub mod sweep;
 pub mod tables;
+pub mod tabular;
 pub mod tracking;
 pub mod train;
 

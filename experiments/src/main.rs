@@ -96,6 +96,9 @@ enum Command {
         #[command(subcommand)]
         what: AvmnistCommand,
     },
+    /// MetaKD on modality tables with real missingness (`metakd prepare adni` or `ad-csf`
+    /// first): every seed × variant into `OUT/results.parquet`, every modality subset scored.
+    Tables(TablesRunArgs),
     /// Experiment tracking (MLflow).
     Tracking {
         #[command(subcommand)]
@@ -328,6 +331,60 @@ enum PrepareDataset {
     /// AV-MNIST as SMIL built it: FSDD recordings of jackson, nicolas and theo as 20 × 20 MFCCs,
     /// paired by digit with MNIST images (1,050 training and 450 test samples).
     Avmnist(AvmnistArgs),
+    /// Flex-MoE-style modality tables (ADNI: `labels.csv` with CN / MCI / AD and one CSV per
+    /// modality: image, genomic, clinical, biospecimen), subjects missing what they miss.
+    Adni(AdniArgs),
+    /// The AD CSF cohort (`ad_data.csv.gz`, a real stand-in for ADNI's non-imaging modalities)
+    /// written as modality tables with seeded per-modality missing rates, then prepared.
+    AdCsf(AdCsfArgs),
+}
+
+#[derive(Args)]
+struct AdniArgs {
+    /// The folder of modality tables.
+    #[arg(long)]
+    tables: PathBuf,
+    /// Output folder for `tables.arrow` and `manifest.json`.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct AdCsfArgs {
+    /// `ad_data.csv.gz`.
+    #[arg(long)]
+    csv: PathBuf,
+    /// Output folder: the modality tables in `tables/`, the prepared data beside them.
+    #[arg(long)]
+    out: PathBuf,
+    /// Shares of the subjects missing genomic, clinical and biospecimen data.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.3, 0.2, 0.4])]
+    missing: Vec<f64>,
+    /// Seed of who misses what.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct TablesRunArgs {
+    /// The folder written by `metakd prepare adni` or `metakd prepare ad-csf`.
+    #[arg(long)]
+    data: PathBuf,
+    /// Output folder (unit results in `units/`, then `results.parquet`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Training seeds (each its own split).
+    #[arg(long, value_delimiter = ',', default_values_t = [0, 1, 2])]
+    seeds: Vec<u64>,
+    /// Variants (default: MetaKD, no KD, no meta, late fusion).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    variants: Vec<metakd_experiments::tabular::TabularVariant>,
+    /// Training iterations (default: the configuration's).
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// Training settings (TOML, keys of `TabularTrainConfig`).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -678,9 +735,28 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Avmnist {
+            what: AvmnistCommand::Run(_)
+        }
+    ) {
+        single_thread_candle_ops();
+    }
     if let Err(e) = on_compute_pool(|| run(cli)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Candle runs large element-wise ops on a spinning thread pool of its own, shared by the whole
+/// process. The AV-MNIST protocol trains one unit per compute thread, each single-threaded: the
+/// shared pool would only make them wait on each other, so it gets no extra threads (unless
+/// `CANDLE_NUM_THREADS` says otherwise).
+fn single_thread_candle_ops() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: called from `main` before any other thread of this program is started.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") }
     }
 }
 
@@ -800,6 +876,70 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--rates: {} is not a percentage", bad * 100.0)
             }
             let outcome = run_protocol(&samples, &base, &plan, &a.out, show)?;
+            println!(
+                "{} units trained, {} finished earlier; results in {}",
+                outcome.trained,
+                outcome.already_done,
+                outcome.table.display()
+            );
+        }
+        Command::Prepare {
+            dataset: PrepareDataset::Adni(a),
+        } => {
+            use metakd_data::adni;
+            let data = adni::read_tables(
+                &a.tables,
+                "adni",
+                &adni::ADNI_MODALITIES,
+                &adni::ADNI_CLASSES,
+            )?;
+            adni::write(&a.out, &data)?;
+            print_tables_manifest(&data.manifest, &a.out);
+        }
+        Command::Prepare {
+            dataset: PrepareDataset::AdCsf(a),
+        } => {
+            use metakd_data::adni;
+            let missing: [f64; 3] = a.missing.as_slice().try_into().map_err(|_| {
+                anyhow::anyhow!("--missing takes three rates (genomic, clinical, biospecimen)")
+            })?;
+            let tables = a.out.join("tables");
+            adni::ad_csf_tables(&a.csv, &tables, missing, a.seed)?;
+            let data = adni::read_tables(
+                &tables,
+                "ad-csf",
+                &adni::AD_CSF_MODALITIES,
+                &adni::AD_CSF_CLASSES,
+            )?;
+            adni::write(&a.out, &data)?;
+            print_tables_manifest(&data.manifest, &a.out);
+        }
+        Command::Tables(a) => {
+            use metakd_experiments::tabular::{run_tables, TabularTrainConfig, TabularVariant};
+            let data = metakd_data::adni::read(&a.data)?;
+            let mut base: TabularTrainConfig = match &a.config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    toml::from_str(&text)
+                        .with_context(|| format!("{}: bad table settings", path.display()))?
+                }
+                None => TabularTrainConfig::default(),
+            };
+            if let Some(iterations) = a.iterations {
+                base.iterations = iterations;
+            }
+            let variants = if a.variants.is_empty() {
+                vec![
+                    TabularVariant::MetaKd,
+                    TabularVariant::NoKd,
+                    TabularVariant::NoMeta,
+                    TabularVariant::Fusion,
+                ]
+            } else {
+                a.variants.clone()
+            };
+            let outcome = run_tables(&data, &base, &a.seeds, &variants, &a.out, show)?;
             println!(
                 "{} units trained, {} finished earlier; results in {}",
                 outcome.trained,
@@ -1256,4 +1396,22 @@ fn avmnist_config(path: Option<&Path>) -> Result<metakd_experiments::avmnist::Av
         }
         None => Ok(Default::default()),
     }
+}
+
+/// Prints what a prepared folder of modality tables holds.
+fn print_tables_manifest(m: &metakd_data::adni::TabularManifest, out: &Path) {
+    let present: Vec<String> = m
+        .modalities
+        .iter()
+        .zip(&m.present)
+        .zip(&m.features)
+        .map(|((name, n), f)| format!("{name} {n} ({} features)", f.len()))
+        .collect();
+    println!(
+        "{} subjects ({}); {}; written to {}",
+        m.subjects,
+        m.classes.join(" / "),
+        present.join(", "),
+        out.display()
+    );
 }

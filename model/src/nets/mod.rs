@@ -1,6 +1,7 @@
 //! The MetaKD networks, one part per file: the shared [`encoder`]s (plain for `small`, the
 //! [`resnet`] backbone with [`aspp`] for `reference`), the fusing [`decoder`], their [`layers`],
-//! and the [`segmenter`] that joins them; the two-modality [`classifier`] (AV-MNIST).
+//! and the [`segmenter`] that joins them; the two-modality [`classifier`] (AV-MNIST) and the
+//! [`tabular`] classifier of modality tables (ADNI).
 
 pub mod aspp;
 pub mod classifier;
@@ -11,6 +12,7 @@ pub mod init;
 pub mod layers;
 pub mod resnet;
 pub mod segmenter;
+pub mod tabular;
 
 pub use config::{FillSkips, Preset, ReferenceSizes, SegmenterConfig, SmallSizes};
 pub use segmenter::{MetaKdSegmenter, ModalityFeatures};

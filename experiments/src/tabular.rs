@@ -1,0 +1,517 @@
+//! MetaKD on modality tables with real missingness (Flex-MoE's ADNI setting, or the AD CSF
+//! stand-in): a seeded stratified split, features standardised on the training subjects,
+//! batches of subjects sharing their availability, the spec's random missing modalities on top,
+//! a meta step on held-out training subjects, and test accuracy and macro-F1 for every subset
+//! of modalities (each subject keeps the modalities of the subset it has). Then every seed ×
+//! variant as a unit into the common result table.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use metakd_data::adni::{TabularDataset, TabularSubject};
+use metakd_model::metakd::{pairwise_kd_loss, ImportanceWeights, KdDistance, KdPairs};
+use metakd_model::nets::init::reinitialize_seeded;
+use metakd_model::nets::tabular::{TabularClassifier, TabularConfig};
+use metakd_model::optim::Adam;
+use metakd_reports::sweep_table::{self, SweepInfo};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::avmnist_protocol::{ClassificationRow, ClassificationRows, TEST_CASE};
+use crate::files::write_atomic;
+use crate::metrics::classification::{class_scores, ClassScores};
+use crate::progress;
+
+/// What is trained on the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum TabularVariant {
+    /// Mean fill, pairwise KD weighted by meta-learned ω.
+    MetaKd,
+    /// MetaKD without the distillation loss.
+    NoKd,
+    /// MetaKD with ω kept uniform.
+    NoMeta,
+    /// Late fusion: missing modalities' features zero-filled, no KD, no meta step.
+    Fusion,
+}
+
+impl TabularVariant {
+    /// The name in result tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            TabularVariant::MetaKd => "MetaKD",
+            TabularVariant::NoKd => "no KD",
+            TabularVariant::NoMeta => "no meta",
+            TabularVariant::Fusion => "late fusion",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            TabularVariant::MetaKd => "meta-kd",
+            TabularVariant::NoKd => "no-kd",
+            TabularVariant::NoMeta => "no-meta",
+            TabularVariant::Fusion => "fusion",
+        }
+    }
+
+    fn fills(self) -> bool {
+        self != TabularVariant::Fusion
+    }
+}
+
+/// Training settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TabularTrainConfig {
+    /// Hidden and embedding widths (inputs and classes come from the data).
+    pub hidden: usize,
+    /// Embedding width.
+    pub embedding: usize,
+    /// What is trained.
+    pub variant: TabularVariant,
+    /// Seed of the split, initialisation and batches.
+    pub seed: u64,
+    /// Share of the subjects (per class) held out for testing.
+    pub test_share: f64,
+    /// Share of the training subjects (per class) held out for the meta step.
+    pub meta_share: f64,
+    /// Iterations.
+    pub iterations: usize,
+    /// Subjects per batch.
+    pub batch_size: usize,
+    /// Adam learning rate of the network.
+    pub lr: f64,
+    /// Adam weight decay of the network.
+    pub weight_decay: f64,
+    /// Weight λ of the distillation loss.
+    pub kd_weight: f64,
+    /// A meta step every this many iterations.
+    pub meta_every: usize,
+    /// Adam learning rate of the importance logits.
+    pub meta_lr: f64,
+}
+
+impl Default for TabularTrainConfig {
+    fn default() -> Self {
+        Self {
+            hidden: 64,
+            embedding: 32,
+            variant: TabularVariant::MetaKd,
+            seed: 0,
+            test_share: 0.2,
+            meta_share: 0.1,
+            iterations: 1000,
+            batch_size: 32,
+            lr: 1e-3,
+            weight_decay: 1e-4,
+            kd_weight: 0.1,
+            meta_every: 10,
+            meta_lr: 1e-2,
+        }
+    }
+}
+
+/// Test scores with one subset of modalities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TabularSubsetScore {
+    /// The subset as a bitmask over the data set's modalities.
+    pub mask: u32,
+    /// Its modalities' names joined by `+`.
+    pub subset: String,
+    /// Test subjects having at least one modality of the subset (the ones scored).
+    pub subjects: usize,
+    /// Accuracy and macro-F1 over them.
+    pub scores: ClassScores,
+}
+
+/// One trained variant's scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TabularResult {
+    /// The settings.
+    pub config: TabularTrainConfig,
+    /// Per subset of modalities.
+    pub scores: Vec<TabularSubsetScore>,
+    /// ω per modality at the end.
+    pub omega: Vec<f32>,
+}
+
+/// The modalities a subject has, as flags.
+fn flags(s: &TabularSubject) -> Vec<bool> {
+    s.values.iter().map(Option::is_some).collect()
+}
+
+/// Per class, the subjects shuffled and cut: `share` of each class to the second list.
+fn stratified<'a>(
+    subjects: &[&'a TabularSubject],
+    share: f64,
+    rng: &mut impl Rng,
+) -> (Vec<&'a TabularSubject>, Vec<&'a TabularSubject>) {
+    let mut by_class: BTreeMap<u8, Vec<&TabularSubject>> = BTreeMap::new();
+    for s in subjects {
+        by_class.entry(s.label).or_default().push(s);
+    }
+    let (mut kept, mut held) = (Vec::new(), Vec::new());
+    for (_, mut members) in by_class {
+        members.shuffle(rng);
+        let cut = ((members.len() as f64) * share).round() as usize;
+        held.extend_from_slice(&members[..cut]);
+        kept.extend_from_slice(&members[cut..]);
+    }
+    (kept, held)
+}
+
+/// Per modality, the mean and standard deviation of each feature over the training subjects
+/// that have it (a constant feature gets 1).
+struct Standardiser {
+    stats: Vec<Vec<(f32, f32)>>,
+}
+
+impl Standardiser {
+    fn fit(train: &[&TabularSubject], widths: &[usize]) -> Self {
+        let stats = widths
+            .iter()
+            .enumerate()
+            .map(|(m, &width)| {
+                let rows: Vec<&Vec<f32>> =
+                    train.iter().filter_map(|s| s.values[m].as_ref()).collect();
+                (0..width)
+                    .map(|f| {
+                        let n = rows.len().max(1) as f64;
+                        let mean = rows.iter().map(|r| f64::from(r[f])).sum::<f64>() / n;
+                        let var = rows
+                            .iter()
+                            .map(|r| (f64::from(r[f]) - mean).powi(2))
+                            .sum::<f64>()
+                            / n;
+                        let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
+                        (mean as f32, std as f32)
+                    })
+                    .collect()
+            })
+            .collect();
+        Self { stats }
+    }
+
+    /// The inputs `[n, features]` per modality of `subjects`; a missing modality gives zeros
+    /// (the training mean).
+    fn inputs(&self, subjects: &[&TabularSubject], device: &Device) -> Result<Vec<Tensor>> {
+        self.stats
+            .iter()
+            .enumerate()
+            .map(|(m, stats)| {
+                let values: Vec<f32> = subjects
+                    .iter()
+                    .flat_map(|s| match &s.values[m] {
+                        Some(v) => v
+                            .iter()
+                            .zip(stats)
+                            .map(|(x, (mean, std))| (x - mean) / std)
+                            .collect::<Vec<_>>(),
+                        None => vec![0.0; stats.len()],
+                    })
+                    .collect();
+                Ok(Tensor::from_vec(
+                    values,
+                    (subjects.len(), stats.len()),
+                    device,
+                )?)
+            })
+            .collect()
+    }
+}
+
+/// The spec's random missing modalities among the available ones: k uniform in 1..=|A|, then a
+/// uniform subset of k of them.
+fn random_subset(available: &[bool], rng: &mut impl Rng) -> Vec<bool> {
+    let mut present: Vec<usize> = (0..available.len()).filter(|&m| available[m]).collect();
+    let k = rng.random_range(1..=present.len());
+    present.shuffle(rng);
+    let mut out = vec![false; available.len()];
+    for &m in &present[..k] {
+        out[m] = true;
+    }
+    out
+}
+
+fn labels(subjects: &[&TabularSubject], device: &Device) -> Result<Tensor> {
+    let l: Vec<u32> = subjects.iter().map(|s| u32::from(s.label)).collect();
+    Ok(Tensor::from_vec(l, subjects.len(), device)?)
+}
+
+/// Trains `cfg.variant` on `data` and scores every subset of its modalities on the test split.
+pub fn train_and_evaluate(
+    data: &TabularDataset,
+    cfg: &TabularTrainConfig,
+) -> Result<TabularResult> {
+    let device = Device::Cpu;
+    let m = data.manifest.modalities.len();
+    let widths: Vec<usize> = data.manifest.features.iter().map(Vec::len).collect();
+    let mut rng = ChaCha12Rng::seed_from_u64(cfg.seed);
+    let all: Vec<&TabularSubject> = data.subjects.iter().collect();
+    let (train, test) = stratified(&all, cfg.test_share, &mut rng);
+    let uses_meta = matches!(cfg.variant, TabularVariant::MetaKd | TabularVariant::NoKd);
+    let (train, meta_val) = if uses_meta {
+        stratified(&train, cfg.meta_share, &mut rng)
+    } else {
+        (train, Vec::new())
+    };
+    if train.is_empty() || test.is_empty() || (uses_meta && meta_val.is_empty()) {
+        bail!("{} subjects are too few to split", data.subjects.len())
+    }
+    let scaler = Standardiser::fit(&train, &widths);
+    // Subjects grouped by the modalities they have.
+    let mut groups: BTreeMap<Vec<bool>, Vec<&TabularSubject>> = BTreeMap::new();
+    for s in &train {
+        groups.entry(flags(s)).or_default().push(s);
+    }
+    let groups: Vec<(Vec<bool>, Vec<&TabularSubject>)> = groups.into_iter().collect();
+
+    let varmap = VarMap::new();
+    let model_cfg = TabularConfig {
+        hidden: cfg.hidden,
+        embedding: cfg.embedding,
+        classes: data.manifest.classes.len(),
+        inputs: widths.clone(),
+    };
+    let net = TabularClassifier::new(
+        &model_cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+    )?;
+    reinitialize_seeded(&varmap, cfg.seed)?;
+    let importance = ImportanceWeights::from_logits(&vec![0.0; m], &device)?;
+    let params: Vec<Var> = varmap.all_vars();
+    let mut adam = Adam::new(params, cfg.lr, cfg.weight_decay)?;
+    let mut meta_adam = Adam::new(vec![importance.logits().clone()], cfg.meta_lr, 5e-4)?;
+
+    for iteration in 0..cfg.iterations {
+        let pick = rng.random_range(0..train.len());
+        let mut seen = 0;
+        let (own, group) = groups
+            .iter()
+            .find(|(_, g)| {
+                seen += g.len();
+                pick < seen
+            })
+            .expect("the groups cover the training subjects");
+        let chosen: Vec<&TabularSubject> = (0..cfg.batch_size)
+            .map(|_| group[rng.random_range(0..group.len())])
+            .collect();
+        let inputs = scaler.inputs(&chosen, &device)?;
+        let available = if cfg.variant.fills() {
+            random_subset(own, &mut rng)
+        } else {
+            vec![true; m]
+        };
+        let embeddings = net.encode(&inputs)?;
+        let logits = net.classify(&embeddings, &available)?;
+        let mut loss = candle_nn::loss::cross_entropy(&logits, &labels(&chosen, &device)?)?;
+        let kd = matches!(cfg.variant, TabularVariant::MetaKd | TabularVariant::NoMeta)
+            && available.iter().filter(|&&a| a).count() > 1;
+        if kd {
+            let per_modality: Vec<Tensor> = (0..m)
+                .map(|i| embeddings.narrow(1, i, 1))
+                .collect::<candle_core::Result<_>>()?;
+            let kd_loss = pairwise_kd_loss(
+                &per_modality,
+                &available,
+                &importance.logit_values()?,
+                KdDistance::L1,
+                KdPairs::All,
+            )?;
+            loss = (loss + (kd_loss * cfg.kd_weight)?)?;
+        }
+        adam.step(&loss.backward()?)?;
+        if uses_meta && iteration % cfg.meta_every == 0 {
+            // The meta step sees every modality: subjects of the held-out set that have all.
+            let complete: Vec<&TabularSubject> = meta_val
+                .iter()
+                .copied()
+                .filter(|s| flags(s).iter().all(|&a| a))
+                .collect();
+            let pool = if complete.is_empty() {
+                &meta_val
+            } else {
+                &complete
+            };
+            let chosen: Vec<&TabularSubject> = (0..cfg.batch_size.min(pool.len()))
+                .map(|_| pool[rng.random_range(0..pool.len())])
+                .collect();
+            let embeddings = net.encode(&scaler.inputs(&chosen, &device)?)?.detach();
+            let logits = net.classify_weighted(&embeddings, &importance.omega()?)?;
+            let meta_loss = candle_nn::loss::cross_entropy(&logits, &labels(&chosen, &device)?)?;
+            meta_adam.step(&meta_loss.backward()?)?;
+        }
+    }
+
+    let names = &data.manifest.modalities;
+    let mut scores = Vec::new();
+    for mask in 1u32..(1 << m) {
+        let in_subset: Vec<bool> = (0..m).map(|i| mask & (1 << i) != 0).collect();
+        let mut by_flags: BTreeMap<Vec<bool>, Vec<&TabularSubject>> = BTreeMap::new();
+        for s in &test {
+            let kept: Vec<bool> = flags(s)
+                .iter()
+                .zip(&in_subset)
+                .map(|(a, b)| *a && *b)
+                .collect();
+            if kept.iter().any(|&k| k) {
+                by_flags.entry(kept).or_default().push(s);
+            }
+        }
+        let (mut predicted, mut truth) = (Vec::new(), Vec::new());
+        for (kept, subjects) in &by_flags {
+            let mut inputs = scaler.inputs(subjects, &device)?;
+            let flags_used = if cfg.variant.fills() {
+                kept.clone()
+            } else {
+                for (i, k) in kept.iter().enumerate() {
+                    if !k {
+                        inputs[i] = inputs[i].zeros_like()?;
+                    }
+                }
+                vec![true; m]
+            };
+            let logits = net.classify(&net.encode(&inputs)?, &flags_used)?;
+            predicted.extend(logits.argmax(1)?.to_vec1::<u32>()?);
+            truth.extend(subjects.iter().map(|s| u32::from(s.label)));
+        }
+        let subset: Vec<&str> = (0..m)
+            .filter(|&i| in_subset[i])
+            .map(|i| names[i].as_str())
+            .collect();
+        scores.push(TabularSubsetScore {
+            mask,
+            subset: subset.join("+"),
+            subjects: truth.len(),
+            scores: class_scores(&predicted, &truth, data.manifest.classes.len()),
+        });
+    }
+    Ok(TabularResult {
+        config: cfg.clone(),
+        scores,
+        omega: importance.omega_values()?,
+    })
+}
+
+/// What [`run_tables`] did.
+#[derive(Debug, Clone)]
+pub struct TablesOutcome {
+    /// Units trained now.
+    pub trained: usize,
+    /// Units found finished.
+    pub already_done: usize,
+    /// The result table.
+    pub table: PathBuf,
+}
+
+/// Trains every seed × variant missing from `out_dir/units` and writes the result table
+/// (`results.parquet`, protocol `real missingness`).
+pub fn run_tables(
+    data: &TabularDataset,
+    base: &TabularTrainConfig,
+    seeds: &[u64],
+    variants: &[TabularVariant],
+    out_dir: &Path,
+    show_progress: bool,
+) -> Result<TablesOutcome> {
+    let units_dir = out_dir.join("units");
+    std::fs::create_dir_all(&units_dir)
+        .with_context(|| format!("creating {}", units_dir.display()))?;
+    let configs: Vec<TabularTrainConfig> = variants
+        .iter()
+        .flat_map(|&variant| {
+            seeds.iter().map(move |&seed| TabularTrainConfig {
+                variant,
+                seed,
+                ..base.clone()
+            })
+        })
+        .collect();
+    let path = |c: &TabularTrainConfig| {
+        units_dir.join(format!("{}-seed-{}.json", c.variant.key(), c.seed))
+    };
+    let bar = progress::bar(configs.len() as u64, "table units", show_progress);
+    let (mut trained, mut already_done) = (0, 0);
+    let mut results = Vec::new();
+    for c in &configs {
+        let file = path(c);
+        let result: TabularResult = if file.exists() {
+            already_done += 1;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a unit result", file.display()))?
+        } else {
+            let result = train_and_evaluate(data, c)?;
+            let json = serde_json::to_string_pretty(&result)?;
+            write_atomic(&file, format!("{json}\n").as_bytes())?;
+            trained += 1;
+            result
+        };
+        bar.inc(1);
+        results.push(result);
+    }
+    bar.finish_and_clear();
+
+    let dataset = &data.manifest.dataset;
+    let mut rows = ClassificationRows::default();
+    let mut infos = Vec::new();
+    for r in &results {
+        let run_id = format!(
+            "{dataset}-{}-seed-{}",
+            r.config.variant.key(),
+            r.config.seed
+        );
+        for s in &r.scores {
+            rows.push(ClassificationRow {
+                run_id: run_id.clone(),
+                dataset: dataset.clone(),
+                protocol: REAL_MISSINGNESS.into(),
+                rate: None,
+                seed: r.config.seed,
+                variant: r.config.variant.label().into(),
+                subset_mask: s.mask,
+                subset: s.subset.clone(),
+                accuracy: s.scores.accuracy,
+                f1: s.scores.macro_f1,
+            });
+        }
+        infos.push(SweepInfo {
+            run_id,
+            run_dir: units_dir.clone(),
+            dataset: dataset.clone(),
+            protocol: REAL_MISSINGNESS.into(),
+            fold: None,
+            seed: r.config.seed,
+            variant: r.config.variant.label().into(),
+            checkpoint: "final".into(),
+            modalities: data.manifest.modalities.clone(),
+            importance_logits: r.omega.iter().map(|w| w.ln()).collect(),
+            importance: r.omega.clone(),
+            config_toml: toml::to_string(&r.config)?,
+            subsets: r.scores.iter().map(|s| s.mask).collect(),
+            cases: vec![TEST_CASE.into()],
+            skipped: Vec::new(),
+            slices: None,
+        });
+    }
+    let table = out_dir.join("results.parquet");
+    let mut df = rows.frame()?;
+    sweep_table::write_sidecar(&table, &infos)?;
+    sweep_table::write_table(&mut df, &table)?;
+    Ok(TablesOutcome {
+        trained,
+        already_done,
+        table,
+    })
+}
+
+/// The protocol of modality tables: the subjects' own missing modalities.
+pub const REAL_MISSINGNESS: &str = "real missingness";
