@@ -294,7 +294,7 @@ pub fn train_and_evaluate(
         if cfg.variant == Variant::Fusion && !from_complete {
             inputs[missing] = inputs[missing].zeros_like()?;
         }
-        let embeddings = net.encode(&inputs)?;
+        let embeddings = net.encode_available(&inputs, &available)?;
         let logits = net.classify(&embeddings, &available)?;
         let mut loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
         let kd = matches!(cfg.variant, Variant::MetaKd | Variant::NoMeta)
@@ -345,7 +345,7 @@ pub fn train_and_evaluate(
                     }
                 }
             }
-            let logits = net.classify(&net.encode(&inputs)?, &flags)?;
+            let logits = net.classify(&net.encode_available(&inputs, &flags)?, &flags)?;
             predicted.extend(logits.argmax(1)?.to_vec1::<u32>()?);
             truth.extend(labels.to_vec1::<u32>()?);
         }

@@ -109,7 +109,8 @@ fn the_protocol_runs_in_resumable_units_into_the_common_table() {
         .all(|a| a.is_some_and(|a| (0.0..=1.0).contains(&a))));
 
     let reports =
-        metakd_reports::write_reports(&[first.table.clone()], &out.join("report")).unwrap();
+        metakd_reports::write_reports(std::slice::from_ref(&first.table), &out.join("report"))
+            .unwrap();
     let md = std::fs::read_to_string(reports.classification.unwrap().report).unwrap();
     assert!(md.contains("### AV-MNIST, audio rate"), "{md}");
     assert!(md.contains("| image only |"), "{md}");

@@ -63,7 +63,8 @@ fn the_stand_in_is_learned_and_every_subset_is_scored() {
         metakd_reports::sweep_table::read_tables(std::slice::from_ref(&first.table)).unwrap();
     assert_eq!(read.df.height(), 4 * 7);
     let reports =
-        metakd_reports::write_reports(&[first.table.clone()], &dir.join("report")).unwrap();
+        metakd_reports::write_reports(std::slice::from_ref(&first.table), &dir.join("report"))
+            .unwrap();
     let md = std::fs::read_to_string(reports.classification.unwrap().report).unwrap();
     assert!(
         md.contains("AD CSF cohort (stand-in, not ADNI), real missingness"),

@@ -511,9 +511,19 @@ pub fn render(cells: &[ClassCell], figures: &[(String, String)]) -> String {
     out
 }
 
-/// Accuracy (every modality at test) over the missing rate, one line per variant, for each
-/// protocol with rates: (caption, x = rates, series).
-pub fn rate_curves(cells: &[ClassCell]) -> Vec<(String, Vec<f64>, Vec<(String, Vec<f64>)>)> {
+/// Accuracy over the missing rate of one protocol, one line per variant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateCurves {
+    /// The figure's caption.
+    pub caption: String,
+    /// The rates in %.
+    pub rates: Vec<f64>,
+    /// Per variant, its mean accuracy (%) with every modality at test at each rate.
+    pub series: Vec<(String, Vec<f64>)>,
+}
+
+/// The [`RateCurves`] of every protocol with rates.
+pub fn rate_curves(cells: &[ClassCell]) -> Vec<RateCurves> {
     by_protocol(cells)
         .into_iter()
         .filter(|p| !p.rates().is_empty())
@@ -534,15 +544,15 @@ pub fn rate_curves(cells: &[ClassCell]) -> Vec<(String, Vec<f64>, Vec<(String, V
                     (v, ys)
                 })
                 .collect();
-            (
-                format!(
+            RateCurves {
+                caption: format!(
                     "{}, {}: accuracy (%) with every modality at test",
                     dataset_title(p.dataset),
                     p.protocol
                 ),
                 rates,
                 series,
-            )
+            }
         })
         .collect()
 }
@@ -639,7 +649,15 @@ pub fn write_classification_report(
     crate::aggregate::write_csv(&mut frame, &out_dir.join("classification.csv"))?;
     let mut figures = Vec::new();
     let mut figure_problems = Vec::new();
-    for (i, (caption, rates, series)) in rate_curves(&cells).into_iter().enumerate() {
+    for (
+        i,
+        RateCurves {
+            caption,
+            rates,
+            series,
+        },
+    ) in rate_curves(&cells).into_iter().enumerate()
+    {
         let curves = crate::plots::Curves {
             title: caption.clone(),
             x_label: "missing rate: % of training samples keeping the modality",
