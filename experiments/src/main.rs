@@ -828,7 +828,9 @@ fn run(cli: Cli) -> Result<()> {
                 Some(rate) => (rate, RateModality::Image),
                 None => (a.audio_rate, RateModality::Audio),
             };
-            let base = avmnist_config(a.config.as_deref())?;
+            let base = read_settings::<metakd_experiments::avmnist::AvMnistTrainConfig>(
+                a.config.as_deref(),
+            )?;
             let cfg = AvMnistTrainConfig {
                 variant: a.variant,
                 rate,
@@ -850,7 +852,9 @@ fn run(cli: Cli) -> Result<()> {
             use metakd_experiments::avmnist::RateModality;
             use metakd_experiments::avmnist_protocol::{run_protocol, ProtocolPlan};
             let (samples, _) = avmnist::read(&a.data)?;
-            let mut base = avmnist_config(a.config.as_deref())?;
+            let mut base = read_settings::<metakd_experiments::avmnist::AvMnistTrainConfig>(
+                a.config.as_deref(),
+            )?;
             if let Some(iterations) = a.iterations {
                 base.iterations = iterations;
             }
@@ -917,15 +921,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tables(a) => {
             use metakd_experiments::tabular::{run_tables, TabularTrainConfig, TabularVariant};
             let data = metakd_data::adni::read(&a.data)?;
-            let mut base: TabularTrainConfig = match &a.config {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    toml::from_str(&text)
-                        .with_context(|| format!("{}: bad table settings", path.display()))?
-                }
-                None => TabularTrainConfig::default(),
-            };
+            let mut base: TabularTrainConfig = read_settings(a.config.as_deref())?;
             if let Some(iterations) = a.iterations {
                 base.iterations = iterations;
             }
@@ -1384,17 +1380,16 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// AV-MNIST training settings from a TOML file (keys of `AvMnistTrainConfig`, the others at
-/// their defaults), or the defaults.
-fn avmnist_config(path: Option<&Path>) -> Result<metakd_experiments::avmnist::AvMnistTrainConfig> {
+/// Training settings from a TOML file (the keys of `T`, the others at their defaults), or the
+/// defaults.
+fn read_settings<T: serde::de::DeserializeOwned + Default>(path: Option<&Path>) -> Result<T> {
     match path {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str(&text)
-                .with_context(|| format!("{}: bad AV-MNIST settings", path.display()))
+            toml::from_str(&text).with_context(|| format!("{}: bad settings", path.display()))
         }
-        None => Ok(Default::default()),
+        None => Ok(T::default()),
     }
 }
 

@@ -236,6 +236,16 @@ impl ProtocolCells<'_> {
         set.into_iter().map(|(_, v)| v).collect()
     }
 
+    /// The test subsets present (mask and name), by mask.
+    pub fn subsets(&self) -> Vec<(u32, String)> {
+        self.cells
+            .iter()
+            .map(|c| (c.subset_mask, c.subset.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
     /// The full subset (every modality) mask.
     pub fn full_mask(&self) -> u32 {
         self.cells
@@ -306,13 +316,7 @@ fn rate_tables(p: &ProtocolCells, published: &[PublishedScore]) -> String {
     let rates = p.rates();
     let variants = p.variants();
     let full = p.full_mask();
-    let mut masks: Vec<(u32, String)> = p
-        .cells
-        .iter()
-        .map(|c| (c.subset_mask, c.subset.clone()))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let mut masks = p.subsets();
     masks.sort_by_key(|(m, _)| (std::cmp::Reverse(m.count_ones()), *m));
     let runs = p.cells.iter().map(|c| c.runs).max().unwrap_or(0);
     let header = |first: &str| {
@@ -411,13 +415,7 @@ fn rate_tables(p: &ProtocolCells, published: &[PublishedScore]) -> String {
 /// accuracy and macro-F1, their average over subsets, and the published averages.
 fn subset_table(p: &ProtocolCells, published: &[PublishedScore]) -> String {
     let variants = p.variants();
-    let mut masks: Vec<(u32, String)> = p
-        .cells
-        .iter()
-        .map(|c| (c.subset_mask, c.subset.clone()))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let mut masks = p.subsets();
     masks.sort_by_key(|(m, _)| (m.count_ones(), *m));
     let runs = p.cells.iter().map(|c| c.runs).max().unwrap_or(0);
     let mut out = format!(

@@ -7,7 +7,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::metakd::fill_missing;
+use crate::metakd::{fused_logits, importance_weighted_logits};
 use crate::ops::{add_channel_bias, conv3d, max_pool3d, Conv3dParams, Pool3dParams};
 
 /// Sizes of the classifier.
@@ -174,15 +174,13 @@ impl MetaKdClassifier {
     /// modalities take the mean of the available ones' embeddings, then the classifier sees
     /// their concatenation.
     pub fn classify(&self, embeddings: &Tensor, available: &[bool]) -> Result<Tensor> {
-        let filled = fill_missing(embeddings, available)?;
-        self.head.forward(&filled.flatten_from(1)?)
+        fused_logits(&self.head, embeddings, available)
     }
 
     /// Class logits with every embedding scaled by its importance `omega [modalities]` (the
     /// meta step's forward pass, all modalities present).
     pub fn classify_weighted(&self, embeddings: &Tensor, omega: &Tensor) -> Result<Tensor> {
-        let weighted = embeddings.broadcast_mul(&omega.reshape((1, omega.dim(0)?, 1))?)?;
-        self.head.forward(&weighted.flatten_from(1)?)
+        importance_weighted_logits(&self.head, embeddings, omega)
     }
 }
 
