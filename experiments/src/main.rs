@@ -880,12 +880,7 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--rates: {} is not a percentage", bad * 100.0)
             }
             let outcome = run_protocol(&samples, &base, &plan, &a.out, show)?;
-            println!(
-                "{} units trained, {} finished earlier; results in {}",
-                outcome.trained,
-                outcome.already_done,
-                outcome.table.display()
-            );
+            print_units(outcome.trained, outcome.already_done, &outcome.table);
         }
         Command::Prepare {
             dataset: PrepareDataset::Adni(a),
@@ -936,12 +931,7 @@ fn run(cli: Cli) -> Result<()> {
                 a.variants.clone()
             };
             let outcome = run_tables(&data, &base, &a.seeds, &variants, &a.out, show)?;
-            println!(
-                "{} units trained, {} finished earlier; results in {}",
-                outcome.trained,
-                outcome.already_done,
-                outcome.table.display()
-            );
+            print_units(outcome.trained, outcome.already_done, &outcome.table);
         }
         Command::Prepare {
             dataset: PrepareDataset::Avmnist(a),
@@ -1408,5 +1398,13 @@ fn print_tables_manifest(m: &metakd_data::adni::TabularManifest, out: &Path) {
         m.classes.join(" / "),
         present.join(", "),
         out.display()
+    );
+}
+
+/// Prints what a run of classification units did.
+fn print_units(trained: usize, already_done: usize, table: &Path) {
+    println!(
+        "{trained} units trained, {already_done} finished earlier; results in {}",
+        table.display()
     );
 }

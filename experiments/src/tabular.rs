@@ -290,6 +290,19 @@ pub fn train_and_evaluate(
     let mut adam = Adam::new(params, cfg.lr, cfg.weight_decay)?;
     let mut meta_adam = Adam::new(vec![importance.logits().clone()], cfg.meta_lr, 5e-4)?;
 
+    // The meta step sees every modality: held-out subjects that have all (all held-out ones
+    // when none has).
+    let complete: Vec<&TabularSubject> = meta_val
+        .iter()
+        .copied()
+        .filter(|s| flags(s).iter().all(|&a| a))
+        .collect();
+    let meta_pool = if complete.is_empty() {
+        &meta_val
+    } else {
+        &complete
+    };
+
     for iteration in 0..cfg.iterations {
         let pick = rng.random_range(0..train.len());
         let mut seen = 0;
@@ -329,19 +342,8 @@ pub fn train_and_evaluate(
         }
         adam.step(&loss.backward()?)?;
         if uses_meta && iteration % cfg.meta_every == 0 {
-            // The meta step sees every modality: subjects of the held-out set that have all.
-            let complete: Vec<&TabularSubject> = meta_val
-                .iter()
-                .copied()
-                .filter(|s| flags(s).iter().all(|&a| a))
-                .collect();
-            let pool = if complete.is_empty() {
-                &meta_val
-            } else {
-                &complete
-            };
-            let chosen: Vec<&TabularSubject> = (0..cfg.batch_size.min(pool.len()))
-                .map(|_| pool[rng.random_range(0..pool.len())])
+            let chosen: Vec<&TabularSubject> = (0..cfg.batch_size.min(meta_pool.len()))
+                .map(|_| meta_pool[rng.random_range(0..meta_pool.len())])
                 .collect();
             let embeddings = net.encode(&scaler.inputs(&chosen, &device)?)?.detach();
             let logits = net.classify_weighted(&embeddings, &importance.omega()?)?;

@@ -8,15 +8,21 @@ use std::path::Path;
 use metakd_data::avmnist::dataset::{build, AvMnistOptions};
 use metakd_experiments::avmnist::{train_and_evaluate, AvMnistTrainConfig, RateModality, Variant};
 
-#[test]
-fn a_short_metakd_run_learns_the_digits() {
+/// AV-MNIST built from the real FSDD and MNIST files of `../shared/data`.
+fn real_samples() -> Vec<metakd_data::avmnist::dataset::AvMnistSample> {
     let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
-    let (samples, _) = build(
+    build(
         &shared.join("fsdd/recordings"),
         &shared.join("mnist5k/mnist_5k.csv.gz"),
         &AvMnistOptions::default(),
     )
-    .unwrap();
+    .unwrap()
+    .0
+}
+
+#[test]
+fn a_short_metakd_run_learns_the_digits() {
+    let samples = real_samples();
     let cfg = AvMnistTrainConfig {
         iterations: 150,
         ..Default::default()
@@ -71,13 +77,7 @@ fn a_short_metakd_run_learns_the_digits() {
 #[test]
 fn the_protocol_runs_in_resumable_units_into_the_common_table() {
     use metakd_experiments::avmnist_protocol::{run_protocol, ProtocolPlan};
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
-    let (samples, _) = build(
-        &shared.join("fsdd/recordings"),
-        &shared.join("mnist5k/mnist_5k.csv.gz"),
-        &AvMnistOptions::default(),
-    )
-    .unwrap();
+    let samples = real_samples();
     let out = std::env::temp_dir().join(format!("metakd-avmnist-protocol-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let plan = ProtocolPlan {
