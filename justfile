@@ -46,7 +46,7 @@ reproduce-brats2019 *args:
 reproduce-brats2020 *args:
     bash tools/reproduce.sh brats2020 {{args}}
 
-# Usage: `just reproduce-avmnist [FSDD=../shared/data/fsdd/recordings] [MNIST=../shared/data/mnist5k/mnist_5k.csv.gz] [WORK=work/avmnist]`.
+# Usage: `just reproduce-avmnist [FSDD=../shared/data/fsdd/recordings] [MNIST=../shared/data/mnist5k/mnist_5k.csv.gz] [WORK=work/avmnist] [MULTIBENCH=<MultiBench avmnist folder>]`.
 # AV-MNIST: prepare, every audio and visual rate × 3 seeds × MetaKD, ablations and baselines (resumable), report.
 reproduce-avmnist *args:
     bash tools/reproduce-avmnist.sh {{args}}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # AV-MNIST end to end: prepare (FSDD + MNIST) → the protocol (audio and visual rates 5–20 %,
 # 3 seeds, MetaKD, no KD, no meta, late fusion, image only, audio only) → report.
-# Arguments: KEY=VALUE pairs (FSDD, MNIST, WORK, CONFIG, SEEDS). Every stage resumes.
+# Arguments: KEY=VALUE pairs (FSDD, MNIST, WORK, CONFIG, SEEDS; MULTIBENCH=<MultiBench's avmnist
+# folder> prepares from its .npy layout instead of FSDD and MNIST). Every stage resumes.
 set -euo pipefail
 
 FSDD=../shared/data/fsdd/recordings
@@ -9,10 +10,11 @@ MNIST=../shared/data/mnist5k/mnist_5k.csv.gz
 WORK=work/avmnist
 CONFIG=
 SEEDS=0,1,2
+MULTIBENCH=
 for arg in "$@"; do
     case "$arg" in
-        FSDD=*|MNIST=*|WORK=*|CONFIG=*|SEEDS=*) declare "$arg" ;;
-        *) echo "reproduce-avmnist: unknown argument '$arg' (FSDD=, MNIST=, WORK=, CONFIG=, SEEDS=)" >&2; exit 2 ;;
+        FSDD=*|MNIST=*|WORK=*|CONFIG=*|SEEDS=*|MULTIBENCH=*) declare "$arg" ;;
+        *) echo "reproduce-avmnist: unknown argument '$arg' (FSDD=, MNIST=, WORK=, CONFIG=, SEEDS=, MULTIBENCH=)" >&2; exit 2 ;;
     esac
 done
 
@@ -20,7 +22,11 @@ cargo build --release --quiet
 METAKD=${METAKD:-target/release/metakd}
 mkdir -p "$WORK"
 if [ ! -f "$WORK/data/manifest.json" ]; then
-    "$METAKD" prepare avmnist --fsdd "$FSDD" --mnist "$MNIST" --out "$WORK/data"
+    if [ -n "$MULTIBENCH" ]; then
+        "$METAKD" prepare avmnist --multibench "$MULTIBENCH" --out "$WORK/data"
+    else
+        "$METAKD" prepare avmnist --fsdd "$FSDD" --mnist "$MNIST" --out "$WORK/data"
+    fi
 else
     echo "prepare: finished earlier ($WORK/data)"
 fi

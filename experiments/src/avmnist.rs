@@ -6,7 +6,7 @@
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use metakd_data::avmnist::dataset::AvMnistSample;
+use metakd_data::avmnist::dataset::{AudioFeatures, AvMnistSample};
 use metakd_model::metakd::{pairwise_kd_loss, ImportanceWeights, KdDistance, KdPairs};
 use metakd_model::nets::classifier::{ClassifierConfig, MetaKdClassifier};
 use metakd_model::nets::init::reinitialize_seeded;
@@ -92,6 +92,19 @@ pub struct AvMnistTrainConfig {
     /// Share of the batches drawn from the samples that keep both modalities (the same for
     /// fusion and MetaKD); unset: in proportion to their number.
     pub complete_batch_share: Option<f64>,
+    /// The divisor of the stored audio values (100 for SMIL's MFCCs, 255 for MultiBench's
+    /// spectrograms); [`AvMnistTrainConfig::for_data`] takes it from the prepared folder.
+    pub audio_scale: f32,
+}
+
+impl AvMnistTrainConfig {
+    /// These settings for a prepared folder whose audio is `audio`: the network's audio input
+    /// takes its extents, and its values are read at its scale.
+    pub fn for_data(mut self, audio: &AudioFeatures) -> Self {
+        self.model.inputs[1] = audio.shape;
+        self.audio_scale = audio.scale;
+        self
+    }
 }
 
 impl Default for AvMnistTrainConfig {
@@ -111,6 +124,7 @@ impl Default for AvMnistTrainConfig {
             meta_lr: 1e-2,
             random_missing: true,
             complete_batch_share: Some(0.3),
+            audio_scale: AudioFeatures::SMIL.scale,
         }
     }
 }
@@ -157,9 +171,15 @@ impl AvMnistResult {
     }
 }
 
-/// The tensors of a set of samples: images `[n, 1, 28, 28]`, audio `[n, 1, 20, 20]` and labels.
-fn batch(samples: &[&AvMnistSample], device: &Device) -> Result<(Vec<Tensor>, Tensor)> {
+/// The tensors of a set of samples: images `[n, 1, h, w]` and audio `[n, 1, h, w]` of the
+/// extents `cfg.model.inputs`, the audio / `cfg.audio_scale`, and labels.
+fn batch(
+    samples: &[&AvMnistSample],
+    cfg: &AvMnistTrainConfig,
+    device: &Device,
+) -> Result<(Vec<Tensor>, Tensor)> {
     let n = samples.len();
+    let [[ih, iw], [ah, aw]] = [cfg.model.inputs[0], cfg.model.inputs[1]];
     let image: Vec<f32> = samples
         .iter()
         .flat_map(|s| s.image.iter().copied())
@@ -171,12 +191,35 @@ fn batch(samples: &[&AvMnistSample], device: &Device) -> Result<(Vec<Tensor>, Te
     let labels: Vec<u32> = samples.iter().map(|s| u32::from(s.label)).collect();
     Ok((
         vec![
-            Tensor::from_vec(image, (n, 1, 28, 28), device)?,
-            // MFCCs span about ±300: scaled to about unit range.
-            (Tensor::from_vec(audio, (n, 1, 20, 20), device)? / 100.0)?,
+            Tensor::from_vec(image, (n, 1, ih, iw), device)?,
+            (Tensor::from_vec(audio, (n, 1, ah, aw), device)? / f64::from(cfg.audio_scale))?,
         ],
         Tensor::from_vec(labels, n, device)?,
     ))
+}
+
+/// Refuses samples whose image or audio does not have the extents of the settings' network.
+fn check_extents(samples: &[AvMnistSample], cfg: &AvMnistTrainConfig) -> Result<()> {
+    if cfg.model.inputs.len() != 2 {
+        bail!(
+            "the AV-MNIST network takes two inputs (image, audio), the settings give {}",
+            cfg.model.inputs.len()
+        )
+    }
+    let [image, audio] = [cfg.model.inputs[0], cfg.model.inputs[1]].map(|[h, w]| h * w);
+    if let Some(s) = samples
+        .iter()
+        .find(|s| s.image.len() != image || s.audio.len() != audio)
+    {
+        bail!(
+            "a sample has {} image and {} audio values, the network takes {:?} and {:?}",
+            s.image.len(),
+            s.audio.len(),
+            cfg.model.inputs[0],
+            cfg.model.inputs[1]
+        )
+    }
+    Ok(())
 }
 
 /// The availability flags a variant trains a batch with: `complete` when its samples kept both
@@ -225,6 +268,7 @@ pub fn train_and_evaluate(
     samples: &[AvMnistSample],
     cfg: &AvMnistTrainConfig,
 ) -> Result<AvMnistResult> {
+    check_extents(samples, cfg)?;
     let device = Device::Cpu;
     let mut rng = ChaCha12Rng::seed_from_u64(cfg.seed);
     let mut train: Vec<&AvMnistSample> = samples.iter().filter(|s| !s.test).collect();
@@ -290,7 +334,7 @@ pub fn train_and_evaluate(
         if cfg.random_missing && uses_fill(cfg.variant) && from_complete {
             available = random_subset(&mut rng);
         }
-        let (mut inputs, labels) = batch(&chosen, &device)?;
+        let (mut inputs, labels) = batch(&chosen, cfg, &device)?;
         if cfg.variant == Variant::Fusion && !from_complete {
             inputs[missing] = inputs[missing].zeros_like()?;
         }
@@ -319,7 +363,7 @@ pub fn train_and_evaluate(
             let chosen: Vec<&AvMnistSample> = (0..cfg.batch_size.min(meta_val.len()))
                 .map(|_| meta_val[rng.random_range(0..meta_val.len())])
                 .collect();
-            let (inputs, labels) = batch(&chosen, &device)?;
+            let (inputs, labels) = batch(&chosen, cfg, &device)?;
             let embeddings = net.encode(&inputs)?.detach();
             let logits = net.classify_weighted(&embeddings, &importance.omega()?)?;
             let meta_loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
@@ -331,7 +375,7 @@ pub fn train_and_evaluate(
         let mut predicted = Vec::with_capacity(test.len());
         let mut truth = Vec::with_capacity(test.len());
         for chunk in test.chunks(128) {
-            let (mut inputs, labels) = batch(chunk, &device)?;
+            let (mut inputs, labels) = batch(chunk, cfg, &device)?;
             let flags = match cfg.variant {
                 Variant::ImageOnly => [true, false],
                 Variant::AudioOnly => [false, true],

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use metakd_data::avmnist::dataset as avmnist;
+use metakd_data::avmnist::multibench as avmnist_multibench;
 use metakd_data::prepare::PrepareOptions;
 use metakd_data::release::{Release, ReleaseSplit};
 use metakd_data::shards::ImageDtype;
@@ -297,6 +298,25 @@ enum PresetArg {
 enum SynthDataset {
     /// BraTS-like phantoms in an official BraTS layout (NIfTI, int16 images, uint8 labels).
     Brats(SynthArgs),
+    /// AV-MNIST in MultiBench's layout (`.npy` arrays) from the real sources: SMIL's pairing of
+    /// FSDD recordings with MNIST images, the audio as 112 × 112 spectrograms.
+    AvmnistMultibench(MultibenchLayoutArgs),
+}
+
+#[derive(Args)]
+struct MultibenchLayoutArgs {
+    /// The FSDD `recordings` folder (`{digit}_{speaker}_{index}.wav`).
+    #[arg(long)]
+    fsdd: PathBuf,
+    /// MNIST images as CSV (784 pixel values, then the label; `.gz` allowed).
+    #[arg(long)]
+    mnist: PathBuf,
+    /// Output folder (created).
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the pairing of recordings with images.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -466,11 +486,15 @@ struct AvmnistTrainArgs {
 #[derive(Args)]
 struct AvmnistArgs {
     /// The FSDD `recordings` folder (`{digit}_{speaker}_{index}.wav`).
-    #[arg(long)]
-    fsdd: PathBuf,
+    #[arg(long, required_unless_present = "multibench", requires = "mnist")]
+    fsdd: Option<PathBuf>,
     /// MNIST images as CSV (784 pixel values, then the label; `.gz` allowed).
-    #[arg(long)]
-    mnist: PathBuf,
+    #[arg(long, requires = "fsdd")]
+    mnist: Option<PathBuf>,
+    /// Instead of the sources: MultiBench's `avmnist` folder (`image/`, `audio/` of
+    /// `{train,test}_data.npy`, `{train,test}_labels.npy`), 112 × 112 spectrograms.
+    #[arg(long, conflicts_with_all = ["fsdd", "mnist"])]
+    multibench: Option<PathBuf>,
     /// Output folder for `avmnist.arrow` and `manifest.json`.
     #[arg(long)]
     out: PathBuf,
@@ -823,14 +847,15 @@ fn run(cli: Cli) -> Result<()> {
             use metakd_experiments::avmnist::{
                 train_and_evaluate, AvMnistTrainConfig, RateModality,
             };
-            let (samples, _) = avmnist::read(&a.data)?;
+            let (samples, manifest) = avmnist::read(&a.data)?;
             let (rate, rate_modality) = match a.image_rate {
                 Some(rate) => (rate, RateModality::Image),
                 None => (a.audio_rate, RateModality::Audio),
             };
             let base = read_settings::<metakd_experiments::avmnist::AvMnistTrainConfig>(
                 a.config.as_deref(),
-            )?;
+            )?
+            .for_data(&manifest.audio);
             let cfg = AvMnistTrainConfig {
                 variant: a.variant,
                 rate,
@@ -851,10 +876,11 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             use metakd_experiments::avmnist::RateModality;
             use metakd_experiments::avmnist_protocol::{run_protocol, ProtocolPlan};
-            let (samples, _) = avmnist::read(&a.data)?;
+            let (samples, manifest) = avmnist::read(&a.data)?;
             let mut base = read_settings::<metakd_experiments::avmnist::AvMnistTrainConfig>(
                 a.config.as_deref(),
-            )?;
+            )?
+            .for_data(&manifest.audio);
             if let Some(iterations) = a.iterations {
                 base.iterations = iterations;
             }
@@ -936,21 +962,49 @@ fn run(cli: Cli) -> Result<()> {
         Command::Prepare {
             dataset: PrepareDataset::Avmnist(a),
         } => {
-            let options = avmnist::AvMnistOptions {
-                seed: a.seed,
-                ..Default::default()
+            let (samples, manifest) = match (&a.multibench, &a.fsdd, &a.mnist) {
+                (Some(dir), _, _) => avmnist_multibench::read_layout(dir)?,
+                (None, Some(fsdd), Some(mnist)) => {
+                    let options = avmnist::AvMnistOptions {
+                        seed: a.seed,
+                        ..Default::default()
+                    };
+                    avmnist::build(fsdd, mnist, &options)?
+                }
+                _ => bail!("give --fsdd and --mnist, or --multibench"),
             };
-            let (samples, manifest) = avmnist::build(&a.fsdd, &a.mnist, &options)?;
             avmnist::write(&a.out, &samples, &manifest)?;
             for (path, reason) in &manifest.skipped {
                 eprintln!("skipped {}: {reason}", path.display());
             }
             println!(
-                "AV-MNIST: {} training and {} test samples in {} ({} recordings skipped)",
+                "AV-MNIST: {} training and {} test samples, audio {:?} {:?}, in {} ({} recordings skipped)",
                 manifest.train,
                 manifest.test,
+                manifest.audio.kind,
+                manifest.audio.shape,
                 a.out.display(),
                 manifest.skipped.len()
+            );
+        }
+        Command::Synth {
+            dataset: SynthDataset::AvmnistMultibench(a),
+        } => {
+            let options = avmnist::AvMnistOptions {
+                seed: a.seed,
+                ..Default::default()
+            };
+            let (samples, audio_shape, skipped) =
+                avmnist_multibench::build_from_sources(&a.fsdd, &a.mnist, &options)?;
+            avmnist_multibench::write_layout(&a.out, &samples, audio_shape)?;
+            for (path, reason) in &skipped {
+                eprintln!("skipped {}: {reason}", path.display());
+            }
+            println!(
+                "AV-MNIST in MultiBench's layout: {} samples, spectrograms {audio_shape:?}, in {} ({} recordings skipped)",
+                samples.len(),
+                a.out.display(),
+                skipped.len()
             );
         }
         Command::Prepare {

@@ -117,3 +117,39 @@ fn the_protocol_runs_in_resumable_units_into_the_common_table() {
     assert!(md.contains("MetaKD against the best baseline"), "{md}");
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn multibench_layout_trains_with_its_112_by_112_spectrograms() {
+    use metakd_data::avmnist::multibench::{build_from_sources, read_layout, write_layout};
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    let (samples, audio_shape, _) = build_from_sources(
+        &shared.join("fsdd/recordings"),
+        &shared.join("mnist5k/mnist_5k.csv.gz"),
+        &AvMnistOptions::default(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_layout(dir.path(), &samples, audio_shape).unwrap();
+    let (samples, manifest) = read_layout(dir.path()).unwrap();
+
+    // The default settings expect SMIL's 20 × 20 MFCCs: refused, naming both extents.
+    let e = train_and_evaluate(&samples, &AvMnistTrainConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("12544 audio") && e.contains("[20, 20]"), "{e}");
+
+    // Fitted to the folder, the audio network reads the spectrograms: the audio alone, trained on
+    // every sample, is far above chance (10 %).
+    let cfg = AvMnistTrainConfig {
+        variant: Variant::AudioOnly,
+        rate_modality: RateModality::Image,
+        iterations: 150,
+        ..Default::default()
+    }
+    .for_data(&manifest.audio);
+    assert_eq!(cfg.model.inputs[1], [112, 112]);
+    assert_eq!(cfg.audio_scale, 255.0);
+    let result = train_and_evaluate(&samples, &cfg).unwrap();
+    let audio = result.accuracy([false, true]).unwrap();
+    assert!(audio > 0.7, "{result:?}");
+}

@@ -7,6 +7,9 @@
 //! images are shuffled with the seed, the first 105 go to the training recordings (ordered by
 //! speaker, then index), the next 45 to the test recordings. Images are stored as pixel / 255,
 //! audio as SMIL's 20 × 20 MFCCs ([`super::mfcc`]).
+//!
+//! A folder prepared from MultiBench's layout ([`super::multibench`]) has the same file, with
+//! MultiBench's samples and 112 × 112 spectrograms; the manifest's [`AudioFeatures`] say which.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,23 +78,81 @@ pub struct AvMnistSample {
     pub image: Vec<f32>,
 }
 
+/// Recordings that could not be used, each with the reason.
+pub type Skipped = Vec<(PathBuf, String)>;
+
 /// What a prepared folder holds (`manifest.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AvMnistManifest {
-    /// The FSDD recordings folder read.
-    pub fsdd: PathBuf,
-    /// The MNIST file read.
-    pub mnist: PathBuf,
-    /// How the data set was built.
-    pub options: AvMnistOptions,
-    /// The audio features' settings.
-    pub mfcc: MfccSettings,
+    /// Where the samples came from.
+    pub source: AvMnistSource,
+    /// What the audio values are.
+    pub audio: AudioFeatures,
     /// Training samples.
     pub train: usize,
     /// Test samples.
     pub test: usize,
     /// Recordings that could not be used, with the reason.
-    pub skipped: Vec<(PathBuf, String)>,
+    pub skipped: Skipped,
+}
+
+/// The sources of a prepared AV-MNIST folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "layout", rename_all = "kebab-case")]
+pub enum AvMnistSource {
+    /// SMIL's protocol built from FSDD recordings and MNIST images.
+    Smil {
+        /// The FSDD recordings folder read.
+        fsdd: PathBuf,
+        /// The MNIST file read.
+        mnist: PathBuf,
+        /// How the data set was built.
+        options: AvMnistOptions,
+        /// The audio features' settings.
+        mfcc: MfccSettings,
+    },
+    /// MultiBench's `avmnist` folder of `.npy` arrays.
+    #[serde(rename = "multibench")]
+    MultiBench {
+        /// The folder read.
+        dir: PathBuf,
+    },
+}
+
+/// What kind of audio features a prepared folder holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AudioKind {
+    /// MFCCs (coefficient × frame).
+    Mfcc,
+    /// A spectrogram (frequency bin × frame), values 0–255.
+    Spectrogram,
+}
+
+/// The audio values of a prepared folder: their kind, extents and the scale a network reads them
+/// at (values / `scale`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AudioFeatures {
+    /// MFCCs or a spectrogram.
+    pub kind: AudioKind,
+    /// Extents (rows, columns) of one sample's audio.
+    pub shape: [usize; 2],
+    /// The divisor that brings the values to about unit range.
+    pub scale: f32,
+}
+
+impl AudioFeatures {
+    /// SMIL's 20 × 20 MFCCs, which span about ±300: read / 100.
+    pub const SMIL: AudioFeatures = AudioFeatures {
+        kind: AudioKind::Mfcc,
+        shape: [MfccSettings::SMIL.n_mfcc, MfccSettings::SMIL.frames],
+        scale: 100.0,
+    };
+
+    /// Values of one sample's audio.
+    pub fn values(&self) -> usize {
+        self.shape[0] * self.shape[1]
+    }
 }
 
 /// Builds the data set from the FSDD recordings in `fsdd` and the MNIST CSV `mnist`. A
@@ -102,6 +163,33 @@ pub fn build(
     mnist: &Path,
     options: &AvMnistOptions,
 ) -> Result<(Vec<AvMnistSample>, AvMnistManifest)> {
+    let mfcc = Mfcc::new(MfccSettings::SMIL);
+    let (samples, skipped) = pair_by_digit(fsdd, mnist, options, |wave| mfcc.features(wave))?;
+    let test = samples.iter().filter(|s| s.test).count();
+    let manifest = AvMnistManifest {
+        source: AvMnistSource::Smil {
+            fsdd: fsdd.to_owned(),
+            mnist: mnist.to_owned(),
+            options: options.clone(),
+            mfcc: MfccSettings::SMIL,
+        },
+        audio: AudioFeatures::SMIL,
+        train: samples.len() - test,
+        test,
+        skipped,
+    };
+    Ok((samples, manifest))
+}
+
+/// SMIL's split and pairing of the FSDD recordings in `fsdd` with the MNIST images of `mnist`,
+/// each recording's audio made by `features`. Returns the samples and the recordings skipped,
+/// with the reason.
+pub fn pair_by_digit(
+    fsdd: &Path,
+    mnist: &Path,
+    options: &AvMnistOptions,
+    features: impl Fn(&[f32]) -> Vec<f32> + Sync,
+) -> Result<(Vec<AvMnistSample>, Skipped)> {
     let recordings: Vec<Recording> = list_recordings(fsdd)?
         .into_iter()
         .filter(|r| options.speakers.contains(&r.speaker))
@@ -115,10 +203,9 @@ pub fn build(
             ),
         });
     }
-    let mfcc = Mfcc::new(MfccSettings::SMIL);
     let features: Vec<Result<Vec<f32>>> = recordings
         .par_iter()
-        .map(|r| Ok(mfcc.features(&read_wave(&r.path)?)))
+        .map(|r| Ok(features(&read_wave(&r.path)?)))
         .collect();
     let digits = read_mnist_csv(mnist)?;
     let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(options.seed);
@@ -175,17 +262,7 @@ pub fn build(
             });
         }
     }
-    let test = samples.iter().filter(|s| s.test).count();
-    let manifest = AvMnistManifest {
-        fsdd: fsdd.to_owned(),
-        mnist: mnist.to_owned(),
-        options: options.clone(),
-        mfcc: MfccSettings::SMIL,
-        train: samples.len() - test,
-        test,
-        skipped,
-    };
-    Ok((samples, manifest))
+    Ok((samples, skipped))
 }
 
 fn schema(audio_values: usize) -> Schema {
@@ -220,7 +297,20 @@ fn arrow_error(path: &Path) -> impl Fn(arrow_schema::ArrowError) -> DataError + 
 /// atomically.
 pub fn write(dir: &Path, samples: &[AvMnistSample], manifest: &AvMnistManifest) -> Result<()> {
     let path = dir.join(DATA_FILE);
-    let audio_values = MfccSettings::SMIL.n_mfcc * MfccSettings::SMIL.frames;
+    let audio_values = manifest.audio.values();
+    if let Some(s) = samples
+        .iter()
+        .find(|s| s.audio.len() != audio_values || s.image.len() != IMAGE_VALUES)
+    {
+        return Err(DataError::Corrupt {
+            path,
+            problem: format!(
+                "a sample of {} audio and {} image values, the manifest says {audio_values} and {IMAGE_VALUES}",
+                s.audio.len(),
+                s.image.len()
+            ),
+        });
+    }
     let schema = Arc::new(schema(audio_values));
     let fixed = |values: Vec<f32>, n: usize| -> ArrayRef {
         Arc::new(FixedSizeListArray::new(
@@ -339,6 +429,12 @@ pub fn read(dir: &Path) -> Result<(Vec<AvMnistSample>, AvMnistManifest)> {
             .ok_or_else(|| bad("label is not uint8"))?;
         let (index, row) = (u32s("recording_index")?, u32s("image_row")?);
         let ((audio, na), (image, ni)) = (floats("audio")?, floats("image")?);
+        if na != manifest.audio.values() || ni != IMAGE_VALUES {
+            return Err(bad(&format!(
+                "{na} audio and {ni} image values per sample, the manifest says {} and {IMAGE_VALUES}",
+                manifest.audio.values()
+            )));
+        }
         for i in 0..batch.num_rows() {
             samples.push(AvMnistSample {
                 test: split.value(i) == "test",
