@@ -59,3 +59,9 @@ reproduce-adni *args:
 # Usage: `just reproduce-ad-csf [CSV=../shared/data/ad-csf/ad_data.csv.gz] [WORK=work/ad-csf]`: the same on the real stand-in.
 reproduce-ad-csf *args:
     bash tools/reproduce-tables.sh ad-csf {{args}}
+
+# Usage: `just gpu-check [metakd-gpu-check options]`.
+# Builds the CUDA check here (nvcc from PyPI wheels) into gpu-bundle/ and runs it when a GPU is present:
+# every 3D op on CUDA against the CPU, a timed reference and small training step at 80×160×160 beside PyTorch.
+gpu-check *args:
+    bash tools/gpu-check.sh {{args}}

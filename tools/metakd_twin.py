@@ -11,7 +11,7 @@ Two uses:
         `model/tests/twin_parity.rs` matches.
 
     python3 tools/metakd_twin.py step --config net.json --weights W.safetensors --runs R
-        --out result.safetensors
+        --out result.safetensors [--device cuda [--tf32]]
         Loads weights and a batch (`bench.x`, `bench.target`, `bench.w`) by name, times R training
         steps (forward, Dice + BCE + 0.1 KD, backward,
         SGD step) after one warm-up, and writes the first step's logits, the median and the fastest step's seconds
@@ -333,17 +333,32 @@ def parity():
 
 def step(args):
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        # Full f32 convolutions and matrix products, as metakd's CUDA ops run them.
+        torch.backends.cudnn.allow_tf32 = args.tf32
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.benchmark = True
     cfg = json.loads(pathlib.Path(args.config).read_text())
     net = MetaKd(cfg)
     weights = load_file(args.weights)
     net.load_state_dict({k: v for k, v in weights.items()
                          if not k.startswith(("bench.", "importance."))}, strict=True)
-    x, target = weights["bench.x"], weights["bench.target"]
-    w = weights["bench.w"]
+    net.to(device)
+    x, target = weights["bench.x"].to(device), weights["bench.target"].to(device)
+    w = weights["bench.w"].to(device)
     opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
     available = [True] * net.m
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     first_logits, times = None, []
     for run in range(args.runs + 1):
+        if run == 1 and device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        sync()
         start = time.perf_counter()
         skips, f = net.encode(x)
         logits, _ = net.decode(skips, f, available=available)
@@ -351,14 +366,17 @@ def step(args):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sync()
         elapsed = time.perf_counter() - start
         if run == 0:
-            first_logits = logits.detach().contiguous()
+            first_logits = logits.detach().cpu().contiguous()
         else:
             times.append(elapsed)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     save_file({"logits": first_logits,
                "seconds": torch.tensor([statistics.median(times)], dtype=torch.float64),
-               "best": torch.tensor([min(times)], dtype=torch.float64)},
+               "best": torch.tensor([min(times)], dtype=torch.float64),
+               "peak_bytes": torch.tensor([float(peak)], dtype=torch.float64)},
               args.out)
 
 
@@ -372,6 +390,8 @@ def main():
     s.add_argument("--runs", type=int, default=3)
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--out", required=True)
+    s.add_argument("--device", default="cpu", help="cpu or cuda")
+    s.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA")
     args = parser.parse_args()
     if args.command == "parity":
         parity()

@@ -73,6 +73,8 @@ pub struct TorchStep {
     pub seconds: StepSeconds,
     /// Largest |logit difference| of the first step, relative to the largest |logit|.
     pub logits_relative_error: f64,
+    /// Peak GPU bytes during a step (`torch.cuda.max_memory_allocated`); 0 on the CPU.
+    pub peak_bytes: f64,
 }
 
 /// What one shape measured.
@@ -82,7 +84,7 @@ pub struct StepTiming {
     pub shape: StepShape,
     /// Seconds per step.
     pub seconds: StepSeconds,
-    /// Peak heap bytes during a step.
+    /// Peak bytes during a step: of the heap on the CPU, of the device's memory pool on a GPU.
     pub peak_bytes: usize,
     /// PyTorch's figures, where it could be run.
     pub torch: Option<TorchStep>,
@@ -93,7 +95,7 @@ impl fmt::Display for StepTiming {
         let [d, h, w] = self.shape.crop;
         write!(
             f,
-            "{d}x{h}x{w} batch {}: {}, peak heap {:.2} GB",
+            "{d}x{h}x{w} batch {}: {}, peak memory {:.2} GB",
             self.shape.batch,
             self.seconds,
             self.peak_bytes as f64 / 1e9
@@ -107,8 +109,17 @@ impl fmt::Display for StepTiming {
                 self.seconds.median / t.seconds.median,
                 self.seconds.best / t.seconds.best,
                 t.logits_relative_error
+            )?,
+            None => return write!(f, "; PyTorch not run"),
+        }
+        match &self.torch {
+            Some(t) if t.peak_bytes > 0.0 => write!(
+                f,
+                "; PyTorch peak {:.2} GB (ratio {:.2}x)",
+                t.peak_bytes / 1e9,
+                self.peak_bytes as f64 / t.peak_bytes
             ),
-            None => write!(f, "; PyTorch not run"),
+            _ => Ok(()),
         }
     }
 }
@@ -122,20 +133,47 @@ pub struct TorchTwin<'a> {
     pub script: &'a Path,
     /// Threads PyTorch may use.
     pub threads: usize,
+    /// `cpu` or `cuda`: where the twin runs (the same device as the benchmarked step).
+    pub device: &'a str,
+    /// Whether PyTorch may use TF32 on CUDA.
+    pub tf32: bool,
 }
 
-/// Times `runs` steps (after one untimed step) of `cfg`'s network for each shape, and the twin's.
+/// Peak-memory measurement of the device a step runs on.
+fn reset_peak(device: &Device) -> Result<usize> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(dev) => {
+            metakd_model::ops::cuda::reset_peak_memory(dev)?;
+            Ok(0)
+        }
+        _ => Ok(alloc_stats::reset_peak()),
+    }
+}
+
+/// Peak bytes on `device` since [`reset_peak`] returned `before`.
+fn peak(device: &Device, before: usize) -> Result<usize> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(dev) => Ok(metakd_model::ops::cuda::peak_memory(dev)? as usize),
+        _ => Ok(alloc_stats::peak().saturating_sub(before)),
+    }
+}
+
+/// Times `runs` steps (after one untimed step) of `cfg`'s network on `device` for each shape,
+/// and the twin's.
 pub fn bench_train(
     cfg: &SegmenterConfig,
     shapes: &[StepShape],
     runs: usize,
     twin: Option<&TorchTwin>,
     workdir: &Path,
+    device: &Device,
 ) -> Result<(usize, Vec<StepTiming>)> {
     if runs == 0 {
         bail!("--runs must be positive")
     }
-    let device = Device::Cpu;
+    let device = device.clone();
     let train = TrainConfig::default();
     let mut timings = Vec::new();
     let mut parameters = 0;
@@ -166,15 +204,17 @@ pub fn bench_train(
         let vars = named_vars(&model).into_iter().map(|(_, v)| v).collect();
         let mut sgd = SgdNesterov::new(vars, train.momentum, 0.0);
         let available = vec![true; m];
-        let before = alloc_stats::reset_peak();
         let first = training_step(&model, &mut sgd, (&x, &y), &available, &train, train.lr)?;
-        let peak_bytes = alloc_stats::peak().saturating_sub(before);
+        device.synchronize()?;
+        let before = reset_peak(&device)?;
         let mut samples = Vec::with_capacity(runs);
         for _ in 0..runs {
             let start = Instant::now();
             training_step(&model, &mut sgd, (&x, &y), &available, &train, train.lr)?;
+            device.synchronize()?;
             samples.push(start.elapsed().as_secs_f64());
         }
+        let peak_bytes = peak(&device, before)?;
         let torch = match twin {
             Some(twin) => torch_step(twin, cfg, &weights, runs, &first.logits, workdir)?,
             None => None,
@@ -211,6 +251,8 @@ fn torch_step(
         .arg(weights)
         .args(["--runs", &runs.to_string()])
         .args(["--threads", &twin.threads.to_string()])
+        .args(["--device", twin.device])
+        .args(twin.tf32.then_some("--tf32"))
         .arg("--out")
         .arg(&result)
         .status();
@@ -221,15 +263,22 @@ fn torch_step(
     let out = candle_core::safetensors::load(&result, &Device::Cpu)
         .with_context(|| format!("{}: unreadable PyTorch result", result.display()))?;
     let theirs = &out["logits"];
+    let logits = logits.to_device(&Device::Cpu)?;
+    let logits = &logits;
     let scale = theirs.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-12);
     let worst = (logits - theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
     let seconds = StepSeconds {
         median: out["seconds"].to_vec1::<f64>()?[0],
         best: out["best"].to_vec1::<f64>()?[0],
     };
+    let peak_bytes = match out.get("peak_bytes") {
+        Some(t) => t.to_vec1::<f64>()?[0],
+        None => 0.0,
+    };
     Ok(Some(TorchStep {
         seconds,
         logits_relative_error: f64::from(worst / scale),
+        peak_bytes,
     }))
 }
 

@@ -19,6 +19,7 @@ pub mod eval_labels;
 pub mod evaluate;
 pub mod export;
 pub mod files;
+pub mod gpu_check;
 pub mod loader;
 pub mod meta;
 pub mod metrics;

@@ -105,11 +105,58 @@ enum Command {
         #[command(subcommand)]
         what: TrackingCommand,
     },
+    /// On a CUDA device (a build with the `cuda` feature): every 3D op against the CPU, a timed
+    /// training step of the `reference` and `small` presets beside the PyTorch twin on the same
+    /// GPU, and a table of the figures; exits with status 1 when an op differs.
+    GpuCheck(GpuCheckArgs),
     /// Time the 3D ops, forward + backward.
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
     },
+}
+
+#[derive(Args)]
+struct GpuCheckArgs {
+    /// CUDA device ordinal.
+    #[arg(long, default_value_t = 0)]
+    gpu: usize,
+    /// Timed steps per preset after one untimed step (the median is printed).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Crop extents D,H,W of the timed step.
+    #[arg(long, value_parser = parse_shape, default_value = "80,160,160")]
+    crop: [usize; 3],
+    /// Crops per batch of the timed step.
+    #[arg(long, default_value_t = 2)]
+    batch: usize,
+    /// Python interpreter with torch and safetensors for the comparison.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// The PyTorch twin.
+    #[arg(long, default_value = "tools/metakd_twin.py")]
+    twin_script: PathBuf,
+    /// Skip the PyTorch comparison.
+    #[arg(long)]
+    no_torch: bool,
+    /// Let convolutions use TF32 tensor cores, here and in PyTorch.
+    #[arg(long)]
+    tf32: bool,
+}
+
+impl GpuCheckArgs {
+    fn options(&self) -> metakd_experiments::gpu_check::GpuCheckOptions {
+        metakd_experiments::gpu_check::GpuCheckOptions {
+            gpu: self.gpu,
+            runs: self.runs,
+            crop: self.crop,
+            batch: self.batch,
+            python: self.python.clone(),
+            twin_script: self.twin_script.clone(),
+            no_torch: self.no_torch,
+            tf32: self.tf32,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -1358,6 +1405,8 @@ fn run(cli: Cli) -> Result<()> {
                 python: &python,
                 script: &twin_script,
                 threads,
+                device: "cpu",
+                tf32: false,
             };
             let workdir = tempfile::tempdir()?;
             let (parameters, timings) = bench_train::bench_train(
@@ -1366,6 +1415,7 @@ fn run(cli: Cli) -> Result<()> {
                 runs,
                 (!no_torch).then_some(&twin),
                 workdir.path(),
+                &candle_core::Device::Cpu,
             )?;
             println!(
                 "training step of the {} network ({parameters} parameters), {threads} threads, median of {runs}",
@@ -1381,6 +1431,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::GpuCheck(a) => metakd_experiments::gpu_check::run(&a.options())?,
         Command::Bench {
             what:
                 BenchWhat::Prepare {

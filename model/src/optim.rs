@@ -70,6 +70,15 @@ impl SgdNesterov {
                 // μ·0 + g equals PyTorch's first buffer, g, exactly.
                 None => buffer.insert(w.zeros_like()?),
             };
+            if !w.device().is_cpu() {
+                // On a GPU: the same update from tensor ops (new tensors, not in place).
+                let decayed = (&g + (w * self.weight_decay)?)?;
+                let next = ((&*b * self.momentum)? + &decayed)?.detach();
+                let step = ((decayed + (&next * self.momentum)?)? * lr)?;
+                var.set(&(w - step)?.detach())?;
+                *b = next;
+                continue;
+            }
             let (momentum, decay) = (self.momentum as f32, self.weight_decay as f32);
             let lr = lr as f32;
             let momentum_update = InPlaceUpdate {

@@ -36,6 +36,29 @@ impl CustomOp1 for LeakyRelu {
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let (dev, x) = (s.device(), cuda::view(s, l, self.name())?);
+        let n = x.len();
+        let mut y = cuda::output(dev, n, false)?;
+        cuda::launch!(
+            dev,
+            "leaky_relu",
+            cuda::elements(n),
+            &x,
+            &mut y,
+            &n,
+            &self.slope
+        );
+        Ok((cuda::storage(y, dev), l.shape().clone()))
+    }
+
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let g = x
             .contiguous()?
@@ -67,6 +90,39 @@ impl CustomOp2 for LeakyReluGrad {
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let dev = s1.device();
+        let (x, g) = (
+            cuda::view(s1, l1, self.name())?,
+            cuda::view(s2, l2, self.name())?,
+        );
+        let n = x.len();
+        if g.len() != n {
+            bail!("{}: {} gradients for {n} values", self.name(), g.len())
+        }
+        let mut out = cuda::output(dev, n, false)?;
+        cuda::launch!(
+            dev,
+            "leaky_relu_grad",
+            cuda::elements(n),
+            &x,
+            &g,
+            &mut out,
+            &n,
+            &self.slope
+        );
+        Ok((cuda::storage(out, dev), l1.shape().clone()))
     }
 }
 
@@ -107,6 +163,44 @@ impl CustomOp2 for AddLeakyRelu {
                 }
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        if l1.shape() != l2.shape() {
+            bail!(
+                "{}: shapes {:?} and {:?} differ",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            )
+        }
+        let dev = s1.device();
+        let (a, b) = (
+            cuda::view(s1, l1, self.name())?,
+            cuda::view(s2, l2, self.name())?,
+        );
+        let n = a.len();
+        let mut y = cuda::output(dev, n, false)?;
+        cuda::launch!(
+            dev,
+            "add_leaky_relu",
+            cuda::elements(n),
+            &a,
+            &b,
+            &mut y,
+            &n,
+            &self.slope
+        );
+        Ok((cuda::storage(y, dev), l1.shape().clone()))
     }
 
     fn bwd(

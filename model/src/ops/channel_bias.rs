@@ -51,6 +51,47 @@ impl CustomOp2 for AddChannelBias {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let (_, c, inner) = extents(l1.dims(), self.name())?;
+        if l2.dims() != [c] {
+            bail!(
+                "{}: {c} channels but a bias of dims {:?}",
+                self.name(),
+                l2.dims()
+            )
+        }
+        let dev = s1.device();
+        let (x, bias) = (
+            cuda::view(s1, l1, self.name())?,
+            cuda::view(s2, l2, self.name())?,
+        );
+        let n = x.len();
+        let mut y = cuda::output(dev, n, false)?;
+        if inner > 0 {
+            cuda::launch!(
+                dev,
+                "add_channel_bias",
+                cuda::elements(n),
+                &x,
+                &bias,
+                &mut y,
+                &n,
+                &c,
+                &inner
+            );
+        }
+        Ok((cuda::storage(y, dev), l1.shape().clone()))
+    }
+
     fn bwd(
         &self,
         _x: &Tensor,
@@ -88,6 +129,30 @@ impl CustomOp1 for ChannelSums {
             })
             .collect();
         Ok((CpuStorage::F32(sums), Shape::from(c)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let (n, c, inner) = extents(l.dims(), self.name())?;
+        let (dev, x) = (s.device(), cuda::view(s, l, self.name())?);
+        let mut sums = cuda::output(dev, c, true)?;
+        cuda::launch!(
+            dev,
+            "channel_sums",
+            cuda::rows(c),
+            &x,
+            &mut sums,
+            &n,
+            &c,
+            &inner
+        );
+        Ok((cuda::storage(sums, dev), Shape::from(c)))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {

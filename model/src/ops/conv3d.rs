@@ -49,6 +49,26 @@ impl CustomOp2 for Conv3dForward {
         Ok((CpuStorage::F32(y), Shape::from(g.output_dims().to_vec())))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
+        let dev = s1.device();
+        let (x, w) = (
+            cuda::view(s1, l1, self.name())?,
+            cuda::view(s2, l2, self.name())?,
+        );
+        let y = cuda::conv_forward(dev, &x, &w, &g)?;
+        Ok((cuda::storage(y, dev), Shape::from(g.output_dims().to_vec())))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -95,6 +115,37 @@ impl CustomOp2 for Conv3dData {
         Ok((CpuStorage::F32(dx), Shape::from(self.input_dims.to_vec())))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let g = Geometry::new(&self.input_dims, l2.dims(), self.params)?;
+        if l1.dims() != g.output_dims() {
+            bail!(
+                "{}: gradient has dims {:?}, expected {:?}",
+                self.name(),
+                l1.dims(),
+                g.output_dims()
+            )
+        }
+        let dev = s1.device();
+        let (dy, w) = (
+            cuda::view(s1, l1, self.name())?,
+            cuda::view(s2, l2, self.name())?,
+        );
+        let dx = cuda::conv_backward_data(dev, &dy, &w, &g)?;
+        Ok((
+            cuda::storage(dx, dev),
+            Shape::from(self.input_dims.to_vec()),
+        ))
+    }
+
     fn bwd(
         &self,
         dy: &Tensor,
@@ -133,6 +184,37 @@ impl CustomOp2 for Conv3dFilter {
         let dy = contiguous_f32(s2, l2, self.name())?;
         let dw = kernels::backward_filter(x, dy, &g);
         Ok((CpuStorage::F32(dw), Shape::from(self.weight_dims.to_vec())))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let g = Geometry::new(l1.dims(), &self.weight_dims, self.params)?;
+        if l2.dims() != g.output_dims() {
+            bail!(
+                "{}: gradient has dims {:?}, expected {:?}",
+                self.name(),
+                l2.dims(),
+                g.output_dims()
+            )
+        }
+        let dev = s1.device();
+        let (x, dy) = (
+            cuda::view(s1, l1, self.name())?,
+            cuda::view(s2, l2, self.name())?,
+        );
+        let dw = cuda::conv_backward_filter(dev, &x, &dy, &g)?;
+        Ok((
+            cuda::storage(dw, dev),
+            Shape::from(self.weight_dims.to_vec()),
+        ))
     }
 
     fn bwd(

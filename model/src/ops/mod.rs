@@ -9,6 +9,9 @@
 //! - [`add_channel_bias`]: a per-channel bias with a fast weight gradient;
 //! - LeakyReLU as one fused op, [`leaky_relu`], also after instance norm
 //!   ([`instance_norm3d_leaky_relu`]) or after a residual sum ([`add_leaky_relu`]).
+//!
+//! Each op runs on the CPU, and with the `cuda` feature on CUDA devices too: the convolutions on
+//! cuDNN's N-d convolution, the others on kernels of `model/cuda/ops.cu` ([`cuda`]).
 
 mod activation;
 mod channel_bias;
@@ -16,6 +19,8 @@ mod conv3d;
 mod conv3d_batched;
 mod conv3d_kernels;
 mod conv3d_shifted;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod elementwise;
 mod geometry;
 mod normalization;

@@ -141,6 +141,58 @@ impl CustomOp3 for GroupNorm {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let sp = Spans::new(l1, self.groups, self.name())?;
+        let dev = s1.device();
+        let x = cuda::view(s1, l1, self.name())?;
+        let gamma = cuda::view(s2, l2, self.name())?;
+        let beta = cuda::view(s3, l3, self.name())?;
+        if gamma.len() != sp.c || beta.len() != sp.c {
+            bail!(
+                "{}: {} channels but {} weights and {} biases",
+                self.name(),
+                sp.c,
+                gamma.len(),
+                beta.len()
+            )
+        }
+        let n = x.len();
+        let (mean, rstd) = cuda_moments(dev, &x, &sp, self.eps)?;
+        let (has_slope, slope) = (i32::from(self.slope.is_some()), self.slope.unwrap_or(0.0));
+        let mut y = cuda::output(dev, n, false)?;
+        let (span_len, voxels, per_group, c) = (sp.len(), sp.voxels, sp.per_group, sp.c);
+        cuda::launch!(
+            dev,
+            "group_norm_apply",
+            cuda::elements(n),
+            &x,
+            &gamma,
+            &beta,
+            &mean,
+            &rstd,
+            &mut y,
+            &n,
+            &span_len,
+            &voxels,
+            &per_group,
+            &c,
+            &has_slope,
+            &slope
+        );
+        Ok((cuda::storage(y, dev), l1.shape().clone()))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -260,6 +312,146 @@ impl CustomOp3 for GroupNormGrad {
         }
         Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * c)))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let sp = Spans::new(l1, self.groups, self.name())?;
+        let dev = s1.device();
+        let x = cuda::view(s1, l1, self.name())?;
+        let affine = cuda::view(s2, l2, self.name())?;
+        let dy = cuda::view(s3, l3, self.name())?;
+        let c = sp.c;
+        if affine.len() != 2 * c || dy.len() != x.len() {
+            bail!(
+                "{}: {} affine values for {c} channels, {} gradients for {} inputs",
+                self.name(),
+                affine.len(),
+                dy.len(),
+                x.len()
+            )
+        }
+        let (gamma, beta) = (affine.slice(..c), affine.slice(c..));
+        let n = x.len();
+        let (spans, planes) = (n / sp.len().max(1), n / sp.voxels.max(1));
+        let (mean, rstd) = cuda_moments(dev, &x, &sp, self.eps)?;
+        let (has_slope, slope) = (i32::from(self.slope.is_some()), self.slope.unwrap_or(0.0));
+        let (span_len, voxels, per_group) = (sp.len(), sp.voxels, sp.per_group);
+        let mut plane_d = dev.alloc_zeros::<f64>(planes.max(1))?;
+        let mut plane_dxhat = dev.alloc_zeros::<f64>(planes.max(1))?;
+        cuda::launch!(
+            dev,
+            "group_norm_plane_sums",
+            cuda::rows(planes),
+            &x,
+            &dy,
+            &gamma,
+            &beta,
+            &mean,
+            &rstd,
+            &mut plane_d,
+            &mut plane_dxhat,
+            &voxels,
+            &per_group,
+            &c,
+            &has_slope,
+            &slope
+        );
+        let mut mean_g = cuda::output(dev, spans.max(1), true)?;
+        let mut mean_g_xhat = cuda::output(dev, spans.max(1), true)?;
+        cuda::launch!(
+            dev,
+            "group_norm_span_means",
+            cuda::elements(spans),
+            &plane_d,
+            &plane_dxhat,
+            &gamma,
+            &mut mean_g,
+            &mut mean_g_xhat,
+            &spans,
+            &per_group,
+            &c,
+            &span_len
+        );
+        let mut out = cuda::output(dev, n + 2 * c, true)?;
+        {
+            let mut dx = out.slice_mut(..n);
+            cuda::launch!(
+                dev,
+                "group_norm_dx",
+                cuda::elements(n),
+                &x,
+                &dy,
+                &gamma,
+                &beta,
+                &mean,
+                &rstd,
+                &mean_g,
+                &mean_g_xhat,
+                &mut dx,
+                &n,
+                &span_len,
+                &voxels,
+                &per_group,
+                &c,
+                &has_slope,
+                &slope
+            );
+        }
+        let batch = planes / c.max(1);
+        {
+            let mut affine_grad = out.slice_mut(n..);
+            cuda::launch!(
+                dev,
+                "group_norm_affine_grad",
+                cuda::elements(c),
+                &plane_d,
+                &plane_dxhat,
+                &mut affine_grad,
+                &batch,
+                &c
+            );
+        }
+        Ok((cuda::storage(out, dev), Shape::from(n + 2 * c)))
+    }
+}
+
+/// Mean and 1/sqrt(var + eps) of every (sample, group) span of `x`, on the device.
+#[cfg(feature = "cuda")]
+fn cuda_moments(
+    dev: &candle_core::cuda_backend::CudaDevice,
+    x: &candle_core::cuda_backend::cudarc::driver::CudaView<f32>,
+    sp: &Spans,
+    eps: f64,
+) -> Result<(
+    candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>,
+    candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>,
+)> {
+    use super::cuda;
+    let span_len = sp.len();
+    let spans = x.len() / span_len.max(1);
+    let mut mean = cuda::output(dev, spans.max(1), true)?;
+    let mut rstd = cuda::output(dev, spans.max(1), true)?;
+    cuda::launch!(
+        dev,
+        "group_norm_stats",
+        cuda::rows(spans),
+        x,
+        &mut mean,
+        &mut rstd,
+        &span_len,
+        &eps
+    );
+    Ok((mean, rstd))
 }
 
 /// Group norm of `x [n, c, ...]`, then optionally LeakyReLU with `slope`.

@@ -59,6 +59,19 @@ impl PoolShape {
         })
     }
 
+    /// The extents and window as the CUDA kernels take them.
+    #[cfg(feature = "cuda")]
+    fn cuda_args(&self) -> super::cuda::PoolArgs {
+        let u = |a: [usize; 3]| a.map(|v| v as u64);
+        super::cuda::PoolArgs {
+            input: u(self.input),
+            output: u(self.output),
+            kernel: u(self.params.kernel),
+            stride: u(self.params.stride),
+            padding: u(self.params.padding),
+        }
+    }
+
     fn input_volume(&self) -> usize {
         self.input.iter().product()
     }
@@ -198,6 +211,30 @@ impl CustomOp1 for MaxPool3d {
         Ok((CpuStorage::F32(y), shape.output_dims(l.dims())))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let shape = PoolShape::new(l.dims(), self.params, self.name())?;
+        let (dev, x) = (s.device(), cuda::view(s, l, self.name())?);
+        let (planes, args) = (shape.planes, shape.cuda_args());
+        let mut y = cuda::output(dev, planes * shape.output_volume(), false)?;
+        cuda::launch!(
+            dev,
+            "max_pool3d",
+            cuda::elements(planes * shape.output_volume()),
+            &x,
+            &mut y,
+            &planes,
+            &args
+        );
+        Ok((cuda::storage(y, dev), shape.output_dims(l.dims())))
+    }
+
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let dx = x.contiguous()?.apply_op2_no_bwd(
             &grad.contiguous()?,
@@ -242,6 +279,45 @@ impl CustomOp2 for MaxPool3dGrad {
                 }),
             });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let shape = PoolShape::new(l1.dims(), self.params, self.name())?;
+        let dev = s1.device();
+        let (x, dy) = (
+            cuda::view(s1, l1, self.name())?,
+            cuda::view(s2, l2, self.name())?,
+        );
+        let (planes, args) = (shape.planes, shape.cuda_args());
+        if dy.len() != planes * shape.output_volume() {
+            bail!(
+                "{}: {} gradients for {} outputs",
+                self.name(),
+                dy.len(),
+                planes * shape.output_volume()
+            )
+        }
+        let mut dx = cuda::output(dev, x.len(), true)?;
+        cuda::launch!(
+            dev,
+            "max_pool3d_grad",
+            cuda::elements(dy.len()),
+            &x,
+            &dy,
+            &mut dx,
+            &planes,
+            &args
+        );
+        Ok((cuda::storage(dx, dev), l1.shape().clone()))
     }
 }
 
@@ -301,6 +377,54 @@ impl CustomOp1 for AvgPool3d {
                         });
                     });
                 Ok((CpuStorage::F32(dx), Shape::from(dims.to_vec())))
+            }
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let input_dims = self
+            .adjoint_of
+            .map_or_else(|| l.dims().to_vec(), |d| d.to_vec());
+        let shape = PoolShape::new(&input_dims, self.params, self.name())?;
+        let scale = 1.0 / self.params.kernel.iter().product::<usize>() as f32;
+        let (dev, v) = (s.device(), cuda::view(s, l, self.name())?);
+        let (planes, args) = (shape.planes, shape.cuda_args());
+        let outputs = planes * shape.output_volume();
+        match self.adjoint_of {
+            None => {
+                let mut y = cuda::output(dev, outputs, false)?;
+                cuda::launch!(
+                    dev,
+                    "avg_pool3d",
+                    cuda::elements(outputs),
+                    &v,
+                    &mut y,
+                    &planes,
+                    &args,
+                    &scale
+                );
+                Ok((cuda::storage(y, dev), shape.output_dims(&input_dims)))
+            }
+            Some(dims) => {
+                let mut dx = cuda::output(dev, planes * shape.input_volume(), true)?;
+                cuda::launch!(
+                    dev,
+                    "avg_pool3d_adjoint",
+                    cuda::elements(outputs),
+                    &v,
+                    &mut dx,
+                    &planes,
+                    &args,
+                    &scale
+                );
+                Ok((cuda::storage(dx, dev), Shape::from(dims.to_vec())))
             }
         }
     }

@@ -178,6 +178,70 @@ impl CustomOp1 for Resample {
         ))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let dims = l.dims();
+        let (dev, v) = (s.device(), cuda::view(s, l, self.name())?);
+        let planes = dims[0] * dims[1];
+        let (index, weight): (Vec<u32>, Vec<f32>) = self
+            .taps
+            .iter()
+            .flatten()
+            .flat_map(|t| {
+                [
+                    (t.index[0] as u32, t.weight[0]),
+                    (t.index[1] as u32, t.weight[1]),
+                ]
+            })
+            .unzip();
+        let (index, weight) = (cuda::upload(dev, &index)?, cuda::upload(dev, &weight)?);
+        let u = |a: [usize; 3]| a.map(|v| v as u64);
+        let args = cuda::ResampleArgs {
+            input: u(self.input),
+            output: u(self.output),
+        };
+        let outputs = planes * self.out_vol();
+        let (out, extents) = if self.adjoint {
+            let mut dx = cuda::output(dev, planes * self.in_vol(), true)?;
+            cuda::launch!(
+                dev,
+                "resample3d_adjoint",
+                cuda::elements(outputs),
+                &v,
+                &mut dx,
+                &planes,
+                &args,
+                &index,
+                &weight
+            );
+            (dx, self.input)
+        } else {
+            let mut y = cuda::output(dev, outputs, false)?;
+            cuda::launch!(
+                dev,
+                "resample3d",
+                cuda::elements(outputs),
+                &v,
+                &mut y,
+                &planes,
+                &args,
+                &index,
+                &weight
+            );
+            (y, self.output)
+        };
+        Ok((
+            cuda::storage(out, dev),
+            Shape::from(vec![dims[0], dims[1], extents[0], extents[1], extents[2]]),
+        ))
+    }
+
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let transposed = Resample {
             adjoint: !self.adjoint,

@@ -47,6 +47,28 @@ impl CustomOp1 for StandardizeWeight {
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let (dev, w) = (s.device(), cuda::view(s, l, self.name())?);
+        let mut out = cuda::output(dev, w.len(), false)?;
+        cuda::launch!(
+            dev,
+            "standardize_weight",
+            cuda::rows(w.len() / self.fan),
+            &w,
+            &mut out,
+            &self.fan,
+            &self.eps
+        );
+        Ok((cuda::storage(out, dev), l.shape().clone()))
+    }
+
     fn bwd(&self, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let op = StandardizeWeightGrad {
             fan: self.fan,
@@ -101,6 +123,43 @@ impl CustomOp2 for StandardizeWeightGrad {
                 }
             });
         Ok((CpuStorage::F32(dw), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let dev = s1.device();
+        let (w, dy) = (
+            cuda::view(s1, l1, self.name())?,
+            cuda::view(s2, l2, self.name())?,
+        );
+        if dy.len() != w.len() {
+            bail!(
+                "{}: {} gradients for {} weights",
+                self.name(),
+                dy.len(),
+                w.len()
+            )
+        }
+        let mut dw = cuda::output(dev, w.len(), false)?;
+        cuda::launch!(
+            dev,
+            "standardize_weight_grad",
+            cuda::rows(w.len() / self.fan),
+            &w,
+            &dy,
+            &mut dw,
+            &self.fan,
+            &self.eps
+        );
+        Ok((cuda::storage(dw, dev), l1.shape().clone()))
     }
 }
 

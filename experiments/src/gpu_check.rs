@@ -1,0 +1,327 @@
+//! `metakd gpu-check`: every op of `metakd_model::ops` on a CUDA device against the CPU
+//! implementation on the same random inputs, forward and backward (the gradients of `Σ y·r` for
+//! a random `r`, with respect to every input), then timed training steps beside PyTorch.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor, Var};
+use metakd_model::nets::SegmenterConfig;
+use metakd_model::ops::{
+    add_channel_bias, add_leaky_relu, avg_pool3d, conv3d, conv_transpose3d, group_norm,
+    instance_norm3d, instance_norm3d_leaky_relu, leaky_relu, max_pool3d, standardize_weight,
+    upsample_nearest3d, upsample_trilinear3d, Conv3dParams, ConvTranspose3dParams, Pool3dParams,
+    ResampleTo,
+};
+
+/// What `metakd gpu-check` runs.
+#[derive(Debug, Clone)]
+pub struct GpuCheckOptions {
+    /// CUDA device ordinal.
+    pub gpu: usize,
+    /// Timed steps per preset after one untimed step.
+    pub runs: usize,
+    /// Crop extents of the timed step.
+    pub crop: [usize; 3],
+    /// Crops per batch.
+    pub batch: usize,
+    /// Python interpreter with torch and safetensors.
+    pub python: String,
+    /// `tools/metakd_twin.py`.
+    pub twin_script: PathBuf,
+    /// Skip the PyTorch comparison.
+    pub no_torch: bool,
+    /// Let convolutions and matrix products use TF32, here and in PyTorch.
+    pub tf32: bool,
+}
+
+/// The largest relative error allowed (f32, |gpu − cpu| / max |cpu|).
+pub const TOLERANCE: f64 = 1e-4;
+
+/// One op's comparison.
+#[derive(Debug, Clone)]
+pub struct OpParity {
+    /// The op and its case.
+    pub name: &'static str,
+    /// Relative error of the output.
+    pub forward: f64,
+    /// The largest relative error of the input gradients.
+    pub backward: f64,
+}
+
+impl OpParity {
+    /// Whether both errors are within [`TOLERANCE`].
+    pub fn passes(&self) -> bool {
+        self.forward <= TOLERANCE && self.backward <= TOLERANCE
+    }
+}
+
+type OpFn = fn(&[Tensor]) -> candle_core::Result<Tensor>;
+
+/// The cases: a name, the input shapes and the op.
+fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, OpFn)> {
+    vec![
+        (
+            "conv3d 3³ pad 1",
+            vec![vec![2, 4, 6, 7, 8], vec![5, 4, 3, 3, 3]],
+            |t| conv3d(&t[0], &t[1], Conv3dParams::uniform(1, 1, 1)),
+        ),
+        (
+            "conv3d 3³ stride 2",
+            vec![vec![2, 4, 9, 8, 7], vec![6, 4, 3, 3, 3]],
+            |t| conv3d(&t[0], &t[1], Conv3dParams::uniform(2, 1, 1)),
+        ),
+        (
+            "conv3d dilation 2, 2 groups",
+            vec![vec![1, 4, 8, 8, 8], vec![4, 2, 3, 3, 3]],
+            |t| conv3d(&t[0], &t[1], Conv3dParams::uniform(1, 2, 2).with_groups(2)),
+        ),
+        (
+            "conv3d 1³",
+            vec![vec![2, 4, 5, 6, 7], vec![8, 4, 1, 1, 1]],
+            |t| conv3d(&t[0], &t[1], Conv3dParams::default()),
+        ),
+        (
+            "conv_transpose3d 2³ stride 2",
+            vec![vec![2, 4, 3, 4, 5], vec![4, 3, 2, 2, 2]],
+            |t| conv_transpose3d(&t[0], &t[1], ConvTranspose3dParams::stride(2)),
+        ),
+        (
+            "instance_norm3d",
+            vec![vec![2, 5, 4, 6, 7], vec![5], vec![5]],
+            |t| instance_norm3d(&t[0], &t[1], &t[2], 1e-5),
+        ),
+        (
+            "instance_norm3d + LeakyReLU",
+            vec![vec![2, 5, 4, 6, 7], vec![5], vec![5]],
+            |t| instance_norm3d_leaky_relu(&t[0], &t[1], &t[2], 1e-5, 0.01),
+        ),
+        (
+            "group_norm 2 groups",
+            vec![vec![2, 6, 3, 4, 5], vec![6], vec![6]],
+            |t| group_norm(&t[0], 2, &t[1], &t[2], 1e-5),
+        ),
+        ("standardize_weight", vec![vec![6, 4, 3, 3, 3]], |t| {
+            standardize_weight(&t[0], 1e-5)
+        }),
+        ("max_pool3d 2³ stride 2", vec![vec![2, 3, 6, 8, 10]], |t| {
+            max_pool3d(&t[0], Pool3dParams::cubic(2, 2, 0))
+        }),
+        (
+            "max_pool3d 3³ stride 2 pad 1",
+            vec![vec![2, 3, 7, 8, 9]],
+            |t| max_pool3d(&t[0], Pool3dParams::cubic(3, 2, 1)),
+        ),
+        (
+            "avg_pool3d 3³ stride 2 pad 1",
+            vec![vec![2, 3, 7, 8, 9]],
+            |t| avg_pool3d(&t[0], Pool3dParams::cubic(3, 2, 1)),
+        ),
+        ("upsample_trilinear3d ×2", vec![vec![2, 3, 4, 5, 6]], |t| {
+            upsample_trilinear3d(&t[0], ResampleTo::Scale([2.0; 3]), false)
+        }),
+        (
+            "upsample_trilinear3d align corners",
+            vec![vec![2, 3, 4, 5, 6]],
+            |t| upsample_trilinear3d(&t[0], ResampleTo::Size([7, 9, 11]), true),
+        ),
+        ("upsample_nearest3d ×2", vec![vec![2, 3, 4, 5, 6]], |t| {
+            upsample_nearest3d(&t[0], ResampleTo::Scale([2.0; 3]))
+        }),
+        ("leaky_relu", vec![vec![2, 3, 4, 5, 6]], |t| {
+            leaky_relu(&t[0], 0.01)
+        }),
+        (
+            "add_leaky_relu",
+            vec![vec![2, 3, 4, 5, 6], vec![2, 3, 4, 5, 6]],
+            |t| add_leaky_relu(&t[0], &t[1], 0.01),
+        ),
+        (
+            "add_channel_bias",
+            vec![vec![2, 3, 4, 5, 6], vec![3]],
+            |t| add_channel_bias(&t[0], &t[1]),
+        ),
+    ]
+}
+
+/// The output and the input gradients of `op` on `inputs` copied to `device`.
+fn run_on(
+    op: OpFn,
+    inputs: &[Tensor],
+    probe: &Tensor,
+    device: &Device,
+) -> Result<(Tensor, Vec<Tensor>)> {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(&t.to_device(device)?))
+        .collect::<candle_core::Result<_>>()?;
+    let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = op(&tensors)?;
+    let grads = (&y * probe.to_device(device)?)?.sum_all()?.backward()?;
+    let grads = vars
+        .iter()
+        .map(|v| {
+            grads
+                .get(v)
+                .cloned()
+                .context("an input got no gradient")?
+                .to_device(&Device::Cpu)
+                .map_err(Into::into)
+        })
+        .collect::<Result<_>>()?;
+    Ok((y.to_device(&Device::Cpu)?, grads))
+}
+
+/// |a − b|max / |b|max (b the CPU result).
+fn relative_error(a: &Tensor, b: &Tensor) -> Result<f64> {
+    let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-12);
+    let worst = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    Ok(f64::from(worst / scale))
+}
+
+/// Every op on `gpu` against the CPU.
+pub fn check_ops(gpu: &Device) -> Result<Vec<OpParity>> {
+    let mut results = Vec::new();
+    for (i, (name, shapes, op)) in cases().into_iter().enumerate() {
+        let cpu = Device::Cpu;
+        let inputs: Vec<Tensor> = shapes
+            .iter()
+            .map(|s| Tensor::randn(0f32, 1f32, s.as_slice(), &cpu))
+            .collect::<candle_core::Result<_>>()?;
+        let reference_output = op(&inputs).with_context(|| format!("{name} on the CPU"))?;
+        let probe = Tensor::randn(0f32, 1f32, reference_output.shape(), &cpu)?;
+        let (y_cpu, g_cpu) = run_on(op, &inputs, &probe, &cpu)?;
+        let (y_gpu, g_gpu) = run_on(op, &inputs, &probe, gpu)
+            .with_context(|| format!("case {i}: {name} on the GPU"))?;
+        let mut backward = 0f64;
+        for (a, b) in g_gpu.iter().zip(&g_cpu) {
+            backward = backward.max(relative_error(a, b)?);
+        }
+        results.push(OpParity {
+            name,
+            forward: relative_error(&y_gpu, &y_cpu)?,
+            backward,
+        });
+    }
+    Ok(results)
+}
+
+/// `metakd gpu-check`: the ops against the CPU (1), the timed steps of the `reference` and
+/// `small` presets (2) beside the PyTorch twin on the same GPU (3), then a table; an error when
+/// an op differs.
+pub fn run(a: &GpuCheckOptions) -> Result<()> {
+    use crate::bench_train::{bench_train, StepShape, TorchTwin};
+    let gpu = std::panic::catch_unwind(|| Device::new_cuda(a.gpu))
+        .map_err(|_| anyhow::anyhow!("no CUDA driver (libcuda.so) could be loaded"))?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "no CUDA device {} ({e}); gpu-check needs a build with --features cuda and a GPU",
+                a.gpu
+            )
+        })?;
+    #[cfg(feature = "cuda")]
+    {
+        metakd_model::ops::cuda::set_tf32(a.tf32);
+        candle_core::cuda_backend::set_gemm_reduced_precision_f32(a.tf32);
+    }
+    println!("(1) every op on CUDA against the CPU (relative error, tolerance {TOLERANCE:.0e})");
+    let parity = check_ops(&gpu)?;
+    for p in &parity {
+        println!(
+            "  {:<36} forward {:.1e}  backward {:.1e}  {}",
+            p.name,
+            p.forward,
+            p.backward,
+            if p.passes() { "ok" } else { "DIFFERS" }
+        );
+    }
+    let twin = TorchTwin {
+        python: &a.python,
+        script: &a.twin_script,
+        threads: rayon::current_num_threads(),
+        device: "cuda",
+        tf32: a.tf32,
+    };
+    let shape = StepShape {
+        batch: a.batch,
+        crop: a.crop,
+    };
+    let workdir = tempfile::tempdir()?;
+    let mut rows = Vec::new();
+    for (name, cfg) in [
+        ("reference", SegmenterConfig::reference()),
+        ("small", SegmenterConfig::small()),
+    ] {
+        println!("(2) training step of {name} on CUDA, (3) its PyTorch twin");
+        let (parameters, timings) = bench_train(
+            &cfg,
+            &[shape],
+            a.runs,
+            (!a.no_torch).then_some(&twin),
+            workdir.path(),
+            &gpu,
+        )?;
+        for t in timings {
+            println!("  {name} ({parameters} parameters): {t}");
+            rows.push((name, t));
+        }
+    }
+    let [d, h, w] = a.crop;
+    println!(
+        "\nsummary: {d}x{h}x{w}, batch {}, median of {} steps",
+        a.batch, a.runs
+    );
+    println!(
+        "| preset | it/s | PyTorch it/s | time ratio | peak GB | PyTorch peak GB | memory ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, t) in &rows {
+        let ours = 1.0 / t.seconds.median;
+        let peak = t.peak_bytes as f64 / 1e9;
+        match &t.torch {
+            Some(torch) => println!(
+                "| {name} | {ours:.2} | {:.2} | {:.2} | {peak:.2} | {:.2} | {:.2} |",
+                1.0 / torch.seconds.median,
+                t.seconds.median / torch.seconds.median,
+                torch.peak_bytes / 1e9,
+                peak * 1e9 / torch.peak_bytes.max(1.0)
+            ),
+            None => println!("| {name} | {ours:.2} | – | – | {peak:.2} | – | – |"),
+        }
+    }
+    let failed: Vec<&str> = parity
+        .iter()
+        .filter(|p| !p.passes())
+        .map(|p| p.name)
+        .collect();
+    println!(
+        "ops: {} of {} within {TOLERANCE:.0e}",
+        parity.len() - failed.len(),
+        parity.len()
+    );
+    if !failed.is_empty() {
+        anyhow::bail!("ops that differ on CUDA: {}", failed.join(", "))
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_case_runs_forward_and_backward_and_a_device_matches_itself() {
+        let parity = check_ops(&Device::Cpu).unwrap();
+        assert_eq!(parity.len(), cases().len());
+        for p in &parity {
+            assert_eq!((p.forward, p.backward), (0.0, 0.0), "{p:?}");
+            assert!(p.passes());
+        }
+        let off = OpParity {
+            name: "x",
+            forward: 0.0,
+            backward: 2e-4,
+        };
+        assert!(!off.passes());
+    }
+}
