@@ -211,14 +211,7 @@ pub fn check_ops(gpu: &Device) -> Result<Vec<OpParity>> {
 /// an op differs.
 pub fn run(a: &GpuCheckOptions) -> Result<()> {
     use crate::bench_train::{bench_train, StepShape, TorchTwin};
-    let gpu = std::panic::catch_unwind(|| Device::new_cuda(a.gpu))
-        .map_err(|_| anyhow::anyhow!("no CUDA driver (libcuda.so) could be loaded"))?
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "no CUDA device {} ({e}); gpu-check needs a build with --features cuda and a GPU",
-                a.gpu
-            )
-        })?;
+    let gpu = crate::compute_device::open_cuda(a.gpu)?;
     #[cfg(feature = "cuda")]
     {
         metakd_model::ops::cuda::set_tf32(a.tf32);

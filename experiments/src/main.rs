@@ -606,6 +606,10 @@ struct TrainArgs {
     /// The stage-1 run folder whose checkpoint stage 2 starts from.
     #[arg(long)]
     from: Option<PathBuf>,
+    /// Where the network trains: `cpu`, or `cuda` (the first GPU; a build with `--features
+    /// cuda`). Data loading and augmentation stay on the CPU.
+    #[arg(long, value_enum, default_value_t = metakd_experiments::compute_device::ComputeDevice::Cpu)]
+    device: metakd_experiments::compute_device::ComputeDevice,
     #[command(flatten)]
     tracking: TrackingArgs,
 }
@@ -1143,6 +1147,7 @@ fn run(cli: Cli) -> Result<()> {
                 stage,
                 show_progress: show,
                 tracking: a.tracking.options(&out),
+                device: a.device,
             };
             let summary = train::train(&cfg, &out, &options)?;
             println!(

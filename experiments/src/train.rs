@@ -86,6 +86,8 @@ pub struct TrainOptions {
     pub show_progress: bool,
     /// Track the run on an MLflow server.
     pub tracking: Option<TrackingOptions>,
+    /// Where the network trains.
+    pub device: crate::compute_device::ComputeDevice,
 }
 
 /// Trains the run described by `cfg` into `run_dir` (config, splits, model, log, checkpoint),
@@ -127,7 +129,7 @@ fn train_run(
     tracker: Option<&Tracker>,
 ) -> Result<TrainSummary> {
     let started = Instant::now();
-    let device = Device::Cpu;
+    let device = options.device.open()?;
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("{}: cannot create the run folder", run_dir.display()))?;
     let config_text = cfg.to_toml();

@@ -126,6 +126,14 @@ impl CustomOp2 for LeakyReluGrad {
     }
 }
 
+/// Refuses two arguments of different shapes.
+fn same_shape(op: &str, l1: &Layout, l2: &Layout) -> Result<()> {
+    if l1.shape() != l2.shape() {
+        bail!("{op}: shapes {:?} and {:?} differ", l1.dims(), l2.dims())
+    }
+    Ok(())
+}
+
 /// LeakyReLU of `a + b`.
 struct AddLeakyRelu {
     slope: f32,
@@ -143,14 +151,7 @@ impl CustomOp2 for AddLeakyRelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        if l1.shape() != l2.shape() {
-            bail!(
-                "{}: shapes {:?} and {:?} differ",
-                self.name(),
-                l1.dims(),
-                l2.dims()
-            )
-        }
+        same_shape(self.name(), l1, l2)?;
         let a = contiguous_f32(s1, l1, self.name())?;
         let b = contiguous_f32(s2, l2, self.name())?;
         let mut y = vec![0f32; a.len()];
@@ -175,14 +176,7 @@ impl CustomOp2 for AddLeakyRelu {
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use super::cuda;
         use candle_core::backend::BackendStorage;
-        if l1.shape() != l2.shape() {
-            bail!(
-                "{}: shapes {:?} and {:?} differ",
-                self.name(),
-                l1.dims(),
-                l2.dims()
-            )
-        }
+        same_shape(self.name(), l1, l2)?;
         let dev = s1.device();
         let (a, b) = (
             cuda::view(s1, l1, self.name())?,

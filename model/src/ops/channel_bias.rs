@@ -15,6 +15,15 @@ fn extents(dims: &[usize], op: &str) -> Result<(usize, usize, usize)> {
     Ok((dims[0], dims[1], dims[2..].iter().product()))
 }
 
+/// Channels and values per channel of `x`, checking that the bias holds one value per channel.
+fn bias_extents(op: &str, x: &Layout, bias: &Layout) -> Result<(usize, usize)> {
+    let (_, c, inner) = extents(x.dims(), op)?;
+    if bias.dims() != [c] {
+        bail!("{op}: {c} channels but a bias of dims {:?}", bias.dims())
+    }
+    Ok((c, inner))
+}
+
 struct AddChannelBias;
 
 impl CustomOp2 for AddChannelBias {
@@ -29,14 +38,7 @@ impl CustomOp2 for AddChannelBias {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (_, c, inner) = extents(l1.dims(), self.name())?;
-        if l2.dims() != [c] {
-            bail!(
-                "{}: {c} channels but a bias of dims {:?}",
-                self.name(),
-                l2.dims()
-            )
-        }
+        let (c, inner) = bias_extents(self.name(), l1, l2)?;
         let x = contiguous_f32(s1, l1, self.name())?;
         let b = contiguous_f32(s2, l2, self.name())?;
         let mut y = x.to_vec();
@@ -61,14 +63,7 @@ impl CustomOp2 for AddChannelBias {
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use super::cuda;
         use candle_core::backend::BackendStorage;
-        let (_, c, inner) = extents(l1.dims(), self.name())?;
-        if l2.dims() != [c] {
-            bail!(
-                "{}: {c} channels but a bias of dims {:?}",
-                self.name(),
-                l2.dims()
-            )
-        }
+        let (c, inner) = bias_extents(self.name(), l1, l2)?;
         let dev = s1.device();
         let (x, bias) = (
             cuda::view(s1, l1, self.name())?,

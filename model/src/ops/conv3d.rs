@@ -100,15 +100,7 @@ impl CustomOp2 for Conv3dData {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(&self.input_dims, l2.dims(), self.params)?;
-        if l1.dims() != g.output_dims() {
-            bail!(
-                "{}: gradient has dims {:?}, expected {:?}",
-                self.name(),
-                l1.dims(),
-                g.output_dims()
-            )
-        }
+        let g = gradient_geometry(self.name(), &self.input_dims, l2.dims(), self.params, l1)?;
         let dy = contiguous_f32(s1, l1, self.name())?;
         let w = contiguous_f32(s2, l2, self.name())?;
         let dx = kernels::backward_data(dy, w, &g);
@@ -125,15 +117,7 @@ impl CustomOp2 for Conv3dData {
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use super::cuda;
         use candle_core::backend::BackendStorage;
-        let g = Geometry::new(&self.input_dims, l2.dims(), self.params)?;
-        if l1.dims() != g.output_dims() {
-            bail!(
-                "{}: gradient has dims {:?}, expected {:?}",
-                self.name(),
-                l1.dims(),
-                g.output_dims()
-            )
-        }
+        let g = gradient_geometry(self.name(), &self.input_dims, l2.dims(), self.params, l1)?;
         let dev = s1.device();
         let (dy, w) = (
             cuda::view(s1, l1, self.name())?,
@@ -171,15 +155,7 @@ impl CustomOp2 for Conv3dFilter {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(l1.dims(), &self.weight_dims, self.params)?;
-        if l2.dims() != g.output_dims() {
-            bail!(
-                "{}: gradient has dims {:?}, expected {:?}",
-                self.name(),
-                l2.dims(),
-                g.output_dims()
-            )
-        }
+        let g = gradient_geometry(self.name(), l1.dims(), &self.weight_dims, self.params, l2)?;
         let x = contiguous_f32(s1, l1, self.name())?;
         let dy = contiguous_f32(s2, l2, self.name())?;
         let dw = kernels::backward_filter(x, dy, &g);
@@ -196,15 +172,7 @@ impl CustomOp2 for Conv3dFilter {
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use super::cuda;
         use candle_core::backend::BackendStorage;
-        let g = Geometry::new(l1.dims(), &self.weight_dims, self.params)?;
-        if l2.dims() != g.output_dims() {
-            bail!(
-                "{}: gradient has dims {:?}, expected {:?}",
-                self.name(),
-                l2.dims(),
-                g.output_dims()
-            )
-        }
+        let g = gradient_geometry(self.name(), l1.dims(), &self.weight_dims, self.params, l2)?;
         let dev = s1.device();
         let (x, dy) = (
             cuda::view(s1, l1, self.name())?,
@@ -228,6 +196,26 @@ impl CustomOp2 for Conv3dFilter {
         let d_dy = conv3d(x, grad, self.params)?;
         Ok((Some(dx), Some(d_dy)))
     }
+}
+
+/// The geometry of a convolution of an input of dims `x` with a weight of dims `w`, checking
+/// that the output gradient's layout `dy` has the convolution's output dims.
+fn gradient_geometry(
+    op: &str,
+    x: &[usize],
+    w: &[usize],
+    params: Conv3dParams,
+    dy: &Layout,
+) -> Result<Geometry> {
+    let g = Geometry::new(x, w, params)?;
+    if dy.dims() != g.output_dims() {
+        bail!(
+            "{op}: gradient has dims {:?}, expected {:?}",
+            dy.dims(),
+            g.output_dims()
+        )
+    }
+    Ok(g)
 }
 
 /// The gradient of `conv3d` with respect to an input of dims `input_dims`.

@@ -58,13 +58,11 @@ impl Spans {
     }
 
     /// Checks that the affine parameters hold one value per channel.
-    fn check_affine(&self, gamma: &[f32], beta: &[f32], op: &str) -> Result<()> {
-        if gamma.len() != self.c || beta.len() != self.c {
+    fn check_affine(&self, gamma: usize, beta: usize, op: &str) -> Result<()> {
+        if gamma != self.c || beta != self.c {
             bail!(
-                "{op}: {} channels but {} weights and {} biases",
-                self.c,
-                gamma.len(),
-                beta.len()
+                "{op}: {} channels but {gamma} weights and {beta} biases",
+                self.c
             )
         }
         Ok(())
@@ -116,7 +114,7 @@ impl CustomOp3 for GroupNorm {
         let x = contiguous_f32(s1, l1, self.name())?;
         let gamma = contiguous_f32(s2, l2, self.name())?;
         let beta = contiguous_f32(s3, l3, self.name())?;
-        sp.check_affine(gamma, beta, self.name())?;
+        sp.check_affine(gamma.len(), beta.len(), self.name())?;
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(sp.len())
             .zip(x.par_chunks(sp.len()))
@@ -158,15 +156,7 @@ impl CustomOp3 for GroupNorm {
         let x = cuda::view(s1, l1, self.name())?;
         let gamma = cuda::view(s2, l2, self.name())?;
         let beta = cuda::view(s3, l3, self.name())?;
-        if gamma.len() != sp.c || beta.len() != sp.c {
-            bail!(
-                "{}: {} channels but {} weights and {} biases",
-                self.name(),
-                sp.c,
-                gamma.len(),
-                beta.len()
-            )
-        }
+        sp.check_affine(gamma.len(), beta.len(), self.name())?;
         let n = x.len();
         let (mean, rstd) = cuda_moments(dev, &x, &sp, self.eps)?;
         let (has_slope, slope) = (i32::from(self.slope.is_some()), self.slope.unwrap_or(0.0));
@@ -284,7 +274,7 @@ impl CustomOp3 for GroupNormGrad {
         let dy = contiguous_f32(s3, l3, self.name())?;
         let c = sp.c;
         let (gamma, beta) = affine.split_at(affine.len() / 2);
-        sp.check_affine(gamma, beta, self.name())?;
+        sp.check_affine(gamma.len(), beta.len(), self.name())?;
         if dy.len() != x.len() {
             bail!(
                 "{}: {} gradients for {} inputs",

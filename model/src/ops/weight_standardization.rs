@@ -21,6 +21,14 @@ struct StandardizeWeight {
     eps: f64,
 }
 
+/// Refuses a gradient of another length than the weights.
+fn check_gradients(op: &str, gradients: usize, weights: usize) -> Result<()> {
+    if gradients != weights {
+        bail!("{op}: {gradients} gradients for {weights} weights")
+    }
+    Ok(())
+}
+
 /// (w, dŵ) → dw.
 struct StandardizeWeightGrad {
     fan: usize,
@@ -94,14 +102,7 @@ impl CustomOp2 for StandardizeWeightGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let w = contiguous_f32(s1, l1, self.name())?;
         let dy = contiguous_f32(s2, l2, self.name())?;
-        if dy.len() != w.len() {
-            bail!(
-                "{}: {} gradients for {} weights",
-                self.name(),
-                dy.len(),
-                w.len()
-            )
-        }
+        check_gradients(self.name(), dy.len(), w.len())?;
         let mut dw = vec![0f32; w.len()];
         let n = self.fan as f64;
         dw.par_chunks_mut(self.fan)
@@ -140,14 +141,7 @@ impl CustomOp2 for StandardizeWeightGrad {
             cuda::view(s1, l1, self.name())?,
             cuda::view(s2, l2, self.name())?,
         );
-        if dy.len() != w.len() {
-            bail!(
-                "{}: {} gradients for {} weights",
-                self.name(),
-                dy.len(),
-                w.len()
-            )
-        }
+        check_gradients(self.name(), dy.len(), w.len())?;
         let mut dw = cuda::output(dev, w.len(), false)?;
         cuda::launch!(
             dev,
