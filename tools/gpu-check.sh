@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `just gpu-check`: builds the GPU check here (CUDA 13.0 from PyPI wheels, no GPU needed) into
-# gpu-bundle/ (the stripped `metakd-gpu-check`, libcudart, the PyTorch twin), then runs it when
-# this machine has a GPU. On a machine without one, carry gpu-bundle/ to a GPU machine with
-# PyTorch and run `bash gpu-bundle/run.sh` there.
+# gpu-bundle/ (the stripped `metakd-gpu-check`, libcudart, the PyTorch twin) and
+# gpu-bundle.tar.gz (about 15 MB), then runs it when this machine has a GPU. On a machine without
+# one, carry gpu-bundle.tar.gz to a GPU machine with PyTorch and run there
+# `tar xzf gpu-bundle.tar.gz && bash gpu-bundle/run.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/cuda-toolchain.sh .cuda >/dev/null
@@ -31,9 +32,11 @@ export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 "$here/metakd-gpu-check" --twin-script "$here/tools/metakd_twin.py" "$@"
 RUN
 chmod +x gpu-bundle/run.sh
-du -sh gpu-bundle
+tar czf gpu-bundle.tar.gz gpu-bundle
+du -sh gpu-bundle gpu-bundle.tar.gz
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     bash gpu-bundle/run.sh "$@"
 else
-    echo "gpu-check: no GPU here; carry gpu-bundle/ to a GPU machine and run: bash gpu-bundle/run.sh"
+    echo "gpu-check: no GPU here; carry gpu-bundle.tar.gz to a GPU machine and run:"
+    echo "  tar xzf gpu-bundle.tar.gz && bash gpu-bundle/run.sh"
 fi
