@@ -227,9 +227,49 @@ fn descriptors(handle: &Arc<Cudnn>, g: &Geometry) -> Result<ConvDescriptors> {
     })
 }
 
-/// Workspace of `bytes` bytes (at least one, so that the pointer is valid).
+/// Workspace of `bytes` bytes (at least one, so that the pointer is valid); cuDNN does not read
+/// it before writing.
 fn workspace(dev: &CudaDevice, bytes: usize) -> Result<CudaSlice<u8>> {
-    dev.alloc_zeros::<u8>(bytes.max(1))
+    // SAFETY: a scratch buffer that cuDNN writes before it reads.
+    unsafe { dev.alloc::<u8>(bytes.max(1)) }
+}
+
+/// cuDNN's choice of algorithm for each convolution geometry, direction and math mode, made once
+/// per thread (the heuristics query and the choice cost more than a small convolution).
+struct AlgorithmCache<A> {
+    chosen: RefCell<HashMap<(DeviceId, Geometry, bool), A>>,
+}
+
+impl<A: Copy> AlgorithmCache<A> {
+    fn new() -> Self {
+        Self {
+            chosen: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The algorithm for `g` on `dev`, picked by `pick` the first time.
+    fn get(
+        &self,
+        dev: &CudaDevice,
+        g: &Geometry,
+        pick: impl FnOnce() -> std::result::Result<A, cudnn::CudnnError>,
+    ) -> Result<A> {
+        let key = (dev.id(), *g, tf32());
+        if let Some(&algo) = self.chosen.borrow().get(&key) {
+            return Ok(algo);
+        }
+        let algo = pick().map_err(cudnn_error)?;
+        self.chosen.borrow_mut().insert(key, algo);
+        Ok(algo)
+    }
+}
+
+thread_local! {
+    static FORWARD: AlgorithmCache<cudnn::sys::cudnnConvolutionFwdAlgo_t> = AlgorithmCache::new();
+    static BACKWARD_DATA: AlgorithmCache<cudnn::sys::cudnnConvolutionBwdDataAlgo_t> =
+        AlgorithmCache::new();
+    static BACKWARD_FILTER: AlgorithmCache<cudnn::sys::cudnnConvolutionBwdFilterAlgo_t> =
+        AlgorithmCache::new();
 }
 
 /// `y = conv3d(x, w)` on cuDNN.
@@ -247,7 +287,7 @@ pub(crate) fn conv_forward(
         w: &d.w,
         y: &d.y,
     };
-    let algo = op.pick_algorithm().map_err(cudnn_error)?;
+    let algo = FORWARD.with(|cache| cache.get(dev, g, || op.pick_algorithm()))?;
     let mut ws = workspace(dev, op.get_workspace_size(algo).map_err(cudnn_error)?)?;
     let mut y = output(dev, g.n * g.co * g.output_volume(), false)?;
     // SAFETY: the descriptors describe `x`, `w` and `y` (contiguous f32 of these extents).
@@ -270,7 +310,7 @@ pub(crate) fn conv_backward_data(
         w: &d.w,
         dy: &d.y,
     };
-    let algo = op.pick_algorithm().map_err(cudnn_error)?;
+    let algo = BACKWARD_DATA.with(|cache| cache.get(dev, g, || op.pick_algorithm()))?;
     let mut ws = workspace(dev, op.get_workspace_size(algo).map_err(cudnn_error)?)?;
     let mut dx = output(dev, g.n * g.c * g.input_volume(), false)?;
     // SAFETY: as in `conv_forward`.
@@ -293,7 +333,7 @@ pub(crate) fn conv_backward_filter(
         dw: &d.w,
         dy: &d.y,
     };
-    let algo = op.pick_algorithm().map_err(cudnn_error)?;
+    let algo = BACKWARD_FILTER.with(|cache| cache.get(dev, g, || op.pick_algorithm()))?;
     let mut ws = workspace(dev, op.get_workspace_size(algo).map_err(cudnn_error)?)?;
     let weights = g.co * (g.c / g.params.groups) * g.kernel_volume();
     let mut dw = output(dev, weights, false)?;

@@ -4,7 +4,7 @@
 use candle_core::{bail, Result};
 
 /// Stride, padding and dilation of a 3D convolution, per axis (depth, height, width).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv3dParams {
     /// Step between output positions, per axis.
     pub stride: [usize; 3],
@@ -42,7 +42,7 @@ impl Default for Conv3dParams {
 
 /// Every extent of one convolution: `x [n, c, d, h, w]`, `weight [co, c/groups, kd, kh, kw]`,
 /// `y [n, co, od, oh, ow]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Geometry {
     /// Batch size.
     pub n: usize,
