@@ -14,25 +14,48 @@ use metakd_model::ops::{
     ResampleTo,
 };
 
-/// What `metakd gpu-check` runs.
-#[derive(Debug, Clone)]
+/// What `metakd gpu-check` (and `metakd-gpu-check`) runs.
+#[derive(Debug, Clone, clap::Args)]
 pub struct GpuCheckOptions {
     /// CUDA device ordinal.
+    #[arg(long, default_value_t = 0)]
     pub gpu: usize,
-    /// Timed steps per preset after one untimed step.
+    /// Timed steps per preset after one untimed step (the median is printed).
+    #[arg(long, default_value_t = 5)]
     pub runs: usize,
-    /// Crop extents of the timed step.
+    /// Crop extents D,H,W of the timed step.
+    #[arg(long, value_parser = parse_extents, default_value = "80,160,160")]
     pub crop: [usize; 3],
-    /// Crops per batch.
+    /// Crops per batch of the timed step.
+    #[arg(long, default_value_t = 2)]
     pub batch: usize,
-    /// Python interpreter with torch and safetensors.
+    /// Python interpreter with torch and safetensors for the comparison.
+    #[arg(long, default_value = "python3")]
     pub python: String,
-    /// `tools/metakd_twin.py`.
+    /// The PyTorch twin.
+    #[arg(long, default_value = "tools/metakd_twin.py")]
     pub twin_script: PathBuf,
     /// Skip the PyTorch comparison.
+    #[arg(long)]
     pub no_torch: bool,
     /// Let convolutions and matrix products use TF32, here and in PyTorch.
+    #[arg(long)]
     pub tf32: bool,
+}
+
+/// Parses extents `D,H,W` such as `80,160,160`.
+pub fn parse_extents(text: &str) -> std::result::Result<[usize; 3], String> {
+    let parts: Vec<usize> = text
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{text}`: expected D,H,W such as 48,64,64"))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    parts
+        .try_into()
+        .map_err(|_| format!("`{text}`: expected three extents D,H,W"))
 }
 
 /// The largest relative error allowed (f32, |gpu − cpu| / max |cpu|).

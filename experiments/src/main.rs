@@ -16,6 +16,7 @@ use metakd_experiments::avmnist::Variant;
 use metakd_experiments::config::RunConfig;
 use metakd_experiments::demo::{default_workdir, run_demo, DemoOptions};
 use metakd_experiments::files::SWEEP_FILE;
+use metakd_experiments::gpu_check::parse_extents;
 use metakd_experiments::parallel_zeroing::ParallelZeroing;
 use metakd_experiments::split_command::{write_splits, SplitRequest};
 use metakd_experiments::subsets::Subset;
@@ -108,55 +109,12 @@ enum Command {
     /// On a CUDA device (a build with the `cuda` feature): every 3D op against the CPU, a timed
     /// training step of the `reference` and `small` presets beside the PyTorch twin on the same
     /// GPU, and a table of the figures; exits with status 1 when an op differs.
-    GpuCheck(GpuCheckArgs),
+    GpuCheck(metakd_experiments::gpu_check::GpuCheckOptions),
     /// Time the 3D ops, forward + backward.
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
     },
-}
-
-#[derive(Args)]
-struct GpuCheckArgs {
-    /// CUDA device ordinal.
-    #[arg(long, default_value_t = 0)]
-    gpu: usize,
-    /// Timed steps per preset after one untimed step (the median is printed).
-    #[arg(long, default_value_t = 5)]
-    runs: usize,
-    /// Crop extents D,H,W of the timed step.
-    #[arg(long, value_parser = parse_shape, default_value = "80,160,160")]
-    crop: [usize; 3],
-    /// Crops per batch of the timed step.
-    #[arg(long, default_value_t = 2)]
-    batch: usize,
-    /// Python interpreter with torch and safetensors for the comparison.
-    #[arg(long, default_value = "python3")]
-    python: String,
-    /// The PyTorch twin.
-    #[arg(long, default_value = "tools/metakd_twin.py")]
-    twin_script: PathBuf,
-    /// Skip the PyTorch comparison.
-    #[arg(long)]
-    no_torch: bool,
-    /// Let convolutions use TF32 tensor cores, here and in PyTorch.
-    #[arg(long)]
-    tf32: bool,
-}
-
-impl GpuCheckArgs {
-    fn options(&self) -> metakd_experiments::gpu_check::GpuCheckOptions {
-        metakd_experiments::gpu_check::GpuCheckOptions {
-            gpu: self.gpu,
-            runs: self.runs,
-            crop: self.crop,
-            batch: self.batch,
-            python: self.python.clone(),
-            twin_script: self.twin_script.clone(),
-            no_torch: self.no_torch,
-            tf32: self.tf32,
-        }
-    }
 }
 
 #[derive(Subcommand)]
@@ -183,10 +141,10 @@ enum BenchWhat {
         #[arg(long, default_value_t = 1)]
         runs: usize,
         /// Extents D,H,W of the synthetic case.
-        #[arg(long, value_parser = parse_shape, default_value = "48,64,64")]
+        #[arg(long, value_parser = parse_extents, default_value = "48,64,64")]
         case: [usize; 3],
         /// Tile extents D,H,W.
-        #[arg(long, value_parser = parse_shape, default_value = "32,64,64")]
+        #[arg(long, value_parser = parse_extents, default_value = "32,64,64")]
         tile: [usize; 3],
     },
     /// One training step of a network preset at 32×64×64 (batch 2) and 16×64×64 (batch 1),
@@ -218,7 +176,7 @@ enum BenchWhat {
         #[arg(long, default_value_t = 3)]
         runs: usize,
         /// Volume extents D,H,W.
-        #[arg(long, value_parser = parse_shape, default_value = "155,240,240")]
+        #[arg(long, value_parser = parse_extents, default_value = "155,240,240")]
         shape: [usize; 3],
         /// Working folder for the synthetic release and the shards (default: a temporary one).
         #[arg(long)]
@@ -375,7 +333,7 @@ struct SynthArgs {
     #[arg(long, default_value_t = 32)]
     cases: usize,
     /// Volume extents D,H,W (z, x, y) in 1 mm voxels.
-    #[arg(long, value_parser = parse_shape, default_value = "48,64,64")]
+    #[arg(long, value_parser = parse_extents, default_value = "48,64,64")]
     shape: [usize; 3],
     /// Random seed.
     #[arg(long, default_value_t = 0)]
@@ -777,7 +735,7 @@ struct DemoArgs {
     #[arg(long, default_value_t = 32)]
     cases: usize,
     /// Volume extents D,H,W.
-    #[arg(long, value_parser = parse_shape, default_value = "48,64,64")]
+    #[arg(long, value_parser = parse_extents, default_value = "48,64,64")]
     shape: [usize; 3],
     /// Seed of the synthetic data.
     #[arg(long, default_value_t = 0)]
@@ -785,20 +743,6 @@ struct DemoArgs {
     /// Training iterations (default: the demo configuration's).
     #[arg(long)]
     iterations: Option<usize>,
-}
-
-fn parse_shape(text: &str) -> Result<[usize; 3], String> {
-    let parts: Vec<usize> = text
-        .split(',')
-        .map(|p| {
-            p.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("`{text}`: expected D,H,W such as 48,64,64"))
-        })
-        .collect::<Result<_, _>>()?;
-    parts
-        .try_into()
-        .map_err(|_| format!("`{text}`: expected three extents D,H,W"))
 }
 
 fn main() {
@@ -1436,7 +1380,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::GpuCheck(a) => metakd_experiments::gpu_check::run(&a.options())?,
+        Command::GpuCheck(a) => metakd_experiments::gpu_check::run(&a)?,
         Command::Bench {
             what:
                 BenchWhat::Prepare {

@@ -138,14 +138,6 @@ pub(crate) struct ResampleArgs {
 // SAFETY: plain `repr(C)` data laid out as `struct Extents` in ops.cu.
 unsafe impl DeviceRepr for ResampleArgs {}
 
-/// Copies host values to the device.
-pub(crate) fn upload<T: DeviceRepr + 'static>(
-    dev: &CudaDevice,
-    values: &[T],
-) -> Result<CudaSlice<T>> {
-    dev.clone_htod(values)
-}
-
 thread_local! {
     static CUDNN: RefCell<HashMap<DeviceId, Arc<Cudnn>>> = RefCell::new(HashMap::new());
 }

@@ -200,7 +200,7 @@ impl CustomOp1 for Resample {
                 ]
             })
             .unzip();
-        let (index, weight) = (cuda::upload(dev, &index)?, cuda::upload(dev, &weight)?);
+        let (index, weight) = (dev.clone_htod(&index)?, dev.clone_htod(&weight)?);
         let u = |a: [usize; 3]| a.map(|v| v as u64);
         let args = cuda::ResampleArgs {
             input: u(self.input),
