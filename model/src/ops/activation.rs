@@ -4,7 +4,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::elementwise::contiguous_f32;
+use super::elementwise::{contiguous_f32, map_into, zip_map_into};
 
 /// Elements per parallel work item.
 const CHUNK: usize = 1 << 14;
@@ -29,9 +29,7 @@ impl CustomOp1 for LeakyRelu {
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(y, x)| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = if x > 0.0 { x } else { x * self.slope };
-                }
+                map_into(y, x, |x| if x > 0.0 { x } else { x * self.slope });
             });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -85,9 +83,7 @@ impl CustomOp2 for LeakyReluGrad {
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
             .for_each(|(o, (x, g))| {
-                for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
-                    *o = if x > 0.0 { g } else { g * self.slope };
-                }
+                zip_map_into(o, x, g, |x, g| if x > 0.0 { g } else { g * self.slope });
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -158,10 +154,14 @@ impl CustomOp2 for AddLeakyRelu {
         y.par_chunks_mut(CHUNK)
             .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
             .for_each(|(y, (a, b))| {
-                for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+                zip_map_into(y, a, b, |a, b| {
                     let z = a + b;
-                    *y = if z > 0.0 { z } else { z * self.slope };
-                }
+                    if z > 0.0 {
+                        z
+                    } else {
+                        z * self.slope
+                    }
+                });
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }

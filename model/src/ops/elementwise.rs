@@ -1,7 +1,13 @@
-//! Shared plumbing of the CPU custom ops: borrowing contiguous `f32` slices, and the sums the
-//! normalisations reduce with.
+//! Shared plumbing of the CPU custom ops: borrowing contiguous `f32` slices, the sums the
+//! normalisations reduce with, and element-wise maps.
+//!
+//! The reductions and maps are compiled several times, for AVX-512, for AVX2 + FMA and for the
+//! baseline, and the widest the CPU supports is chosen at run time (`multiversion`); the closures
+//! they take are inlined into each version. The build itself targets the baseline, so one binary
+//! runs everywhere.
 
 use candle_core::{backend::BackendStorage, bail, CpuStorage, Layout, Result};
+use multiversion::multiversion;
 
 /// Borrows a contiguous `f32` slice of a custom op's argument.
 pub(crate) fn contiguous_f32<'a>(
@@ -25,30 +31,119 @@ pub(crate) fn contiguous_f32<'a>(
 /// Independent accumulators of the reductions (lanes the compiler keeps in vector registers).
 const LANES: usize = 8;
 
-/// Σ f(aᵢ, bᵢ) of a pair of sums over two equally long slices, accumulated in `f64` lanes.
-pub(crate) fn paired_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f64, f64)) -> (f64, f64) {
-    let (mut first, mut second) = ([0f64; LANES], [0f64; LANES]);
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail = a_chunks.remainder().iter().zip(b_chunks.remainder());
-    for (a, b) in a_chunks.zip(b_chunks) {
+/// Elements whose terms are computed (in `f32`) before they are added (in `f64`).
+const BLOCK: usize = 256;
+
+/// Adds `g(values)` (in `f64`) to the lanes `acc`, value `i` to lane `i % LANES`.
+#[inline(always)]
+fn accumulate(acc: &mut [f64; LANES], values: &[f32], g: impl Fn(f64) -> f64) {
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
         for k in 0..LANES {
-            let (u, v) = f(a[k], b[k]);
-            first[k] += u;
-            second[k] += v;
+            acc[k] += g(f64::from(chunk[k]));
         }
     }
-    for (&a, &b) in tail {
-        let (u, v) = f(a, b);
-        first[0] += u;
-        second[0] += v;
+    for (k, &v) in tail.iter().enumerate() {
+        acc[k] += g(f64::from(v));
+    }
+}
+
+/// Σ f(aᵢ, bᵢ) of a pair of sums over two equally long slices. Each term is computed in `f32`
+/// and added in `f64` lanes: a block's terms are computed first (a loop without a reduction,
+/// which the compiler vectorises whatever `f` branches on), then added.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub(crate) fn paired_sums<F>(a: &[f32], b: &[f32], f: F) -> (f64, f64)
+where
+    F: Fn(f32, f32) -> (f32, f32),
+{
+    let (mut first, mut second) = ([0f64; LANES], [0f64; LANES]);
+    let (mut u, mut v) = ([0f32; BLOCK], [0f32; BLOCK]);
+    for (a, b) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
+        let n = a.len().min(b.len());
+        let terms = u[..n].iter_mut().zip(&mut v[..n]).zip(a.iter().zip(b));
+        for ((u, v), (&a, &b)) in terms {
+            (*u, *v) = f(a, b);
+        }
+        accumulate(&mut first, &u[..n], |u| u);
+        accumulate(&mut second, &v[..n], |v| v);
     }
     (first.iter().sum(), second.iter().sum())
 }
 
-/// Σ v and Σ v² of `values`, in `f64`.
+/// Σ v and Σ v² of `values`, in `f64` (the squares too), block by block: one pass for the sum and
+/// one for the squares while the block is in cache.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 pub(crate) fn sum_and_squares(values: &[f32]) -> (f64, f64) {
-    paired_sums(values, values, |v, _| {
-        let v = f64::from(v);
-        (v, v * v)
-    })
+    let (mut sum, mut squares) = ([0f64; LANES], [0f64; LANES]);
+    for block in values.chunks(BLOCK) {
+        accumulate(&mut sum, block, |v| v);
+        accumulate(&mut squares, block, |v| v * v);
+    }
+    (sum.iter().sum(), squares.iter().sum())
+}
+
+/// `y[i] = f(x[i])`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub(crate) fn map_into<F>(y: &mut [f32], x: &[f32], f: F)
+where
+    F: Fn(f32) -> f32,
+{
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = f(x);
+    }
+}
+
+/// `y[i] = f(a[i], b[i])`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub(crate) fn zip_map_into<F>(y: &mut [f32], a: &[f32], b: &[f32], f: F)
+where
+    F: Fn(f32, f32) -> f32,
+{
+    for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+        *y = f(a, b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values with a remainder after the lanes, so both the vector body and the tail run.
+    fn values(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect()
+    }
+
+    #[test]
+    fn sums_match_a_naive_loop() {
+        let (a, b) = (
+            values(1003),
+            values(1003).into_iter().rev().collect::<Vec<_>>(),
+        );
+        let (s, q) = sum_and_squares(&a);
+        let naive: (f64, f64) = a.iter().fold((0.0, 0.0), |(s, q), &v| {
+            (s + f64::from(v), q + f64::from(v) * f64::from(v))
+        });
+        assert!((s - naive.0).abs() < 1e-9 && (q - naive.1).abs() < 1e-9);
+        let (u, v) = paired_sums(&a, &b, |a, b| (a * b, a - b));
+        let naive = a.iter().zip(&b).fold((0.0, 0.0), |(u, v), (&a, &b)| {
+            (u + f64::from(a * b), v + f64::from(a - b))
+        });
+        assert!((u - naive.0).abs() < 1e-6 && (v - naive.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn maps_apply_their_function_to_every_element() {
+        let (a, b) = (values(37), values(37).into_iter().rev().collect::<Vec<_>>());
+        let mut y = vec![0f32; 37];
+        map_into(&mut y, &a, |x| x.max(0.0) * 2.0);
+        assert!(y.iter().zip(&a).all(|(y, a)| *y == a.max(0.0) * 2.0));
+        zip_map_into(&mut y, &a, &b, |a, b| a * b - 1.0);
+        assert!(y
+            .iter()
+            .zip(a.iter().zip(&b))
+            .all(|(y, (a, b))| *y == a * b - 1.0));
+    }
 }

@@ -8,7 +8,7 @@
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::elementwise::{contiguous_f32, paired_sums, sum_and_squares};
+use super::elementwise::{contiguous_f32, map_into, paired_sums, sum_and_squares, zip_map_into};
 
 /// Mean and 1/sqrt(var + eps) of one (sample, group) span (its channel planes).
 fn moments(planes: &[f32], eps: f64) -> (f32, f32) {
@@ -125,13 +125,14 @@ impl CustomOp3 for GroupNorm {
                     let ch = sp.channel(s, k);
                     let (scale, shift) = plane_affine(mean, rstd, gamma[ch], beta[ch]);
                     match self.slope {
-                        None => y
-                            .iter_mut()
-                            .zip(x)
-                            .for_each(|(y, &x)| *y = x * scale + shift),
-                        Some(slope) => y.iter_mut().zip(x).for_each(|(y, &x)| {
+                        None => map_into(y, x, |x| x * scale + shift),
+                        Some(slope) => map_into(y, x, |x| {
                             let z = x * scale + shift;
-                            *y = if z > 0.0 { z } else { z * slope };
+                            if z > 0.0 {
+                                z
+                            } else {
+                                z * slope
+                            }
                         }),
                     }
                 }
@@ -226,7 +227,7 @@ impl GroupNormGrad {
                 let (scale, shift) = plane_affine(mean, rstd, gamma[ch], beta[ch]);
                 paired_sums(x, dy, |x, dy| {
                     let d = dy * activation_factor(x * scale + shift, self.slope);
-                    (f64::from(d), f64::from(d * ((x - mean) * rstd)))
+                    (d, d * ((x - mean) * rstd))
                 })
             })
             .collect();
@@ -245,10 +246,11 @@ impl GroupNormGrad {
         for (k, (dx, (x, dy))) in planes.enumerate() {
             let ch = sp.channel(s, k);
             let (scale, shift) = plane_affine(mean, rstd, gamma[ch], beta[ch]);
-            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                let g = dy * activation_factor(x * scale + shift, self.slope) * gamma[ch];
-                *dx = rstd * (g - mean_g - (x - mean) * rstd * mean_g_xhat);
-            }
+            let gamma = gamma[ch];
+            zip_map_into(dx, x, dy, |x, dy| {
+                let g = dy * activation_factor(x * scale + shift, self.slope) * gamma;
+                rstd * (g - mean_g - (x - mean) * rstd * mean_g_xhat)
+            });
         }
         sums
     }

@@ -4,7 +4,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::elementwise::{contiguous_f32, paired_sums, sum_and_squares};
+use super::elementwise::{contiguous_f32, map_into, paired_sums, sum_and_squares, zip_map_into};
 
 /// Mean and `sqrt(unbiased variance + eps)` of one output channel's weights.
 fn row_moments(row: &[f32], eps: f64) -> (f64, f64) {
@@ -48,9 +48,7 @@ impl CustomOp1 for StandardizeWeight {
             .for_each(|(out, row)| {
                 let (mean, std) = row_moments(row, self.eps);
                 let (mean, inv_std) = (mean as f32, (1.0 / std) as f32);
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o = (v - mean) * inv_std;
-                }
+                map_into(out, row, |v| (v - mean) * inv_std);
             });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
@@ -112,16 +110,15 @@ impl CustomOp2 for StandardizeWeightGrad {
                 // dw = (dy − mean(dy)) / s − c · Σ(dy·c) / ((n − 1)·s³).
                 let (mean, std) = row_moments(row, self.eps);
                 // Σ dy and Σ dy·w of the channel.
-                let (dy_sum, dy_w) =
-                    paired_sums(row, dy, |w, g| (f64::from(g), f64::from(g) * f64::from(w)));
+                let (dy_sum, dy_w) = paired_sums(row, dy, |w, g| (g, g * w));
                 let dy_c = dy_w - mean * dy_sum;
                 let dy_mean = (dy_sum / n) as f32;
                 let inv_std = (1.0 / std) as f32;
                 let c_factor = (dy_c / ((n - 1.0) * std.powi(3))) as f32;
                 let mean = mean as f32;
-                for ((d, &v), &g) in dw.iter_mut().zip(row).zip(dy) {
-                    *d = (g - dy_mean) * inv_std - (v - mean) * c_factor;
-                }
+                zip_map_into(dw, row, dy, |v, g| {
+                    (g - dy_mean) * inv_std - (v - mean) * c_factor
+                });
             });
         Ok((CpuStorage::F32(dw), l1.shape().clone()))
     }
