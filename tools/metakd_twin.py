@@ -11,10 +11,10 @@ Two uses:
         `model/tests/twin_parity.rs` matches.
 
     python3 tools/metakd_twin.py step --config net.json --weights W.safetensors --runs R
-        --out result.safetensors [--device cuda [--tf32]]
+        [--warmup K] --out result.safetensors [--device cuda [--tf32]]
         Loads weights and a batch (`bench.x`, `bench.target`, `bench.w`) by name, times R training
         steps (forward, Dice + BCE + 0.1 KD, backward,
-        SGD step) after one warm-up, and writes the first step's logits, the median and the fastest step's seconds
+        SGD step) after K untimed ones (default 1), and writes the first step's logits, the median and the fastest step's seconds
         (used by `metakd bench train`).
 
     python3 -m pip install torch safetensors numpy
@@ -355,8 +355,8 @@ def step(args):
             torch.cuda.synchronize(device)
 
     first_logits, times = None, []
-    for run in range(args.runs + 1):
-        if run == 1 and device.type == "cuda":
+    for run in range(args.warmup + args.runs):
+        if run == args.warmup and device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         sync()
         start = time.perf_counter()
@@ -370,7 +370,7 @@ def step(args):
         elapsed = time.perf_counter() - start
         if run == 0:
             first_logits = logits.detach().cpu().contiguous()
-        else:
+        if run >= args.warmup:
             times.append(elapsed)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     save_file({"logits": first_logits,
@@ -388,6 +388,7 @@ def main():
     s.add_argument("--config", required=True)
     s.add_argument("--weights", required=True)
     s.add_argument("--runs", type=int, default=3)
+    s.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--out", required=True)
     s.add_argument("--device", default="cpu", help="cpu or cuda")

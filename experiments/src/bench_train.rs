@@ -160,18 +160,20 @@ fn peak(device: &Device, before: usize) -> Result<usize> {
     }
 }
 
-/// Times `runs` steps (after one untimed step) of `cfg`'s network on `device` for each shape,
-/// and the twin's.
+/// Times `runs` steps, after `warmup` untimed ones (at least one: its logits are compared), of
+/// `cfg`'s network on `device` for each shape, and the twin's with the same counts. The first
+/// steps of a process also pay for growing the allocator's memory (page faults), which a long
+/// training run pays once; the warm-up keeps that out of the timings on both sides.
 pub fn bench_train(
     cfg: &SegmenterConfig,
     shapes: &[StepShape],
-    runs: usize,
+    (warmup, runs): (usize, usize),
     twin: Option<&TorchTwin>,
     workdir: &Path,
     device: &Device,
 ) -> Result<(usize, Vec<StepTiming>)> {
-    if runs == 0 {
-        bail!("--runs must be positive")
+    if runs == 0 || warmup == 0 {
+        bail!("--runs and --warmup must be positive")
     }
     let device = device.clone();
     let train = TrainConfig::default();
@@ -205,6 +207,9 @@ pub fn bench_train(
         let mut sgd = SgdNesterov::new(vars, train.momentum, 0.0);
         let available = vec![true; m];
         let first = training_step(&model, &mut sgd, (&x, &y), &available, &train, train.lr)?;
+        for _ in 1..warmup {
+            training_step(&model, &mut sgd, (&x, &y), &available, &train, train.lr)?;
+        }
         device.synchronize()?;
         let before = reset_peak(&device)?;
         let mut samples = Vec::with_capacity(runs);
@@ -216,7 +221,7 @@ pub fn bench_train(
         }
         let peak_bytes = peak(&device, before)?;
         let torch = match twin {
-            Some(twin) => torch_step(twin, cfg, &weights, runs, &first.logits, workdir)?,
+            Some(twin) => torch_step(twin, cfg, &weights, (warmup, runs), &first.logits, workdir)?,
             None => None,
         };
         timings.push(StepTiming {
@@ -234,7 +239,7 @@ fn torch_step(
     twin: &TorchTwin,
     cfg: &SegmenterConfig,
     weights: &Path,
-    runs: usize,
+    (warmup, runs): (usize, usize),
     logits: &Tensor,
     workdir: &Path,
 ) -> Result<Option<TorchStep>> {
@@ -249,6 +254,7 @@ fn torch_step(
         .arg(&config)
         .arg("--weights")
         .arg(weights)
+        .args(["--warmup", &warmup.to_string()])
         .args(["--runs", &runs.to_string()])
         .args(["--threads", &twin.threads.to_string()])
         .args(["--device", twin.device])

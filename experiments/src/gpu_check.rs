@@ -20,9 +20,13 @@ pub struct GpuCheckOptions {
     /// CUDA device ordinal.
     #[arg(long, default_value_t = 0)]
     pub gpu: usize,
-    /// Timed steps per preset after one untimed step (the median is printed).
+    /// Timed steps per preset (the median is printed).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Untimed steps before them, on both sides (cuDNN's algorithm choice, the memory pool's
+    /// growth).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
     /// Crop extents D,H,W of the timed step.
     #[arg(long, value_parser = parse_extents, default_value = "80,160,160")]
     pub crop: [usize; 3],
@@ -272,7 +276,7 @@ pub fn run(a: &GpuCheckOptions) -> Result<()> {
         let (parameters, timings) = bench_train(
             &cfg,
             &[shape],
-            a.runs,
+            (a.warmup, a.runs),
             (!a.no_torch).then_some(&twin),
             workdir.path(),
             &gpu,

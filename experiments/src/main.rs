@@ -153,9 +153,12 @@ enum BenchWhat {
         /// Network preset.
         #[arg(long, value_enum, default_value_t = PresetArg::Reference)]
         preset: PresetArg,
-        /// Timed steps per shape after one untimed step (the median is printed).
+        /// Timed steps per shape (the median is printed).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Untimed steps before them, on both sides (the first one's logits are compared).
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
         /// Python interpreter with torch and safetensors for the comparison.
         #[arg(long, default_value = "python3")]
         python: String,
@@ -1340,6 +1343,7 @@ fn run(cli: Cli) -> Result<()> {
                 BenchWhat::Train {
                     preset,
                     runs,
+                    warmup,
                     python,
                     twin_script,
                     no_torch,
@@ -1361,13 +1365,13 @@ fn run(cli: Cli) -> Result<()> {
             let (parameters, timings) = bench_train::bench_train(
                 &cfg,
                 &bench_train::STANDARD_SHAPES,
-                runs,
+                (warmup, runs),
                 (!no_torch).then_some(&twin),
                 workdir.path(),
                 &candle_core::Device::Cpu,
             )?;
             println!(
-                "training step of the {} network ({parameters} parameters), {threads} threads, median of {runs}",
+                "training step of the {} network ({parameters} parameters), {threads} threads, median of {runs} after {warmup} untimed",
                 preset.to_possible_value().expect("named").get_name()
             );
             for t in &timings {

@@ -326,6 +326,12 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 
 /// Gradient of `conv3d` with respect to its weight: `x [n, c, d, h, w]`, `dy [n, co, od, oh,
 /// ow]`, returns `dw [co, c/groups, kd, kh, kw]`.
+///
+/// The weight gradient is small and its reduction axis (samples × voxels) long, so a product per
+/// chunk would leave threads idle (gemm parallelises over the output's blocks, of which a 64 × 64
+/// weight has one). Instead the chunks of all units are split into one contiguous part per
+/// thread, each part sums its chunks' products into its own buffer, and the parts are added.
+/// The sums' order depends only on the number of threads, so results repeat exactly.
 pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     if conv3d_batched::applies(g) {
         return conv3d_batched::backward_filter(x, dy, g);
@@ -333,44 +339,61 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let u = g.unit();
     let out_vol = g.output_volume();
     let mut dw = vec![0f32; g.co * u.col_rows()];
-    let mut buffer = Vec::new();
-    let chunks = row_chunks(&u);
-    let shifted = conv3d_shifted::applies(g) && !is_pointwise(g);
-    for (xo, yo, wo) in units(g) {
-        let x_u = &x[xo..xo + u.c * g.input_volume()];
-        if shifted {
+    if conv3d_shifted::applies(g) && !is_pointwise(g) {
+        for (xo, yo, wo) in units(g) {
+            let x_u = &x[xo..xo + u.c * g.input_volume()];
             let dw_u = &mut dw[wo..wo + u.co * u.col_rows()];
             conv3d_shifted::backward_filter_unit(x_u, &dy[yo..yo + u.co * out_vol], &u, dw_u);
-            continue;
         }
-        for rows in &chunks {
-            let chunk = rows.len() * g.output[2];
-            let col = columns(x_u, &u, rows, &mut buffer);
-            let col_t = View {
-                ptr: col.ptr,
-                row_stride: col.col_stride,
-                col_stride: col.row_stride,
-            };
-            let grad = View {
-                ptr: dy[yo + rows.start * g.output[2]..].as_ptr(),
-                row_stride: out_vol as isize,
-                col_stride: 1,
-            };
-            // SAFETY: the group's dw is [co, col_rows] from `wo`; grad is [co, chunk]; col_t is
-            // [chunk, col_rows].
-            unsafe {
-                matmul(
-                    u.co,
-                    u.col_rows(),
-                    chunk,
-                    ViewMut::rows(dw[wo..].as_mut_ptr(), u.col_rows()),
-                    grad,
-                    col_t,
-                    true,
-                    true,
-                )
-            };
-        }
+        return dw;
     }
+    let chunks = row_chunks(&u);
+    let items: Vec<((usize, usize, usize), &Range<usize>)> = units(g)
+        .flat_map(|unit| chunks.iter().map(move |rows| (unit, rows)))
+        .collect();
+    let threads = rayon::current_num_threads();
+    let parts = threads.clamp(1, items.len().max(1));
+    // Fewer chunks than threads: each product is parallel instead.
+    let parallel_products = items.len() < threads;
+    let partial: Vec<Vec<f32>> = (0..parts)
+        .into_par_iter()
+        .map(|part| {
+            let mut acc = vec![0f32; dw.len()];
+            let mut buffer = Vec::new();
+            let share = &items[part * items.len() / parts..(part + 1) * items.len() / parts];
+            for &((xo, yo, wo), rows) in share {
+                let x_u = &x[xo..xo + u.c * g.input_volume()];
+                let chunk = rows.len() * g.output[2];
+                let col = columns(x_u, &u, rows, &mut buffer);
+                let grad = View {
+                    ptr: dy[yo + rows.start * g.output[2]..].as_ptr(),
+                    row_stride: out_vol as isize,
+                    col_stride: 1,
+                };
+                // SAFETY: the group's dw is [co, col_rows] from `wo`; grad is [co, chunk]; the
+                // transposed columns are [chunk, col_rows].
+                unsafe {
+                    matmul(
+                        u.co,
+                        u.col_rows(),
+                        chunk,
+                        ViewMut::rows(acc[wo..].as_mut_ptr(), u.col_rows()),
+                        grad,
+                        col.t(),
+                        true,
+                        parallel_products,
+                    )
+                };
+            }
+            acc
+        })
+        .collect();
+    dw.par_chunks_mut(1 << 14).enumerate().for_each(|(i, dw)| {
+        for acc in &partial {
+            for (d, a) in dw.iter_mut().zip(&acc[i << 14..]) {
+                *d += a;
+            }
+        }
+    });
     dw
 }
