@@ -14,6 +14,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::elementwise::{assume_written, output_buffer};
 use super::geometry::Geometry;
 use super::strided_gemm::{matmul, View, ViewMut};
 use super::{conv3d_batched, conv3d_shifted};
@@ -213,7 +214,7 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     }
     let u = g.unit();
     let out_vol = g.output_volume();
-    let mut y = vec![0f32; g.n * g.co * out_vol];
+    let mut y = output_buffer(g.n * g.co * out_vol);
     let mut buffer = Vec::new();
     let chunks = row_chunks(&u);
     let shifted = conv3d_shifted::applies(g) && !is_pointwise(g);
@@ -239,7 +240,10 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
                     u.co,
                     chunk,
                     u.col_rows(),
-                    ViewMut::rows(y[yo + rows.start * g.output[2]..].as_mut_ptr(), out_vol),
+                    ViewMut::rows(
+                        y[yo + rows.start * g.output[2]..].as_mut_ptr().cast(),
+                        out_vol,
+                    ),
                     weight,
                     col,
                     false,
@@ -248,7 +252,10 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
             };
         }
     }
-    y
+    // SAFETY: the units cover the batch and groups, each unit's row chunks cover its output
+    // rows, and every product (or shifted unit) writes its whole [co, chunk] block without
+    // reading it.
+    unsafe { assume_written(y) }
 }
 
 /// Gradient of `conv3d` with respect to its input: `dy [n, co, od, oh, ow]`, `w [co, c/groups,

@@ -9,8 +9,11 @@
 //! dropped. Compared with vol2col this never builds the c·k³-fold column matrix, whose memory
 //! traffic dominated the stride-1 convolutions of the networks.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
+use super::elementwise::output_buffer;
 use super::geometry::Geometry;
 use super::strided_gemm::{matmul, View, ViewMut};
 
@@ -105,8 +108,8 @@ fn tap_weights(w: &[f32], g: &Geometry, t: usize) -> View {
 }
 
 /// Forward pass of one unit (one sample, one group): `x [c, d, h, w]`, `w [co, c, k, k, k]`,
-/// writes `y [co, od, oh, ow]`.
-pub fn forward_unit(x: &[f32], w: &[f32], g: &Geometry, y: &mut [f32]) {
+/// writes every element of `y [co, od, oh, ow]`.
+pub fn forward_unit(x: &[f32], w: &[f32], g: &Geometry, y: &mut [MaybeUninit<f32>]) {
     let layout = Layout::new(g);
     let xp = pad(x, g, &layout);
     let pvol = layout.padded_volume();
@@ -114,7 +117,9 @@ pub fn forward_unit(x: &[f32], w: &[f32], g: &Geometry, y: &mut [f32]) {
         .step_by(CHUNK)
         .map(|s| (s, (s + CHUNK).min(layout.span)))
         .collect();
-    let mut out = vec![0f32; g.co * chunks.len() * CHUNK];
+    // The first tap's product writes each chunk's [co, end - start] block without reading it;
+    // the rest of the last chunk is neither written nor read.
+    let mut out = output_buffer(g.co * chunks.len() * CHUNK);
     out.par_chunks_mut(g.co * CHUNK)
         .zip(&chunks)
         .for_each(|(out, &(start, end))| {
@@ -126,7 +131,7 @@ pub fn forward_unit(x: &[f32], w: &[f32], g: &Geometry, y: &mut [f32]) {
                         g.co,
                         end - start,
                         g.c,
-                        ViewMut::rows(out.as_mut_ptr(), CHUNK),
+                        ViewMut::rows(out.as_mut_ptr().cast(), CHUNK),
                         tap_weights(w, g, t),
                         View::rows(xp[offset + start..].as_ptr(), pvol),
                         t > 0,
@@ -136,9 +141,14 @@ pub fn forward_unit(x: &[f32], w: &[f32], g: &Geometry, y: &mut [f32]) {
             }
         });
     let out_vol = g.output_volume();
+    assert_eq!(y.len(), g.co * out_vol, "forward_unit: output size");
     y.par_chunks_mut(out_vol).enumerate().for_each(|(co, y)| {
         layout.for_each_voxel(g.output, [0; 3], |l, i| {
-            y[i] = out[(l / CHUNK) * g.co * CHUNK + co * CHUNK + l % CHUNK];
+            // SAFETY: l < span lies in chunk l / CHUNK at column l % CHUNK < end - start, which
+            // the first tap's product wrote.
+            y[i].write(unsafe {
+                out[(l / CHUNK) * g.co * CHUNK + co * CHUNK + l % CHUNK].assume_init()
+            });
         });
     });
 }

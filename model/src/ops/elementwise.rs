@@ -6,8 +6,31 @@
 //! they take are inlined into each version. The build itself targets the baseline, so one binary
 //! runs everywhere.
 
+use std::mem::{ManuallyDrop, MaybeUninit};
+
 use candle_core::{backend::BackendStorage, bail, CpuStorage, Layout, Result};
 use multiversion::multiversion;
+
+/// An output buffer of `len` elements that is written before it is read. Unlike
+/// `vec![0.0; len]` it costs no pass over memory; [`assume_written`] turns it into data.
+pub(crate) fn output_buffer(len: usize) -> Vec<MaybeUninit<f32>> {
+    let mut buffer = Vec::with_capacity(len);
+    buffer.resize_with(len, MaybeUninit::uninit);
+    buffer
+}
+
+/// The data of an [`output_buffer`].
+///
+/// # Safety
+///
+/// Every element of `buffer` has been written.
+pub(crate) unsafe fn assume_written(buffer: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+    let mut buffer = ManuallyDrop::new(buffer);
+    let (ptr, len, capacity) = (buffer.as_mut_ptr(), buffer.len(), buffer.capacity());
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, the allocation is handed over
+    // unchanged, and the caller guarantees that every element is initialised.
+    unsafe { Vec::from_raw_parts(ptr.cast::<f32>(), len, capacity) }
+}
 
 /// Borrows a contiguous `f32` slice of a custom op's argument.
 pub(crate) fn contiguous_f32<'a>(
@@ -83,25 +106,30 @@ pub(crate) fn sum_and_squares(values: &[f32]) -> (f64, f64) {
     (sum.iter().sum(), squares.iter().sum())
 }
 
-/// `y[i] = f(x[i])`.
+/// `y[i] = f(x[i])`, writing every element of `y` (the lengths must be equal).
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-pub(crate) fn map_into<F>(y: &mut [f32], x: &[f32], f: F)
+pub(crate) fn map_into<F>(y: &mut [MaybeUninit<f32>], x: &[f32], f: F)
 where
     F: Fn(f32) -> f32,
 {
+    assert_eq!(y.len(), x.len(), "map_into: lengths differ");
     for (y, &x) in y.iter_mut().zip(x) {
-        *y = f(x);
+        y.write(f(x));
     }
 }
 
-/// `y[i] = f(a[i], b[i])`.
+/// `y[i] = f(a[i], b[i])`, writing every element of `y` (the lengths must be equal).
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-pub(crate) fn zip_map_into<F>(y: &mut [f32], a: &[f32], b: &[f32], f: F)
+pub(crate) fn zip_map_into<F>(y: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], f: F)
 where
     F: Fn(f32, f32) -> f32,
 {
+    assert!(
+        y.len() == a.len() && y.len() == b.len(),
+        "zip_map_into: lengths differ"
+    );
     for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
-        *y = f(a, b);
+        y.write(f(a, b));
     }
 }
 
@@ -135,13 +163,24 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "lengths differ")]
+    fn a_map_refuses_an_output_it_would_not_fill() {
+        map_into(&mut output_buffer(8), &values(7), |x| x);
+    }
+
+    #[test]
     fn maps_apply_their_function_to_every_element() {
         let (a, b) = (values(37), values(37).into_iter().rev().collect::<Vec<_>>());
-        let mut y = vec![0f32; 37];
+        let mut y = output_buffer(37);
         map_into(&mut y, &a, |x| x.max(0.0) * 2.0);
-        assert!(y.iter().zip(&a).all(|(y, a)| *y == a.max(0.0) * 2.0));
+        // SAFETY: map_into wrote all 37 elements.
+        let mapped = unsafe { assume_written(y) };
+        assert!(mapped.iter().zip(&a).all(|(y, a)| *y == a.max(0.0) * 2.0));
+        let mut y = output_buffer(37);
         zip_map_into(&mut y, &a, &b, |a, b| a * b - 1.0);
-        assert!(y
+        // SAFETY: zip_map_into wrote all 37 elements.
+        let zipped = unsafe { assume_written(y) };
+        assert!(zipped
             .iter()
             .zip(a.iter().zip(&b))
             .all(|(y, (a, b))| *y == a * b - 1.0));

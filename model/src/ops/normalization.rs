@@ -8,7 +8,10 @@
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::elementwise::{contiguous_f32, map_into, paired_sums, sum_and_squares, zip_map_into};
+use super::elementwise::{
+    assume_written, contiguous_f32, map_into, output_buffer, paired_sums, sum_and_squares,
+    zip_map_into,
+};
 
 /// Mean and 1/sqrt(var + eps) of one (sample, group) span (its channel planes).
 fn moments(planes: &[f32], eps: f64) -> (f32, f32) {
@@ -115,7 +118,7 @@ impl CustomOp3 for GroupNorm {
         let gamma = contiguous_f32(s2, l2, self.name())?;
         let beta = contiguous_f32(s3, l3, self.name())?;
         sp.check_affine(gamma.len(), beta.len(), self.name())?;
-        let mut y = vec![0f32; x.len()];
+        let mut y = output_buffer(x.len());
         y.par_chunks_mut(sp.len())
             .zip(x.par_chunks(sp.len()))
             .enumerate()
@@ -137,7 +140,12 @@ impl CustomOp3 for GroupNorm {
                     }
                 }
             });
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        // SAFETY: the spans, and their planes, of `y` match the input's one for one, and each
+        // plane's map wrote it.
+        Ok((
+            CpuStorage::F32(unsafe { assume_written(y) }),
+            l1.shape().clone(),
+        ))
     }
 
     #[cfg(feature = "cuda")]
@@ -216,7 +224,7 @@ impl GroupNormGrad {
         &self,
         sp: &Spans,
         s: usize,
-        (x, dy, dx): (&[f32], &[f32], &mut [f32]),
+        (x, dy, dx): (&[f32], &[f32], &mut [std::mem::MaybeUninit<f32>]),
         (gamma, beta): (&[f32], &[f32]),
     ) -> Vec<(f64, f64)> {
         let (mean, rstd) = moments(x, self.eps);
@@ -285,7 +293,7 @@ impl CustomOp3 for GroupNormGrad {
                 x.len()
             )
         }
-        let mut out = vec![0f32; x.len() + 2 * c];
+        let mut out = output_buffer(x.len() + 2 * c);
         let (dx, affine_grad) = out.split_at_mut(x.len());
         // Σ d and Σ d·x̂ per (sample, channel) plane, in memory order.
         let per_plane: Vec<(f64, f64)> = dx
@@ -300,9 +308,14 @@ impl CustomOp3 for GroupNormGrad {
             dbeta[p % c] += d;
         }
         for (out, v) in affine_grad.iter_mut().zip(dgamma.iter().chain(&dbeta)) {
-            *out = *v as f32;
+            out.write(*v as f32);
         }
-        Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * c)))
+        // SAFETY: the spans of dx match the input's one for one and `span` wrote each plane of
+        // them; the 2·c affine gradients were written just above.
+        Ok((
+            CpuStorage::F32(unsafe { assume_written(out) }),
+            Shape::from(x.len() + 2 * c),
+        ))
     }
 
     #[cfg(feature = "cuda")]

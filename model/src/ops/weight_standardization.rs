@@ -4,7 +4,10 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::elementwise::{contiguous_f32, map_into, paired_sums, sum_and_squares, zip_map_into};
+use super::elementwise::{
+    assume_written, contiguous_f32, map_into, output_buffer, paired_sums, sum_and_squares,
+    zip_map_into,
+};
 
 /// Mean and `sqrt(unbiased variance + eps)` of one output channel's weights.
 fn row_moments(row: &[f32], eps: f64) -> (f64, f64) {
@@ -42,7 +45,7 @@ impl CustomOp1 for StandardizeWeight {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let w = contiguous_f32(s, l, self.name())?;
-        let mut out = vec![0f32; w.len()];
+        let mut out = output_buffer(w.len());
         out.par_chunks_mut(self.fan)
             .zip(w.par_chunks(self.fan))
             .for_each(|(out, row)| {
@@ -50,7 +53,11 @@ impl CustomOp1 for StandardizeWeight {
                 let (mean, inv_std) = (mean as f32, (1.0 / std) as f32);
                 map_into(out, row, |v| (v - mean) * inv_std);
             });
-        Ok((CpuStorage::F32(out), l.shape().clone()))
+        // SAFETY: the rows of `out` match the weight's one for one, and each map wrote its row.
+        Ok((
+            CpuStorage::F32(unsafe { assume_written(out) }),
+            l.shape().clone(),
+        ))
     }
 
     #[cfg(feature = "cuda")]
@@ -101,7 +108,7 @@ impl CustomOp2 for StandardizeWeightGrad {
         let w = contiguous_f32(s1, l1, self.name())?;
         let dy = contiguous_f32(s2, l2, self.name())?;
         check_gradients(self.name(), dy.len(), w.len())?;
-        let mut dw = vec![0f32; w.len()];
+        let mut dw = output_buffer(w.len());
         let n = self.fan as f64;
         dw.par_chunks_mut(self.fan)
             .zip(w.par_chunks(self.fan).zip(dy.par_chunks(self.fan)))
@@ -120,7 +127,11 @@ impl CustomOp2 for StandardizeWeightGrad {
                     (g - dy_mean) * inv_std - (v - mean) * c_factor
                 });
             });
-        Ok((CpuStorage::F32(dw), l1.shape().clone()))
+        // SAFETY: the rows of `dw` match the weight's one for one, and each map wrote its row.
+        Ok((
+            CpuStorage::F32(unsafe { assume_written(dw) }),
+            l1.shape().clone(),
+        ))
     }
 
     #[cfg(feature = "cuda")]
