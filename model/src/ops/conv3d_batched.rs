@@ -3,6 +3,8 @@
 //! matrix `[c·taps, n·vol]` holds every sample side by side and only the kernel taps that read
 //! the input somewhere (a dilated 3×3×3 kernel on a 2×2×2 map reads it with its centre tap only).
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use super::conv3d_kernels::{row_map, unravel_tap};
@@ -84,9 +86,12 @@ fn columns(x: &[f32], g: &Geometry, taps: &[usize]) -> Vec<f32> {
     col
 }
 
-/// The weight's live taps, `[co, c·live]`.
-fn live_weight(w: &[f32], g: &Geometry, taps: &[usize]) -> Vec<f32> {
+/// The weight's live taps, `[co, c·live]`: the weight itself when every tap is live.
+fn live_weight<'a>(w: &'a [f32], g: &Geometry, taps: &[usize]) -> Cow<'a, [f32]> {
     let kv = g.kernel_volume();
+    if taps.len() == kv {
+        return Cow::Borrowed(w);
+    }
     let mut out = vec![0f32; g.co * g.c * taps.len()];
     out.par_chunks_mut(taps.len())
         .zip(w.par_chunks(kv))
@@ -95,7 +100,7 @@ fn live_weight(w: &[f32], g: &Geometry, taps: &[usize]) -> Vec<f32> {
                 *o = w[t];
             }
         });
-    out
+    Cow::Owned(out)
 }
 
 /// `data [a, b, vol]` as `[b, a, vol]` (samples side by side and back).
@@ -203,26 +208,35 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let k = g.c * taps.len();
     let col = columns(x, g, &taps);
     let grad = swap_outer(dy, g.n, g.co, g.output_volume());
-    let mut dw_live = vec![0f32; g.co * k];
-    // SAFETY: grad is [co, width], colᵀ is [width, k], dw_live is [co, k].
+    let all_live = taps.len() == kv;
+    // Every tap live: the product is the whole gradient; otherwise the live taps' columns.
+    let mut dw_live = if all_live {
+        Vec::new()
+    } else {
+        vec![0f32; g.co * k]
+    };
+    let target = if all_live { &mut dw } else { &mut dw_live };
+    // SAFETY: grad is [co, width], colᵀ is [width, k], the target is [co, k].
     unsafe {
         matmul(
             g.co,
             k,
             width,
-            ViewMut::rows(dw_live.as_mut_ptr(), k),
+            ViewMut::rows(target.as_mut_ptr(), k),
             View::rows(grad.as_ptr(), width),
             View::rows(col.as_ptr(), width).t(),
             false,
             true,
         )
     };
-    for oc in 0..g.co {
-        for c in 0..g.c {
-            for (j, &t) in taps.iter().enumerate() {
-                dw[(oc * g.c + c) * kv + t] = dw_live[(oc * g.c + c) * taps.len() + j];
-            }
-        }
+    if !all_live {
+        dw.par_chunks_mut(kv)
+            .zip(dw_live.par_chunks(taps.len()))
+            .for_each(|(dw, live)| {
+                for (&t, &v) in taps.iter().zip(live) {
+                    dw[t] = v;
+                }
+            });
     }
     dw
 }

@@ -186,9 +186,12 @@ fn columns(x_n: &[f32], g: &Geometry, rows: &Range<usize>, buffer: &mut Vec<f32>
     }
 }
 
-/// Offsets of the input, output and weight of every (sample, group) unit of the convolution,
-/// each of which is a convolution with one sample and one group of geometry [`Geometry::unit`].
-fn units(g: &Geometry) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+/// Offsets of the input, output and weight of one (sample, group) unit of a convolution.
+type Unit = (usize, usize, usize);
+
+/// The [`Unit`]s of the convolution, each of which is a convolution with one sample and one
+/// group of geometry [`Geometry::unit`].
+fn units(g: &Geometry) -> impl Iterator<Item = Unit> + '_ {
     let u = g.unit();
     let (x_size, y_size, w_size) = (
         u.c * g.input_volume(),
@@ -355,7 +358,7 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
         return dw;
     }
     let chunks = row_chunks(&u);
-    let items: Vec<((usize, usize, usize), &Range<usize>)> = units(g)
+    let items: Vec<(Unit, &Range<usize>)> = units(g)
         .flat_map(|unit| chunks.iter().map(move |rows| (unit, rows)))
         .collect();
     let threads = rayon::current_num_threads();
