@@ -209,6 +209,16 @@ fn units(g: &Geometry) -> impl Iterator<Item = Unit> + '_ {
     })
 }
 
+/// The `[co, rows·ow]` block of output rows `rows` of the unit whose output gradient starts at
+/// `yo` in `dy`.
+fn gradient_block(dy: &[f32], yo: usize, rows: &Range<usize>, g: &Geometry) -> View {
+    View {
+        ptr: dy[yo + rows.start * g.output[2]..].as_ptr(),
+        row_stride: g.output_volume() as isize,
+        col_stride: 1,
+    }
+}
+
 /// `y = conv3d(x, w)`: `x [n, c, d, h, w]`, `w [co, c/groups, kd, kh, kw]`, returns
 /// `y [n, co, od, oh, ow]`.
 pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
@@ -310,11 +320,7 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
         for rows in &chunks {
             let chunk = rows.len() * g.output[2];
             buffer.resize(u.col_rows() * chunk, 0.0);
-            let grad = View {
-                ptr: dy[yo + rows.start * g.output[2]..].as_ptr(),
-                row_stride: out_vol as isize,
-                col_stride: 1,
-            };
+            let grad = gradient_block(dy, yo, rows, g);
             // SAFETY: buffer holds col_rows × chunk elements.
             unsafe {
                 matmul(
@@ -375,11 +381,7 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
                 let x_u = &x[xo..xo + u.c * g.input_volume()];
                 let chunk = rows.len() * g.output[2];
                 let col = columns(x_u, &u, rows, &mut buffer);
-                let grad = View {
-                    ptr: dy[yo + rows.start * g.output[2]..].as_ptr(),
-                    row_stride: out_vol as isize,
-                    col_stride: 1,
-                };
+                let grad = gradient_block(dy, yo, rows, g);
                 // SAFETY: the group's dw is [co, col_rows] from `wo`; grad is [co, chunk]; the
                 // transposed columns are [chunk, col_rows].
                 unsafe {
