@@ -1,13 +1,8 @@
 //! LeakyReLU as one fused op (one output tensor, one gradient op) instead of a chain of Candle
 //! element-wise ops, alone or after the sum of two tensors (a residual connection).
 
+use super::elementwise::{contiguous_f32, par_map, par_zip_map};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
-
-use super::elementwise::{assume_written, contiguous_f32, map_into, output_buffer, zip_map_into};
-
-/// Elements per parallel work item.
-const CHUNK: usize = 1 << 14;
 
 struct LeakyRelu {
     slope: f32,
@@ -25,18 +20,8 @@ impl CustomOp1 for LeakyRelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, self.name())?;
-        let mut y = output_buffer(x.len());
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| {
-                map_into(y, x, |x| if x > 0.0 { x } else { x * self.slope });
-            });
-        // SAFETY: the output's chunks match the input's one for one, and each map wrote its
-        // whole chunk.
-        Ok((
-            CpuStorage::F32(unsafe { assume_written(y) }),
-            l.shape().clone(),
-        ))
+        let y = par_map(x, |x| if x > 0.0 { x } else { x * self.slope });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     #[cfg(feature = "cuda")]
@@ -82,20 +67,11 @@ impl CustomOp2 for LeakyReluGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        same_shape(self.name(), l1, l2)?;
         let x = contiguous_f32(s1, l1, self.name())?;
         let g = contiguous_f32(s2, l2, self.name())?;
-        let mut out = output_buffer(x.len());
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-            .for_each(|(o, (x, g))| {
-                zip_map_into(o, x, g, |x, g| if x > 0.0 { g } else { g * self.slope });
-            });
-        // SAFETY: the output's chunks match the input's one for one, and each map wrote its
-        // whole chunk.
-        Ok((
-            CpuStorage::F32(unsafe { assume_written(out) }),
-            l1.shape().clone(),
-        ))
+        let out = par_zip_map(x, g, |x, g| if x > 0.0 { g } else { g * self.slope });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
     #[cfg(feature = "cuda")]
@@ -160,25 +136,15 @@ impl CustomOp2 for AddLeakyRelu {
         same_shape(self.name(), l1, l2)?;
         let a = contiguous_f32(s1, l1, self.name())?;
         let b = contiguous_f32(s2, l2, self.name())?;
-        let mut y = output_buffer(a.len());
-        y.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(y, (a, b))| {
-                zip_map_into(y, a, b, |a, b| {
-                    let z = a + b;
-                    if z > 0.0 {
-                        z
-                    } else {
-                        z * self.slope
-                    }
-                });
-            });
-        // SAFETY: the output's chunks match the input's one for one, and each map wrote its
-        // whole chunk.
-        Ok((
-            CpuStorage::F32(unsafe { assume_written(y) }),
-            l1.shape().clone(),
-        ))
+        let y = par_zip_map(a, b, |a, b| {
+            let z = a + b;
+            if z > 0.0 {
+                z
+            } else {
+                z * self.slope
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
     #[cfg(feature = "cuda")]

@@ -14,7 +14,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::elementwise::{assume_written, output_buffer};
+use super::elementwise::{add_parts, assume_written, output_buffer};
 use super::geometry::Geometry;
 use super::strided_gemm::{matmul, View, ViewMut};
 use super::{conv3d_batched, conv3d_shifted};
@@ -371,40 +371,28 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let parts = threads.clamp(1, items.len().max(1));
     // Fewer chunks than threads: each product is parallel instead.
     let parallel_products = items.len() < threads;
-    let partial: Vec<Vec<f32>> = (0..parts)
-        .into_par_iter()
-        .map(|part| {
-            let mut acc = vec![0f32; dw.len()];
-            let mut buffer = Vec::new();
-            let share = &items[part * items.len() / parts..(part + 1) * items.len() / parts];
-            for &((xo, yo, wo), rows) in share {
-                let x_u = &x[xo..xo + u.c * g.input_volume()];
-                let chunk = rows.len() * g.output[2];
-                let col = columns(x_u, &u, rows, &mut buffer);
-                let grad = gradient_block(dy, yo, rows, g);
-                // SAFETY: the group's dw is [co, col_rows] from `wo`; grad is [co, chunk]; the
-                // transposed columns are [chunk, col_rows].
-                unsafe {
-                    matmul(
-                        u.co,
-                        u.col_rows(),
-                        chunk,
-                        ViewMut::rows(acc[wo..].as_mut_ptr(), u.col_rows()),
-                        grad,
-                        col.t(),
-                        true,
-                        parallel_products,
-                    )
-                };
-            }
-            acc
-        })
-        .collect();
-    dw.par_chunks_mut(1 << 14).enumerate().for_each(|(i, dw)| {
-        for acc in &partial {
-            for (d, a) in dw.iter_mut().zip(&acc[i << 14..]) {
-                *d += a;
-            }
+    add_parts(&mut dw, parts, |part, acc| {
+        let mut buffer = Vec::new();
+        let share = &items[part * items.len() / parts..(part + 1) * items.len() / parts];
+        for &((xo, yo, wo), rows) in share {
+            let x_u = &x[xo..xo + u.c * g.input_volume()];
+            let chunk = rows.len() * g.output[2];
+            let col = columns(x_u, &u, rows, &mut buffer);
+            let grad = gradient_block(dy, yo, rows, g);
+            // SAFETY: the group's dw is [co, col_rows] from `wo`; grad is [co, chunk]; the
+            // transposed columns are [chunk, col_rows].
+            unsafe {
+                matmul(
+                    u.co,
+                    u.col_rows(),
+                    chunk,
+                    ViewMut::rows(acc[wo..].as_mut_ptr(), u.col_rows()),
+                    grad,
+                    col.t(),
+                    true,
+                    parallel_products,
+                )
+            };
         }
     });
     dw

@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::elementwise::output_buffer;
+use super::elementwise::{add_parts, output_buffer};
 use super::geometry::Geometry;
 use super::strided_gemm::{matmul, View, ViewMut};
 
@@ -203,39 +203,30 @@ pub fn backward_filter_unit(x: &[f32], dy: &[f32], g: &Geometry, dw: &mut [f32])
     let pvol = layout.padded_volume();
     let parts = rayon::current_num_threads().max(1);
     let step = layout.span.div_ceil(parts);
-    let partial: Vec<Vec<f32>> = (0..parts)
-        .into_par_iter()
-        .map(|part| {
-            let (start, end) = (part * step, ((part + 1) * step).min(layout.span));
-            let mut acc = vec![0f32; dw.len()];
-            if start < end {
-                for (t, &offset) in layout.offsets.iter().enumerate() {
-                    // SAFETY: acc is [co, c, taps]; dyp holds co rows of span; the shifted input
-                    // holds c rows from `offset + start`.
-                    unsafe {
-                        matmul(
-                            g.co,
-                            g.c,
-                            end - start,
-                            ViewMut {
-                                ptr: acc[t..].as_mut_ptr(),
-                                row_stride: g.col_rows() as isize,
-                                col_stride: g.kernel_volume() as isize,
-                            },
-                            View::rows(dyp[start..].as_ptr(), layout.span),
-                            View::rows(xp[offset + start..].as_ptr(), pvol).t(),
-                            true,
-                            false,
-                        )
-                    };
-                }
-            }
-            acc
-        })
-        .collect();
-    for acc in partial {
-        for (d, a) in dw.iter_mut().zip(acc) {
-            *d += a;
+    add_parts(dw, parts, |part, acc| {
+        let (start, end) = (part * step, ((part + 1) * step).min(layout.span));
+        if start >= end {
+            return;
         }
-    }
+        for (t, &offset) in layout.offsets.iter().enumerate() {
+            // SAFETY: acc is [co, c, taps]; dyp holds co rows of span; the shifted input holds c
+            // rows from `offset + start`.
+            unsafe {
+                matmul(
+                    g.co,
+                    g.c,
+                    end - start,
+                    ViewMut {
+                        ptr: acc[t..].as_mut_ptr(),
+                        row_stride: g.col_rows() as isize,
+                        col_stride: g.kernel_volume() as isize,
+                    },
+                    View::rows(dyp[start..].as_ptr(), layout.span),
+                    View::rows(xp[offset + start..].as_ptr(), pvol).t(),
+                    true,
+                    false,
+                )
+            };
+        }
+    });
 }

@@ -10,6 +10,10 @@ use std::mem::{ManuallyDrop, MaybeUninit};
 
 use candle_core::{backend::BackendStorage, bail, CpuStorage, Layout, Result};
 use multiversion::multiversion;
+use rayon::prelude::*;
+
+/// Elements per parallel work item of the element-wise ops.
+const CHUNK: usize = 1 << 14;
 
 /// An output buffer of `len` elements that is written before it is read. Unlike
 /// `vec![0.0; len]` it costs no pass over memory; [`assume_written`] turns it into data.
@@ -133,6 +137,49 @@ where
     }
 }
 
+/// `f(x[i])` for every element, in parallel chunks.
+pub(crate) fn par_map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut y = output_buffer(x.len());
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| map_into(y, x, &f));
+    // SAFETY: the output's chunks match the input's one for one, and map_into wrote each whole.
+    unsafe { assume_written(y) }
+}
+
+/// `f(a[i], b[i])` for every element of two equally long slices, in parallel chunks.
+pub(crate) fn par_zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "par_zip_map: lengths differ");
+    let mut y = output_buffer(a.len());
+    y.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(y, (a, b))| zip_map_into(y, a, b, &f));
+    // SAFETY: the inputs are equally long, so the output's chunks match theirs one for one, and
+    // zip_map_into wrote each whole.
+    unsafe { assume_written(y) }
+}
+
+/// Adds to `dst` the buffers that `parts` parallel calls of `fill(part, buffer)` fill, each from
+/// zeros: per-thread accumulators of a reduction. They are added in the order of the parts, so
+/// the result depends only on `parts`.
+pub(crate) fn add_parts(dst: &mut [f32], parts: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
+    let partial: Vec<Vec<f32>> = (0..parts)
+        .into_par_iter()
+        .map(|part| {
+            let mut acc = vec![0f32; dst.len()];
+            fill(part, &mut acc);
+            acc
+        })
+        .collect();
+    dst.par_chunks_mut(CHUNK).enumerate().for_each(|(i, dst)| {
+        for acc in &partial {
+            for (d, a) in dst.iter_mut().zip(&acc[i * CHUNK..]) {
+                *d += a;
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +231,14 @@ mod tests {
             .iter()
             .zip(a.iter().zip(&b))
             .all(|(y, (a, b))| *y == a * b - 1.0));
+    }
+
+    #[test]
+    fn parts_are_added_to_what_the_destination_holds() {
+        let mut dst = vec![1f32; 3 * CHUNK + 5];
+        add_parts(&mut dst, 3, |part, acc| {
+            acc.iter_mut().for_each(|a| *a = part as f32 + 1.0)
+        });
+        assert!(dst.iter().all(|&d| d == 7.0));
     }
 }
