@@ -152,6 +152,50 @@ fn conv3d_matches_naive_loop_forward_and_backward() {
     );
 }
 
+/// The per-sample paths (outputs too large to batch, or one sample): shifted products with
+/// channel groups, per-axis padding and dilation, padding wider than the dilated kernel (whose
+/// input gradient cannot run as a forward pass), and weight gradients that transpose either the
+/// output gradient (fewer output channels than column rows) or the columns (more).
+#[test]
+fn per_sample_paths_match_naive_loop() {
+    check_against_naive(
+        [2, 4, 9, 8, 10],
+        [6, 2, 3, 3, 3],
+        Conv3dParams::uniform(1, 1, 1).with_groups(2),
+    );
+    check_against_naive(
+        [1, 2, 7, 6, 8],
+        [3, 2, 3, 2, 3],
+        Conv3dParams {
+            stride: [1, 1, 1],
+            padding: [0, 1, 2],
+            dilation: [1, 2, 1],
+            groups: 1,
+        },
+    );
+    check_against_naive(
+        [1, 2, 6, 7, 8],
+        [3, 2, 3, 3, 3],
+        Conv3dParams::uniform(1, 3, 1),
+    );
+    check_against_naive(
+        [1, 1, 9, 10, 11],
+        [8, 1, 1, 1, 2],
+        Conv3dParams::uniform(2, 0, 1),
+    );
+    check_against_naive([1, 3, 4, 5, 6], [7, 3, 1, 1, 1], Conv3dParams::default());
+    check_against_naive(
+        [1, 4, 4, 5, 6],
+        [6, 2, 1, 1, 1],
+        Conv3dParams::default().with_groups(2),
+    );
+    check_against_naive(
+        [1, 4, 7, 6, 8],
+        [4, 2, 3, 3, 3],
+        Conv3dParams::uniform(2, 1, 1).with_groups(2),
+    );
+}
+
 /// Checks the autograd gradients of `sum(op(x, w)²)` against central finite differences at the
 /// given coordinates of `x` and `w`.
 fn check_finite_differences(

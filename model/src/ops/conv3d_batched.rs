@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use super::conv3d_kernels::{row_map, unravel_tap};
 use super::geometry::Geometry;
 use super::strided_gemm::{matmul, View, ViewMut};
+use super::transpose::{par_transpose_into, transpose_into};
 
 /// Largest output volume per sample handled here.
 const SMALL_OUTPUT_VOLUME: usize = 512;
@@ -196,6 +197,17 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     swap_outer(&by_channel, g.c, g.n, in_vol)
 }
 
+/// `dy [n, co, vol]` as `[n·vol, co]`: the output gradient with samples side by side along the
+/// rows, transposed so that the weight gradient's product reads it along its rows.
+fn gradient_transposed(dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let (vol, co) = (g.output_volume(), g.co);
+    let mut out = vec![0f32; dy.len()];
+    out.par_chunks_mut(vol * co)
+        .zip(dy.par_chunks(co * vol))
+        .for_each(|(out, dy)| transpose_into(dy, vol, co, vol, out, co));
+    out
+}
+
 /// Gradient with respect to the weight for the whole batch at once.
 pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let taps = live_taps(g);
@@ -207,36 +219,34 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let width = g.n * g.output_volume();
     let k = g.c * taps.len();
     let col = columns(x, g, &taps);
-    let grad = swap_outer(dy, g.n, g.co, g.output_volume());
-    let all_live = taps.len() == kv;
-    // Every tap live: the product is the whole gradient; otherwise the live taps' columns.
-    let mut dw_live = if all_live {
-        Vec::new()
-    } else {
-        vec![0f32; g.co * k]
-    };
-    let target = if all_live { &mut dw } else { &mut dw_live };
-    // SAFETY: grad is [co, width], colᵀ is [width, k], the target is [co, k].
+    let grad_t = gradient_transposed(dy, g);
+    let mut dw_t = vec![0f32; k * g.co];
+    // SAFETY: col is [k, width], gradᵀ is [width, co], dwᵀ is [k, co].
     unsafe {
         matmul(
-            g.co,
             k,
+            g.co,
             width,
-            ViewMut::rows(target.as_mut_ptr(), k),
-            View::rows(grad.as_ptr(), width),
-            View::rows(col.as_ptr(), width).t(),
+            ViewMut::rows(dw_t.as_mut_ptr(), g.co),
+            View::rows(col.as_ptr(), width),
+            View::rows(grad_t.as_ptr(), g.co),
             false,
             true,
         )
     };
-    if !all_live {
-        dw.par_chunks_mut(kv)
-            .zip(dw_live.par_chunks(taps.len()))
-            .for_each(|(dw, live)| {
-                for (&t, &v) in taps.iter().zip(live) {
-                    dw[t] = v;
-                }
-            });
+    if taps.len() == kv {
+        par_transpose_into(&dw_t, k, g.co, &mut dw);
+        return dw;
     }
+    let mut dw_live = vec![0f32; g.co * k];
+    par_transpose_into(&dw_t, k, g.co, &mut dw_live);
+    // Column (c, j) of the live weight gradient is tap taps[j] of input channel c.
+    dw.par_chunks_mut(kv)
+        .zip(dw_live.par_chunks(taps.len()))
+        .for_each(|(dw, live)| {
+            for (&t, &v) in taps.iter().zip(live) {
+                dw[t] = v;
+            }
+        });
     dw
 }

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use super::elementwise::{add_parts, assume_written, output_buffer};
 use super::geometry::Geometry;
 use super::strided_gemm::{matmul, View, ViewMut};
+use super::transpose::{par_transpose_into, transpose_into};
 use super::{conv3d_batched, conv3d_shifted};
 
 /// Largest column matrix built at once, in `f32` elements (8 MiB).
@@ -166,23 +167,38 @@ fn row_chunks(g: &Geometry) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// The column matrix of one chunk: a view into the input for pointwise convolutions, otherwise
-/// the unfolded buffer.
-fn columns(x_n: &[f32], g: &Geometry, rows: &Range<usize>, buffer: &mut Vec<f32>) -> View {
+/// The column matrix `[c·taps, chunk]` of one chunk of output rows, rows `row_stride` apart.
+struct Columns<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+}
+
+impl Columns<'_> {
+    fn view(&self) -> View {
+        View::rows(self.data.as_ptr(), self.row_stride)
+    }
+}
+
+/// The column matrix of one chunk: the input itself for pointwise convolutions, otherwise the
+/// unfolded buffer.
+fn columns<'a>(
+    x_n: &'a [f32],
+    g: &Geometry,
+    rows: &Range<usize>,
+    buffer: &'a mut Vec<f32>,
+) -> Columns<'a> {
     let chunk = rows.len() * g.output[2];
     if is_pointwise(g) {
-        return View {
-            ptr: x_n[rows.start * g.output[2]..].as_ptr(),
-            row_stride: g.input_volume() as isize,
-            col_stride: 1,
+        return Columns {
+            data: &x_n[rows.start * g.output[2]..],
+            row_stride: g.input_volume(),
         };
     }
     buffer.resize(g.col_rows() * chunk, 0.0);
     vol2col(x_n, g, rows, buffer);
-    View {
-        ptr: buffer.as_ptr(),
-        row_stride: chunk as isize,
-        col_stride: 1,
+    Columns {
+        data: buffer,
+        row_stride: chunk,
     }
 }
 
@@ -225,19 +241,16 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     if conv3d_batched::applies(g) {
         return conv3d_batched::forward(x, w, g);
     }
+    if conv3d_shifted::applies(g) && !is_pointwise(g) {
+        return conv3d_shifted::forward(x, w, g);
+    }
     let u = g.unit();
     let out_vol = g.output_volume();
     let mut y = output_buffer(g.n * g.co * out_vol);
     let mut buffer = Vec::new();
     let chunks = row_chunks(&u);
-    let shifted = conv3d_shifted::applies(g) && !is_pointwise(g);
     for (xo, yo, wo) in units(g) {
         let x_u = &x[xo..xo + u.c * g.input_volume()];
-        if shifted {
-            let w_u = &w[wo..wo + u.co * u.col_rows()];
-            conv3d_shifted::forward_unit(x_u, w_u, &u, &mut y[yo..yo + u.co * out_vol]);
-            continue;
-        }
         let weight = View {
             ptr: w[wo..].as_ptr(),
             row_stride: u.col_rows() as isize,
@@ -245,7 +258,7 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
         };
         for rows in &chunks {
             let chunk = rows.len() * g.output[2];
-            let col = columns(x_u, &u, rows, &mut buffer);
+            let col = columns(x_u, &u, rows, &mut buffer).view();
             // SAFETY: the unit's output holds co rows of out_vol elements from `yo`; the chunk's
             // columns start at rows.start·ow and span `chunk` elements of each row.
             unsafe {
@@ -266,8 +279,7 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
         }
     }
     // SAFETY: the units cover the batch and groups, each unit's row chunks cover its output
-    // rows, and every product (or shifted unit) writes its whole [co, chunk] block without
-    // reading it.
+    // rows, and every product writes its whole [co, chunk] block without reading it.
     unsafe { assume_written(y) }
 }
 
@@ -278,19 +290,18 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     if conv3d_batched::applies(g) {
         return conv3d_batched::backward_data(dy, w, g);
     }
+    if conv3d_shifted::applies(g) && !is_pointwise(g) {
+        if let Some(dx) = conv3d_shifted::backward_data(dy, w, g) {
+            return dx;
+        }
+    }
     let u = g.unit();
     let (in_vol, out_vol) = (g.input_volume(), g.output_volume());
     let mut dx = vec![0f32; g.n * g.c * in_vol];
     let mut buffer = Vec::new();
     let chunks = row_chunks(&u);
-    let shifted = conv3d_shifted::applies(g) && !is_pointwise(g);
     for (xo, yo, wo) in units(g) {
         let dx_u = &mut dx[xo..xo + u.c * in_vol];
-        if shifted {
-            let w_u = &w[wo..wo + u.co * u.col_rows()];
-            conv3d_shifted::backward_data_unit(&dy[yo..yo + u.co * out_vol], w_u, &u, dx_u);
-            continue;
-        }
         let weight_t = View {
             ptr: w[wo..].as_ptr(),
             row_stride: 1,
@@ -348,21 +359,19 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 /// weight has one). Instead the chunks of all units are split into one contiguous part per
 /// thread, each part sums its chunks' products into its own buffer, and the parts are added.
 /// The sums' order depends only on the number of threads, so results repeat exactly.
+///
+/// Both operands run along the voxels, the reduction axis; the smaller of the two (the output
+/// gradient's block or the column matrix) is transposed first, so that each product reads its
+/// right-hand operand along its rows.
 pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     if conv3d_batched::applies(g) {
         return conv3d_batched::backward_filter(x, dy, g);
     }
-    let u = g.unit();
-    let out_vol = g.output_volume();
-    let mut dw = vec![0f32; g.co * u.col_rows()];
     if conv3d_shifted::applies(g) && !is_pointwise(g) {
-        for (xo, yo, wo) in units(g) {
-            let x_u = &x[xo..xo + u.c * g.input_volume()];
-            let dw_u = &mut dw[wo..wo + u.co * u.col_rows()];
-            conv3d_shifted::backward_filter_unit(x_u, &dy[yo..yo + u.co * out_vol], &u, dw_u);
-        }
-        return dw;
+        return conv3d_shifted::backward_filter(x, dy, g);
     }
+    let u = g.unit();
+    let (out_vol, cols, co) = (g.output_volume(), u.col_rows(), u.co);
     let chunks = row_chunks(&u);
     let items: Vec<(Unit, &Range<usize>)> = units(g)
         .flat_map(|unit| chunks.iter().map(move |rows| (unit, rows)))
@@ -371,29 +380,61 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let parts = threads.clamp(1, items.len().max(1));
     // Fewer chunks than threads: each product is parallel instead.
     let parallel_products = items.len() < threads;
-    add_parts(&mut dw, parts, |part, acc| {
-        let mut buffer = Vec::new();
+    // Transposing the gradient block accumulates dwᵀ [cols, co] per group, otherwise dw itself.
+    let transpose_gradient = co <= cols;
+    let mut acc_all = vec![0f32; g.co * cols];
+    add_parts(&mut acc_all, parts, |part, acc| {
+        let (mut buffer, mut transposed) = (Vec::new(), Vec::new());
         let share = &items[part * items.len() / parts..(part + 1) * items.len() / parts];
         for &((xo, yo, wo), rows) in share {
             let x_u = &x[xo..xo + u.c * g.input_volume()];
             let chunk = rows.len() * g.output[2];
             let col = columns(x_u, &u, rows, &mut buffer);
-            let grad = gradient_block(dy, yo, rows, g);
-            // SAFETY: the group's dw is [co, col_rows] from `wo`; grad is [co, chunk]; the
-            // transposed columns are [chunk, col_rows].
-            unsafe {
-                matmul(
-                    u.co,
-                    u.col_rows(),
-                    chunk,
-                    ViewMut::rows(acc[wo..].as_mut_ptr(), u.col_rows()),
-                    grad,
-                    col.t(),
-                    true,
-                    parallel_products,
-                )
-            };
+            if transpose_gradient {
+                transposed.resize(chunk * co, 0.0);
+                let grad = &dy[yo + rows.start * g.output[2]..];
+                transpose_into(grad, out_vol, co, chunk, &mut transposed, co);
+                // SAFETY: the group's dwᵀ is [cols, co] from `wo`; the columns are [cols,
+                // chunk]; the transposed gradient is [chunk, co].
+                unsafe {
+                    matmul(
+                        cols,
+                        co,
+                        chunk,
+                        ViewMut::rows(acc[wo..].as_mut_ptr(), co),
+                        col.view(),
+                        View::rows(transposed.as_ptr(), co),
+                        true,
+                        parallel_products,
+                    )
+                };
+            } else {
+                transposed.resize(chunk * cols, 0.0);
+                transpose_into(col.data, col.row_stride, cols, chunk, &mut transposed, cols);
+                // SAFETY: the group's dw is [co, cols] from `wo`; grad is [co, chunk]; the
+                // transposed columns are [chunk, cols].
+                unsafe {
+                    matmul(
+                        co,
+                        cols,
+                        chunk,
+                        ViewMut::rows(acc[wo..].as_mut_ptr(), cols),
+                        gradient_block(dy, yo, rows, g),
+                        View::rows(transposed.as_ptr(), cols),
+                        true,
+                        parallel_products,
+                    )
+                };
+            }
         }
     });
+    if !transpose_gradient {
+        return acc_all;
+    }
+    let mut dw = vec![0f32; g.co * cols];
+    let group_size = cols * co;
+    for (dw, acc) in dw.chunks_mut(group_size).zip(acc_all.chunks(group_size)) {
+        par_transpose_into(acc, cols, co, dw);
+    }
     dw
 }

@@ -8,14 +8,18 @@
 //! and `y = Σ_taps W_tap · shift_tap(x_padded)`. Positions with y ≥ oh or x ≥ ow are computed and
 //! dropped. Compared with vol2col this never builds the c·k³-fold column matrix, whose memory
 //! traffic dominated the stride-1 convolutions of the networks.
-
-use std::mem::MaybeUninit;
+//!
+//! Each pass works on the whole batch at once: every (sample, group) unit's padded input is
+//! built first, and the work items of all units run in one parallel loop, so that a batch of
+//! small volumes (one chunk each) keeps every thread busy. The gradient with respect to the
+//! input is the forward pass of the output gradient with the flipped, transposed weight.
 
 use rayon::prelude::*;
 
-use super::elementwise::{add_parts, output_buffer};
-use super::geometry::Geometry;
+use super::elementwise::{add_parts, assume_written, output_buffer};
+use super::geometry::{Conv3dParams, Geometry};
 use super::strided_gemm::{matmul, View, ViewMut};
+use super::transpose::{par_transpose_into, transpose_into};
 
 /// Output columns per work item of the forward pass.
 const CHUNK: usize = 2048;
@@ -85,55 +89,65 @@ pub fn applies(g: &Geometry) -> bool {
     g.params.stride == [1, 1, 1]
 }
 
-/// Copies `x [c, d, h, w]` into a zero-padded `[c, Dp·Hp·Wp]` buffer.
-fn pad(x: &[f32], g: &Geometry, layout: &Layout) -> Vec<f32> {
-    let (vol, pvol) = (g.input_volume(), layout.padded_volume());
-    let mut padded = vec![0f32; g.c * pvol];
+/// The (sample, group) units of a convolution: their count and the geometry of each.
+fn units(g: &Geometry) -> (usize, Geometry) {
+    (g.n * g.params.groups, g.unit())
+}
+
+/// Copies each unit of `x [units, c, d, h, w]` into a zero-padded `[units, c, Dp·Hp·Wp]` buffer.
+fn pad(x: &[f32], units: usize, u: &Geometry, layout: &Layout) -> Vec<f32> {
+    let (vol, pvol) = (u.input_volume(), layout.padded_volume());
+    let mut padded = vec![0f32; units * u.c * pvol];
     padded
         .par_chunks_mut(pvol)
         .zip(x.par_chunks(vol))
         .for_each(|(p, x)| {
-            layout.for_each_voxel(g.input, g.params.padding, |pi, ci| p[pi] = x[ci]);
+            layout.for_each_voxel(u.input, u.params.padding, |pi, ci| p[pi] = x[ci]);
         });
     padded
 }
 
-/// The weights of tap `t` as a `[co, c]` view of `w [co, c, taps]`.
-fn tap_weights(w: &[f32], g: &Geometry, t: usize) -> View {
+/// The weights of tap `t` as a `[co, c]` view of one group's `w [co, c, taps]`.
+fn tap_weights(w: &[f32], u: &Geometry, t: usize) -> View {
     View {
         ptr: w[t..].as_ptr(),
-        row_stride: g.col_rows() as isize,
-        col_stride: g.kernel_volume() as isize,
+        row_stride: u.col_rows() as isize,
+        col_stride: u.kernel_volume() as isize,
     }
 }
 
-/// Forward pass of one unit (one sample, one group): `x [c, d, h, w]`, `w [co, c, k, k, k]`,
-/// writes every element of `y [co, od, oh, ow]`.
-pub fn forward_unit(x: &[f32], w: &[f32], g: &Geometry, y: &mut [MaybeUninit<f32>]) {
-    let layout = Layout::new(g);
-    let xp = pad(x, g, &layout);
-    let pvol = layout.padded_volume();
-    let chunks: Vec<(usize, usize)> = (0..layout.span)
-        .step_by(CHUNK)
-        .map(|s| (s, (s + CHUNK).min(layout.span)))
-        .collect();
-    // The first tap's product writes each chunk's [co, end - start] block without reading it;
-    // the rest of the last chunk is neither written nor read.
-    let mut out = output_buffer(g.co * chunks.len() * CHUNK);
-    out.par_chunks_mut(g.co * CHUNK)
-        .zip(&chunks)
-        .for_each(|(out, &(start, end))| {
+/// `y = conv3d(x, w)` for a stride-1 convolution: `x [n, c, d, h, w]`, `w [co, c/groups, k, k,
+/// k]`, returns `y [n, co, od, oh, ow]`.
+pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    let (units, u) = units(g);
+    let layout = Layout::new(&u);
+    let xp = pad(x, units, &u, &layout);
+    let (pvol, span) = (layout.padded_volume(), layout.span);
+    let chunks = span.div_ceil(CHUNK);
+    let block = u.co * CHUNK;
+    let weights = u.co * u.col_rows();
+    // One [co, CHUNK] block per (unit, chunk): the first tap's product writes its columns
+    // without reading them; the rest of a unit's last block is neither written nor read.
+    let mut out = output_buffer(units * chunks * block);
+    out.par_chunks_mut(block)
+        .enumerate()
+        .for_each(|(item, out)| {
+            let (unit, start) = (item / chunks, (item % chunks) * CHUNK);
+            let end = (start + CHUNK).min(span);
+            let x_u = &xp[unit * u.c * pvol..(unit + 1) * u.c * pvol];
+            let group = unit % g.params.groups;
+            let w_u = &w[group * weights..(group + 1) * weights];
             for (t, &offset) in layout.offsets.iter().enumerate() {
                 // SAFETY: `out` holds co rows of CHUNK; the shifted input holds c rows from
-                // `offset + start` within the padded volume (start + offset + (end - start) ≤ pvol).
+                // `offset + start` within the unit's padded volume (offset + end ≤ pvol).
                 unsafe {
                     matmul(
-                        g.co,
+                        u.co,
                         end - start,
-                        g.c,
+                        u.c,
                         ViewMut::rows(out.as_mut_ptr().cast(), CHUNK),
-                        tap_weights(w, g, t),
-                        View::rows(xp[offset + start..].as_ptr(), pvol),
+                        tap_weights(w_u, &u, t),
+                        View::rows(x_u[offset + start..].as_ptr(), pvol),
                         t > 0,
                         false,
                     )
@@ -141,92 +155,150 @@ pub fn forward_unit(x: &[f32], w: &[f32], g: &Geometry, y: &mut [MaybeUninit<f32
             }
         });
     let out_vol = g.output_volume();
-    assert_eq!(y.len(), g.co * out_vol, "forward_unit: output size");
-    y.par_chunks_mut(out_vol).enumerate().for_each(|(co, y)| {
-        layout.for_each_voxel(g.output, [0; 3], |l, i| {
-            // SAFETY: l < span lies in chunk l / CHUNK at column l % CHUNK < end - start, which
-            // the first tap's product wrote.
-            y[i].write(unsafe {
-                out[(l / CHUNK) * g.co * CHUNK + co * CHUNK + l % CHUNK].assume_init()
+    let mut y = output_buffer(g.n * g.co * out_vol);
+    y.par_chunks_mut(out_vol)
+        .enumerate()
+        .for_each(|(plane, y)| {
+            let (unit, co) = (plane / u.co, plane % u.co);
+            let blocks = &out[unit * chunks * block..(unit + 1) * chunks * block];
+            layout.for_each_voxel(g.output, [0; 3], |l, i| {
+                // SAFETY: l < span lies in chunk l / CHUNK at column l % CHUNK < end - start, which
+                // the first tap's product wrote.
+                y[i].write(unsafe {
+                    blocks[(l / CHUNK) * block + co * CHUNK + l % CHUNK].assume_init()
+                });
             });
         });
-    });
+    // SAFETY: the planes cover the output, and for_each_voxel visits every voxel of a plane.
+    unsafe { assume_written(y) }
 }
 
-/// `dy [co, od, oh, ow]` placed into the padded row layout `[co, span]`, zero elsewhere.
-fn spread(dy: &[f32], g: &Geometry, layout: &Layout) -> Vec<f32> {
-    let mut out = vec![0f32; g.co * layout.span];
-    out.par_chunks_mut(layout.span)
-        .zip(dy.par_chunks(g.output_volume()))
-        .for_each(|(o, dy)| {
-            layout.for_each_voxel(g.output, [0; 3], |l, i| o[l] = dy[i]);
+/// The convolution whose forward pass is the gradient of `g` with respect to its input: the
+/// output gradient convolved with the flipped weight, padded by `dilation·(k − 1) − padding`.
+/// `None` when the padding exceeds that (the gradient would need cropping).
+fn gradient_as_forward(g: &Geometry) -> Option<Geometry> {
+    let p = &g.params;
+    let pad = |axis: usize| (p.dilation[axis] * (g.kernel[axis] - 1)).checked_sub(p.padding[axis]);
+    let padding = [pad(0)?, pad(1)?, pad(2)?];
+    Some(Geometry {
+        n: g.n,
+        c: g.co,
+        input: g.output,
+        co: g.c,
+        kernel: g.kernel,
+        output: g.input,
+        params: Conv3dParams { padding, ..*p },
+    })
+}
+
+/// `w [co, c/groups, taps]` as the weight of the gradient's forward pass: `[c, co/groups,
+/// taps]`, each group transposed and every kernel flipped on all three axes.
+fn flipped_weight(w: &[f32], g: &Geometry) -> Vec<f32> {
+    let u = g.unit();
+    let kv = g.kernel_volume();
+    let mut out = vec![0f32; w.len()];
+    out.par_chunks_mut(u.co * kv)
+        .enumerate()
+        .for_each(|(ci_all, out)| {
+            let (group, ci) = (ci_all / u.c, ci_all % u.c);
+            for co in 0..u.co {
+                let src = &w[((group * u.co + co) * u.c + ci) * kv..][..kv];
+                for (o, v) in out[co * kv..(co + 1) * kv].iter_mut().zip(src.iter().rev()) {
+                    *o = *v;
+                }
+            }
         });
     out
 }
 
-/// Gradient with respect to the input of one unit: writes `dx [c, d, h, w]`.
-pub fn backward_data_unit(dy: &[f32], w: &[f32], g: &Geometry, dx: &mut [f32]) {
-    let layout = Layout::new(g);
-    let dyp = spread(dy, g, &layout);
-    let pvol = layout.padded_volume();
-    let mut dxp = vec![0f32; g.c * pvol];
-    for start in (0..layout.span).step_by(4 * CHUNK) {
-        let end = (start + 4 * CHUNK).min(layout.span);
-        for (t, &offset) in layout.offsets.iter().enumerate() {
-            // SAFETY: dxp holds c rows of pvol from `offset + start`; dyp holds co rows of span.
-            unsafe {
-                matmul(
-                    g.c,
-                    end - start,
-                    g.co,
-                    ViewMut::rows(dxp[offset + start..].as_mut_ptr(), pvol),
-                    tap_weights(w, g, t).t(),
-                    View::rows(dyp[start..].as_ptr(), layout.span),
-                    true,
-                    true,
-                )
-            };
-        }
-    }
-    dx.par_chunks_mut(g.input_volume())
-        .zip(dxp.par_chunks(pvol))
-        .for_each(|(dx, p)| {
-            layout.for_each_voxel(g.input, g.params.padding, |pi, ci| dx[ci] = p[pi]);
-        });
+/// Gradient of a stride-1 `conv3d` with respect to its input: `dy [n, co, od, oh, ow]`, returns
+/// `dx [n, c, d, h, w]`, or `None` when the padding is too large for the shifted products.
+pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Option<Vec<f32>> {
+    let transposed = gradient_as_forward(g)?;
+    Some(forward(dy, &flipped_weight(w, g), &transposed))
 }
 
-/// Gradient with respect to the weight of one unit, added to `dw [co, c, taps]`.
-pub fn backward_filter_unit(x: &[f32], dy: &[f32], g: &Geometry, dw: &mut [f32]) {
-    let layout = Layout::new(g);
-    let xp = pad(x, g, &layout);
-    let dyp = spread(dy, g, &layout);
-    let pvol = layout.padded_volume();
-    let parts = rayon::current_num_threads().max(1);
-    let step = layout.span.div_ceil(parts);
-    add_parts(dw, parts, |part, acc| {
-        let (start, end) = (part * step, ((part + 1) * step).min(layout.span));
-        if start >= end {
-            return;
-        }
-        for (t, &offset) in layout.offsets.iter().enumerate() {
-            // SAFETY: acc is [co, c, taps]; dyp holds co rows of span; the shifted input holds c
-            // rows from `offset + start`.
-            unsafe {
-                matmul(
-                    g.co,
-                    g.c,
-                    end - start,
-                    ViewMut {
-                        ptr: acc[t..].as_mut_ptr(),
-                        row_stride: g.col_rows() as isize,
-                        col_stride: g.kernel_volume() as isize,
-                    },
-                    View::rows(dyp[start..].as_ptr(), layout.span),
-                    View::rows(xp[offset + start..].as_ptr(), pvol).t(),
-                    true,
-                    false,
-                )
-            };
+/// Each unit of `dy [units, co, od, oh, ow]` placed into the padded row layout and transposed:
+/// `[units, span, co]`, zero at the positions outside the output.
+fn spread_transposed(dy: &[f32], units: usize, u: &Geometry, layout: &Layout) -> Vec<f32> {
+    let (span, co, out_vol) = (layout.span, u.co, u.output_volume());
+    let [od, oh, ow] = u.output;
+    let (plane, row) = (layout.padded[1] * layout.padded[2], layout.padded[2]);
+    let mut out = vec![0f32; units * span * co];
+    out.par_chunks_mut(span * co)
+        .enumerate()
+        .flat_map(|(unit, out)| {
+            out.par_chunks_mut(plane * co)
+                .take(od)
+                .enumerate()
+                .map(move |(z, out)| (unit, z, out))
+        })
+        .for_each(|(unit, z, out)| {
+            let dy_u = &dy[unit * co * out_vol..(unit + 1) * co * out_vol];
+            for y in 0..oh {
+                let src = &dy_u[(z * oh + y) * ow..];
+                transpose_into(src, out_vol, co, ow, &mut out[y * row * co..], co);
+            }
+        });
+    out
+}
+
+/// Gradient of a stride-1 `conv3d` with respect to its weight: `x [n, c, d, h, w]`, `dy [n, co,
+/// od, oh, ow]`, returns `dw [co, c/groups, k, k, k]`.
+///
+/// The padded-layout voxels of all units are split into one contiguous part per thread; each
+/// part sums `Σ_l x_p[c, l + offset_t] · dy_p[l, co]` into its own `[groups, c, taps, co]`
+/// accumulator (the output gradient transposed, so that the products read both operands along
+/// their rows), and the parts are added in order.
+pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let (units, u) = units(g);
+    let layout = Layout::new(&u);
+    let xp = pad(x, units, &u, &layout);
+    let dyt = spread_transposed(dy, units, &u, &layout);
+    let (pvol, span, kv, groups) = (
+        layout.padded_volume(),
+        layout.span,
+        g.kernel_volume(),
+        g.params.groups,
+    );
+    let group_size = u.col_rows() * u.co;
+    let total = units * span;
+    let parts = rayon::current_num_threads().clamp(1, total.max(1));
+    let mut dwt = vec![0f32; groups * group_size];
+    add_parts(&mut dwt, parts, |part, acc| {
+        let (first, last) = (part * total / parts, (part + 1) * total / parts);
+        for unit in first / span..last.div_ceil(span) {
+            let start = first.max(unit * span) - unit * span;
+            let end = last.min((unit + 1) * span) - unit * span;
+            if start >= end {
+                continue;
+            }
+            let x_u = &xp[unit * u.c * pvol..(unit + 1) * u.c * pvol];
+            let dy_u = &dyt[unit * span * u.co..(unit + 1) * span * u.co];
+            let acc_g = &mut acc[(unit % groups) * group_size..];
+            for (t, &offset) in layout.offsets.iter().enumerate() {
+                // SAFETY: the tap's accumulator is [c, co] with rows taps·co apart from t·co;
+                // the shifted input holds c rows of end - start from `offset + start`; dy_u
+                // holds span rows of co.
+                unsafe {
+                    matmul(
+                        u.c,
+                        u.co,
+                        end - start,
+                        ViewMut::rows(acc_g[t * u.co..].as_mut_ptr(), kv * u.co),
+                        View::rows(x_u[offset + start..].as_ptr(), pvol),
+                        View::rows(dy_u[start * u.co..].as_ptr(), u.co),
+                        true,
+                        false,
+                    )
+                };
+            }
         }
     });
+    // Each group's [c·taps, co] accumulator is its [co, c, taps] gradient transposed.
+    let mut dw = vec![0f32; g.co * u.col_rows()];
+    for (dw, dwt) in dw.chunks_mut(group_size).zip(dwt.chunks(group_size)) {
+        par_transpose_into(dwt, u.col_rows(), u.co, dw);
+    }
+    dw
 }

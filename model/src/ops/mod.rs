@@ -27,6 +27,7 @@ mod normalization;
 mod pooling;
 mod resample;
 mod strided_gemm;
+mod transpose;
 mod weight_standardization;
 
 pub use activation::{add_leaky_relu, leaky_relu};
