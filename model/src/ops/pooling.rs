@@ -2,6 +2,8 @@
 //! rounding, and padding counted in the average) and global average pooling.
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use std::sync::{Arc, OnceLock};
+
 use rayon::prelude::*;
 
 use super::elementwise::contiguous_f32;
@@ -115,12 +117,8 @@ impl PoolShape {
         (z * self.input[1] + y) * self.input[2] + x
     }
 
-    /// Without padding every window lies inside the input: the flat offsets of its taps from
-    /// the window's first voxel, in scan order. None with padding.
-    fn unpadded_taps(&self) -> Option<Vec<usize>> {
-        if self.params.padding != [0; 3] {
-            return None;
-        }
+    /// The flat offsets of a whole window's taps from its first voxel, in scan order.
+    fn window_taps(&self) -> Vec<usize> {
         let k = self.params.kernel;
         let mut taps = Vec::with_capacity(k.iter().product());
         for z in 0..k[0] {
@@ -130,23 +128,53 @@ impl PoolShape {
                 }
             }
         }
-        Some(taps)
+        taps
     }
 
-    /// Visits every output voxel with its flat index and the flat index of its window's first
-    /// input voxel (unpadded windows).
-    fn for_each_corner(&self, mut visit: impl FnMut(usize, usize)) {
-        let s = self.params.stride;
-        let mut index = 0;
-        for z in 0..self.output[0] {
-            for y in 0..self.output[1] {
-                let row = self.flat(z * s[0], y * s[1], 0);
-                for x in 0..self.output[2] {
-                    visit(index, row + x * s[2]);
-                    index += 1;
+    /// Writes the flat index of each window's maximum in `plane` ([`NO_VOXEL`] for a window
+    /// without input voxels). Windows wholly inside the input scan their precomputed `taps`.
+    fn maxima(&self, plane: &[f32], taps: &[usize], indices: &mut [u32]) {
+        let kernel = self.params.kernel;
+        self.for_each_window(|o, window| {
+            let whole = window.iter().zip(kernel).all(|(r, k)| r.len() == k);
+            let index = if whole {
+                let corner = self.flat(window[0].start, window[1].start, window[2].start);
+                Some(corner + first_max(plane, corner, taps))
+            } else {
+                self.argmax(plane, &window)
+            };
+            indices[o] = index.map_or(NO_VOXEL, |i| i as u32);
+        });
+    }
+
+    /// The maxima's flat indices of every plane of `x`.
+    fn all_maxima(&self, x: &[f32]) -> Vec<u32> {
+        let taps = self.window_taps();
+        let mut indices = vec![0u32; self.planes * self.output_volume()];
+        indices
+            .par_chunks_mut(self.output_volume())
+            .zip(x.par_chunks(self.input_volume()))
+            .for_each(|(indices, plane)| self.maxima(plane, &taps, indices));
+        indices
+    }
+
+    /// `dx`: each output's gradient added to its window's maximum.
+    fn scatter(&self, indices: &[u32], dy: &[f32]) -> Vec<f32> {
+        let mut dx = vec![0f32; self.planes * self.input_volume()];
+        dx.par_chunks_mut(self.input_volume())
+            .zip(
+                indices
+                    .par_chunks(self.output_volume())
+                    .zip(dy.par_chunks(self.output_volume())),
+            )
+            .for_each(|(dx, (indices, dy))| {
+                for (&i, &g) in indices.iter().zip(dy) {
+                    if i != NO_VOXEL {
+                        dx[i as usize] += g;
+                    }
                 }
-            }
-        }
+            });
+        dx
     }
 
     /// The first input voxel holding the window's maximum (PyTorch's choice among ties).
@@ -166,8 +194,8 @@ impl PoolShape {
     }
 }
 
-/// The offset (among `taps`, from `corner`) of the first maximum of an unpadded window; NaN
-/// wins, as in PyTorch.
+/// The offset (among `taps`, from `corner`) of the first maximum of a whole window; NaN wins,
+/// as in PyTorch.
 fn first_max(x: &[f32], corner: usize, taps: &[usize]) -> usize {
     let mut best = taps[0];
     for &t in &taps[1..] {
@@ -179,13 +207,26 @@ fn first_max(x: &[f32], corner: usize, taps: &[usize]) -> usize {
     best
 }
 
+/// Marks a window without input voxels among the maxima's indices.
+const NO_VOXEL: u32 = u32::MAX;
+
 struct MaxPool3d {
+    params: Pool3dParams,
+    /// The maxima's flat indices, kept by the CPU forward pass for the backward pass (as
+    /// PyTorch's `max_pool3d_with_indices`).
+    maxima: OnceLock<Arc<[u32]>>,
+}
+
+/// (x, dy) → dx: the gradient goes to each window's maximum, found again in x.
+struct MaxPool3dGrad {
     params: Pool3dParams,
 }
 
-/// (x, dy) → dx: the gradient goes to each window's maximum.
-struct MaxPool3dGrad {
-    params: Pool3dParams,
+/// dy → dx through the maxima a forward pass found.
+struct MaxPool3dScatter {
+    shape: PoolShape,
+    input_dims: Shape,
+    maxima: Arc<[u32]>,
 }
 
 impl CustomOp1 for MaxPool3d {
@@ -196,18 +237,25 @@ impl CustomOp1 for MaxPool3d {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let shape = PoolShape::new(l.dims(), self.params, self.name())?;
         let x = contiguous_f32(s, l, self.name())?;
-        let mut y = vec![0f32; shape.planes * shape.output_volume()];
-        let taps = shape.unpadded_taps();
+        let maxima = shape.all_maxima(x);
+        let mut y = vec![0f32; maxima.len()];
         y.par_chunks_mut(shape.output_volume())
-            .zip(x.par_chunks(shape.input_volume()))
-            .for_each(|(y, x)| match &taps {
-                Some(taps) => shape.for_each_corner(|o, corner| {
-                    y[o] = x[corner + first_max(x, corner, taps)];
-                }),
-                None => shape.for_each_window(|o, window| {
-                    y[o] = shape.argmax(x, &window).map_or(f32::NEG_INFINITY, |i| x[i]);
-                }),
+            .zip(
+                maxima
+                    .par_chunks(shape.output_volume())
+                    .zip(x.par_chunks(shape.input_volume())),
+            )
+            .for_each(|(y, (maxima, x))| {
+                for (y, &i) in y.iter_mut().zip(maxima) {
+                    *y = if i == NO_VOXEL {
+                        f32::NEG_INFINITY
+                    } else {
+                        x[i as usize]
+                    };
+                }
             });
+        // A second forward pass of the same op (there is none in Candle) would find the same.
+        let _ = self.maxima.set(maxima.into());
         Ok((CpuStorage::F32(y), shape.output_dims(l.dims())))
     }
 
@@ -236,6 +284,15 @@ impl CustomOp1 for MaxPool3d {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        if let Some(maxima) = self.maxima.get() {
+            let shape = PoolShape::new(x.dims(), self.params, self.name())?;
+            let dx = grad.contiguous()?.apply_op1_no_bwd(&MaxPool3dScatter {
+                shape,
+                input_dims: x.shape().clone(),
+                maxima: maxima.clone(),
+            })?;
+            return Ok(Some(dx));
+        }
         let dx = x.contiguous()?.apply_op2_no_bwd(
             &grad.contiguous()?,
             &MaxPool3dGrad {
@@ -261,23 +318,8 @@ impl CustomOp2 for MaxPool3dGrad {
         let shape = PoolShape::new(l1.dims(), self.params, self.name())?;
         let x = contiguous_f32(s1, l1, self.name())?;
         let dy = contiguous_f32(s2, l2, self.name())?;
-        let mut dx = vec![0f32; x.len()];
-        let taps = shape.unpadded_taps();
-        dx.par_chunks_mut(shape.input_volume())
-            .zip(
-                x.par_chunks(shape.input_volume())
-                    .zip(dy.par_chunks(shape.output_volume())),
-            )
-            .for_each(|(dx, (x, dy))| match &taps {
-                Some(taps) => shape.for_each_corner(|o, corner| {
-                    dx[corner + first_max(x, corner, taps)] += dy[o];
-                }),
-                None => shape.for_each_window(|o, window| {
-                    if let Some(i) = shape.argmax(x, &window) {
-                        dx[i] += dy[o];
-                    }
-                }),
-            });
+        check_gradient(self.name(), dy.len(), &shape)?;
+        let dx = shape.scatter(&shape.all_maxima(x), dy);
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 
@@ -318,6 +360,28 @@ impl CustomOp2 for MaxPool3dGrad {
             &args
         );
         Ok((cuda::storage(dx, dev), l1.shape().clone()))
+    }
+}
+
+/// Fails unless `len` gradients match the pooling's outputs.
+fn check_gradient(op: &str, len: usize, shape: &PoolShape) -> Result<()> {
+    let outputs = shape.planes * shape.output_volume();
+    if len != outputs {
+        bail!("{op}: {len} gradients for {outputs} outputs")
+    }
+    Ok(())
+}
+
+impl CustomOp1 for MaxPool3dScatter {
+    fn name(&self) -> &'static str {
+        "max-pool3d-scatter"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dy = contiguous_f32(s, l, self.name())?;
+        check_gradient(self.name(), dy.len(), &self.shape)?;
+        let dx = self.shape.scatter(&self.maxima, dy);
+        Ok((CpuStorage::F32(dx), self.input_dims.clone()))
     }
 }
 
@@ -447,7 +511,10 @@ impl CustomOp1 for AvgPool3d {
 
 /// Max pooling of `x [n, c, d, h, w]`; padding counts as −∞.
 pub fn max_pool3d(x: &Tensor, params: Pool3dParams) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(MaxPool3d { params })
+    x.contiguous()?.apply_op1(MaxPool3d {
+        params,
+        maxima: OnceLock::new(),
+    })
 }
 
 /// Average pooling of `x [n, c, d, h, w]`; padded voxels count as zeros in the average
@@ -463,4 +530,106 @@ pub fn avg_pool3d(x: &Tensor, params: Pool3dParams) -> Result<Tensor> {
 pub fn global_avg_pool3d(x: &Tensor) -> Result<Tensor> {
     let (n, c, _, _, _) = x.dims5()?;
     x.flatten_from(2)?.mean_keepdim(2)?.reshape((n, c, 1, 1, 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    /// PyTorch's max pooling by its definition: scan each window in order, keep the first
+    /// maximum, let a NaN replace it. Returns the outputs and the gradient of `Σ y·r`.
+    fn naive(x: &[f32], dims: [usize; 3], p: Pool3dParams, r: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let out: [usize; 3] =
+            std::array::from_fn(|a| (dims[a] + 2 * p.padding[a] - p.kernel[a]) / p.stride[a] + 1);
+        let (mut y, mut dx) = (Vec::new(), vec![0f32; x.len()]);
+        for oz in 0..out[0] {
+            for oy in 0..out[1] {
+                for ox in 0..out[2] {
+                    let mut best: Option<usize> = None;
+                    for kz in 0..p.kernel[0] {
+                        for ky in 0..p.kernel[1] {
+                            for kx in 0..p.kernel[2] {
+                                let at = [
+                                    oz * p.stride[0] + kz,
+                                    oy * p.stride[1] + ky,
+                                    ox * p.stride[2] + kx,
+                                ];
+                                if (0..3).any(|a| {
+                                    at[a] < p.padding[a] || at[a] - p.padding[a] >= dims[a]
+                                }) {
+                                    continue;
+                                }
+                                let i = ((at[0] - p.padding[0]) * dims[1] + at[1] - p.padding[1])
+                                    * dims[2]
+                                    + at[2]
+                                    - p.padding[2];
+                                if best.is_none_or(|b| x[i] > x[b] || x[i].is_nan()) {
+                                    best = Some(i);
+                                }
+                            }
+                        }
+                    }
+                    let i = best.unwrap();
+                    dx[i] += r[y.len()];
+                    y.push(x[i]);
+                }
+            }
+        }
+        (y, dx)
+    }
+
+    #[test]
+    fn max_pooling_keeps_pytorchs_maxima_through_both_gradient_paths() {
+        let dims = [5, 6, 7];
+        // Few distinct values, so most windows hold ties; two NaNs.
+        let mut x: Vec<f32> = (0..dims.iter().product::<usize>())
+            .map(|i| ((i * 7919) % 5) as f32)
+            .collect();
+        x[17] = f32::NAN;
+        x[101] = f32::NAN;
+        let params = [
+            Pool3dParams::cubic(3, 2, 1),
+            Pool3dParams {
+                kernel: [2, 3, 2],
+                stride: [1, 2, 3],
+                padding: [1, 0, 1],
+            },
+        ];
+        for p in params {
+            let shape = PoolShape::new(&[1, 1, dims[0], dims[1], dims[2]], p, "test").unwrap();
+            let r: Vec<f32> = (0..shape.output_volume()).map(|i| 1.0 + i as f32).collect();
+            let (y_want, dx_want) = naive(&x, dims, p, &r);
+            let xv = Var::from_slice(&x, (1, 1, dims[0], dims[1], dims[2]), &Device::Cpu).unwrap();
+            let y = max_pool3d(&xv, p).unwrap();
+            let y_got: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+            let same = |a: f32, b: f32| a == b || (a.is_nan() && b.is_nan());
+            assert!(
+                y_got.iter().zip(&y_want).all(|(&a, &b)| same(a, b)),
+                "{p:?}: outputs"
+            );
+            // Through the maxima the forward pass kept.
+            let rt = Tensor::from_slice(&r, y.dims(), &Device::Cpu).unwrap();
+            let grads = (&y * &rt).unwrap().sum_all().unwrap().backward().unwrap();
+            let dx: Vec<f32> = grads
+                .get(&xv)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(dx, dx_want, "{p:?}: gradient through the kept maxima");
+            // Through the maxima found again (the path of a forward pass that kept none).
+            let dx_again = xv
+                .as_tensor()
+                .apply_op2_no_bwd(&rt, &MaxPool3dGrad { params: p })
+                .unwrap();
+            let dx_again: Vec<f32> = dx_again.flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(
+                dx_again, dx_want,
+                "{p:?}: gradient through the maxima found again"
+            );
+        }
+    }
 }
