@@ -184,6 +184,7 @@ fn per_sample_paths_match_naive_loop() {
         Conv3dParams::uniform(2, 0, 1),
     );
     check_against_naive([1, 3, 4, 5, 6], [7, 3, 1, 1, 1], Conv3dParams::default());
+    check_against_naive([2, 3, 9, 8, 10], [4, 3, 1, 1, 1], Conv3dParams::default());
     check_against_naive(
         [1, 4, 4, 5, 6],
         [6, 2, 1, 1, 1],

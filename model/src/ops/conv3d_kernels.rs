@@ -295,8 +295,11 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
             return dx;
         }
     }
+    if is_pointwise(g) {
+        return pointwise_backward_data(dy, w, g);
+    }
     let u = g.unit();
-    let (in_vol, out_vol) = (g.input_volume(), g.output_volume());
+    let in_vol = g.input_volume();
     let mut dx = vec![0f32; g.n * g.c * in_vol];
     let mut buffer = Vec::new();
     let chunks = row_chunks(&u);
@@ -307,27 +310,6 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
             row_stride: 1,
             col_stride: u.col_rows() as isize,
         };
-        if is_pointwise(g) {
-            let grad = View {
-                ptr: dy[yo..].as_ptr(),
-                row_stride: out_vol as isize,
-                col_stride: 1,
-            };
-            // SAFETY: dx_u is [c, vol] and the unit's gradient is [co, vol], both contiguous.
-            unsafe {
-                matmul(
-                    u.c,
-                    out_vol,
-                    u.co,
-                    ViewMut::rows(dx_u.as_mut_ptr(), out_vol),
-                    weight_t,
-                    grad,
-                    false,
-                    true,
-                )
-            };
-            continue;
-        }
         for rows in &chunks {
             let chunk = rows.len() * g.output[2];
             buffer.resize(u.col_rows() * chunk, 0.0);
@@ -349,6 +331,37 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
         }
     }
     dx
+}
+
+/// The input gradient of a pointwise convolution, unit by unit `dx [c, vol] = wᵀ [c, co] ·
+/// dy [co, vol]`, each product writing its whole block.
+fn pointwise_backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    let u = g.unit();
+    let vol = g.input_volume();
+    let mut dx = output_buffer(g.n * g.c * vol);
+    for (xo, yo, wo) in units(g) {
+        let weight_t = View {
+            ptr: w[wo..].as_ptr(),
+            row_stride: 1,
+            col_stride: u.c as isize,
+        };
+        // SAFETY: the unit's dx is [c, vol] from `xo` and its gradient [co, vol] from `yo`, both
+        // contiguous; the group's weight is [co, c] from `wo`.
+        unsafe {
+            matmul(
+                u.c,
+                vol,
+                u.co,
+                ViewMut::rows(dx[xo..].as_mut_ptr().cast(), vol),
+                weight_t,
+                View::rows(dy[yo..].as_ptr(), vol),
+                false,
+                true,
+            )
+        };
+    }
+    // SAFETY: the units cover the batch and groups, and each product wrote its unit's block.
+    unsafe { assume_written(dx) }
 }
 
 /// Gradient of `conv3d` with respect to its weight: `x [n, c, d, h, w]`, `dy [n, co, od, oh,

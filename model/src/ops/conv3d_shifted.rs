@@ -107,18 +107,39 @@ fn pad(x: &[f32], units: usize, u: &Geometry, layout: &Layout) -> Vec<f32> {
     padded
 }
 
-/// The weights of tap `t` as a `[co, c]` view of one group's `w [co, c, taps]`.
-fn tap_weights(w: &[f32], u: &Geometry, t: usize) -> View {
-    View {
-        ptr: w[t..].as_ptr(),
-        row_stride: u.col_rows() as isize,
-        col_stride: u.kernel_volume() as isize,
-    }
+/// `w [co, c/groups, taps]` rearranged tap by tap: `[groups, taps, co/groups, c/groups]`, so
+/// that each tap's weights are one contiguous matrix (gemm packs a strided one several times
+/// slower). With `flip`, the weight of the input gradient's forward pass instead: `[groups,
+/// taps, c/groups, co/groups]`, every kernel flipped on all three axes.
+fn tap_major(w: &[f32], g: &Geometry, flip: bool) -> Vec<f32> {
+    let u = g.unit();
+    let kv = g.kernel_volume();
+    let tap_size = u.co * u.c;
+    let mut out = vec![0f32; w.len()];
+    out.par_chunks_mut(tap_size)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let (group, t) = (block / kv, block % kv);
+            // Rows are the product's output channels: c for the flipped weight, co otherwise.
+            let (tap, cols) = if flip { (kv - 1 - t, u.co) } else { (t, u.c) };
+            for (r, out) in out.chunks_mut(cols).enumerate() {
+                for (col, o) in out.iter_mut().enumerate() {
+                    let (co, ci) = if flip { (col, r) } else { (r, col) };
+                    *o = w[((group * u.co + co) * u.c + ci) * kv + tap];
+                }
+            }
+        });
+    out
 }
 
 /// `y = conv3d(x, w)` for a stride-1 convolution: `x [n, c, d, h, w]`, `w [co, c/groups, k, k,
 /// k]`, returns `y [n, co, od, oh, ow]`.
 pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    forward_tap_major(x, &tap_major(w, g, false), g)
+}
+
+/// [`forward`] with the weight already rearranged by [`tap_major`].
+fn forward_tap_major(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     let (units, u) = units(g);
     let layout = Layout::new(&u);
     let xp = pad(x, units, &u, &layout);
@@ -146,7 +167,7 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
                         end - start,
                         u.c,
                         ViewMut::rows(out.as_mut_ptr().cast(), CHUNK),
-                        tap_weights(w_u, &u, t),
+                        View::rows(w_u[t * u.co * u.c..].as_ptr(), u.c),
                         View::rows(x_u[offset + start..].as_ptr(), pvol),
                         t > 0,
                         false,
@@ -191,31 +212,11 @@ fn gradient_as_forward(g: &Geometry) -> Option<Geometry> {
     })
 }
 
-/// `w [co, c/groups, taps]` as the weight of the gradient's forward pass: `[c, co/groups,
-/// taps]`, each group transposed and every kernel flipped on all three axes.
-fn flipped_weight(w: &[f32], g: &Geometry) -> Vec<f32> {
-    let u = g.unit();
-    let kv = g.kernel_volume();
-    let mut out = vec![0f32; w.len()];
-    out.par_chunks_mut(u.co * kv)
-        .enumerate()
-        .for_each(|(ci_all, out)| {
-            let (group, ci) = (ci_all / u.c, ci_all % u.c);
-            for co in 0..u.co {
-                let src = &w[((group * u.co + co) * u.c + ci) * kv..][..kv];
-                for (o, v) in out[co * kv..(co + 1) * kv].iter_mut().zip(src.iter().rev()) {
-                    *o = *v;
-                }
-            }
-        });
-    out
-}
-
 /// Gradient of a stride-1 `conv3d` with respect to its input: `dy [n, co, od, oh, ow]`, returns
 /// `dx [n, c, d, h, w]`, or `None` when the padding is too large for the shifted products.
 pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Option<Vec<f32>> {
     let transposed = gradient_as_forward(g)?;
-    Some(forward(dy, &flipped_weight(w, g), &transposed))
+    Some(forward_tap_major(dy, &tap_major(w, g, true), &transposed))
 }
 
 /// Each unit of `dy [units, co, od, oh, ow]` placed into the padded row layout and transposed:
