@@ -155,9 +155,26 @@ fn conv3d_matches_naive_loop_forward_and_backward() {
 /// The per-sample paths (outputs too large to batch, or one sample): shifted products with
 /// channel groups, per-axis padding and dilation, padding wider than the dilated kernel (whose
 /// input gradient cannot run as a forward pass), and weight gradients that transpose either the
-/// output gradient (fewer output channels than column rows) or the columns (more).
+/// output gradient (fewer output channels than column rows) or the columns (more) where both
+/// are at least 16, and read both along the voxels where one is thinner.
 #[test]
 fn per_sample_paths_match_naive_loop() {
+    check_against_naive(
+        [1, 16, 6, 7, 8],
+        [16, 16, 3, 3, 3],
+        Conv3dParams::uniform(1, 1, 1),
+    );
+    check_against_naive(
+        [1, 32, 5, 6, 7],
+        [32, 16, 3, 3, 3],
+        Conv3dParams::uniform(1, 1, 1).with_groups(2),
+    );
+    check_against_naive(
+        [1, 2, 9, 10, 11],
+        [16, 2, 3, 3, 3],
+        Conv3dParams::uniform(2, 1, 1),
+    );
+    check_against_naive([1, 16, 4, 5, 6], [24, 16, 1, 1, 1], Conv3dParams::default());
     check_against_naive(
         [2, 4, 9, 8, 10],
         [6, 2, 3, 3, 3],
@@ -334,7 +351,8 @@ fn values(t: &Tensor) -> Vec<f32> {
 #[test]
 fn batched_small_convolutions_equal_per_sample_ones() {
     let mut rng = StdRng::seed_from_u64(9);
-    let cases: [([usize; 5], usize, usize, Conv3dParams); 4] = [
+    let cases: [([usize; 5], usize, usize, Conv3dParams); 5] = [
+        ([2, 16, 4, 4, 4], 16, 3, Conv3dParams::uniform(1, 1, 1)),
         ([3, 5, 2, 2, 2], 4, 3, Conv3dParams::uniform(1, 8, 8)),
         ([2, 4, 4, 4, 4], 6, 3, Conv3dParams::uniform(1, 2, 2)),
         ([2, 3, 5, 6, 7], 4, 3, Conv3dParams::uniform(2, 1, 1)),

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::conv3d_kernels::{row_map, unravel_tap};
 use super::geometry::Geometry;
 use super::strided_gemm::{matmul, View, ViewMut};
-use super::transpose::{par_transpose_into, transpose_into};
+use super::transpose::{par_transpose_into, transpose_into, transpose_pays};
 
 /// Largest output volume per sample handled here.
 const SMALL_OUTPUT_VOLUME: usize = 512;
@@ -208,39 +208,57 @@ fn gradient_transposed(dy: &[f32], g: &Geometry) -> Vec<f32> {
     out
 }
 
-/// Gradient with respect to the weight for the whole batch at once.
+/// Gradient with respect to the weight for the whole batch at once. Where [`transpose_pays`],
+/// the output gradient is transposed first and the product gives dwᵀ; otherwise it reads both
+/// operands along the voxels and gives dw.
 pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let taps = live_taps(g);
     let kv = g.kernel_volume();
-    let mut dw = vec![0f32; g.co * g.c * kv];
     if taps.is_empty() {
-        return dw;
+        return vec![0f32; g.co * g.c * kv];
     }
     let width = g.n * g.output_volume();
     let k = g.c * taps.len();
     let col = columns(x, g, &taps);
-    let grad_t = gradient_transposed(dy, g);
-    let mut dw_t = vec![0f32; k * g.co];
-    // SAFETY: col is [k, width], gradᵀ is [width, co], dwᵀ is [k, co].
-    unsafe {
-        matmul(
-            k,
-            g.co,
-            width,
-            ViewMut::rows(dw_t.as_mut_ptr(), g.co),
-            View::rows(col.as_ptr(), width),
-            View::rows(grad_t.as_ptr(), g.co),
-            false,
-            true,
-        )
-    };
-    if taps.len() == kv {
-        par_transpose_into(&dw_t, k, g.co, &mut dw);
-        return dw;
-    }
     let mut dw_live = vec![0f32; g.co * k];
-    par_transpose_into(&dw_t, k, g.co, &mut dw_live);
+    if transpose_pays(k, g.co) {
+        let grad_t = gradient_transposed(dy, g);
+        let mut dw_t = vec![0f32; k * g.co];
+        // SAFETY: col is [k, width], gradᵀ is [width, co], dwᵀ is [k, co].
+        unsafe {
+            matmul(
+                k,
+                g.co,
+                width,
+                ViewMut::rows(dw_t.as_mut_ptr(), g.co),
+                View::rows(col.as_ptr(), width),
+                View::rows(grad_t.as_ptr(), g.co),
+                false,
+                true,
+            )
+        };
+        par_transpose_into(&dw_t, k, g.co, &mut dw_live);
+    } else {
+        let grad = swap_outer(dy, g.n, g.co, g.output_volume());
+        // SAFETY: grad is [co, width], colᵀ is [width, k], dw_live is [co, k].
+        unsafe {
+            matmul(
+                g.co,
+                k,
+                width,
+                ViewMut::rows(dw_live.as_mut_ptr(), k),
+                View::rows(grad.as_ptr(), width),
+                View::rows(col.as_ptr(), width).t(),
+                false,
+                true,
+            )
+        };
+    }
+    if taps.len() == kv {
+        return dw_live;
+    }
     // Column (c, j) of the live weight gradient is tap taps[j] of input channel c.
+    let mut dw = vec![0f32; g.co * g.c * kv];
     dw.par_chunks_mut(kv)
         .zip(dw_live.par_chunks(taps.len()))
         .for_each(|(dw, live)| {

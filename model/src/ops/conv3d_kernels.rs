@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::elementwise::{add_parts, assume_written, output_buffer};
 use super::geometry::Geometry;
 use super::strided_gemm::{matmul, View, ViewMut};
-use super::transpose::{par_transpose_into, transpose_into};
+use super::transpose::{par_transpose_into, transpose_into, transpose_pays};
 use super::{conv3d_batched, conv3d_shifted};
 
 /// Largest column matrix built at once, in `f32` elements (8 MiB).
@@ -373,9 +373,9 @@ fn pointwise_backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 /// thread, each part sums its chunks' products into its own buffer, and the parts are added.
 /// The sums' order depends only on the number of threads, so results repeat exactly.
 ///
-/// Both operands run along the voxels, the reduction axis; the smaller of the two (the output
-/// gradient's block or the column matrix) is transposed first, so that each product reads its
-/// right-hand operand along its rows.
+/// Both operands run along the voxels, the reduction axis. Where [`transpose_pays`], the smaller
+/// of the two (the output gradient's block or the column matrix) is transposed first, so that
+/// each product reads its right-hand operand along its rows.
 pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     if conv3d_batched::applies(g) {
         return conv3d_batched::backward_filter(x, dy, g);
@@ -394,7 +394,8 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     // Fewer chunks than threads: each product is parallel instead.
     let parallel_products = items.len() < threads;
     // Transposing the gradient block accumulates dwᵀ [cols, co] per group, otherwise dw itself.
-    let transpose_gradient = co <= cols;
+    let transpose_any = transpose_pays(co, cols);
+    let transpose_gradient = transpose_any && co <= cols;
     let mut acc_all = vec![0f32; g.co * cols];
     add_parts(&mut acc_all, parts, |part, acc| {
         let (mut buffer, mut transposed) = (Vec::new(), Vec::new());
@@ -422,10 +423,15 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
                     )
                 };
             } else {
-                transposed.resize(chunk * cols, 0.0);
-                transpose_into(col.data, col.row_stride, cols, chunk, &mut transposed, cols);
+                let columns_t = if transpose_any {
+                    transposed.resize(chunk * cols, 0.0);
+                    transpose_into(col.data, col.row_stride, cols, chunk, &mut transposed, cols);
+                    View::rows(transposed.as_ptr(), cols)
+                } else {
+                    col.view().t()
+                };
                 // SAFETY: the group's dw is [co, cols] from `wo`; grad is [co, chunk]; the
-                // transposed columns are [chunk, cols].
+                // columns, transposed or read as such, are [chunk, cols].
                 unsafe {
                     matmul(
                         co,
@@ -433,7 +439,7 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
                         chunk,
                         ViewMut::rows(acc[wo..].as_mut_ptr(), cols),
                         gradient_block(dy, yo, rows, g),
-                        View::rows(transposed.as_ptr(), cols),
+                        columns_t,
                         true,
                         parallel_products,
                     )

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use super::elementwise::{add_parts, assume_written, output_buffer};
 use super::geometry::{Conv3dParams, Geometry};
 use super::strided_gemm::{matmul, View, ViewMut};
-use super::transpose::{par_transpose_into, transpose_into};
+use super::transpose::{par_transpose_into, transpose_into, transpose_pays};
 
 /// Output columns per work item of the forward pass.
 const CHUNK: usize = 2048;
@@ -244,18 +244,37 @@ fn spread_transposed(dy: &[f32], units: usize, u: &Geometry, layout: &Layout) ->
     out
 }
 
+/// Each unit of `dy [units, co, od, oh, ow]` placed into the padded row layout: `[units, co,
+/// span]`, zero at the positions outside the output.
+fn spread(dy: &[f32], units: usize, u: &Geometry, layout: &Layout) -> Vec<f32> {
+    let mut out = vec![0f32; units * u.co * layout.span];
+    out.par_chunks_mut(layout.span)
+        .zip(dy.par_chunks(u.output_volume()))
+        .for_each(|(o, dy)| {
+            layout.for_each_voxel(u.output, [0; 3], |l, i| o[l] = dy[i]);
+        });
+    out
+}
+
 /// Gradient of a stride-1 `conv3d` with respect to its weight: `x [n, c, d, h, w]`, `dy [n, co,
 /// od, oh, ow]`, returns `dw [co, c/groups, k, k, k]`.
 ///
 /// The padded-layout voxels of all units are split into one contiguous part per thread; each
-/// part sums `Σ_l x_p[c, l + offset_t] · dy_p[l, co]` into its own `[groups, c, taps, co]`
-/// accumulator (the output gradient transposed, so that the products read both operands along
-/// their rows), and the parts are added in order.
+/// part sums `Σ_l dy_p[co, l] · x_p[c, l + offset_t]` over its voxels into its own accumulator,
+/// and the parts are added in order. Where [`transpose_pays`], the output gradient is transposed
+/// first (`[span, co]`) and the accumulator is `[groups, c, taps, co]`, so that the products read
+/// both operands along their rows; otherwise both run along the voxels and the accumulator is
+/// the gradient itself.
 pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let (units, u) = units(g);
     let layout = Layout::new(&u);
     let xp = pad(x, units, &u, &layout);
-    let dyt = spread_transposed(dy, units, &u, &layout);
+    let transposed = transpose_pays(u.c, u.co);
+    let dyp = if transposed {
+        spread_transposed(dy, units, &u, &layout)
+    } else {
+        spread(dy, units, &u, &layout)
+    };
     let (pvol, span, kv, groups) = (
         layout.padded_volume(),
         layout.span,
@@ -265,8 +284,8 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let group_size = u.col_rows() * u.co;
     let total = units * span;
     let parts = rayon::current_num_threads().clamp(1, total.max(1));
-    let mut dwt = vec![0f32; groups * group_size];
-    add_parts(&mut dwt, parts, |part, acc| {
+    let mut acc_all = vec![0f32; groups * group_size];
+    add_parts(&mut acc_all, parts, |part, acc| {
         let (first, last) = (part * total / parts, (part + 1) * total / parts);
         for unit in first / span..last.div_ceil(span) {
             let start = first.max(unit * span) - unit * span;
@@ -275,31 +294,53 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
                 continue;
             }
             let x_u = &xp[unit * u.c * pvol..(unit + 1) * u.c * pvol];
-            let dy_u = &dyt[unit * span * u.co..(unit + 1) * span * u.co];
+            let dy_u = &dyp[unit * span * u.co..(unit + 1) * span * u.co];
             let acc_g = &mut acc[(unit % groups) * group_size..];
             for (t, &offset) in layout.offsets.iter().enumerate() {
-                // SAFETY: the tap's accumulator is [c, co] with rows taps·co apart from t·co;
-                // the shifted input holds c rows of end - start from `offset + start`; dy_u
-                // holds span rows of co.
+                let x_t = View::rows(x_u[offset + start..].as_ptr(), pvol);
+                // SAFETY: the shifted input holds c rows of end - start from `offset + start`.
+                // Transposed: the tap's accumulator is [c, co] with rows taps·co apart from t·co
+                // and dy_u holds span rows of co. Otherwise: the tap's accumulator is [co, c]
+                // with rows c·taps and columns taps apart from t, and dy_u holds co rows of span.
                 unsafe {
-                    matmul(
-                        u.c,
-                        u.co,
-                        end - start,
-                        ViewMut::rows(acc_g[t * u.co..].as_mut_ptr(), kv * u.co),
-                        View::rows(x_u[offset + start..].as_ptr(), pvol),
-                        View::rows(dy_u[start * u.co..].as_ptr(), u.co),
-                        true,
-                        false,
-                    )
+                    if transposed {
+                        matmul(
+                            u.c,
+                            u.co,
+                            end - start,
+                            ViewMut::rows(acc_g[t * u.co..].as_mut_ptr(), kv * u.co),
+                            x_t,
+                            View::rows(dy_u[start * u.co..].as_ptr(), u.co),
+                            true,
+                            false,
+                        )
+                    } else {
+                        matmul(
+                            u.co,
+                            u.c,
+                            end - start,
+                            ViewMut {
+                                ptr: acc_g[t..].as_mut_ptr(),
+                                row_stride: u.col_rows() as isize,
+                                col_stride: kv as isize,
+                            },
+                            View::rows(dy_u[start..].as_ptr(), span),
+                            x_t.t(),
+                            true,
+                            false,
+                        )
+                    }
                 };
             }
         }
     });
+    if !transposed {
+        return acc_all;
+    }
     // Each group's [c·taps, co] accumulator is its [co, c, taps] gradient transposed.
     let mut dw = vec![0f32; g.co * u.col_rows()];
-    for (dw, dwt) in dw.chunks_mut(group_size).zip(dwt.chunks(group_size)) {
-        par_transpose_into(dwt, u.col_rows(), u.co, dw);
+    for (dw, acc) in dw.chunks_mut(group_size).zip(acc_all.chunks(group_size)) {
+        par_transpose_into(acc, u.col_rows(), u.co, dw);
     }
     dw
 }
