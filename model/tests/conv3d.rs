@@ -159,59 +159,52 @@ fn conv3d_matches_naive_loop_forward_and_backward() {
 /// are at least 16, and read both along the voxels where one is thinner.
 #[test]
 fn per_sample_paths_match_naive_loop() {
-    check_against_naive(
-        [1, 16, 6, 7, 8],
-        [16, 16, 3, 3, 3],
-        Conv3dParams::uniform(1, 1, 1),
-    );
-    check_against_naive(
-        [1, 32, 5, 6, 7],
-        [32, 16, 3, 3, 3],
-        Conv3dParams::uniform(1, 1, 1).with_groups(2),
-    );
-    check_against_naive(
-        [1, 2, 9, 10, 11],
-        [16, 2, 3, 3, 3],
-        Conv3dParams::uniform(2, 1, 1),
-    );
-    check_against_naive([1, 16, 4, 5, 6], [24, 16, 1, 1, 1], Conv3dParams::default());
-    check_against_naive(
-        [2, 4, 9, 8, 10],
-        [6, 2, 3, 3, 3],
-        Conv3dParams::uniform(1, 1, 1).with_groups(2),
-    );
-    check_against_naive(
-        [1, 2, 7, 6, 8],
-        [3, 2, 3, 2, 3],
-        Conv3dParams {
-            stride: [1, 1, 1],
-            padding: [0, 1, 2],
-            dilation: [1, 2, 1],
-            groups: 1,
-        },
-    );
-    check_against_naive(
-        [1, 2, 6, 7, 8],
-        [3, 2, 3, 3, 3],
-        Conv3dParams::uniform(1, 3, 1),
-    );
-    check_against_naive(
-        [1, 1, 9, 10, 11],
-        [8, 1, 1, 1, 2],
-        Conv3dParams::uniform(2, 0, 1),
-    );
-    check_against_naive([1, 3, 4, 5, 6], [7, 3, 1, 1, 1], Conv3dParams::default());
-    check_against_naive([2, 3, 9, 8, 10], [4, 3, 1, 1, 1], Conv3dParams::default());
-    check_against_naive(
-        [1, 4, 4, 5, 6],
-        [6, 2, 1, 1, 1],
-        Conv3dParams::default().with_groups(2),
-    );
-    check_against_naive(
-        [1, 4, 7, 6, 8],
-        [4, 2, 3, 3, 3],
-        Conv3dParams::uniform(2, 1, 1).with_groups(2),
-    );
+    let same = Conv3dParams::uniform(1, 1, 1);
+    let per_axis = Conv3dParams {
+        stride: [1, 1, 1],
+        padding: [0, 1, 2],
+        dilation: [1, 2, 1],
+        groups: 1,
+    };
+    let cases: [([usize; 5], [usize; 5], Conv3dParams); 12] = [
+        // Transposed weight-gradient layouts (at least 16 channels on both sides).
+        ([1, 16, 6, 7, 8], [16, 16, 3, 3, 3], same),
+        ([1, 32, 5, 6, 7], [32, 16, 3, 3, 3], same.with_groups(2)),
+        (
+            [1, 2, 9, 10, 11],
+            [16, 2, 3, 3, 3],
+            Conv3dParams::uniform(2, 1, 1),
+        ),
+        ([1, 16, 4, 5, 6], [24, 16, 1, 1, 1], Conv3dParams::default()),
+        // Thin results, groups, per-axis geometry, padding wider than the dilated kernel.
+        ([2, 4, 9, 8, 10], [6, 2, 3, 3, 3], same.with_groups(2)),
+        ([1, 2, 7, 6, 8], [3, 2, 3, 2, 3], per_axis),
+        (
+            [1, 2, 6, 7, 8],
+            [3, 2, 3, 3, 3],
+            Conv3dParams::uniform(1, 3, 1),
+        ),
+        (
+            [1, 1, 9, 10, 11],
+            [8, 1, 1, 1, 2],
+            Conv3dParams::uniform(2, 0, 1),
+        ),
+        ([1, 3, 4, 5, 6], [7, 3, 1, 1, 1], Conv3dParams::default()),
+        ([2, 3, 9, 8, 10], [4, 3, 1, 1, 1], Conv3dParams::default()),
+        (
+            [1, 4, 4, 5, 6],
+            [6, 2, 1, 1, 1],
+            Conv3dParams::default().with_groups(2),
+        ),
+        (
+            [1, 4, 7, 6, 8],
+            [4, 2, 3, 3, 3],
+            Conv3dParams::uniform(2, 1, 1).with_groups(2),
+        ),
+    ];
+    for (x, w, params) in cases {
+        check_against_naive(x, w, params);
+    }
 }
 
 /// Checks the autograd gradients of `sum(op(x, w)²)` against central finite differences at the
