@@ -148,14 +148,20 @@ impl PoolShape {
     }
 
     /// The maxima's flat indices of every plane of `x`.
-    fn all_maxima(&self, x: &[f32]) -> Vec<u32> {
+    fn all_maxima(&self, x: &[f32], op: &str) -> Result<Vec<u32>> {
+        if self.input_volume() >= NO_VOXEL as usize {
+            bail!(
+                "{op}: planes of {} voxels exceed the 32-bit indices of the maxima",
+                self.input_volume()
+            )
+        }
         let taps = self.window_taps();
         let mut indices = vec![0u32; self.planes * self.output_volume()];
         indices
             .par_chunks_mut(self.output_volume())
             .zip(x.par_chunks(self.input_volume()))
             .for_each(|(indices, plane)| self.maxima(plane, &taps, indices));
-        indices
+        Ok(indices)
     }
 
     /// `dx`: each output's gradient added to its window's maximum.
@@ -237,7 +243,7 @@ impl CustomOp1 for MaxPool3d {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let shape = PoolShape::new(l.dims(), self.params, self.name())?;
         let x = contiguous_f32(s, l, self.name())?;
-        let maxima = shape.all_maxima(x);
+        let maxima = shape.all_maxima(x, self.name())?;
         let mut y = vec![0f32; maxima.len()];
         y.par_chunks_mut(shape.output_volume())
             .zip(
@@ -319,7 +325,7 @@ impl CustomOp2 for MaxPool3dGrad {
         let x = contiguous_f32(s1, l1, self.name())?;
         let dy = contiguous_f32(s2, l2, self.name())?;
         check_gradient(self.name(), dy.len(), &shape)?;
-        let dx = shape.scatter(&shape.all_maxima(x), dy);
+        let dx = shape.scatter(&shape.all_maxima(x, self.name())?, dy);
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 
