@@ -76,8 +76,9 @@ fn columns(x: &[f32], g: &Geometry, taps: &[usize]) -> Vec<f32> {
                         if stride == 1 {
                             out.copy_from_slice(&x_c[start..start + hi - lo]);
                         } else {
-                            for (k, o) in out.iter_mut().enumerate() {
-                                *o = x_c[start + k * stride];
+                            let strided = x_c[start..].iter().step_by(stride);
+                            for (o, &v) in out.iter_mut().zip(strided) {
+                                *o = v;
                             }
                         }
                     });

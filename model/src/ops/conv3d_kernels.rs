@@ -115,8 +115,9 @@ fn vol2col(x: &[f32], g: &Geometry, rows: &Range<usize>, col: &mut [f32]) {
                         if stride == 1 {
                             out[m.lo..m.hi].copy_from_slice(&src[..m.hi - m.lo]);
                         } else {
-                            for (j, o) in out[m.lo..m.hi].iter_mut().enumerate() {
-                                *o = src[j * stride];
+                            let strided = src.iter().step_by(stride);
+                            for (o, &v) in out[m.lo..m.hi].iter_mut().zip(strided) {
+                                *o = v;
                             }
                         }
                     }
