@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::elementwise::{add_parts, assume_written, output_buffer};
 use super::geometry::Geometry;
 use super::strided_gemm::{matmul, View, ViewMut};
-use super::transpose::{par_transpose_into, transpose_into, transpose_pays};
+use super::transpose::{transpose_into, transpose_pays, transposed_blocks};
 use super::{conv3d_batched, conv3d_shifted};
 
 /// Largest column matrix built at once, in `f32` elements (8 MiB).
@@ -168,13 +168,14 @@ fn row_chunks(g: &Geometry) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// The column matrix `[c·taps, chunk]` of one chunk of output rows, rows `row_stride` apart.
-struct Columns<'a> {
+/// A row-major matrix inside a larger buffer, rows `row_stride` apart: the column matrix
+/// `[c·taps, chunk]` or the output gradient's `[co, chunk]` of one chunk of output rows.
+struct RowBlock<'a> {
     data: &'a [f32],
     row_stride: usize,
 }
 
-impl Columns<'_> {
+impl RowBlock<'_> {
     fn view(&self) -> View {
         View::rows(self.data.as_ptr(), self.row_stride)
     }
@@ -187,17 +188,17 @@ fn columns<'a>(
     g: &Geometry,
     rows: &Range<usize>,
     buffer: &'a mut Vec<f32>,
-) -> Columns<'a> {
+) -> RowBlock<'a> {
     let chunk = rows.len() * g.output[2];
     if is_pointwise(g) {
-        return Columns {
+        return RowBlock {
             data: &x_n[rows.start * g.output[2]..],
             row_stride: g.input_volume(),
         };
     }
     buffer.resize(g.col_rows() * chunk, 0.0);
     vol2col(x_n, g, rows, buffer);
-    Columns {
+    RowBlock {
         data: buffer,
         row_stride: chunk,
     }
@@ -228,11 +229,10 @@ fn units(g: &Geometry) -> impl Iterator<Item = Unit> + '_ {
 
 /// The `[co, rows·ow]` block of output rows `rows` of the unit whose output gradient starts at
 /// `yo` in `dy`.
-fn gradient_block(dy: &[f32], yo: usize, rows: &Range<usize>, g: &Geometry) -> View {
-    View {
-        ptr: dy[yo + rows.start * g.output[2]..].as_ptr(),
-        row_stride: g.output_volume() as isize,
-        col_stride: 1,
+fn gradient_block<'a>(dy: &'a [f32], yo: usize, rows: &Range<usize>, g: &Geometry) -> RowBlock<'a> {
+    RowBlock {
+        data: &dy[yo + rows.start * g.output[2]..],
+        row_stride: g.output_volume(),
     }
 }
 
@@ -314,7 +314,7 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
         for rows in &chunks {
             let chunk = rows.len() * g.output[2];
             buffer.resize(u.col_rows() * chunk, 0.0);
-            let grad = gradient_block(dy, yo, rows, g);
+            let grad = gradient_block(dy, yo, rows, g).view();
             // SAFETY: buffer holds col_rows × chunk elements.
             unsafe {
                 matmul(
@@ -385,7 +385,7 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
         return conv3d_shifted::backward_filter(x, dy, g);
     }
     let u = g.unit();
-    let (out_vol, cols, co) = (g.output_volume(), u.col_rows(), u.co);
+    let (cols, co) = (u.col_rows(), u.co);
     let chunks = row_chunks(&u);
     let items: Vec<(Unit, &Range<usize>)> = units(g)
         .flat_map(|unit| chunks.iter().map(move |rows| (unit, rows)))
@@ -405,10 +405,10 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
             let x_u = &x[xo..xo + u.c * g.input_volume()];
             let chunk = rows.len() * g.output[2];
             let col = columns(x_u, &u, rows, &mut buffer);
+            let grad = gradient_block(dy, yo, rows, g);
             if transpose_gradient {
                 transposed.resize(chunk * co, 0.0);
-                let grad = &dy[yo + rows.start * g.output[2]..];
-                transpose_into(grad, out_vol, co, chunk, &mut transposed, co);
+                transpose_into(grad.data, grad.row_stride, co, chunk, &mut transposed, co);
                 // SAFETY: the group's dwᵀ is [cols, co] from `wo`; the columns are [cols,
                 // chunk]; the transposed gradient is [chunk, co].
                 unsafe {
@@ -439,7 +439,7 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
                         cols,
                         chunk,
                         ViewMut::rows(acc[wo..].as_mut_ptr(), cols),
-                        gradient_block(dy, yo, rows, g),
+                        grad.view(),
                         columns_t,
                         true,
                         parallel_products,
@@ -448,13 +448,9 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
             }
         }
     });
-    if !transpose_gradient {
-        return acc_all;
+    if transpose_gradient {
+        transposed_blocks(&acc_all, cols, co)
+    } else {
+        acc_all
     }
-    let mut dw = vec![0f32; g.co * cols];
-    let group_size = cols * co;
-    for (dw, acc) in dw.chunks_mut(group_size).zip(acc_all.chunks(group_size)) {
-        par_transpose_into(acc, cols, co, dw);
-    }
-    dw
 }

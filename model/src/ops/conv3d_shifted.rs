@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use super::elementwise::{add_parts, assume_written, output_buffer};
 use super::geometry::{Conv3dParams, Geometry};
 use super::strided_gemm::{matmul, View, ViewMut};
-use super::transpose::{par_transpose_into, transpose_into, transpose_pays};
+use super::transpose::{transpose_into, transpose_pays, transposed_blocks};
 
 /// Output columns per work item of the forward pass.
 const CHUNK: usize = 2048;
@@ -338,9 +338,5 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
         return acc_all;
     }
     // Each group's [c·taps, co] accumulator is its [co, c, taps] gradient transposed.
-    let mut dw = vec![0f32; g.co * u.col_rows()];
-    for (dw, acc) in dw.chunks_mut(group_size).zip(acc_all.chunks(group_size)) {
-        par_transpose_into(acc, u.col_rows(), u.co, dw);
-    }
-    dw
+    transposed_blocks(&acc_all, u.col_rows(), u.co)
 }

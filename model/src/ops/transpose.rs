@@ -70,6 +70,17 @@ pub(crate) fn par_transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mu
         });
 }
 
+/// The consecutive `[rows, cols]` matrices of `src` (one per channel group), each transposed:
+/// a new buffer of as many `[cols, rows]` matrices.
+pub(crate) fn transposed_blocks(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut dst = vec![0f32; src.len()];
+    let size = (rows * cols).max(1);
+    for (dst, src) in dst.chunks_mut(size).zip(src.chunks(size)) {
+        par_transpose_into(src, rows, cols, dst);
+    }
+    dst
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +115,14 @@ mod tests {
                 assert_eq!(dst[j * rows + i], src[i * cols + j]);
             }
         }
+    }
+
+    #[test]
+    fn blocks_are_transposed_one_by_one() {
+        // Two 2×3 blocks.
+        let src = [1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12.];
+        let t = transposed_blocks(&src, 2, 3);
+        assert_eq!(t, [1., 4., 2., 5., 3., 6., 7., 10., 8., 11., 9., 12.]);
     }
 
     #[test]
