@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use metakd_model::nets::SegmenterConfig;
+use metakd_model::ops::profile::{self, OpTime};
 use metakd_model::optim::SgdNesterov;
 
 use crate::alloc_stats;
@@ -88,6 +89,25 @@ pub struct StepTiming {
     pub peak_bytes: usize,
     /// PyTorch's figures, where it could be run.
     pub torch: Option<TorchStep>,
+    /// One more step with its ops timed one by one, when asked for.
+    pub profile: Option<StepProfile>,
+}
+
+/// A step profiled op by op ([`metakd_model::ops::profile`]).
+#[derive(Debug, Clone)]
+pub struct StepProfile {
+    /// Seconds of the profiled step (slower than a timed one: the device is waited on around
+    /// every op).
+    pub seconds: f64,
+    /// The ops' times, the slowest first.
+    pub ops: Vec<OpTime>,
+}
+
+impl StepProfile {
+    /// Seconds of the step outside the timed ops (Candle's own ops and the launches).
+    pub fn untimed_seconds(&self) -> f64 {
+        (self.seconds - self.ops.iter().map(|o| o.seconds).sum::<f64>()).max(0.0)
+    }
 }
 
 impl fmt::Display for StepTiming {
@@ -161,7 +181,8 @@ fn peak(device: &Device, before: usize) -> Result<usize> {
 }
 
 /// Times `runs` steps, after `warmup` untimed ones (at least one: its logits are compared), of
-/// `cfg`'s network on `device` for each shape, and the twin's with the same counts. The first
+/// `cfg`'s network on `device` for each shape, and the twin's with the same counts; with
+/// `profile`, one more step is profiled op by op. The first
 /// steps of a process also pay for growing the allocator's memory (page faults), which a long
 /// training run pays once; the warm-up keeps that out of the timings on both sides.
 pub fn bench_train(
@@ -171,6 +192,7 @@ pub fn bench_train(
     twin: Option<&TorchTwin>,
     workdir: &Path,
     device: &Device,
+    profile: bool,
 ) -> Result<(usize, Vec<StepTiming>)> {
     if runs == 0 || warmup == 0 {
         bail!("--runs and --warmup must be positive")
@@ -220,6 +242,18 @@ pub fn bench_train(
             samples.push(start.elapsed().as_secs_f64());
         }
         let peak_bytes = peak(&device, before)?;
+        let profile = if profile {
+            profile::start();
+            let start = Instant::now();
+            let step = training_step(&model, &mut sgd, (&x, &y), &available, &train, train.lr)
+                .and_then(|_| device.synchronize().map_err(Into::into));
+            let seconds = start.elapsed().as_secs_f64();
+            let ops = profile::finish();
+            step?;
+            Some(StepProfile { seconds, ops })
+        } else {
+            None
+        };
         let torch = match twin {
             Some(twin) => torch_step(twin, cfg, &weights, (warmup, runs), &first.logits, workdir)?,
             None => None,
@@ -229,6 +263,7 @@ pub fn bench_train(
             seconds: StepSeconds::of(samples),
             peak_bytes,
             torch,
+            profile,
         });
     }
     Ok((parameters, timings))

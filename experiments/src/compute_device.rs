@@ -25,15 +25,22 @@ impl ComputeDevice {
 
 /// Opens CUDA device `ordinal`, with a clear error when the build has no CUDA support, no
 /// driver can be loaded or the device does not exist.
+/// The device is set up for one stream and a memory pool that keeps what is freed
+/// (`metakd_model::ops::cuda::prepare_device`).
 pub fn open_cuda(ordinal: usize) -> Result<Device> {
     // cudarc panics when it cannot load the driver library.
-    std::panic::catch_unwind(|| Device::new_cuda(ordinal))
+    let device = std::panic::catch_unwind(|| Device::new_cuda(ordinal))
         .map_err(|_| anyhow!("no CUDA driver (libcuda.so) could be loaded"))?
         .map_err(|e| {
             anyhow!(
                 "no CUDA device {ordinal} ({e}); CUDA needs a build with --features cuda and a GPU"
             )
-        })
+        })?;
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(dev) = &device {
+        metakd_model::ops::cuda::prepare_device(dev)?;
+    }
+    Ok(device)
 }
 
 #[cfg(test)]

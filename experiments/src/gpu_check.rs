@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::bench_train::StepProfile;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
 use metakd_model::nets::SegmenterConfig;
@@ -45,6 +46,48 @@ pub struct GpuCheckOptions {
     /// Let convolutions and matrix products use TF32, here and in PyTorch.
     #[arg(long)]
     pub tf32: bool,
+    /// Take cuDNN's heuristic choice of convolution algorithm instead of timing the algorithms
+    /// (PyTorch's twin times them: `cudnn.benchmark`).
+    #[arg(long)]
+    pub no_autotune: bool,
+    /// The presets to time (`reference`, `small`; both by default).
+    #[arg(long, value_delimiter = ',', default_value = "reference,small")]
+    pub presets: Vec<StepPreset>,
+    /// Also profile one step of each preset op by op (kernels and convolutions, the slowest
+    /// first).
+    #[arg(long)]
+    pub profile: bool,
+    /// Rows of each profile.
+    #[arg(long, default_value_t = 25)]
+    pub profile_rows: usize,
+    /// Skip the ops' comparison with the CPU (1).
+    #[arg(long)]
+    pub no_ops: bool,
+}
+
+/// A network preset of the timed step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StepPreset {
+    /// `SegmenterConfig::reference()`.
+    Reference,
+    /// `SegmenterConfig::small()`.
+    Small,
+}
+
+impl StepPreset {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Reference => "reference",
+            Self::Small => "small",
+        }
+    }
+
+    fn config(self) -> SegmenterConfig {
+        match self {
+            Self::Reference => SegmenterConfig::reference(),
+            Self::Small => SegmenterConfig::small(),
+        }
+    }
 }
 
 /// Parses extents `D,H,W` such as `80,160,160`.
@@ -128,6 +171,16 @@ fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, OpFn)> {
             vec![vec![2, 6, 3, 4, 5], vec![6], vec![6]],
             |t| group_norm(&t[0], 2, &t[1], &t[2], 1e-5),
         ),
+        (
+            "instance_norm3d + LeakyReLU, 2 chunks",
+            vec![vec![2, 3, 16, 24, 40], vec![3], vec![3]],
+            |t| instance_norm3d_leaky_relu(&t[0], &t[1], &t[2], 1e-5, 0.01),
+        ),
+        (
+            "group_norm 2 groups, 4 chunks",
+            vec![vec![2, 4, 16, 24, 40], vec![4], vec![4]],
+            |t| group_norm(&t[0], 2, &t[1], &t[2], 1e-5),
+        ),
         ("standardize_weight", vec![vec![6, 4, 3, 3, 3]], |t| {
             standardize_weight(&t[0], 1e-5)
         }),
@@ -166,6 +219,11 @@ fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, OpFn)> {
         (
             "add_channel_bias",
             vec![vec![2, 3, 4, 5, 6], vec![3]],
+            |t| add_channel_bias(&t[0], &t[1]),
+        ),
+        (
+            "add_channel_bias, 2 chunks",
+            vec![vec![2, 3, 16, 24, 40], vec![3]],
             |t| add_channel_bias(&t[0], &t[1]),
         ),
     ]
@@ -233,19 +291,67 @@ pub fn check_ops(gpu: &Device) -> Result<Vec<OpParity>> {
     Ok(results)
 }
 
+/// A step's profile: its slowest `rows` ops with their share of the step, the rest summed.
+fn print_profile(preset: &str, profile: &StepProfile, rows: usize) {
+    let share = |seconds: f64| 100.0 * seconds / profile.seconds.max(1e-12);
+    println!(
+        "  profile of one {preset} step ({:.1} ms with the device waited on around each op):",
+        profile.seconds * 1e3
+    );
+    println!("  {:>9} {:>6} {:>6}  op", "ms", "%", "calls");
+    for op in profile.ops.iter().take(rows) {
+        println!(
+            "  {:>9.2} {:>6.1} {:>6}  {}",
+            op.seconds * 1e3,
+            share(op.seconds),
+            op.calls,
+            op.name
+        );
+    }
+    let rest: Vec<_> = profile.ops.iter().skip(rows).collect();
+    if !rest.is_empty() {
+        let seconds: f64 = rest.iter().map(|o| o.seconds).sum();
+        let calls: usize = rest.iter().map(|o| o.calls).sum();
+        println!(
+            "  {:>9.2} {:>6.1} {:>6}  {} other ops",
+            seconds * 1e3,
+            share(seconds),
+            calls,
+            rest.len()
+        );
+    }
+    let untimed = profile.untimed_seconds();
+    println!(
+        "  {:>9.2} {:>6.1} {:>6}  Candle's own ops and launches",
+        untimed * 1e3,
+        share(untimed),
+        "-"
+    );
+}
+
 /// `metakd gpu-check`: the ops against the CPU (1), the timed steps of the `reference` and
 /// `small` presets (2) beside the PyTorch twin on the same GPU (3), then a table; an error when
 /// an op differs.
 pub fn run(a: &GpuCheckOptions) -> Result<()> {
     use crate::bench_train::{bench_train, StepShape, TorchTwin};
+    if a.presets.is_empty() {
+        anyhow::bail!("--presets: name at least one of reference, small")
+    }
     let gpu = crate::compute_device::open_cuda(a.gpu)?;
     #[cfg(feature = "cuda")]
     {
         metakd_model::ops::cuda::set_tf32(a.tf32);
+        metakd_model::ops::cuda::set_autotune(!a.no_autotune);
         candle_core::cuda_backend::set_gemm_reduced_precision_f32(a.tf32);
     }
-    println!("(1) every op on CUDA against the CPU (relative error, tolerance {TOLERANCE:.0e})");
-    let parity = check_ops(&gpu)?;
+    let parity = if a.no_ops {
+        Vec::new()
+    } else {
+        println!(
+            "(1) every op on CUDA against the CPU (relative error, tolerance {TOLERANCE:.0e})"
+        );
+        check_ops(&gpu)?
+    };
     for p in &parity {
         println!(
             "  {:<36} forward {:.1e}  backward {:.1e}  {}",
@@ -268,21 +374,23 @@ pub fn run(a: &GpuCheckOptions) -> Result<()> {
     };
     let workdir = tempfile::tempdir()?;
     let mut rows = Vec::new();
-    for (name, cfg) in [
-        ("reference", SegmenterConfig::reference()),
-        ("small", SegmenterConfig::small()),
-    ] {
+    for preset in &a.presets {
+        let name = preset.name();
         println!("(2) training step of {name} on CUDA, (3) its PyTorch twin");
         let (parameters, timings) = bench_train(
-            &cfg,
+            &preset.config(),
             &[shape],
             (a.warmup, a.runs),
             (!a.no_torch).then_some(&twin),
             workdir.path(),
             &gpu,
+            a.profile,
         )?;
         for t in timings {
             println!("  {name} ({parameters} parameters): {t}");
+            if let Some(profile) = &t.profile {
+                print_profile(name, profile, a.profile_rows);
+            }
             rows.push((name, t));
         }
     }
@@ -314,11 +422,13 @@ pub fn run(a: &GpuCheckOptions) -> Result<()> {
         .filter(|p| !p.passes())
         .map(|p| p.name)
         .collect();
-    println!(
-        "ops: {} of {} within {TOLERANCE:.0e}",
-        parity.len() - failed.len(),
-        parity.len()
-    );
+    if !parity.is_empty() {
+        println!(
+            "ops: {} of {} within {TOLERANCE:.0e}",
+            parity.len() - failed.len(),
+            parity.len()
+        );
+    }
     if !failed.is_empty() {
         anyhow::bail!("ops that differ on CUDA: {}", failed.join(", "))
     }

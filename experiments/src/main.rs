@@ -1369,6 +1369,7 @@ fn run(cli: Cli) -> Result<()> {
                 (!no_torch).then_some(&twin),
                 workdir.path(),
                 &candle_core::Device::Cpu,
+                false,
             )?;
             println!(
                 "training step of the {} network ({parameters} parameters), {threads} threads, median of {runs} after {warmup} untimed",

@@ -42,7 +42,7 @@ pub fn direct_step(model: &Model, adam: &mut Adam, (x, y): &Batch) -> Result<()>
     let omega = model.importance.omega()?;
     let logits = model.net.decode_weighted(&features, &omega)?;
     let loss = segmentation_loss(&logits, y)?.total()?;
-    adam.step(&loss.backward()?)?;
+    adam.step(&loss.backward_releasing()?)?;
     Ok(())
 }
 
@@ -82,7 +82,7 @@ impl ParameterSnapshot {
     /// The gradient of `loss` with respect to each parameter (`None` where it has none), cut off
     /// from the graph.
     fn gradients(&self, loss: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let grads = loss.backward()?;
+        let grads = loss.backward_releasing()?;
         Ok(self
             .vars
             .iter()

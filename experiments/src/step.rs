@@ -91,7 +91,7 @@ pub fn training_step(
     let loss = training_loss(model, batch, available, t)?;
     let loss_value = f64::from(loss.total.to_scalar::<f32>()?);
     if loss_value.is_finite() {
-        sgd.step(&loss.total.backward()?, lr)?;
+        sgd.step(&loss.total.backward_releasing()?, lr)?;
     }
     Ok(StepOutcome {
         loss: loss_value,

@@ -8,25 +8,55 @@
     for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; \
          i < (n); i += (unsigned long long)blockDim.x * gridDim.x)
 
-// Block-wide sum of two doubles; every thread gets the totals. blockDim.x is a power of two
+// Block-wide sum of two doubles; every thread gets the totals. blockDim.x is a multiple of 32,
 // at most 1024.
 __device__ void block_sum2(double &a, double &b) {
-    __shared__ double sa[1024];
-    __shared__ double sb[1024];
-    __syncthreads();
-    sa[threadIdx.x] = a;
-    sb[threadIdx.x] = b;
-    __syncthreads();
-    for (unsigned int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) {
-            sa[threadIdx.x] += sa[threadIdx.x + s];
-            sb[threadIdx.x] += sb[threadIdx.x + s];
-        }
-        __syncthreads();
+    __shared__ double sa[32];
+    __shared__ double sb[32];
+    unsigned int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        a += __shfl_down_sync(0xffffffffu, a, offset);
+        b += __shfl_down_sync(0xffffffffu, b, offset);
     }
+    __syncthreads();
+    if (lane == 0) {
+        sa[warp] = a;
+        sb[warp] = b;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        unsigned int warps = blockDim.x >> 5;
+        a = lane < warps ? sa[lane] : 0.0;
+        b = lane < warps ? sb[lane] : 0.0;
+        for (int offset = 16; offset > 0; offset >>= 1) {
+            a += __shfl_down_sync(0xffffffffu, a, offset);
+            b += __shfl_down_sync(0xffffffffu, b, offset);
+        }
+        if (lane == 0) {
+            sa[0] = a;
+            sb[0] = b;
+        }
+    }
+    __syncthreads();
     a = sa[0];
     b = sb[0];
     __syncthreads();
+}
+
+// The kernels over planes (a sample's channel, or a group's span) launch one block per chunk of
+// `chunk_len` consecutive values of a plane of `len` values, `chunks` blocks per plane, so that
+// large planes spread over the whole GPU. Block b covers chunk b % chunks of plane b / chunks.
+struct Chunk {
+    unsigned long long plane, begin, end;
+};
+
+__device__ Chunk block_chunk(unsigned long long len, unsigned long long chunks,
+                             unsigned long long chunk_len) {
+    Chunk c;
+    c.plane = blockIdx.x / chunks;
+    c.begin = (blockIdx.x % chunks) * chunk_len;
+    c.end = c.begin + chunk_len < len ? c.begin + chunk_len : len;
+    return c;
 }
 
 // ---- LeakyReLU -------------------------------------------------------------------------------
@@ -54,124 +84,168 @@ extern "C" __global__ void add_leaky_relu(const float *a, const float *b, float 
 // ---- Per-channel bias ------------------------------------------------------------------------
 
 extern "C" __global__ void add_channel_bias(const float *x, const float *bias, float *y,
-                                            unsigned long long n, unsigned long long c,
-                                            unsigned long long inner) {
-    GRID_STRIDE(i, n) { y[i] = x[i] + bias[(i / inner) % c]; }
+                                            unsigned long long inner, unsigned long long chunks,
+                                            unsigned long long chunk_len, unsigned long long c) {
+    Chunk k = block_chunk(inner, chunks, chunk_len);
+    float b = bias[k.plane % c];
+    const float *xp = x + k.plane * inner;
+    float *yp = y + k.plane * inner;
+    for (unsigned long long i = k.begin + threadIdx.x; i < k.end; i += blockDim.x)
+        yp[i] = xp[i] + b;
 }
 
-// One block per channel: the sum over the batch and the channel's values.
-extern "C" __global__ void channel_sums(const float *x, float *out, unsigned long long batch,
-                                        unsigned long long c, unsigned long long inner) {
-    unsigned long long ch = blockIdx.x;
+// Σ of each chunk of each plane, in block order.
+extern "C" __global__ void chunk_sums(const float *x, double *partial, unsigned long long len,
+                                      unsigned long long chunks, unsigned long long chunk_len) {
+    Chunk k = block_chunk(len, chunks, chunk_len);
+    const float *plane = x + k.plane * len;
     double sum = 0.0, unused = 0.0;
-    for (unsigned long long s = 0; s < batch; ++s) {
-        const float *plane = x + (s * c + ch) * inner;
-        for (unsigned long long i = threadIdx.x; i < inner; i += blockDim.x) sum += plane[i];
-    }
+    for (unsigned long long i = k.begin + threadIdx.x; i < k.end; i += blockDim.x) sum += plane[i];
     block_sum2(sum, unused);
-    if (threadIdx.x == 0) out[ch] = (float)sum;
+    if (threadIdx.x == 0) partial[blockIdx.x] = sum;
+}
+
+// One thread per channel: the sum of its chunks over the batch.
+extern "C" __global__ void channel_sums(const double *partial, float *out,
+                                        unsigned long long batch, unsigned long long c,
+                                        unsigned long long chunks) {
+    GRID_STRIDE(ch, c) {
+        double sum = 0.0;
+        for (unsigned long long s = 0; s < batch; ++s)
+            for (unsigned long long k = 0; k < chunks; ++k) sum += partial[(s * c + ch) * chunks + k];
+        out[ch] = (float)sum;
+    }
 }
 
 // ---- Group norm ------------------------------------------------------------------------------
+// Spans are a sample's group (per_group consecutive channel planes of `voxels` values); plane p
+// belongs to span p / per_group and channel p % c.
 
-// One block per (sample, group) span: mean and 1/sqrt(biased var + eps).
-extern "C" __global__ void group_norm_stats(const float *x, float *mean, float *rstd,
-                                            unsigned long long span_len, double eps) {
-    const float *span = x + blockIdx.x * span_len;
+// Σx and Σx² of each chunk of each span, in block order.
+extern "C" __global__ void group_norm_partial_moments(const float *x, double *partial_sum,
+                                                      double *partial_squares,
+                                                      unsigned long long span_len,
+                                                      unsigned long long chunks,
+                                                      unsigned long long chunk_len) {
+    Chunk k = block_chunk(span_len, chunks, chunk_len);
+    const float *span = x + k.plane * span_len;
     double sum = 0.0, squares = 0.0;
-    for (unsigned long long i = threadIdx.x; i < span_len; i += blockDim.x) {
+    for (unsigned long long i = k.begin + threadIdx.x; i < k.end; i += blockDim.x) {
         double v = span[i];
         sum += v;
         squares += v * v;
     }
     block_sum2(sum, squares);
     if (threadIdx.x == 0) {
-        double n = (double)span_len;
-        double m = sum / n;
-        double var = fmax(squares / n - m * m, 0.0);
-        mean[blockIdx.x] = (float)m;
-        rstd[blockIdx.x] = (float)(1.0 / sqrt(var + eps));
+        partial_sum[blockIdx.x] = sum;
+        partial_squares[blockIdx.x] = squares;
     }
 }
 
-struct NormIndex {
-    unsigned long long span, channel;
-};
-
-__device__ NormIndex norm_index(unsigned long long i, unsigned long long span_len,
-                                unsigned long long voxels, unsigned long long per_group,
-                                unsigned long long c) {
-    NormIndex r;
-    r.span = i / span_len;
-    unsigned long long k = (i % span_len) / voxels;
-    r.channel = (r.span * per_group + k) % c;
-    return r;
+// One thread per span: mean and 1/sqrt(biased var + eps) from its chunks' sums.
+extern "C" __global__ void group_norm_stats(const double *partial_sum,
+                                            const double *partial_squares, float *mean,
+                                            float *rstd, unsigned long long spans,
+                                            unsigned long long chunks,
+                                            unsigned long long span_len, double eps) {
+    GRID_STRIDE(s, spans) {
+        double sum = 0.0, squares = 0.0;
+        for (unsigned long long k = 0; k < chunks; ++k) {
+            sum += partial_sum[s * chunks + k];
+            squares += partial_squares[s * chunks + k];
+        }
+        double n = (double)span_len;
+        double m = sum / n;
+        double var = fmax(squares / n - m * m, 0.0);
+        mean[s] = (float)m;
+        rstd[s] = (float)(1.0 / sqrt(var + eps));
+    }
 }
 
 __device__ float activation_factor(float z, int has_slope, float slope) {
     return (has_slope && z <= 0.0f) ? slope : 1.0f;
 }
 
+// The per-plane constants of the normalisation: x̂ = (x − mean)·rstd, z = x·scale + shift.
+struct PlaneNorm {
+    unsigned long long span, channel;
+    float mean, rstd, gamma, scale, shift;
+};
+
+__device__ PlaneNorm plane_norm(unsigned long long plane, const float *gamma, const float *beta,
+                                const float *mean, const float *rstd,
+                                unsigned long long per_group, unsigned long long c) {
+    PlaneNorm p;
+    p.span = plane / per_group;
+    p.channel = plane % c;
+    p.mean = mean[p.span];
+    p.rstd = rstd[p.span];
+    p.gamma = gamma[p.channel];
+    p.scale = p.gamma * p.rstd;
+    p.shift = beta[p.channel] - p.mean * p.scale;
+    return p;
+}
+
 extern "C" __global__ void group_norm_apply(const float *x, const float *gamma, const float *beta,
                                             const float *mean, const float *rstd, float *y,
-                                            unsigned long long n, unsigned long long span_len,
-                                            unsigned long long voxels,
+                                            unsigned long long voxels, unsigned long long chunks,
+                                            unsigned long long chunk_len,
                                             unsigned long long per_group, unsigned long long c,
                                             int has_slope, float slope) {
-    GRID_STRIDE(i, n) {
-        NormIndex ix = norm_index(i, span_len, voxels, per_group, c);
-        float scale = gamma[ix.channel] * rstd[ix.span];
-        float shift = beta[ix.channel] - mean[ix.span] * scale;
-        float z = x[i] * scale + shift;
-        y[i] = (has_slope && !(z > 0.0f)) ? z * slope : z;
+    Chunk k = block_chunk(voxels, chunks, chunk_len);
+    PlaneNorm p = plane_norm(k.plane, gamma, beta, mean, rstd, per_group, c);
+    const float *xp = x + k.plane * voxels;
+    float *yp = y + k.plane * voxels;
+    for (unsigned long long i = k.begin + threadIdx.x; i < k.end; i += blockDim.x) {
+        float z = xp[i] * p.scale + p.shift;
+        yp[i] = (has_slope && !(z > 0.0f)) ? z * slope : z;
     }
 }
 
-// One block per (sample, channel) plane: Σ d and Σ d·x̂, d = dy · the activation's factor.
-extern "C" __global__ void group_norm_plane_sums(const float *x, const float *dy,
-                                                 const float *gamma, const float *beta,
-                                                 const float *mean, const float *rstd,
-                                                 double *plane_d, double *plane_dxhat,
-                                                 unsigned long long voxels,
-                                                 unsigned long long per_group,
-                                                 unsigned long long c, int has_slope,
-                                                 float slope) {
-    unsigned long long p = blockIdx.x;
-    unsigned long long span = p / per_group;
-    unsigned long long ch = p % c;
-    float m = mean[span], r = rstd[span];
-    float scale = gamma[ch] * r;
-    float shift = beta[ch] - m * scale;
-    const float *xp = x + p * voxels;
-    const float *gp = dy + p * voxels;
+// Σ d and Σ d·x̂ of each chunk of each (sample, channel) plane, d = dy · the activation's factor.
+extern "C" __global__ void group_norm_partial_grad_sums(
+    const float *x, const float *dy, const float *gamma, const float *beta, const float *mean,
+    const float *rstd, double *partial_d, double *partial_dxhat, unsigned long long voxels,
+    unsigned long long chunks, unsigned long long chunk_len, unsigned long long per_group,
+    unsigned long long c, int has_slope, float slope) {
+    Chunk k = block_chunk(voxels, chunks, chunk_len);
+    PlaneNorm p = plane_norm(k.plane, gamma, beta, mean, rstd, per_group, c);
+    const float *xp = x + k.plane * voxels;
+    const float *gp = dy + k.plane * voxels;
     double sd = 0.0, sdx = 0.0;
-    for (unsigned long long i = threadIdx.x; i < voxels; i += blockDim.x) {
+    for (unsigned long long i = k.begin + threadIdx.x; i < k.end; i += blockDim.x) {
         float v = xp[i];
-        float d = gp[i] * activation_factor(v * scale + shift, has_slope, slope);
+        float d = gp[i] * activation_factor(v * p.scale + p.shift, has_slope, slope);
         sd += d;
-        sdx += (double)(d * ((v - m) * r));
+        sdx += (double)(d * ((v - p.mean) * p.rstd));
     }
     block_sum2(sd, sdx);
     if (threadIdx.x == 0) {
-        plane_d[p] = sd;
-        plane_dxhat[p] = sdx;
+        partial_d[blockIdx.x] = sd;
+        partial_dxhat[blockIdx.x] = sdx;
     }
 }
 
 // One thread per span: mean(γ·d) and mean(γ·d·x̂) over the span.
-extern "C" __global__ void group_norm_span_means(const double *plane_d, const double *plane_dxhat,
+extern "C" __global__ void group_norm_span_means(const double *partial_d,
+                                                 const double *partial_dxhat,
                                                  const float *gamma, float *mean_g,
                                                  float *mean_g_xhat, unsigned long long spans,
                                                  unsigned long long per_group,
-                                                 unsigned long long c,
+                                                 unsigned long long c, unsigned long long chunks,
                                                  unsigned long long span_len) {
     GRID_STRIDE(s, spans) {
         double mg = 0.0, mgx = 0.0, n = (double)span_len;
-        for (unsigned long long k = 0; k < per_group; ++k) {
-            unsigned long long p = s * per_group + k;
-            double g = gamma[p % c];
-            mg += g * plane_d[p] / n;
-            mgx += g * plane_dxhat[p] / n;
+        for (unsigned long long j = 0; j < per_group; ++j) {
+            unsigned long long plane = s * per_group + j;
+            double d = 0.0, dxhat = 0.0;
+            for (unsigned long long k = 0; k < chunks; ++k) {
+                d += partial_d[plane * chunks + k];
+                dxhat += partial_dxhat[plane * chunks + k];
+            }
+            double g = gamma[plane % c];
+            mg += g * d / n;
+            mgx += g * dxhat / n;
         }
         mean_g[s] = (float)mg;
         mean_g_xhat[s] = (float)mgx;
@@ -182,30 +256,36 @@ extern "C" __global__ void group_norm_span_means(const double *plane_d, const do
 extern "C" __global__ void group_norm_dx(const float *x, const float *dy, const float *gamma,
                                          const float *beta, const float *mean, const float *rstd,
                                          const float *mean_g, const float *mean_g_xhat, float *dx,
-                                         unsigned long long n, unsigned long long span_len,
-                                         unsigned long long voxels, unsigned long long per_group,
-                                         unsigned long long c, int has_slope, float slope) {
-    GRID_STRIDE(i, n) {
-        NormIndex ix = norm_index(i, span_len, voxels, per_group, c);
-        float m = mean[ix.span], r = rstd[ix.span];
-        float scale = gamma[ix.channel] * r;
-        float shift = beta[ix.channel] - m * scale;
-        float v = x[i];
-        float g = dy[i] * activation_factor(v * scale + shift, has_slope, slope) * gamma[ix.channel];
-        dx[i] = r * (g - mean_g[ix.span] - (v - m) * r * mean_g_xhat[ix.span]);
+                                         unsigned long long voxels, unsigned long long chunks,
+                                         unsigned long long chunk_len,
+                                         unsigned long long per_group, unsigned long long c,
+                                         int has_slope, float slope) {
+    Chunk k = block_chunk(voxels, chunks, chunk_len);
+    PlaneNorm p = plane_norm(k.plane, gamma, beta, mean, rstd, per_group, c);
+    float mg = mean_g[p.span], mgx = mean_g_xhat[p.span];
+    const float *xp = x + k.plane * voxels;
+    const float *gp = dy + k.plane * voxels;
+    float *dxp = dx + k.plane * voxels;
+    for (unsigned long long i = k.begin + threadIdx.x; i < k.end; i += blockDim.x) {
+        float v = xp[i];
+        float g = gp[i] * activation_factor(v * p.scale + p.shift, has_slope, slope) * p.gamma;
+        dxp[i] = p.rstd * (g - mg - (v - p.mean) * p.rstd * mgx);
     }
 }
 
-// One thread per channel: dγ = Σ over samples of Σ d·x̂, dβ = Σ of Σ d; written after dx.
-extern "C" __global__ void group_norm_affine_grad(const double *plane_d, const double *plane_dxhat,
-                                                  float *out, unsigned long long batch,
-                                                  unsigned long long c) {
+// One thread per channel: dγ = Σ over samples and chunks of Σ d·x̂, dβ = the same of Σ d;
+// written after dx.
+extern "C" __global__ void group_norm_affine_grad(const double *partial_d,
+                                                  const double *partial_dxhat, float *out,
+                                                  unsigned long long batch, unsigned long long c,
+                                                  unsigned long long chunks) {
     GRID_STRIDE(ch, c) {
         double dg = 0.0, db = 0.0;
-        for (unsigned long long s = 0; s < batch; ++s) {
-            dg += plane_dxhat[s * c + ch];
-            db += plane_d[s * c + ch];
-        }
+        for (unsigned long long s = 0; s < batch; ++s)
+            for (unsigned long long k = 0; k < chunks; ++k) {
+                dg += partial_dxhat[(s * c + ch) * chunks + k];
+                db += partial_d[(s * c + ch) * chunks + k];
+            }
         out[ch] = (float)dg;
         out[c + ch] = (float)db;
     }

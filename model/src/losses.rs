@@ -3,6 +3,8 @@
 
 use candle_core::{Result, Tensor};
 
+use crate::ops::channel_sums;
+
 /// The parts of the segmentation loss.
 #[derive(Debug, Clone)]
 pub struct SegmentationLoss {
@@ -22,13 +24,9 @@ impl SegmentationLoss {
 /// Soft Dice loss on sigmoid probabilities with smoothing 1, computed per channel over the batch
 /// and all voxels, then averaged over channels: 1 − mean_c (2Σpt + 1) / (Σp + Σt + 1).
 pub fn soft_dice_loss(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
-    let c = logits.dim(1)?;
-    let per_channel = |t: &Tensor| -> Result<Tensor> {
-        t.transpose(0, 1)?.contiguous()?.reshape((c, ()))?.sum(1)
-    };
     let p = candle_nn::ops::sigmoid(logits)?;
-    let intersection = per_channel(&(&p * target)?)?;
-    let denominator = ((per_channel(&p)? + per_channel(target)?)? + 1.0)?;
+    let intersection = channel_sums(&(&p * target)?)?;
+    let denominator = ((channel_sums(&p)? + channel_sums(target)?)? + 1.0)?;
     let dice = ((intersection * 2.0)? + 1.0)?.div(&denominator)?;
     1.0 - dice.mean_all()?
 }
@@ -39,7 +37,7 @@ pub fn bce_with_logits(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
     let c = logits.dim(1)? as f64;
     let softplus = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
     let elementwise = ((logits.relu()? - (logits * target)?)? + softplus)?;
-    elementwise.mean_all()? * c
+    channel_sums(&elementwise)?.sum_all()? * (c / elementwise.elem_count().max(1) as f64)
 }
 
 /// Soft Dice + BCE of `logits [n, c, ...]` against binary `target [n, c, ...]`.

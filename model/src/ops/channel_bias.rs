@@ -1,6 +1,8 @@
 //! A per-channel bias `y[n, c, …] = x[n, c, …] + b[c]` whose weight gradient is one pass of
 //! contiguous per-channel sums (Candle's broadcast addition reduces over the batch and spatial
-//! axes with its strided generic reduction, which dominated small convolutional networks).
+//! axes with its strided generic reduction, which dominated small convolutional networks), and
+//! those per-channel sums as an op of their own (Candle's reductions on a GPU give each output
+//! value one block, which leaves a large reduction to a few blocks).
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -72,16 +74,18 @@ impl CustomOp2 for AddChannelBias {
         let n = x.len();
         let mut y = cuda::output(dev, n, false)?;
         if inner > 0 {
+            let chunks = cuda::Chunks::new(n / inner, inner);
             cuda::launch!(
                 dev,
                 "add_channel_bias",
-                cuda::elements(n),
+                chunks.config()?,
                 &x,
                 &bias,
                 &mut y,
-                &n,
-                &c,
-                &inner
+                &inner,
+                &chunks.per_plane,
+                &cuda::Chunks::LEN,
+                &c
             );
         }
         Ok((cuda::storage(y, dev), l1.shape().clone()))
@@ -136,16 +140,28 @@ impl CustomOp1 for ChannelSums {
         use candle_core::backend::BackendStorage;
         let (n, c, inner) = extents(l.dims(), self.name())?;
         let (dev, x) = (s.device(), cuda::view(s, l, self.name())?);
+        let chunks = cuda::Chunks::new(n * c, inner);
+        let mut partial = dev.alloc_zeros::<f64>(chunks.blocks().max(1))?;
+        cuda::launch!(
+            dev,
+            "chunk_sums",
+            chunks.config()?,
+            &x,
+            &mut partial,
+            &inner,
+            &chunks.per_plane,
+            &cuda::Chunks::LEN
+        );
         let mut sums = cuda::output(dev, c, true)?;
         cuda::launch!(
             dev,
             "channel_sums",
-            cuda::rows(c),
-            &x,
+            cuda::elements(c),
+            &partial,
             &mut sums,
             &n,
             &c,
-            &inner
+            &chunks.per_plane
         );
         Ok((cuda::storage(sums, dev), Shape::from(c)))
     }
@@ -157,7 +173,9 @@ impl CustomOp1 for ChannelSums {
     }
 }
 
-fn channel_sums(x: &Tensor) -> Result<Tensor> {
+/// `x [n, c, …] → [c]`: each channel's sum over the batch and all its values, accumulated in
+/// double precision; on a GPU every chunk of every channel's plane is summed by its own block.
+pub fn channel_sums(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(ChannelSums)
 }
 

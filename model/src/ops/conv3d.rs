@@ -65,7 +65,7 @@ impl CustomOp2 for Conv3dForward {
             cuda::view(s1, l1, self.name())?,
             cuda::view(s2, l2, self.name())?,
         );
-        let y = cuda::conv_forward(dev, &x, &w, &g)?;
+        let y = super::cudnn::conv_forward(dev, &x, &w, &g)?;
         Ok((cuda::storage(y, dev), Shape::from(g.output_dims().to_vec())))
     }
 
@@ -123,7 +123,7 @@ impl CustomOp2 for Conv3dData {
             cuda::view(s1, l1, self.name())?,
             cuda::view(s2, l2, self.name())?,
         );
-        let dx = cuda::conv_backward_data(dev, &dy, &w, &g)?;
+        let dx = super::cudnn::conv_backward_data(dev, &dy, &w, &g)?;
         Ok((
             cuda::storage(dx, dev),
             Shape::from(self.input_dims.to_vec()),
@@ -178,7 +178,7 @@ impl CustomOp2 for Conv3dFilter {
             cuda::view(s1, l1, self.name())?,
             cuda::view(s2, l2, self.name())?,
         );
-        let dw = cuda::conv_backward_filter(dev, &x, &dy, &g)?;
+        let dw = super::cudnn::conv_backward_filter(dev, &x, &dy, &g)?;
         Ok((
             cuda::storage(dw, dev),
             Shape::from(self.weight_dims.to_vec()),

@@ -1,23 +1,19 @@
 //! The ops on CUDA devices (`cuda` feature): launching the kernels of `model/cuda/ops.cu`
-//! (compiled to PTX at build time) and the convolutions on cuDNN's N-d convolution.
+//! (compiled to PTX at build time), the device's peak memory, and the settings of the
+//! convolutions, which run on cuDNN's N-d convolution.
 //!
 //! Every function takes contiguous f32 storage, as the CPU ops do, and returns new storage.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::time::Instant;
 
-use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::cudnn::{
-    self, sys::cudnnConvolutionMode_t, sys::cudnnMathType_t, sys::cudnnTensorFormat_t, Cudnn,
-};
+use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr};
 pub(crate) use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-use candle_core::cuda_backend::{CudaDevice, CudaStorage, DeviceId, WrapErr};
+use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
 use candle_core::{bail, DType, Layout, Result};
 
-use super::geometry::Geometry;
+pub use super::cudnn::{autotune, set_autotune, set_tf32, tf32};
+use super::profile;
 
 /// The PTX of `model/cuda/ops.cu`.
 pub(crate) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/metakd_ops.ptx"));
@@ -25,19 +21,6 @@ pub(crate) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/metakd_ops.
 pub(crate) const MODULE: &str = "metakd_ops";
 /// Threads per block of the element-wise kernels and of the per-row reductions.
 const THREADS: u32 = 256;
-
-static TF32: AtomicBool = AtomicBool::new(false);
-
-/// Lets cuDNN's f32 convolutions use TF32 tensor cores (faster, about 1e-3 relative error; off
-/// by default, so results match the CPU ops within 1e-4).
-pub fn set_tf32(enabled: bool) {
-    TF32.store(enabled, Ordering::Relaxed);
-}
-
-/// Whether TF32 convolutions are enabled ([`set_tf32`]).
-pub fn tf32() -> bool {
-    TF32.load(Ordering::Relaxed)
-}
 
 /// A contiguous f32 view of a custom op's argument.
 pub(crate) fn view<'a>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<CudaView<'a, f32>> {
@@ -76,6 +59,56 @@ pub(crate) fn elements(n: usize) -> LaunchConfig {
     }
 }
 
+/// Values per block of the kernels over planes.
+const CHUNK_LEN: usize = 32 * THREADS as usize;
+
+/// The blocks of a kernel over `planes` planes of `len` values each: `per_plane` blocks per
+/// plane, each over a chunk of at most [`Chunks::LEN`] consecutive values (the `Chunk` layout of
+/// `model/cuda/ops.cu`), so that a few large planes still spread over the whole GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Chunks {
+    /// Planes.
+    pub planes: usize,
+    /// Blocks (chunks) per plane, at least one.
+    pub per_plane: usize,
+}
+
+impl Chunks {
+    /// Values per chunk (the last chunk of a plane may be shorter).
+    pub const LEN: usize = CHUNK_LEN;
+
+    /// The chunks of `planes` planes of `len` values.
+    pub fn new(planes: usize, len: usize) -> Self {
+        Self {
+            planes,
+            per_plane: len.div_ceil(CHUNK_LEN).max(1),
+        }
+    }
+
+    /// Every chunk of every plane.
+    pub fn blocks(&self) -> usize {
+        self.planes * self.per_plane
+    }
+
+    /// One block per chunk (an error beyond CUDA's grid).
+    pub fn config(&self) -> Result<LaunchConfig> {
+        let blocks = u32::try_from(self.blocks())
+            .ok()
+            .filter(|&b| b < i32::MAX as u32)
+            .ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "{} planes of {} chunks exceed a CUDA grid",
+                    self.planes, self.per_plane
+                ))
+            })?;
+        Ok(LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        })
+    }
+}
+
 /// One block per row, `rows` rows.
 pub(crate) fn rows(rows: usize) -> LaunchConfig {
     LaunchConfig {
@@ -83,6 +116,24 @@ pub(crate) fn rows(rows: usize) -> LaunchConfig {
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// Runs `f`; while a [`profile`] is being taken, waits for `dev` before and after it and records
+/// the time between under `name()`.
+pub(crate) fn timed<T>(
+    dev: &CudaDevice,
+    name: impl FnOnce() -> String,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    if !profile::enabled() {
+        return f();
+    }
+    dev.synchronize()?;
+    let start = Instant::now();
+    let out = f()?;
+    dev.synchronize()?;
+    profile::record(&name(), start.elapsed());
+    Ok(out)
 }
 
 /// Launches kernel `$name` of the ops' module on `$dev` with `$config` and the arguments in
@@ -99,8 +150,11 @@ macro_rules! launch {
             )?;
             let mut builder = func.builder();
             $( $crate::ops::cuda::PushKernelArg::arg(&mut builder, $arg); )*
-            // SAFETY: the caller passes the kernel's arguments in order and type.
-            candle_core::cuda_backend::WrapErr::w(unsafe { builder.launch(config) })?;
+            $crate::ops::cuda::timed($dev, || $name.to_string(), || {
+                // SAFETY: the caller passes the kernel's arguments in order and type.
+                candle_core::cuda_backend::WrapErr::w(unsafe { builder.launch(config) })
+                    .map(|_| ())
+            })?;
         }
     }};
 }
@@ -138,202 +192,6 @@ pub(crate) struct ResampleArgs {
 // SAFETY: plain `repr(C)` data laid out as `struct Extents` in ops.cu.
 unsafe impl DeviceRepr for ResampleArgs {}
 
-thread_local! {
-    static CUDNN: RefCell<HashMap<DeviceId, Arc<Cudnn>>> = RefCell::new(HashMap::new());
-}
-
-/// This thread's cuDNN handle of `dev`, on the device's stream.
-fn cudnn_handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
-    CUDNN.with(|handles| {
-        if let Some(handle) = handles.borrow().get(&dev.id()) {
-            return Ok(handle.clone());
-        }
-        let handle = Cudnn::new(dev.cuda_stream()).map_err(cudnn_error)?;
-        handles.borrow_mut().insert(dev.id(), handle.clone());
-        Ok(handle)
-    })
-}
-
-fn cudnn_error(e: cudnn::CudnnError) -> candle_core::Error {
-    candle_core::Error::Cuda(Box::new(e))
-}
-
-/// Strides of a contiguous tensor of `dims`.
-fn contiguous_strides(dims: &[i32]) -> Vec<i32> {
-    let mut strides = vec![1i32; dims.len()];
-    for a in (0..dims.len() - 1).rev() {
-        strides[a] = strides[a + 1] * dims[a + 1];
-    }
-    strides
-}
-
-/// The descriptors of one convolution.
-struct ConvDescriptors {
-    conv: cudnn::ConvDescriptor<f32>,
-    x: cudnn::TensorDescriptor<f32>,
-    w: cudnn::FilterDescriptor<f32>,
-    y: cudnn::TensorDescriptor<f32>,
-}
-
-fn i32s(values: &[usize]) -> Result<Vec<i32>> {
-    values
-        .iter()
-        .map(|&v| {
-            i32::try_from(v)
-                .map_err(|_| candle_core::Error::Msg(format!("{v} exceeds cuDNN's 32-bit extents")))
-        })
-        .collect()
-}
-
-fn descriptors(handle: &Arc<Cudnn>, g: &Geometry) -> Result<ConvDescriptors> {
-    let p = g.params;
-    let mut conv = handle
-        .create_convnd::<f32>(
-            &i32s(&p.padding)?,
-            &i32s(&p.stride)?,
-            &i32s(&p.dilation)?,
-            cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
-        )
-        .map_err(cudnn_error)?;
-    conv.set_group_count(p.groups as i32).map_err(cudnn_error)?;
-    conv.set_math_type(if tf32() {
-        cudnnMathType_t::CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
-    } else {
-        cudnnMathType_t::CUDNN_FMA_MATH
-    })
-    .map_err(cudnn_error)?;
-    let x_dims = i32s(&[g.n, g.c, g.input[0], g.input[1], g.input[2]])?;
-    let y_dims = i32s(&g.output_dims())?;
-    let w_dims = i32s(&[g.co, g.c / p.groups, g.kernel[0], g.kernel[1], g.kernel[2]])?;
-    Ok(ConvDescriptors {
-        conv,
-        x: handle
-            .create_nd_tensor::<f32>(&x_dims, &contiguous_strides(&x_dims))
-            .map_err(cudnn_error)?,
-        w: handle
-            .create_nd_filter::<f32>(cudnnTensorFormat_t::CUDNN_TENSOR_NCHW, &w_dims)
-            .map_err(cudnn_error)?,
-        y: handle
-            .create_nd_tensor::<f32>(&y_dims, &contiguous_strides(&y_dims))
-            .map_err(cudnn_error)?,
-    })
-}
-
-/// Workspace of `bytes` bytes (at least one, so that the pointer is valid); cuDNN does not read
-/// it before writing.
-fn workspace(dev: &CudaDevice, bytes: usize) -> Result<CudaSlice<u8>> {
-    // SAFETY: a scratch buffer that cuDNN writes before it reads.
-    unsafe { dev.alloc::<u8>(bytes.max(1)) }
-}
-
-/// cuDNN's choice of algorithm for each convolution geometry, direction and math mode, made once
-/// per thread (the heuristics query and the choice cost more than a small convolution).
-struct AlgorithmCache<A> {
-    chosen: RefCell<HashMap<(DeviceId, Geometry, bool), A>>,
-}
-
-impl<A: Copy> AlgorithmCache<A> {
-    fn new() -> Self {
-        Self {
-            chosen: RefCell::new(HashMap::new()),
-        }
-    }
-
-    /// The algorithm for `g` on `dev`, picked by `pick` the first time.
-    fn get(
-        &self,
-        dev: &CudaDevice,
-        g: &Geometry,
-        pick: impl FnOnce() -> std::result::Result<A, cudnn::CudnnError>,
-    ) -> Result<A> {
-        let key = (dev.id(), *g, tf32());
-        if let Some(&algo) = self.chosen.borrow().get(&key) {
-            return Ok(algo);
-        }
-        let algo = pick().map_err(cudnn_error)?;
-        self.chosen.borrow_mut().insert(key, algo);
-        Ok(algo)
-    }
-}
-
-thread_local! {
-    static FORWARD: AlgorithmCache<cudnn::sys::cudnnConvolutionFwdAlgo_t> = AlgorithmCache::new();
-    static BACKWARD_DATA: AlgorithmCache<cudnn::sys::cudnnConvolutionBwdDataAlgo_t> =
-        AlgorithmCache::new();
-    static BACKWARD_FILTER: AlgorithmCache<cudnn::sys::cudnnConvolutionBwdFilterAlgo_t> =
-        AlgorithmCache::new();
-}
-
-/// `y = conv3d(x, w)` on cuDNN.
-pub(crate) fn conv_forward(
-    dev: &CudaDevice,
-    x: &CudaView<f32>,
-    w: &CudaView<f32>,
-    g: &Geometry,
-) -> Result<CudaSlice<f32>> {
-    let handle = cudnn_handle(dev)?;
-    let d = descriptors(&handle, g)?;
-    let op = cudnn::ConvForward {
-        conv: &d.conv,
-        x: &d.x,
-        w: &d.w,
-        y: &d.y,
-    };
-    let algo = FORWARD.with(|cache| cache.get(dev, g, || op.pick_algorithm()))?;
-    let mut ws = workspace(dev, op.get_workspace_size(algo).map_err(cudnn_error)?)?;
-    let mut y = output(dev, g.n * g.co * g.output_volume(), false)?;
-    // SAFETY: the descriptors describe `x`, `w` and `y` (contiguous f32 of these extents).
-    unsafe { op.launch(algo, Some(&mut ws), (1.0, 0.0), x, w, &mut y) }.map_err(cudnn_error)?;
-    Ok(y)
-}
-
-/// `dx = data(dy, w)`, the gradient of `conv3d` with respect to its input, on cuDNN.
-pub(crate) fn conv_backward_data(
-    dev: &CudaDevice,
-    dy: &CudaView<f32>,
-    w: &CudaView<f32>,
-    g: &Geometry,
-) -> Result<CudaSlice<f32>> {
-    let handle = cudnn_handle(dev)?;
-    let d = descriptors(&handle, g)?;
-    let op = cudnn::ConvBackwardData {
-        conv: &d.conv,
-        dx: &d.x,
-        w: &d.w,
-        dy: &d.y,
-    };
-    let algo = BACKWARD_DATA.with(|cache| cache.get(dev, g, || op.pick_algorithm()))?;
-    let mut ws = workspace(dev, op.get_workspace_size(algo).map_err(cudnn_error)?)?;
-    let mut dx = output(dev, g.n * g.c * g.input_volume(), false)?;
-    // SAFETY: as in `conv_forward`.
-    unsafe { op.launch(algo, Some(&mut ws), (1.0, 0.0), &mut dx, w, dy) }.map_err(cudnn_error)?;
-    Ok(dx)
-}
-
-/// `dw = filter(x, dy)`, the gradient of `conv3d` with respect to its weight, on cuDNN.
-pub(crate) fn conv_backward_filter(
-    dev: &CudaDevice,
-    x: &CudaView<f32>,
-    dy: &CudaView<f32>,
-    g: &Geometry,
-) -> Result<CudaSlice<f32>> {
-    let handle = cudnn_handle(dev)?;
-    let d = descriptors(&handle, g)?;
-    let op = cudnn::ConvBackwardFilter {
-        conv: &d.conv,
-        x: &d.x,
-        dw: &d.w,
-        dy: &d.y,
-    };
-    let algo = BACKWARD_FILTER.with(|cache| cache.get(dev, g, || op.pick_algorithm()))?;
-    let mut ws = workspace(dev, op.get_workspace_size(algo).map_err(cudnn_error)?)?;
-    let weights = g.co * (g.c / g.params.groups) * g.kernel_volume();
-    let mut dw = output(dev, weights, false)?;
-    // SAFETY: as in `conv_forward`.
-    unsafe { op.launch(algo, Some(&mut ws), (1.0, 0.0), x, &mut dw, dy) }.map_err(cudnn_error)?;
-    Ok(dw)
-}
-
 /// The default memory pool of `dev`'s GPU, where the device's allocations are made.
 fn memory_pool(
     dev: &CudaDevice,
@@ -348,6 +206,32 @@ fn memory_pool(
         .result()
         .w()?;
     Ok(pool)
+}
+
+/// Sets `dev` up as metakd uses it. Its slices go untracked: cudarc otherwise records and waits
+/// on two events per slice at every allocation and kernel argument, to order uses across
+/// streams, and here there is one. And its memory pool keeps freed memory for later allocations
+/// instead of handing it back to the driver at every synchronisation (a training step would map
+/// its memory afresh each time), as PyTorch's caching allocator does.
+pub fn prepare_device(dev: &CudaDevice) -> Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    // SAFETY: everything metakd runs on `dev` (Candle's ops, the kernels here, cuDNN's handle,
+    // copies to and from the host) is queued on the device's one stream, so stream order alone
+    // orders every use and every free of a slice.
+    unsafe { dev.disable_event_tracking() };
+    let pool = memory_pool(dev)?;
+    let mut keep_all = u64::MAX;
+    // SAFETY: RELEASE_THRESHOLD is a 64-bit attribute; `keep_all` outlives the call.
+    unsafe {
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut keep_all as *mut u64).cast(),
+        )
+    }
+    .result()
+    .w()?;
+    Ok(())
 }
 
 /// The most bytes `dev`'s allocations have held at once since [`reset_peak_memory`].

@@ -6,12 +6,13 @@
 //!   affine parameters and weight standardisation as the MetaKD reference network uses them;
 //! - [`max_pool3d`], [`avg_pool3d`] and [`global_avg_pool3d`]: 3D pooling;
 //! - [`upsample_trilinear3d`] and [`upsample_nearest3d`]: resampling with PyTorch's coordinates;
-//! - [`add_channel_bias`]: a per-channel bias with a fast weight gradient;
+//! - [`add_channel_bias`]: a per-channel bias with a fast weight gradient, and [`channel_sums`];
 //! - LeakyReLU as one fused op, [`leaky_relu`], also after instance norm
 //!   ([`instance_norm3d_leaky_relu`]) or after a residual sum ([`add_leaky_relu`]).
 //!
 //! Each op runs on the CPU, and with the `cuda` feature on CUDA devices too: the convolutions on
-//! cuDNN's N-d convolution, the others on kernels of `model/cuda/ops.cu` ([`cuda`]).
+//! cuDNN's N-d convolution, the others on kernels of `model/cuda/ops.cu` ([`cuda`]); [`profile`]
+//! times them op by op.
 
 mod activation;
 mod channel_bias;
@@ -21,17 +22,20 @@ mod conv3d_kernels;
 mod conv3d_shifted;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "cuda")]
+mod cudnn;
 mod elementwise;
 mod geometry;
 mod normalization;
 mod pooling;
+pub mod profile;
 mod resample;
 mod strided_gemm;
 mod transpose;
 mod weight_standardization;
 
 pub use activation::{add_leaky_relu, leaky_relu};
-pub use channel_bias::add_channel_bias;
+pub use channel_bias::{add_channel_bias, channel_sums};
 pub use conv3d::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 pub(crate) use elementwise::contiguous_f32;
 pub use geometry::Geometry;

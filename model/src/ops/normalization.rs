@@ -170,20 +170,21 @@ impl CustomOp3 for GroupNorm {
         let (mean, rstd) = cuda_moments(dev, &x, &sp, self.eps)?;
         let (has_slope, slope) = (i32::from(self.slope.is_some()), self.slope.unwrap_or(0.0));
         let mut y = cuda::output(dev, n, false)?;
-        let (span_len, voxels, per_group, c) = (sp.len(), sp.voxels, sp.per_group, sp.c);
+        let (voxels, per_group, c) = (sp.voxels, sp.per_group, sp.c);
+        let chunks = cuda::Chunks::new(n / voxels.max(1), voxels);
         cuda::launch!(
             dev,
             "group_norm_apply",
-            cuda::elements(n),
+            chunks.config()?,
             &x,
             &gamma,
             &beta,
             &mean,
             &rstd,
             &mut y,
-            &n,
-            &span_len,
             &voxels,
+            &chunks.per_plane,
+            &cuda::Chunks::LEN,
             &per_group,
             &c,
             &has_slope,
@@ -351,21 +352,24 @@ impl CustomOp3 for GroupNormGrad {
         let (mean, rstd) = cuda_moments(dev, &x, &sp, self.eps)?;
         let (has_slope, slope) = (i32::from(self.slope.is_some()), self.slope.unwrap_or(0.0));
         let (span_len, voxels, per_group) = (sp.len(), sp.voxels, sp.per_group);
-        let mut plane_d = dev.alloc_zeros::<f64>(planes.max(1))?;
-        let mut plane_dxhat = dev.alloc_zeros::<f64>(planes.max(1))?;
+        let chunks = cuda::Chunks::new(planes, voxels);
+        let mut partial_d = dev.alloc_zeros::<f64>(chunks.blocks().max(1))?;
+        let mut partial_dxhat = dev.alloc_zeros::<f64>(chunks.blocks().max(1))?;
         cuda::launch!(
             dev,
-            "group_norm_plane_sums",
-            cuda::rows(planes),
+            "group_norm_partial_grad_sums",
+            chunks.config()?,
             &x,
             &dy,
             &gamma,
             &beta,
             &mean,
             &rstd,
-            &mut plane_d,
-            &mut plane_dxhat,
+            &mut partial_d,
+            &mut partial_dxhat,
             &voxels,
+            &chunks.per_plane,
+            &cuda::Chunks::LEN,
             &per_group,
             &c,
             &has_slope,
@@ -377,23 +381,24 @@ impl CustomOp3 for GroupNormGrad {
             dev,
             "group_norm_span_means",
             cuda::elements(spans),
-            &plane_d,
-            &plane_dxhat,
+            &partial_d,
+            &partial_dxhat,
             &gamma,
             &mut mean_g,
             &mut mean_g_xhat,
             &spans,
             &per_group,
             &c,
+            &chunks.per_plane,
             &span_len
         );
-        let mut out = cuda::output(dev, n + 2 * c, true)?;
+        let mut out = cuda::output(dev, n + 2 * c, false)?;
         {
             let mut dx = out.slice_mut(..n);
             cuda::launch!(
                 dev,
                 "group_norm_dx",
-                cuda::elements(n),
+                chunks.config()?,
                 &x,
                 &dy,
                 &gamma,
@@ -403,9 +408,9 @@ impl CustomOp3 for GroupNormGrad {
                 &mean_g,
                 &mean_g_xhat,
                 &mut dx,
-                &n,
-                &span_len,
                 &voxels,
+                &chunks.per_plane,
+                &cuda::Chunks::LEN,
                 &per_group,
                 &c,
                 &has_slope,
@@ -419,11 +424,12 @@ impl CustomOp3 for GroupNormGrad {
                 dev,
                 "group_norm_affine_grad",
                 cuda::elements(c),
-                &plane_d,
-                &plane_dxhat,
+                &partial_d,
+                &partial_dxhat,
                 &mut affine_grad,
                 &batch,
-                &c
+                &c,
+                &chunks.per_plane
             );
         }
         Ok((cuda::storage(out, dev), Shape::from(n + 2 * c)))
@@ -444,15 +450,32 @@ fn cuda_moments(
     use super::cuda;
     let span_len = sp.len();
     let spans = x.len() / span_len.max(1);
+    let chunks = cuda::Chunks::new(spans, span_len);
+    let mut partial_sum = dev.alloc_zeros::<f64>(chunks.blocks().max(1))?;
+    let mut partial_squares = dev.alloc_zeros::<f64>(chunks.blocks().max(1))?;
+    cuda::launch!(
+        dev,
+        "group_norm_partial_moments",
+        chunks.config()?,
+        x,
+        &mut partial_sum,
+        &mut partial_squares,
+        &span_len,
+        &chunks.per_plane,
+        &cuda::Chunks::LEN
+    );
     let mut mean = cuda::output(dev, spans.max(1), true)?;
     let mut rstd = cuda::output(dev, spans.max(1), true)?;
     cuda::launch!(
         dev,
         "group_norm_stats",
-        cuda::rows(spans),
-        x,
+        cuda::elements(spans),
+        &partial_sum,
+        &partial_squares,
         &mut mean,
         &mut rstd,
+        &spans,
+        &chunks.per_plane,
         &span_len,
         &eps
     );

@@ -163,7 +163,28 @@ impl Tensor {
     }
 
     pub fn backward(&self) -> Result<GradStore> {
+        self.backward_with(None)
+    }
+
+    /// [`Tensor::backward`] that frees each intermediate value of the graph once the pass is past
+    /// its last use, as PyTorch does unless asked to retain the graph, so that the pass does not
+    /// hold every activation of the forward pass until it ends.
+    ///
+    /// A value is freed when the graph's own ops were the only holders of it and of every tensor
+    /// sharing its storage when the pass began: anything held elsewhere (variables, tensors the
+    /// caller kept, views of them) is kept, and the gradients are the same as `backward`'s. The
+    /// graph cannot be back-propagated again afterwards.
+    pub fn backward_releasing(&self) -> Result<GradStore> {
         let sorted_nodes = self.sorted_nodes();
+        let release = Release::new(&sorted_nodes);
+        self.backward_with(Some((sorted_nodes, release)))
+    }
+
+    fn backward_with(&self, release: Option<(Vec<&Tensor>, Release)>) -> Result<GradStore> {
+        let (sorted_nodes, mut release) = match release {
+            Some((nodes, release)) => (nodes, Some(release)),
+            None => (self.sorted_nodes(), None),
+        };
         let mut grads = GradStore::new();
         grads.insert(self, self.ones_like()?.contiguous()?);
         for node in sorted_nodes.iter() {
@@ -685,8 +706,123 @@ impl Tensor {
                     }
                 };
             }
+            if let Some(release) = release.as_mut() {
+                release.done(node);
+            }
         }
         Ok(grads)
+    }
+}
+
+/// The tensors an op holds: its inputs.
+fn op_inputs(op: &Op) -> Vec<&Tensor> {
+    match op {
+        Op::IndexAdd(t1, t2, t3, _)
+        | Op::Scatter(t1, t2, t3, _)
+        | Op::ScatterAdd(t1, t2, t3, _)
+        | Op::CustomOp3(t1, t2, t3, _)
+        | Op::WhereCond(t1, t2, t3) => vec![t1, t2, t3],
+        Op::Conv1D {
+            arg: lhs,
+            kernel: rhs,
+            ..
+        }
+        | Op::ConvTranspose1D {
+            arg: lhs,
+            kernel: rhs,
+            ..
+        }
+        | Op::Conv2D {
+            arg: lhs,
+            kernel: rhs,
+            ..
+        }
+        | Op::ConvTranspose2D {
+            arg: lhs,
+            kernel: rhs,
+            ..
+        }
+        | Op::CustomOp2(lhs, rhs, _)
+        | Op::Binary(lhs, rhs, _)
+        | Op::Gather(lhs, rhs, _)
+        | Op::IndexSelect(lhs, rhs, _)
+        | Op::Matmul(lhs, rhs)
+        | Op::SliceScatter0(lhs, rhs, _) => vec![lhs, rhs],
+        Op::Cat(args, _) => args.iter().collect(),
+        Op::Affine { arg, .. }
+        | Op::Reshape(arg)
+        | Op::UpsampleNearest1D { arg, .. }
+        | Op::UpsampleNearest2D { arg, .. }
+        | Op::UpsampleBilinear2D { arg, .. }
+        | Op::AvgPool2D { arg, .. }
+        | Op::MaxPool2D { arg, .. }
+        | Op::Copy(arg)
+        | Op::Broadcast(arg)
+        | Op::Cmp(arg, _)
+        | Op::Reduce(arg, _, _)
+        | Op::ToDevice(arg)
+        | Op::Transpose(arg, _, _)
+        | Op::Permute(arg, _)
+        | Op::Narrow(arg, _, _, _)
+        | Op::Unary(arg, _)
+        | Op::Elu(arg, _)
+        | Op::Powf(arg, _)
+        | Op::ToDType(arg)
+        | Op::CustomOp1(arg, _) => vec![arg],
+    }
+}
+
+/// Which storages [`Tensor::backward_releasing`] frees, and when: a storage goes once every
+/// graph node sharing it has been processed, if at the start no variable shared it and only
+/// the graph's ops held those nodes and the storage.
+struct Release {
+    /// Per storage key, the graph nodes sharing it that are still to be processed; storages
+    /// that must be kept are absent.
+    remaining: HashMap<usize, usize>,
+}
+
+impl Release {
+    fn new(nodes: &[&Tensor]) -> Self {
+        let mut graph_holds: HashMap<TensorId, usize> = HashMap::new();
+        for node in nodes {
+            if let Some(op) = node.op() {
+                for input in op_inputs(op) {
+                    *graph_holds.entry(input.id()).or_default() += 1;
+                }
+            }
+        }
+        // Per storage: the nodes sharing it, the storage's holders, and whether to keep it.
+        let mut storages: HashMap<usize, (usize, usize, bool)> = HashMap::new();
+        for node in nodes {
+            let held_elsewhere =
+                node.holders() > graph_holds.get(&node.id()).copied().unwrap_or(0);
+            let entry = storages
+                .entry(node.storage_key())
+                .or_insert((0, node.storage_holders(), false));
+            entry.0 += 1;
+            entry.2 |= node.is_variable() || held_elsewhere;
+        }
+        let remaining = storages
+            .into_iter()
+            .filter(|(_, (sharers, holders, keep))| !keep && sharers == holders)
+            .map(|(key, (sharers, _, _))| (key, sharers))
+            .collect();
+        Self { remaining }
+    }
+
+    /// Marks `node` processed, freeing its storage if it was the last of its sharers.
+    fn done(&mut self, node: &Tensor) {
+        let key = node.storage_key();
+        let Some(left) = self.remaining.get_mut(&key) else {
+            return;
+        };
+        *left -= 1;
+        if *left == 0 {
+            self.remaining.remove(&key);
+            // Only graph nodes already processed hold this storage: no later step of the pass
+            // reads it, and nothing outside the graph can.
+            *node.storage_mut() = crate::Storage::Cpu(crate::CpuStorage::F32(Vec::new()));
+        }
     }
 }
 

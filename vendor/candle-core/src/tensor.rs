@@ -2794,6 +2794,16 @@ impl Tensor {
         self.storage_key() == rhs.storage_key()
     }
 
+    /// How many handles hold this tensor (clones, and the ops of tensors computed from it).
+    pub(crate) fn holders(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
+    /// How many tensors share this tensor's storage (itself and its views).
+    pub(crate) fn storage_holders(&self) -> usize {
+        Arc::strong_count(&self.storage)
+    }
+
     /// Normalize a 'relative' axis value: positive values are kept, negative
     /// values means counting the dimensions from the back.
     pub fn normalize_axis(&self, axis: i64) -> Result<usize> {
