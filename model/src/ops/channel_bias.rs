@@ -73,8 +73,8 @@ impl CustomOp2 for AddChannelBias {
         );
         let n = x.len();
         let mut y = cuda::output(dev, n, false)?;
-        if inner > 0 {
-            let chunks = cuda::Chunks::new(n / inner, inner);
+        if let Some(planes) = n.checked_div(inner) {
+            let chunks = cuda::Chunks::new(planes, inner);
             cuda::launch!(
                 dev,
                 "add_channel_bias",

@@ -161,7 +161,7 @@ fn choose<A: Copy>(trials: &[Trial<A>]) -> Option<A> {
 /// One direction of a convolution as cuDNN runs it: its algorithms, their workspace and a run.
 trait Direction {
     /// cuDNN's algorithm enum of this direction.
-    type Algo: Copy + Debug + Eq + std::hash::Hash;
+    type Algo: Copy + Debug + Eq + std::hash::Hash + 'static;
     /// Every algorithm of the direction.
     const ALGORITHMS: &'static [Self::Algo];
     /// The direction in a profile's names.

@@ -185,6 +185,9 @@ impl Tensor {
             Some((nodes, release)) => (nodes, Some(release)),
             None => (self.sorted_nodes(), None),
         };
+        if sorted_nodes.iter().any(|node| node.is_released()) {
+            crate::bail!("backward: this graph's values were freed by an earlier backward_releasing")
+        }
         let mut grads = GradStore::new();
         grads.insert(self, self.ones_like()?.contiguous()?);
         for node in sorted_nodes.iter() {
@@ -821,7 +824,7 @@ impl Release {
             self.remaining.remove(&key);
             // Only graph nodes already processed hold this storage: no later step of the pass
             // reads it, and nothing outside the graph can.
-            *node.storage_mut() = crate::Storage::Cpu(crate::CpuStorage::F32(Vec::new()));
+            node.release_storage();
         }
     }
 }

@@ -2804,6 +2804,18 @@ impl Tensor {
         Arc::strong_count(&self.storage)
     }
 
+    /// Frees this tensor's storage (`Tensor::backward_releasing`): it becomes an empty CPU
+    /// storage, which [`Tensor::is_released`] recognises.
+    pub(crate) fn release_storage(&self) {
+        *self.storage.write() = Storage::Cpu(crate::CpuStorage::F32(Vec::new()));
+    }
+
+    /// Whether [`Tensor::release_storage`] freed this tensor's values.
+    pub(crate) fn is_released(&self) -> bool {
+        self.elem_count() > 0
+            && matches!(&*self.storage(), Storage::Cpu(crate::CpuStorage::F32(v)) if v.is_empty())
+    }
+
     /// Normalize a 'relative' axis value: positive values are kept, negative
     /// values means counting the dimensions from the back.
     pub fn normalize_axis(&self, axis: i64) -> Result<usize> {
