@@ -136,7 +136,10 @@ fn releasing_frees_the_graphs_values_keeps_the_callers_and_changes_no_gradient()
     assert_eq!(values(&released.kept), kept_before);
     assert!(released.loss.to_scalar::<f32>().unwrap().is_finite());
     let again = released.loss.backward().unwrap_err().to_string();
-    assert!(again.contains("freed by an earlier backward_releasing"), "{again}");
+    assert!(
+        again.contains("freed by an earlier backward_releasing"),
+        "{again}"
+    );
     drop((grads, released));
 
     // A view the caller holds keeps its base's storage (b), and reads the same values.
