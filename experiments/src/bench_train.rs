@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use metakd_model::nets::SegmenterConfig;
-use metakd_model::ops::profile::{self, OpTime};
+use metakd_model::ops::profile::{self, Profile};
 use metakd_model::optim::SgdNesterov;
 
 use crate::alloc_stats;
@@ -99,14 +99,15 @@ pub struct StepProfile {
     /// Seconds of the profiled step (slower than a timed one: the device is waited on around
     /// every op).
     pub seconds: f64,
-    /// The ops' times, the slowest first.
-    pub ops: Vec<OpTime>,
+    /// The step's phases and ops.
+    pub profile: Profile,
 }
 
 impl StepProfile {
     /// Seconds of the step outside the timed ops (Candle's own ops and the launches).
     pub fn untimed_seconds(&self) -> f64 {
-        (self.seconds - self.ops.iter().map(|o| o.seconds).sum::<f64>()).max(0.0)
+        let ops: f64 = self.profile.ops.iter().map(|o| o.seconds).sum();
+        (self.seconds - ops).max(0.0)
     }
 }
 
@@ -248,9 +249,9 @@ pub fn bench_train(
             let step = training_step(&model, &mut sgd, (&x, &y), &available, &train, train.lr)
                 .and_then(|_| device.synchronize().map_err(Into::into));
             let seconds = start.elapsed().as_secs_f64();
-            let ops = profile::finish();
+            let profile = profile::finish();
             step?;
-            Some(StepProfile { seconds, ops })
+            Some(StepProfile { seconds, profile })
         } else {
             None
         };

@@ -298,8 +298,18 @@ fn print_profile(preset: &str, profile: &StepProfile, rows: usize) {
         "  profile of one {preset} step ({:.1} ms with the device waited on around each op):",
         profile.seconds * 1e3
     );
+    println!("  {:>9} {:>6} {:>6}  phase", "ms", "%", "runs");
+    for phase in &profile.profile.phases {
+        println!(
+            "  {:>9.2} {:>6.1} {:>6}  {}",
+            phase.seconds * 1e3,
+            share(phase.seconds),
+            phase.calls,
+            phase.name
+        );
+    }
     println!("  {:>9} {:>6} {:>6}  op", "ms", "%", "calls");
-    for op in profile.ops.iter().take(rows) {
+    for op in profile.profile.ops.iter().take(rows) {
         println!(
             "  {:>9.2} {:>6.1} {:>6}  {}",
             op.seconds * 1e3,
@@ -308,7 +318,7 @@ fn print_profile(preset: &str, profile: &StepProfile, rows: usize) {
             op.name
         );
     }
-    let rest: Vec<_> = profile.ops.iter().skip(rows).collect();
+    let rest: Vec<_> = profile.profile.ops.iter().skip(rows).collect();
     if !rest.is_empty() {
         let seconds: f64 = rest.iter().map(|o| o.seconds).sum();
         let calls: usize = rest.iter().map(|o| o.calls).sum();

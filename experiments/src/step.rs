@@ -2,10 +2,13 @@
 //! modalities, encode every modality, distil between the available ones, decode with mean fill,
 //! Dice + BCE + λ·KD, backward, and an SGD step. Training and `metakd bench train` share it.
 
+use std::time::Instant;
+
 use anyhow::Result;
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use metakd_model::losses::{segmentation_loss, SegmentationLoss};
 use metakd_model::metakd::pairwise_kd_loss;
+use metakd_model::ops::profile;
 use metakd_model::optim::SgdNesterov;
 
 use crate::checkpoint::Model;
@@ -77,6 +80,20 @@ pub fn training_loss(
     })
 }
 
+/// Runs `f`; while a [`profile`] is being taken, waits for `device` before and after it and
+/// records the time between as phase `name`.
+fn phase<T>(device: &Device, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if !profile::enabled() {
+        return f();
+    }
+    device.synchronize()?;
+    let start = Instant::now();
+    let out = f()?;
+    device.synchronize()?;
+    profile::record_phase(name, start.elapsed());
+    Ok(out)
+}
+
 /// Runs one step on images `x [n, m, d, h, w]` and targets `y [n, 3, d, h, w]` with the
 /// modalities in `available`, updating the network with learning rate `lr` unless the loss is not
 /// finite (the caller decides what to do then).
@@ -88,10 +105,16 @@ pub fn training_step(
     t: &TrainConfig,
     lr: f64,
 ) -> Result<StepOutcome> {
-    let loss = training_loss(model, batch, available, t)?;
+    let device = batch.0.device();
+    let loss = phase(device, "forward and losses", || {
+        training_loss(model, batch, available, t)
+    })?;
     let loss_value = f64::from(loss.total.to_scalar::<f32>()?);
     if loss_value.is_finite() {
-        sgd.step(&loss.total.backward_releasing()?, lr)?;
+        let grads = phase(device, "backward", || {
+            Ok(loss.total.backward_releasing()?)
+        })?;
+        phase(device, "optimiser", || Ok(sgd.step(&grads, lr)?))?;
     }
     Ok(StepOutcome {
         loss: loss_value,
