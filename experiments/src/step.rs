@@ -2,8 +2,6 @@
 //! modalities, encode every modality, distil between the available ones, decode with mean fill,
 //! Dice + BCE + λ·KD, backward, and an SGD step. Training and `metakd bench train` share it.
 
-use std::time::Instant;
-
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use metakd_model::losses::{segmentation_loss, SegmentationLoss};
@@ -83,14 +81,10 @@ pub fn training_loss(
 /// Runs `f`; while a [`profile`] is being taken, waits for `device` before and after it and
 /// records the time between as phase `name`.
 fn phase<T>(device: &Device, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    if !profile::enabled() {
-        return f();
+    let (out, elapsed) = profile::measure(|| Ok(device.synchronize()?), f)?;
+    if let Some(elapsed) = elapsed {
+        profile::record_phase(name, elapsed);
     }
-    device.synchronize()?;
-    let start = Instant::now();
-    let out = f()?;
-    device.synchronize()?;
-    profile::record_phase(name, start.elapsed());
     Ok(out)
 }
 

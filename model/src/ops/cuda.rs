@@ -4,8 +4,6 @@
 //!
 //! Every function takes contiguous f32 storage, as the CPU ops do, and returns new storage.
 
-use std::time::Instant;
-
 use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr};
 pub(crate) use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
@@ -125,14 +123,10 @@ pub(crate) fn timed<T>(
     name: impl FnOnce() -> String,
     f: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
-    if !profile::enabled() {
-        return f();
+    let (out, elapsed) = profile::measure(|| dev.synchronize(), f)?;
+    if let Some(elapsed) = elapsed {
+        profile::record(&name(), elapsed);
     }
-    dev.synchronize()?;
-    let start = Instant::now();
-    let out = f()?;
-    dev.synchronize()?;
-    profile::record(&name(), start.elapsed());
     Ok(out)
 }
 

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static TIMES: Mutex<Option<Times>> = Mutex::new(None);
@@ -52,6 +52,22 @@ pub fn enabled() -> bool {
 pub fn start() {
     *TIMES.lock().unwrap_or_else(|e| e.into_inner()) = Some(Times::default());
     ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Runs `f`; while a profile is being taken, calls `wait` (which waits for the device's queued
+/// work) before and after it and returns the time between as well.
+pub fn measure<T, E>(
+    wait: impl Fn() -> Result<(), E>,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<(T, Option<Duration>), E> {
+    if !enabled() {
+        return Ok((f()?, None));
+    }
+    wait()?;
+    let start = Instant::now();
+    let out = f()?;
+    wait()?;
+    Ok((out, Some(start.elapsed())))
 }
 
 /// Adds `elapsed` to the time of op `name` (one call), while a profile is being taken.
@@ -109,10 +125,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_profile_sums_calls_per_name_lists_the_slowest_op_first_and_phases_in_order() {
+    fn a_profile_measures_only_while_taken_and_lists_the_slowest_op_first_and_phases_in_order() {
+        let waits = std::cell::Cell::new(0);
+        let wait = || -> Result<(), ()> {
+            waits.set(waits.get() + 1);
+            Ok(())
+        };
         record("before", Duration::from_millis(5));
+        assert_eq!(measure(wait, || Ok(7)), Ok((7, None)));
+        assert_eq!(waits.get(), 0);
         start();
         assert!(enabled());
+        let (value, elapsed) = measure(wait, || Ok(8)).unwrap();
+        assert!(value == 8 && elapsed.is_some() && waits.get() == 2);
         record("norm", Duration::from_millis(2));
         record_phase("forward", Duration::from_millis(7));
         record("conv", Duration::from_millis(3));
