@@ -183,9 +183,9 @@ fn peak(device: &Device, before: usize) -> Result<usize> {
 
 /// Times `runs` steps, after `warmup` untimed ones (at least one: its logits are compared), of
 /// `cfg`'s network on `device` for each shape, and the twin's with the same counts; with
-/// `profile`, one more step is profiled op by op. The first
-/// steps of a process also pay for growing the allocator's memory (page faults), which a long
-/// training run pays once; the warm-up keeps that out of the timings on both sides.
+/// `profile`, one more step is profiled op by op. The first steps of a process also pay for
+/// growing the allocator's memory (page faults), which a long training run pays once; the
+/// warm-up keeps that out of the timings on both sides.
 pub fn bench_train(
     cfg: &SegmenterConfig,
     shapes: &[StepShape],

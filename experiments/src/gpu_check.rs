@@ -291,7 +291,8 @@ pub fn check_ops(gpu: &Device) -> Result<Vec<OpParity>> {
     Ok(results)
 }
 
-/// A step's profile: its slowest `rows` ops with their share of the step, the rest summed.
+/// A step's profile: its phases, then its slowest `rows` ops, each with its share of the step,
+/// the other ops summed, and the time no op accounts for.
 fn print_profile(preset: &str, profile: &StepProfile, rows: usize) {
     let share = |seconds: f64| 100.0 * seconds / profile.seconds.max(1e-12);
     println!(
