@@ -186,36 +186,42 @@ __device__ PlaneNorm plane_norm(unsigned long long plane, const float *gamma, co
     return p;
 }
 
+// How the kernels over (sample, channel) planes see a norm: planes of `voxels` values in
+// `chunks` chunks of `chunk_len`, `per_group` planes per span, `c` channels, and the LeakyReLU
+// that may follow.
+struct NormPlanes {
+    unsigned long long voxels, chunks, chunk_len, per_group, c;
+    int has_slope;
+    float slope;
+};
+
 extern "C" __global__ void group_norm_apply(const float *x, const float *gamma, const float *beta,
                                             const float *mean, const float *rstd, float *y,
-                                            unsigned long long voxels, unsigned long long chunks,
-                                            unsigned long long chunk_len,
-                                            unsigned long long per_group, unsigned long long c,
-                                            int has_slope, float slope) {
-    Chunk k = block_chunk(voxels, chunks, chunk_len);
-    PlaneNorm p = plane_norm(k.plane, gamma, beta, mean, rstd, per_group, c);
-    const float *xp = x + k.plane * voxels;
-    float *yp = y + k.plane * voxels;
+                                            NormPlanes n) {
+    Chunk k = block_chunk(n.voxels, n.chunks, n.chunk_len);
+    PlaneNorm p = plane_norm(k.plane, gamma, beta, mean, rstd, n.per_group, n.c);
+    const float *xp = x + k.plane * n.voxels;
+    float *yp = y + k.plane * n.voxels;
     for (unsigned long long i = k.begin + threadIdx.x; i < k.end; i += blockDim.x) {
         float z = xp[i] * p.scale + p.shift;
-        yp[i] = (has_slope && !(z > 0.0f)) ? z * slope : z;
+        yp[i] = (n.has_slope && !(z > 0.0f)) ? z * n.slope : z;
     }
 }
 
 // Σ d and Σ d·x̂ of each chunk of each (sample, channel) plane, d = dy · the activation's factor.
-extern "C" __global__ void group_norm_partial_grad_sums(
-    const float *x, const float *dy, const float *gamma, const float *beta, const float *mean,
-    const float *rstd, double *partial_d, double *partial_dxhat, unsigned long long voxels,
-    unsigned long long chunks, unsigned long long chunk_len, unsigned long long per_group,
-    unsigned long long c, int has_slope, float slope) {
-    Chunk k = block_chunk(voxels, chunks, chunk_len);
-    PlaneNorm p = plane_norm(k.plane, gamma, beta, mean, rstd, per_group, c);
-    const float *xp = x + k.plane * voxels;
-    const float *gp = dy + k.plane * voxels;
+extern "C" __global__ void group_norm_partial_grad_sums(const float *x, const float *dy,
+                                                        const float *gamma, const float *beta,
+                                                        const float *mean, const float *rstd,
+                                                        double *partial_d,
+                                                        double *partial_dxhat, NormPlanes n) {
+    Chunk k = block_chunk(n.voxels, n.chunks, n.chunk_len);
+    PlaneNorm p = plane_norm(k.plane, gamma, beta, mean, rstd, n.per_group, n.c);
+    const float *xp = x + k.plane * n.voxels;
+    const float *gp = dy + k.plane * n.voxels;
     double sd = 0.0, sdx = 0.0;
     for (unsigned long long i = k.begin + threadIdx.x; i < k.end; i += blockDim.x) {
         float v = xp[i];
-        float d = gp[i] * activation_factor(v * p.scale + p.shift, has_slope, slope);
+        float d = gp[i] * activation_factor(v * p.scale + p.shift, n.has_slope, n.slope);
         sd += d;
         sdx += (double)(d * ((v - p.mean) * p.rstd));
     }
@@ -256,19 +262,16 @@ extern "C" __global__ void group_norm_span_means(const double *partial_d,
 extern "C" __global__ void group_norm_dx(const float *x, const float *dy, const float *gamma,
                                          const float *beta, const float *mean, const float *rstd,
                                          const float *mean_g, const float *mean_g_xhat, float *dx,
-                                         unsigned long long voxels, unsigned long long chunks,
-                                         unsigned long long chunk_len,
-                                         unsigned long long per_group, unsigned long long c,
-                                         int has_slope, float slope) {
-    Chunk k = block_chunk(voxels, chunks, chunk_len);
-    PlaneNorm p = plane_norm(k.plane, gamma, beta, mean, rstd, per_group, c);
+                                         NormPlanes n) {
+    Chunk k = block_chunk(n.voxels, n.chunks, n.chunk_len);
+    PlaneNorm p = plane_norm(k.plane, gamma, beta, mean, rstd, n.per_group, n.c);
     float mg = mean_g[p.span], mgx = mean_g_xhat[p.span];
-    const float *xp = x + k.plane * voxels;
-    const float *gp = dy + k.plane * voxels;
-    float *dxp = dx + k.plane * voxels;
+    const float *xp = x + k.plane * n.voxels;
+    const float *gp = dy + k.plane * n.voxels;
+    float *dxp = dx + k.plane * n.voxels;
     for (unsigned long long i = k.begin + threadIdx.x; i < k.end; i += blockDim.x) {
         float v = xp[i];
-        float g = gp[i] * activation_factor(v * p.scale + p.shift, has_slope, slope) * p.gamma;
+        float g = gp[i] * activation_factor(v * p.scale + p.shift, n.has_slope, n.slope) * p.gamma;
         dxp[i] = p.rstd * (g - mg - (v - p.mean) * p.rstd * mgx);
     }
 }

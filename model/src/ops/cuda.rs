@@ -173,6 +173,52 @@ pub(crate) struct PoolArgs {
 // SAFETY: plain `repr(C)` data laid out as `struct Pool` in ops.cu.
 unsafe impl DeviceRepr for PoolArgs {}
 
+/// A norm's planes and activation, as the kernels' `NormPlanes` struct.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NormPlanes {
+    /// Values per (sample, channel) plane.
+    pub voxels: u64,
+    /// Chunks per plane ([`Chunks::per_plane`]).
+    pub chunks: u64,
+    /// Values per chunk ([`Chunks::LEN`]).
+    pub chunk_len: u64,
+    /// Planes (channels) per normalised span.
+    pub per_group: u64,
+    /// Channels.
+    pub c: u64,
+    /// 1 when LeakyReLU follows the norm.
+    pub has_slope: i32,
+    /// LeakyReLU's negative slope.
+    pub slope: f32,
+}
+
+impl NormPlanes {
+    /// Planes of `voxels` values in `chunks`, `per_group` per span, `c` channels, and the
+    /// LeakyReLU slope if one follows.
+    pub fn new(
+        voxels: usize,
+        chunks: Chunks,
+        per_group: usize,
+        c: usize,
+        slope: Option<f32>,
+    ) -> Self {
+        Self {
+            voxels: voxels as u64,
+            chunks: chunks.per_plane as u64,
+            chunk_len: Chunks::LEN as u64,
+            per_group: per_group as u64,
+            c: c as u64,
+            has_slope: i32::from(slope.is_some()),
+            slope: slope.unwrap_or(0.0),
+        }
+    }
+}
+
+// SAFETY: plain `repr(C)` data laid out as `struct NormPlanes` in ops.cu (five 64-bit integers,
+// an int and a float).
+unsafe impl DeviceRepr for NormPlanes {}
+
 /// Input and output extents of a resampling, as the kernels' `Extents` struct.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

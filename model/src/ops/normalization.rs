@@ -168,10 +168,9 @@ impl CustomOp3 for GroupNorm {
         sp.check_affine(gamma.len(), beta.len(), self.name())?;
         let n = x.len();
         let (mean, rstd) = cuda_moments(dev, &x, &sp, self.eps)?;
-        let (has_slope, slope) = (i32::from(self.slope.is_some()), self.slope.unwrap_or(0.0));
         let mut y = cuda::output(dev, n, false)?;
-        let (voxels, per_group, c) = (sp.voxels, sp.per_group, sp.c);
-        let chunks = cuda::Chunks::new(n / voxels.max(1), voxels);
+        let chunks = cuda::Chunks::new(n / sp.voxels.max(1), sp.voxels);
+        let norm = cuda::NormPlanes::new(sp.voxels, chunks, sp.per_group, sp.c, self.slope);
         cuda::launch!(
             dev,
             "group_norm_apply",
@@ -182,13 +181,7 @@ impl CustomOp3 for GroupNorm {
             &mean,
             &rstd,
             &mut y,
-            &voxels,
-            &chunks.per_plane,
-            &cuda::Chunks::LEN,
-            &per_group,
-            &c,
-            &has_slope,
-            &slope
+            &norm
         );
         Ok((cuda::storage(y, dev), l1.shape().clone()))
     }
@@ -350,9 +343,9 @@ impl CustomOp3 for GroupNormGrad {
         let n = x.len();
         let (spans, planes) = (n / sp.len().max(1), n / sp.voxels.max(1));
         let (mean, rstd) = cuda_moments(dev, &x, &sp, self.eps)?;
-        let (has_slope, slope) = (i32::from(self.slope.is_some()), self.slope.unwrap_or(0.0));
-        let (span_len, voxels, per_group) = (sp.len(), sp.voxels, sp.per_group);
-        let chunks = cuda::Chunks::new(planes, voxels);
+        let (span_len, per_group) = (sp.len(), sp.per_group);
+        let chunks = cuda::Chunks::new(planes, sp.voxels);
+        let norm = cuda::NormPlanes::new(sp.voxels, chunks, per_group, c, self.slope);
         let mut partial_d = dev.alloc_zeros::<f64>(chunks.blocks().max(1))?;
         let mut partial_dxhat = dev.alloc_zeros::<f64>(chunks.blocks().max(1))?;
         cuda::launch!(
@@ -367,13 +360,7 @@ impl CustomOp3 for GroupNormGrad {
             &rstd,
             &mut partial_d,
             &mut partial_dxhat,
-            &voxels,
-            &chunks.per_plane,
-            &cuda::Chunks::LEN,
-            &per_group,
-            &c,
-            &has_slope,
-            &slope
+            &norm
         );
         let mut mean_g = cuda::output(dev, spans.max(1), true)?;
         let mut mean_g_xhat = cuda::output(dev, spans.max(1), true)?;
@@ -408,13 +395,7 @@ impl CustomOp3 for GroupNormGrad {
                 &mean_g,
                 &mean_g_xhat,
                 &mut dx,
-                &voxels,
-                &chunks.per_plane,
-                &cuda::Chunks::LEN,
-                &per_group,
-                &c,
-                &has_slope,
-                &slope
+                &norm
             );
         }
         let batch = planes / c.max(1);
