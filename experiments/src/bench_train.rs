@@ -181,6 +181,16 @@ fn peak(device: &Device, before: usize) -> Result<usize> {
     }
 }
 
+/// Hands the memory the device's allocator keeps without using back, before another process
+/// (the twin) uses the same GPU.
+fn release_cached(device: &Device) -> Result<()> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(dev) => Ok(metakd_model::ops::cuda::release_pool_memory(dev)?),
+        _ => Ok(()),
+    }
+}
+
 /// Times `runs` steps, after `warmup` untimed ones (at least one: its logits are compared), of
 /// `cfg`'s network on `device` for each shape, and the twin's with the same counts; with
 /// `profile`, one more step is profiled op by op. The first steps of a process also pay for
@@ -256,7 +266,10 @@ pub fn bench_train(
             None
         };
         let torch = match twin {
-            Some(twin) => torch_step(twin, cfg, &weights, (warmup, runs), &first.logits, workdir)?,
+            Some(twin) => {
+                release_cached(&device)?;
+                torch_step(twin, cfg, &weights, (warmup, runs), &first.logits, workdir)?
+            }
             None => None,
         };
         timings.push(StepTiming {

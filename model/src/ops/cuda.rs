@@ -274,6 +274,19 @@ pub fn prepare_device(dev: &CudaDevice) -> Result<()> {
     Ok(())
 }
 
+/// Hands the memory `dev`'s pool keeps without using back to the driver, so that another process
+/// on the same GPU (the GPU check's PyTorch twin) finds it free.
+pub fn release_pool_memory(dev: &CudaDevice) -> Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    // Frees queued on the stream return their memory to the pool once the stream reaches them.
+    dev.synchronize()?;
+    let pool = memory_pool(dev)?;
+    // SAFETY: `pool` is the device's default pool; trimming releases only memory no allocation
+    // holds.
+    unsafe { sys::cuMemPoolTrimTo(pool, 0) }.result().w()?;
+    Ok(())
+}
+
 /// The most bytes `dev`'s allocations have held at once since [`reset_peak_memory`].
 pub fn peak_memory(dev: &CudaDevice) -> Result<u64> {
     use candle_core::cuda_backend::cudarc::driver::sys;
