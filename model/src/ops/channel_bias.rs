@@ -141,7 +141,7 @@ impl CustomOp1 for ChannelSums {
         let (n, c, inner) = extents(l.dims(), self.name())?;
         let (dev, x) = (s.device(), cuda::view(s, l, self.name())?);
         let chunks = cuda::Chunks::new(n * c, inner);
-        let mut partial = dev.alloc_zeros::<f64>(chunks.blocks().max(1))?;
+        let mut partial = chunks.partials(dev)?;
         cuda::launch!(
             dev,
             "chunk_sums",

@@ -57,9 +57,6 @@ pub(crate) fn elements(n: usize) -> LaunchConfig {
     }
 }
 
-/// Values per block of the kernels over planes.
-const CHUNK_LEN: usize = 32 * THREADS as usize;
-
 /// The blocks of a kernel over `planes` planes of `len` values each: `per_plane` blocks per
 /// plane, each over a chunk of at most [`Chunks::LEN`] consecutive values (the `Chunk` layout of
 /// `model/cuda/ops.cu`), so that a few large planes still spread over the whole GPU.
@@ -73,19 +70,27 @@ pub(crate) struct Chunks {
 
 impl Chunks {
     /// Values per chunk (the last chunk of a plane may be shorter).
-    pub const LEN: usize = CHUNK_LEN;
+    pub const LEN: usize = 32 * THREADS as usize;
 
     /// The chunks of `planes` planes of `len` values.
     pub fn new(planes: usize, len: usize) -> Self {
         Self {
             planes,
-            per_plane: len.div_ceil(CHUNK_LEN).max(1),
+            per_plane: len.div_ceil(Self::LEN).max(1),
         }
     }
 
     /// Every chunk of every plane.
     pub fn blocks(&self) -> usize {
         self.planes * self.per_plane
+    }
+
+    /// A buffer for one partial result per chunk, in block order (every block writes its own,
+    /// so it is not zeroed).
+    pub fn partials(&self, dev: &CudaDevice) -> Result<CudaSlice<f64>> {
+        // SAFETY: the chunked kernels write the partial of every block they launch, and nothing
+        // reads the buffer before them.
+        unsafe { dev.alloc::<f64>(self.blocks().max(1)) }
     }
 
     /// One block per chunk (an error beyond CUDA's grid).

@@ -346,8 +346,8 @@ impl CustomOp3 for GroupNormGrad {
         let (span_len, per_group) = (sp.len(), sp.per_group);
         let chunks = cuda::Chunks::new(planes, sp.voxels);
         let norm = cuda::NormPlanes::new(sp.voxels, chunks, per_group, c, self.slope);
-        let mut partial_d = dev.alloc_zeros::<f64>(chunks.blocks().max(1))?;
-        let mut partial_dxhat = dev.alloc_zeros::<f64>(chunks.blocks().max(1))?;
+        let mut partial_d = chunks.partials(dev)?;
+        let mut partial_dxhat = chunks.partials(dev)?;
         cuda::launch!(
             dev,
             "group_norm_partial_grad_sums",
@@ -432,8 +432,8 @@ fn cuda_moments(
     let span_len = sp.len();
     let spans = x.len() / span_len.max(1);
     let chunks = cuda::Chunks::new(spans, span_len);
-    let mut partial_sum = dev.alloc_zeros::<f64>(chunks.blocks().max(1))?;
-    let mut partial_squares = dev.alloc_zeros::<f64>(chunks.blocks().max(1))?;
+    let mut partial_sum = chunks.partials(dev)?;
+    let mut partial_squares = chunks.partials(dev)?;
     cuda::launch!(
         dev,
         "group_norm_partial_moments",
