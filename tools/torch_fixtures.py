@@ -6,6 +6,13 @@ cases and their parameters), which `model/tests/torch_parity.rs` compares agains
 `metakd_model::ops`. For each case it stores the inputs, a random cotangent `r`, the output `y` and
 the gradients of sum(y * r) with respect to every input.
 
+It also writes model/tests/fixtures/mixed_precision.{safetensors,json}: the convolutions in bf16
+as cuDNN runs them under `torch.autocast` (operands rounded to bf16, exact accumulation, the
+result rounded to bf16; each gradient likewise from the rounded cotangent), computed in float64
+on the rounded operands, which `model/tests/torch_parity.rs` compares against `metakd_model::ops`
+inside an autocast scope. (PyTorch's own bf16 convolutions on the CPU accumulate their gradients
+in lower precision, so they are not the reference.)
+
     python3 -m pip install torch safetensors numpy
     python3 tools/torch_fixtures.py
 """
@@ -131,12 +138,64 @@ def norm_cases():
            lambda x: F.leaky_relu(x, 0.01))
 
 
+def bf16(t):
+    return t.bfloat16().double()
+
+
+def record_bf16(name, op, params, inputs, fn):
+    """Like `record`, for fn in bf16: float64 arithmetic on bf16-rounded operands and cotangent,
+    the output and the gradients rounded to bf16."""
+    leaves = [bf16(t).requires_grad_(True) for t in inputs]
+    y = fn(*leaves)
+    r = torch.randn(y.shape)
+    (y * bf16(r)).sum().backward()
+    for n, t, leaf in zip(["x", "w"], inputs, leaves):
+        tensors[f"{name}.{n}"] = t.contiguous()
+        tensors[f"{name}.d{n}"] = leaf.grad.bfloat16().float().contiguous()
+    tensors[f"{name}.r"] = r.contiguous()
+    tensors[f"{name}.y"] = y.detach().bfloat16().float().contiguous()
+    cases.append({"name": name, "op": op, "params": params})
+
+
+def bf16_cases():
+    """Convolutions of bf16-rounded operands, results rounded to bf16."""
+    grid = [
+        # x dims, out channels, kernel, stride, padding, dilation, groups
+        ([2, 8, 6, 7, 5], 8, 3, 1, 1, 1, 1),
+        ([1, 4, 9, 8, 7], 6, 3, 2, 1, 1, 1),
+        ([1, 16, 5, 6, 7], 8, 1, 1, 0, 1, 1),
+        ([1, 4, 7, 7, 7], 4, 3, 1, 2, 2, 2),
+    ]
+    for i, (dims, co, k, s, p, d, g) in enumerate(grid):
+        x = torch.randn(dims)
+        w = torch.randn(co, dims[1] // g, k, k, k) / (dims[1] * k**3) ** 0.5
+        params = {"stride": s, "padding": p, "dilation": d, "groups": g}
+        record_bf16(f"conv3d_bf16_{i}", "conv3d", params, [x, w],
+                    lambda x, w: F.conv3d(x, w, stride=s, padding=p, dilation=d, groups=g))
+    x = torch.randn(2, 8, 3, 4, 5)
+    w = torch.randn(8, 4, 2, 2, 2) / (8 * 8) ** 0.5
+    params = {"stride": 2, "padding": 0, "output_padding": 0, "groups": 1}
+    record_bf16("conv_transpose3d_bf16_0", "conv_transpose3d", params, [x, w],
+                lambda x, w: F.conv_transpose3d(x, w, stride=2))
+
+
+def write(stem):
+    """Writes the recorded cases as `stem`.safetensors and `stem`.json, and starts a new set."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(OUT / f"{stem}.safetensors"))
+    manifest = {"torch": torch.__version__, "cases": cases}
+    (OUT / f"{stem}.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    size = sum(t.numel() for t in tensors.values()) * 4 / 1e6
+    print(f"{stem}: {len(cases)} cases, {size:.2f} MB")
+    tensors.clear()
+    cases.clear()
+
+
 conv_cases()
 conv_transpose_cases()
 pool_cases()
 resample_cases()
 norm_cases()
-OUT.mkdir(parents=True, exist_ok=True)
-save_file(tensors, str(OUT / "ops.safetensors"))
-(OUT / "ops.json").write_text(json.dumps({"torch": torch.__version__, "cases": cases}, indent=1) + "\n")
-print(f"{len(cases)} cases, {sum(t.numel() for t in tensors.values()) * 4 / 1e6:.2f} MB")
+write("ops")
+bf16_cases()
+write("mixed_precision")

@@ -3,10 +3,12 @@
 //! Three linear maps make up a convolution and its gradients: the forward `conv(x, w)`, its
 //! gradient with respect to the input `data(dy, w)` (which is also the transposed convolution) and
 //! its gradient with respect to the weight `filter(x, dy)`. Each one's gradients are the other two,
-//! so each op's backward pass is built from the ops themselves.
+//! so each op's backward pass is built from the ops themselves, in the precision
+//! ([`super::autocast`]) its forward pass ran in.
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
+use super::autocast::{self, Precision};
 use super::conv3d_kernels as kernels;
 use super::elementwise::contiguous_f32;
 pub use super::geometry::Conv3dParams;
@@ -15,18 +17,21 @@ use super::geometry::Geometry;
 /// `y = conv3d(x, w)`.
 struct Conv3dForward {
     params: Conv3dParams,
+    precision: Precision,
 }
 
 /// `dx = data(dy, w)`, the gradient with respect to the input of a convolution whose input has
 /// dims `input_dims`.
 struct Conv3dData {
     params: Conv3dParams,
+    precision: Precision,
     input_dims: [usize; 5],
 }
 
 /// `dw = filter(x, dy)`, the gradient with respect to a weight of dims `weight_dims`.
 struct Conv3dFilter {
     params: Conv3dParams,
+    precision: Precision,
     weight_dims: [usize; 5],
 }
 
@@ -45,7 +50,9 @@ impl CustomOp2 for Conv3dForward {
         let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
         let x = contiguous_f32(s1, l1, self.name())?;
         let w = contiguous_f32(s2, l2, self.name())?;
-        let y = kernels::forward(x, w, &g);
+        let y = self
+            .precision
+            .convolve(x, w, |x, w| kernels::forward(x, w, &g));
         Ok((CpuStorage::F32(y), Shape::from(g.output_dims().to_vec())))
     }
 
@@ -57,16 +64,10 @@ impl CustomOp2 for Conv3dForward {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use super::cuda;
-        use candle_core::backend::BackendStorage;
+        use super::cudnn::{convolution, Pass};
         let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
-        let dev = s1.device();
-        let (x, w) = (
-            cuda::view(s1, l1, self.name())?,
-            cuda::view(s2, l2, self.name())?,
-        );
-        let y = super::cudnn::conv_forward(dev, &x, &w, &g)?;
-        Ok((cuda::storage(y, dev), Shape::from(g.output_dims().to_vec())))
+        let y = convolution(Pass::Forward, self.precision, (s1, l1), (s2, l2), &g)?;
+        Ok((y, Shape::from(g.output_dims().to_vec())))
     }
 
     fn bwd(
@@ -79,11 +80,11 @@ impl CustomOp2 for Conv3dForward {
         let dims5 = |t: &Tensor| -> Result<[usize; 5]> { t.dims5().map(|d| d.into()) };
         // An input outside the graph (the images themselves) needs no gradient.
         let dx = if x.track_op() {
-            Some(data(dy, w, self.params, dims5(x)?)?)
+            Some(data(dy, w, self.params, self.precision, dims5(x)?)?)
         } else {
             None
         };
-        let dw = filter(x, dy, self.params, dims5(w)?)?;
+        let dw = filter(x, dy, self.params, self.precision, dims5(w)?)?;
         Ok((dx, Some(dw)))
     }
 }
@@ -103,7 +104,9 @@ impl CustomOp2 for Conv3dData {
         let g = gradient_geometry(self.name(), &self.input_dims, l2.dims(), self.params, l1)?;
         let dy = contiguous_f32(s1, l1, self.name())?;
         let w = contiguous_f32(s2, l2, self.name())?;
-        let dx = kernels::backward_data(dy, w, &g);
+        let dx = self
+            .precision
+            .convolve(dy, w, |dy, w| kernels::backward_data(dy, w, &g));
         Ok((CpuStorage::F32(dx), Shape::from(self.input_dims.to_vec())))
     }
 
@@ -115,19 +118,10 @@ impl CustomOp2 for Conv3dData {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use super::cuda;
-        use candle_core::backend::BackendStorage;
+        use super::cudnn::{convolution, Pass};
         let g = gradient_geometry(self.name(), &self.input_dims, l2.dims(), self.params, l1)?;
-        let dev = s1.device();
-        let (dy, w) = (
-            cuda::view(s1, l1, self.name())?,
-            cuda::view(s2, l2, self.name())?,
-        );
-        let dx = super::cudnn::conv_backward_data(dev, &dy, &w, &g)?;
-        Ok((
-            cuda::storage(dx, dev),
-            Shape::from(self.input_dims.to_vec()),
-        ))
+        let dx = convolution(Pass::Data, self.precision, (s1, l1), (s2, l2), &g)?;
+        Ok((dx, Shape::from(self.input_dims.to_vec())))
     }
 
     fn bwd(
@@ -137,8 +131,8 @@ impl CustomOp2 for Conv3dData {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let d_dy = conv3d(grad, w, self.params)?;
-        let dw = filter(grad, dy, self.params, w.dims5()?.into())?;
+        let d_dy = forward(grad, w, self.params, self.precision)?;
+        let dw = filter(grad, dy, self.params, self.precision, w.dims5()?.into())?;
         Ok((Some(d_dy), Some(dw)))
     }
 }
@@ -158,7 +152,9 @@ impl CustomOp2 for Conv3dFilter {
         let g = gradient_geometry(self.name(), l1.dims(), &self.weight_dims, self.params, l2)?;
         let x = contiguous_f32(s1, l1, self.name())?;
         let dy = contiguous_f32(s2, l2, self.name())?;
-        let dw = kernels::backward_filter(x, dy, &g);
+        let dw = self
+            .precision
+            .convolve(x, dy, |x, dy| kernels::backward_filter(x, dy, &g));
         Ok((CpuStorage::F32(dw), Shape::from(self.weight_dims.to_vec())))
     }
 
@@ -170,19 +166,10 @@ impl CustomOp2 for Conv3dFilter {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use super::cuda;
-        use candle_core::backend::BackendStorage;
+        use super::cudnn::{convolution, Pass};
         let g = gradient_geometry(self.name(), l1.dims(), &self.weight_dims, self.params, l2)?;
-        let dev = s1.device();
-        let (x, dy) = (
-            cuda::view(s1, l1, self.name())?,
-            cuda::view(s2, l2, self.name())?,
-        );
-        let dw = super::cudnn::conv_backward_filter(dev, &x, &dy, &g)?;
-        Ok((
-            cuda::storage(dw, dev),
-            Shape::from(self.weight_dims.to_vec()),
-        ))
+        let dw = convolution(Pass::Filter, self.precision, (s1, l1), (s2, l2), &g)?;
+        Ok((dw, Shape::from(self.weight_dims.to_vec())))
     }
 
     fn bwd(
@@ -192,8 +179,8 @@ impl CustomOp2 for Conv3dFilter {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dx = data(dy, grad, self.params, x.dims5()?.into())?;
-        let d_dy = conv3d(x, grad, self.params)?;
+        let dx = data(dy, grad, self.params, self.precision, x.dims5()?.into())?;
+        let d_dy = forward(x, grad, self.params, self.precision)?;
         Ok((Some(dx), Some(d_dy)))
     }
 }
@@ -218,33 +205,53 @@ fn gradient_geometry(
     Ok(g)
 }
 
-/// The gradient of `conv3d` with respect to an input of dims `input_dims`.
-fn data(dy: &Tensor, w: &Tensor, params: Conv3dParams, input_dims: [usize; 5]) -> Result<Tensor> {
-    dy.contiguous()?
-        .apply_op2(&w.contiguous()?, Conv3dData { params, input_dims })
+/// The convolution `conv3d(x, w)` in `precision`.
+fn forward(x: &Tensor, w: &Tensor, params: Conv3dParams, precision: Precision) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, Conv3dForward { params, precision })
 }
 
-/// The gradient of `conv3d` with respect to a weight of dims `weight_dims`.
+/// The gradient of `conv3d` with respect to an input of dims `input_dims`, in `precision`.
+fn data(
+    dy: &Tensor,
+    w: &Tensor,
+    params: Conv3dParams,
+    precision: Precision,
+    input_dims: [usize; 5],
+) -> Result<Tensor> {
+    dy.contiguous()?.apply_op2(
+        &w.contiguous()?,
+        Conv3dData {
+            params,
+            precision,
+            input_dims,
+        },
+    )
+}
+
+/// The gradient of `conv3d` with respect to a weight of dims `weight_dims`, in `precision`.
 fn filter(
     x: &Tensor,
     dy: &Tensor,
     params: Conv3dParams,
+    precision: Precision,
     weight_dims: [usize; 5],
 ) -> Result<Tensor> {
     x.contiguous()?.apply_op2(
         &dy.contiguous()?,
         Conv3dFilter {
             params,
+            precision,
             weight_dims,
         },
     )
 }
 
 /// 3D convolution (cross-correlation, as PyTorch's `conv3d`) of `x [n, c, d, h, w]` with
-/// `w [co, c/groups, kd, kh, kw]`, without bias. Returns `[n, co, od, oh, ow]`.
+/// `w [co, c/groups, kd, kh, kw]`, without bias. Returns `[n, co, od, oh, ow]`. Inside an
+/// [`autocast`](super::autocast::autocast) scope it runs in the scope's precision.
 pub fn conv3d(x: &Tensor, w: &Tensor, params: Conv3dParams) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, Conv3dForward { params })
+    forward(x, w, params, autocast::precision())
 }
 
 /// The geometry of a transposed convolution beyond its kernel.
@@ -276,7 +283,8 @@ impl ConvTranspose3dParams {
 }
 
 /// 3D transposed convolution of `x [n, ci, d, h, w]` with `w [ci, co/groups, kd, kh, kw]`
-/// (PyTorch's layout for `conv_transpose3d`), without bias.
+/// (PyTorch's layout for `conv_transpose3d`), without bias. Inside an
+/// [`autocast`](super::autocast::autocast) scope it runs in the scope's precision.
 pub fn conv_transpose3d(x: &Tensor, w: &Tensor, p: ConvTranspose3dParams) -> Result<Tensor> {
     let (n, ci, d, h, wd) = x.dims5()?;
     let (wci, co_per_group, kd, kh, kw) = w.dims5()?;
@@ -300,5 +308,5 @@ pub fn conv_transpose3d(x: &Tensor, w: &Tensor, p: ConvTranspose3dParams) -> Res
         dilation: p.dilation,
         groups: p.groups,
     };
-    data(x, w, params, out)
+    data(x, w, params, autocast::precision(), out)
 }

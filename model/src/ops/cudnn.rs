@@ -1,5 +1,7 @@
 //! The convolutions on CUDA devices: cuDNN's N-d convolution (forward, gradient of the input,
-//! gradient of the weight), with the algorithm for each geometry chosen once per thread.
+//! gradient of the weight) in f32, or in bf16 with f32 accumulation ([`Precision::Bf16`]: the
+//! f32 operands are cast to bf16 and the result back to f32), with the algorithm for each
+//! geometry chosen once per thread.
 //!
 //! By default the choice is measured, as PyTorch's `cudnn.benchmark` does: every algorithm cuDNN
 //! can run for the geometry is timed on the call's own tensors, and the fastest is kept (or, of
@@ -13,19 +15,38 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::backend::BackendDevice;
+use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::cuda_backend::cudarc::cudnn::{
     self, sys::cudnnConvolutionBwdDataAlgo_t as DataAlgo,
     sys::cudnnConvolutionBwdFilterAlgo_t as FilterAlgo,
     sys::cudnnConvolutionFwdAlgo_t as ForwardAlgo, sys::cudnnConvolutionMode_t,
-    sys::cudnnMathType_t, sys::cudnnTensorFormat_t, Cudnn, CudnnError,
+    sys::cudnnMathType_t, sys::cudnnTensorFormat_t, Cudnn, CudnnDataType, CudnnError,
 };
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
-use candle_core::cuda_backend::{CudaDevice, DeviceId, WrapErr};
-use candle_core::Result;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, DeviceId, WrapErr};
+use candle_core::{bail, DType, Layout, Result, WithDType};
+use half::bf16;
 
-use super::cuda::{output, timed};
+use super::autocast::Precision;
+use super::cuda::{storage, timed, view};
 use super::geometry::Geometry;
+
+/// An element type cuDNN convolves: f32, or bf16 (with f32 accumulation).
+trait Element: CudnnDataType + DeviceRepr + CudaDType + WithDType {
+    /// One and zero, the scaling factors of a plain convolution.
+    const ONE: Self;
+    const ZERO: Self;
+}
+
+impl Element for f32 {
+    const ONE: Self = 1.0;
+    const ZERO: Self = 0.0;
+}
+
+impl Element for bf16 {
+    const ONE: Self = bf16::ONE;
+    const ZERO: Self = bf16::ZERO;
+}
 
 static TF32: AtomicBool = AtomicBool::new(false);
 static AUTOTUNE: AtomicBool = AtomicBool::new(true);
@@ -81,12 +102,12 @@ fn contiguous_strides(dims: &[i32]) -> Vec<i32> {
     strides
 }
 
-/// The descriptors of one convolution.
-struct ConvDescriptors {
+/// The descriptors of one convolution of `T` values (f32 accumulation).
+struct ConvDescriptors<T: Element> {
     conv: cudnn::ConvDescriptor<f32>,
-    x: cudnn::TensorDescriptor<f32>,
-    w: cudnn::FilterDescriptor<f32>,
-    y: cudnn::TensorDescriptor<f32>,
+    x: cudnn::TensorDescriptor<T>,
+    w: cudnn::FilterDescriptor<T>,
+    y: cudnn::TensorDescriptor<T>,
 }
 
 fn i32s(values: &[usize]) -> Result<Vec<i32>> {
@@ -99,7 +120,19 @@ fn i32s(values: &[usize]) -> Result<Vec<i32>> {
         .collect()
 }
 
-fn descriptors(handle: &Arc<Cudnn>, g: &Geometry) -> Result<ConvDescriptors> {
+/// cuDNN's math mode for `T`: tensor cores for bf16; for f32, full f32 arithmetic unless TF32
+/// is enabled ([`set_tf32`]).
+fn math_type<T: Element>() -> cudnnMathType_t {
+    if T::DTYPE == DType::BF16 {
+        cudnnMathType_t::CUDNN_TENSOR_OP_MATH
+    } else if tf32() {
+        cudnnMathType_t::CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
+    } else {
+        cudnnMathType_t::CUDNN_FMA_MATH
+    }
+}
+
+fn descriptors<T: Element>(handle: &Arc<Cudnn>, g: &Geometry) -> Result<ConvDescriptors<T>> {
     let p = g.params;
     let mut conv = handle
         .create_convnd::<f32>(
@@ -110,25 +143,20 @@ fn descriptors(handle: &Arc<Cudnn>, g: &Geometry) -> Result<ConvDescriptors> {
         )
         .map_err(cudnn_error)?;
     conv.set_group_count(p.groups as i32).map_err(cudnn_error)?;
-    conv.set_math_type(if tf32() {
-        cudnnMathType_t::CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
-    } else {
-        cudnnMathType_t::CUDNN_FMA_MATH
-    })
-    .map_err(cudnn_error)?;
+    conv.set_math_type(math_type::<T>()).map_err(cudnn_error)?;
     let x_dims = i32s(&[g.n, g.c, g.input[0], g.input[1], g.input[2]])?;
     let y_dims = i32s(&g.output_dims())?;
     let w_dims = i32s(&[g.co, g.c / p.groups, g.kernel[0], g.kernel[1], g.kernel[2]])?;
     Ok(ConvDescriptors {
         conv,
         x: handle
-            .create_nd_tensor::<f32>(&x_dims, &contiguous_strides(&x_dims))
+            .create_nd_tensor::<T>(&x_dims, &contiguous_strides(&x_dims))
             .map_err(cudnn_error)?,
         w: handle
-            .create_nd_filter::<f32>(cudnnTensorFormat_t::CUDNN_TENSOR_NCHW, &w_dims)
+            .create_nd_filter::<T>(cudnnTensorFormat_t::CUDNN_TENSOR_NCHW, &w_dims)
             .map_err(cudnn_error)?,
         y: handle
-            .create_nd_tensor::<f32>(&y_dims, &contiguous_strides(&y_dims))
+            .create_nd_tensor::<T>(&y_dims, &contiguous_strides(&y_dims))
             .map_err(cudnn_error)?,
     })
 }
@@ -178,9 +206,9 @@ trait Direction {
     ) -> std::result::Result<(), CudnnError>;
 }
 
-/// cuDNN's choice of algorithm per device, geometry, math mode and choice rule, per thread (a
-/// choice costs more than a small convolution).
-type Chosen<A> = RefCell<HashMap<(DeviceId, Geometry, bool, bool), A>>;
+/// cuDNN's choice of algorithm per device, geometry, element type, TF32 setting and choice rule,
+/// per thread (a choice costs more than a small convolution).
+type Chosen<A> = RefCell<HashMap<(DeviceId, Geometry, DType, bool, bool), A>>;
 
 thread_local! {
     static FORWARD: Chosen<ForwardAlgo> = RefCell::new(HashMap::new());
@@ -220,14 +248,15 @@ fn trials<D: Direction>(dev: &CudaDevice, op: &mut D, limit: usize) -> Result<Ve
     Ok(trials)
 }
 
-/// The algorithm for `op` on geometry `g`, chosen the first time this thread meets it.
+/// The algorithm for `op` on geometry `g` with `dtype` values, chosen the first time this thread
+/// meets it.
 fn algorithm<D: Direction>(
     dev: &CudaDevice,
-    g: &Geometry,
+    (g, dtype): (&Geometry, DType),
     op: &mut D,
     cache: &'static std::thread::LocalKey<Chosen<D::Algo>>,
 ) -> Result<D::Algo> {
-    let key = (dev.id(), *g, tf32(), autotune());
+    let key = (dev.id(), *g, dtype, tf32(), autotune());
     if let Some(algo) = cache.with(|c| c.borrow().get(&key).copied()) {
         return Ok(algo);
     }
@@ -256,39 +285,41 @@ fn algorithm_name(algo: impl Debug) -> String {
     }
 }
 
-/// `op` run with its algorithm and a workspace, timed under its geometry when profiling.
+/// `op` on `dtype` values run with its algorithm and a workspace, timed under its geometry when
+/// profiling.
 fn execute<D: Direction>(
     dev: &CudaDevice,
-    g: &Geometry,
+    (g, dtype): (&Geometry, DType),
     mut op: D,
     cache: &'static std::thread::LocalKey<Chosen<D::Algo>>,
 ) -> Result<()> {
-    let algo = algorithm(dev, g, &mut op, cache)?;
+    let algo = algorithm(dev, (g, dtype), &mut op, cache)?;
     let mut ws = workspace(dev, op.workspace_size(algo).map_err(cudnn_error)?)?;
     let name = || {
         let [kd, kh, kw] = g.kernel;
         let [d, h, w] = g.input;
         format!(
-            "cudnn {} {kd}x{kh}x{kw}/{} {}->{} ch, {d}x{h}x{w} x{} ({})",
+            "cudnn {} {kd}x{kh}x{kw}/{} {}->{} ch, {d}x{h}x{w} x{} ({}, {})",
             D::NAME,
             g.params.stride[0],
             g.c,
             g.co,
             g.n,
-            algorithm_name(algo)
+            algorithm_name(algo),
+            dtype.as_str()
         )
     };
     timed(dev, name, || op.run(algo, &mut ws).map_err(cudnn_error))
 }
 
-struct Forward<'a> {
-    op: cudnn::ConvForward<'a, f32, f32, f32>,
-    x: &'a CudaView<'a, f32>,
-    w: &'a CudaView<'a, f32>,
-    y: &'a mut CudaSlice<f32>,
+struct Forward<'a, T: Element> {
+    op: cudnn::ConvForward<'a, T, f32, T>,
+    x: &'a CudaView<'a, T>,
+    w: &'a CudaView<'a, T>,
+    y: &'a mut CudaSlice<T>,
 }
 
-impl Direction for Forward<'_> {
+impl<T: Element> Direction for Forward<'_, T> {
     type Algo = ForwardAlgo;
     const ALGORITHMS: &'static [ForwardAlgo] = &[
         ForwardAlgo::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
@@ -315,22 +346,22 @@ impl Direction for Forward<'_> {
         algo: ForwardAlgo,
         ws: &mut CudaSlice<u8>,
     ) -> std::result::Result<(), CudnnError> {
-        // SAFETY: the descriptors describe `x`, `w` and `y` (contiguous f32 of these extents).
+        // SAFETY: the descriptors describe `x`, `w` and `y` (contiguous `T` of these extents).
         unsafe {
             self.op
-                .launch(algo, Some(ws), (1.0, 0.0), self.x, self.w, self.y)
+                .launch(algo, Some(ws), (T::ONE, T::ZERO), self.x, self.w, self.y)
         }
     }
 }
 
-struct BackwardData<'a> {
-    op: cudnn::ConvBackwardData<'a, f32, f32, f32>,
-    dy: &'a CudaView<'a, f32>,
-    w: &'a CudaView<'a, f32>,
-    dx: &'a mut CudaSlice<f32>,
+struct BackwardData<'a, T: Element> {
+    op: cudnn::ConvBackwardData<'a, T, f32, T>,
+    dy: &'a CudaView<'a, T>,
+    w: &'a CudaView<'a, T>,
+    dx: &'a mut CudaSlice<T>,
 }
 
-impl Direction for BackwardData<'_> {
+impl<T: Element> Direction for BackwardData<'_, T> {
     type Algo = DataAlgo;
     const ALGORITHMS: &'static [DataAlgo] = &[
         DataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
@@ -358,19 +389,19 @@ impl Direction for BackwardData<'_> {
         // SAFETY: as in `Forward::run`.
         unsafe {
             self.op
-                .launch(algo, Some(ws), (1.0, 0.0), self.dx, self.w, self.dy)
+                .launch(algo, Some(ws), (T::ONE, T::ZERO), self.dx, self.w, self.dy)
         }
     }
 }
 
-struct BackwardFilter<'a> {
-    op: cudnn::ConvBackwardFilter<'a, f32, f32, f32>,
-    x: &'a CudaView<'a, f32>,
-    dy: &'a CudaView<'a, f32>,
-    dw: &'a mut CudaSlice<f32>,
+struct BackwardFilter<'a, T: Element> {
+    op: cudnn::ConvBackwardFilter<'a, T, f32, T>,
+    x: &'a CudaView<'a, T>,
+    dy: &'a CudaView<'a, T>,
+    dw: &'a mut CudaSlice<T>,
 }
 
-impl Direction for BackwardFilter<'_> {
+impl<T: Element> Direction for BackwardFilter<'_, T> {
     type Algo = FilterAlgo;
     const ALGORITHMS: &'static [FilterAlgo] = &[
         FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
@@ -398,21 +429,27 @@ impl Direction for BackwardFilter<'_> {
         // SAFETY: as in `Forward::run`.
         unsafe {
             self.op
-                .launch(algo, Some(ws), (1.0, 0.0), self.x, self.dw, self.dy)
+                .launch(algo, Some(ws), (T::ONE, T::ZERO), self.x, self.dw, self.dy)
         }
     }
 }
 
+/// New device memory of `n` values of `T`, written by the convolution before it is read.
+fn output<T: Element>(dev: &CudaDevice, n: usize) -> Result<CudaSlice<T>> {
+    // SAFETY: cuDNN writes every value of a convolution's output (beta is zero).
+    unsafe { dev.alloc::<T>(n) }
+}
+
 /// `y = conv3d(x, w)` on cuDNN.
-pub(crate) fn conv_forward(
+fn conv_forward<T: Element>(
     dev: &CudaDevice,
-    x: &CudaView<f32>,
-    w: &CudaView<f32>,
+    x: &CudaView<T>,
+    w: &CudaView<T>,
     g: &Geometry,
-) -> Result<CudaSlice<f32>> {
+) -> Result<CudaSlice<T>> {
     let handle = cudnn_handle(dev)?;
-    let d = descriptors(&handle, g)?;
-    let mut y = output(dev, g.n * g.co * g.output_volume(), false)?;
+    let d = descriptors::<T>(&handle, g)?;
+    let mut y = output(dev, g.n * g.co * g.output_volume())?;
     let op = Forward {
         op: cudnn::ConvForward {
             conv: &d.conv,
@@ -424,20 +461,20 @@ pub(crate) fn conv_forward(
         w,
         y: &mut y,
     };
-    execute(dev, g, op, &FORWARD)?;
+    execute(dev, (g, T::DTYPE), op, &FORWARD)?;
     Ok(y)
 }
 
 /// `dx = data(dy, w)`, the gradient of `conv3d` with respect to its input, on cuDNN.
-pub(crate) fn conv_backward_data(
+fn conv_backward_data<T: Element>(
     dev: &CudaDevice,
-    dy: &CudaView<f32>,
-    w: &CudaView<f32>,
+    dy: &CudaView<T>,
+    w: &CudaView<T>,
     g: &Geometry,
-) -> Result<CudaSlice<f32>> {
+) -> Result<CudaSlice<T>> {
     let handle = cudnn_handle(dev)?;
-    let d = descriptors(&handle, g)?;
-    let mut dx = output(dev, g.n * g.c * g.input_volume(), false)?;
+    let d = descriptors::<T>(&handle, g)?;
+    let mut dx = output(dev, g.n * g.c * g.input_volume())?;
     let op = BackwardData {
         op: cudnn::ConvBackwardData {
             conv: &d.conv,
@@ -449,21 +486,21 @@ pub(crate) fn conv_backward_data(
         w,
         dx: &mut dx,
     };
-    execute(dev, g, op, &BACKWARD_DATA)?;
+    execute(dev, (g, T::DTYPE), op, &BACKWARD_DATA)?;
     Ok(dx)
 }
 
 /// `dw = filter(x, dy)`, the gradient of `conv3d` with respect to its weight, on cuDNN.
-pub(crate) fn conv_backward_filter(
+fn conv_backward_filter<T: Element>(
     dev: &CudaDevice,
-    x: &CudaView<f32>,
-    dy: &CudaView<f32>,
+    x: &CudaView<T>,
+    dy: &CudaView<T>,
     g: &Geometry,
-) -> Result<CudaSlice<f32>> {
+) -> Result<CudaSlice<T>> {
     let handle = cudnn_handle(dev)?;
-    let d = descriptors(&handle, g)?;
+    let d = descriptors::<T>(&handle, g)?;
     let weights = g.co * (g.c / g.params.groups) * g.kernel_volume();
-    let mut dw = output(dev, weights, false)?;
+    let mut dw = output(dev, weights)?;
     let op = BackwardFilter {
         op: cudnn::ConvBackwardFilter {
             conv: &d.conv,
@@ -475,8 +512,89 @@ pub(crate) fn conv_backward_filter(
         dy,
         dw: &mut dw,
     };
-    execute(dev, g, op, &BACKWARD_FILTER)?;
+    execute(dev, (g, T::DTYPE), op, &BACKWARD_FILTER)?;
     Ok(dw)
+}
+
+/// One of the three linear maps of a convolution (`model/src/ops/conv3d.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// `y = conv3d(x, w)`; operands `x`, `w`.
+    Forward,
+    /// The gradient of the input; operands `dy`, `w`.
+    Data,
+    /// The gradient of the weight; operands `x`, `dy`.
+    Filter,
+}
+
+impl Pass {
+    fn name(self) -> &'static str {
+        match self {
+            Pass::Forward => "conv3d",
+            Pass::Data => "conv3d-backward-data",
+            Pass::Filter => "conv3d-backward-filter",
+        }
+    }
+
+    fn run<T: Element>(
+        self,
+        dev: &CudaDevice,
+        a: &CudaView<T>,
+        b: &CudaView<T>,
+        g: &Geometry,
+    ) -> Result<CudaSlice<T>> {
+        match self {
+            Pass::Forward => conv_forward(dev, a, b, g),
+            Pass::Data => conv_backward_data(dev, a, b, g),
+            Pass::Filter => conv_backward_filter(dev, a, b, g),
+        }
+    }
+}
+
+/// A contiguous f32 operand cast to bf16 on the device.
+fn to_bf16(s: &CudaStorage, l: &Layout, pass: Pass) -> Result<CudaStorage> {
+    if s.dtype() != DType::F32 {
+        bail!(
+            "{}: only f32 tensors are supported, got {:?}",
+            pass.name(),
+            s.dtype()
+        )
+    }
+    timed(
+        s.device(),
+        || "cast f32 -> bf16 (convolution operands)".to_string(),
+        || s.to_dtype(l, DType::BF16),
+    )
+}
+
+/// The convolution pass `pass` of f32 operands `a` and `b` on geometry `g`, in `precision`; the
+/// result is f32.
+pub(crate) fn convolution(
+    pass: Pass,
+    precision: Precision,
+    (a, la): (&CudaStorage, &Layout),
+    (b, lb): (&CudaStorage, &Layout),
+    g: &Geometry,
+) -> Result<CudaStorage> {
+    let dev = a.device();
+    match precision {
+        Precision::F32 => {
+            let (a, b) = (view(a, la, pass.name())?, view(b, lb, pass.name())?);
+            Ok(storage(pass.run(dev, &a, &b, g)?, dev))
+        }
+        Precision::Bf16 => {
+            let (a, b) = (to_bf16(a, la, pass)?, to_bf16(b, lb, pass)?);
+            let (a, b) = (a.as_cuda_slice::<bf16>()?, b.as_cuda_slice::<bf16>()?);
+            let out = pass.run(dev, &a.as_view(), &b.as_view(), g)?;
+            let n = out.len();
+            let out = CudaStorage::wrap_cuda_slice(out, dev.clone());
+            timed(
+                dev,
+                || "cast bf16 -> f32 (convolution results)".to_string(),
+                || out.to_dtype(&Layout::contiguous(n), DType::F32),
+            )
+        }
+    }
 }
 
 #[cfg(test)]

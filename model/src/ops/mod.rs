@@ -8,13 +8,15 @@
 //! - [`upsample_trilinear3d`] and [`upsample_nearest3d`]: resampling with PyTorch's coordinates;
 //! - [`add_channel_bias`]: a per-channel bias with a fast weight gradient, and [`channel_sums`];
 //! - LeakyReLU as one fused op, [`leaky_relu`], also after instance norm
-//!   ([`instance_norm3d_leaky_relu`]) or after a residual sum ([`add_leaky_relu`]).
+//!   ([`instance_norm3d_leaky_relu`]) or after a residual sum ([`add_leaky_relu`]);
+//! - mixed precision: the convolutions in bf16 inside an [`autocast`] scope.
 //!
 //! Each op runs on the CPU, and with the `cuda` feature on CUDA devices too: the convolutions on
 //! cuDNN's N-d convolution, the others on kernels of `model/cuda/ops.cu` ([`cuda`]); [`profile`]
 //! times them op by op.
 
 mod activation;
+pub mod autocast;
 mod channel_bias;
 mod conv3d;
 mod conv3d_batched;
@@ -35,6 +37,7 @@ mod transpose;
 mod weight_standardization;
 
 pub use activation::{add_leaky_relu, leaky_relu};
+pub use autocast::{autocast, Precision};
 pub use channel_bias::{add_channel_bias, channel_sums};
 pub use conv3d::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 pub(crate) use elementwise::contiguous_f32;
