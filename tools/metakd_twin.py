@@ -11,11 +11,12 @@ Two uses:
         `model/tests/twin_parity.rs` matches.
 
     python3 tools/metakd_twin.py step --config net.json --weights W.safetensors --runs R
-        [--warmup K] --out result.safetensors [--device cuda [--tf32]]
+        [--warmup K] --out result.safetensors [--device cuda [--tf32]] [--precision bf16]
         Loads weights and a batch (`bench.x`, `bench.target`, `bench.w`) by name, times R training
         steps (forward, Dice + BCE + 0.1 KD, backward,
         SGD step) after K untimed ones (default 1), and writes the first step's logits, the median and the fastest step's seconds
-        (used by `metakd bench train`).
+        (used by `metakd bench train`). `--precision bf16` runs the forward pass and the losses
+        under `torch.autocast(dtype=torch.bfloat16)`, PyTorch's mixed precision.
 
     python3 -m pip install torch safetensors numpy
 """
@@ -354,22 +355,27 @@ def step(args):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=args.precision == "bf16")
+
     first_logits, times = None, []
     for run in range(args.warmup + args.runs):
         if run == args.warmup and device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         sync()
         start = time.perf_counter()
-        skips, f = net.encode(x)
-        logits, _ = net.decode(skips, f, available=available)
-        loss = seg_loss(logits, target) + 0.1 * kd_loss(f, available, w)
+        with autocast():
+            skips, f = net.encode(x)
+            logits, _ = net.decode(skips, f, available=available)
+            loss = seg_loss(logits, target) + 0.1 * kd_loss(f, available, w)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sync()
         elapsed = time.perf_counter() - start
         if run == 0:
-            first_logits = logits.detach().cpu().contiguous()
+            first_logits = logits.detach().float().cpu().contiguous()
         if run >= args.warmup:
             times.append(elapsed)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
@@ -393,6 +399,8 @@ def main():
     s.add_argument("--out", required=True)
     s.add_argument("--device", default="cpu", help="cpu or cuda")
     s.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA")
+    s.add_argument("--precision", choices=["f32", "bf16"], default="f32",
+                   help="bf16: mixed precision (torch.autocast)")
     args = parser.parse_args()
     if args.command == "parity":
         parity()

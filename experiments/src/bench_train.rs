@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use metakd_model::nets::SegmenterConfig;
 use metakd_model::ops::profile::{self, Profile};
+use metakd_model::ops::Precision;
 use metakd_model::optim::SgdNesterov;
 
 use crate::alloc_stats;
@@ -40,6 +41,20 @@ pub const STANDARD_SHAPES: [StepShape; 2] = [
         crop: [16, 64, 64],
     },
 ];
+
+/// How the steps of [`bench_train`] run.
+#[derive(Debug, Clone, Copy)]
+pub struct StepRuns {
+    /// Untimed steps before the timed ones, on both sides (at least one: its logits are
+    /// compared).
+    pub warmup: usize,
+    /// Timed steps (the median is reported).
+    pub runs: usize,
+    /// Arithmetic of the convolutions, on both sides (the twin's `bf16` is `torch.autocast`).
+    pub precision: Precision,
+    /// Whether one more step is profiled op by op.
+    pub profile: bool,
+}
 
 /// Seconds per step over the timed runs.
 #[derive(Debug, Clone, Copy)]
@@ -192,24 +207,32 @@ fn release_cached(device: &Device) -> Result<()> {
 }
 
 /// Times `runs` steps, after `warmup` untimed ones (at least one: its logits are compared), of
-/// `cfg`'s network on `device` for each shape, and the twin's with the same counts; with
-/// `profile`, one more step is profiled op by op. The first steps of a process also pay for
-/// growing the allocator's memory (page faults), which a long training run pays once; the
-/// warm-up keeps that out of the timings on both sides.
+/// `cfg`'s network on `device` for each shape, and the twin's with the same counts, both in
+/// `precision`; with `profile`, one more step is profiled op by op. The first steps of a process
+/// also pay for growing the allocator's memory (page faults), which a long training run pays
+/// once; the warm-up keeps that out of the timings on both sides.
 pub fn bench_train(
     cfg: &SegmenterConfig,
     shapes: &[StepShape],
-    (warmup, runs): (usize, usize),
+    steps: &StepRuns,
     twin: Option<&TorchTwin>,
     workdir: &Path,
     device: &Device,
-    profile: bool,
 ) -> Result<(usize, Vec<StepTiming>)> {
+    let StepRuns {
+        warmup,
+        runs,
+        precision,
+        profile,
+    } = *steps;
     if runs == 0 || warmup == 0 {
         bail!("--runs and --warmup must be positive")
     }
     let device = device.clone();
-    let train = TrainConfig::default();
+    let train = TrainConfig {
+        precision,
+        ..TrainConfig::default()
+    };
     let mut timings = Vec::new();
     let mut parameters = 0;
     for &shape in shapes {
@@ -268,7 +291,7 @@ pub fn bench_train(
         let torch = match twin {
             Some(twin) => {
                 release_cached(&device)?;
-                torch_step(twin, cfg, &weights, (warmup, runs), &first.logits, workdir)?
+                torch_step(twin, cfg, &weights, steps, &first.logits, workdir)?
             }
             None => None,
         };
@@ -288,7 +311,7 @@ fn torch_step(
     twin: &TorchTwin,
     cfg: &SegmenterConfig,
     weights: &Path,
-    (warmup, runs): (usize, usize),
+    steps: &StepRuns,
     logits: &Tensor,
     workdir: &Path,
 ) -> Result<Option<TorchStep>> {
@@ -303,8 +326,9 @@ fn torch_step(
         .arg(&config)
         .arg("--weights")
         .arg(weights)
-        .args(["--warmup", &warmup.to_string()])
-        .args(["--runs", &runs.to_string()])
+        .args(["--warmup", &steps.warmup.to_string()])
+        .args(["--runs", &steps.runs.to_string()])
+        .args(["--precision", steps.precision.name()])
         .args(["--threads", &twin.threads.to_string()])
         .args(["--device", twin.device])
         .args(twin.tf32.then_some("--tf32"))

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use metakd_model::metakd::{KdDistance, KdPairs};
 use metakd_model::nets::SegmenterConfig;
+use metakd_model::ops::Precision;
 use serde::{Deserialize, Serialize};
 
 /// Which cases train, meta-validate and test.
@@ -81,6 +82,10 @@ pub struct TrainConfig {
     pub loader_threads: usize,
     /// Finished batches the loader may hold ahead of training.
     pub prefetch_batches: usize,
+    /// Arithmetic of the convolutions in training steps and meta phases: `f32`, or `bf16`
+    /// mixed precision (operands and results rounded to bf16, f32 accumulation; parameters,
+    /// norms and losses stay f32). See docs/gpu.md.
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -104,6 +109,7 @@ impl Default for TrainConfig {
             checkpoint_every: 200,
             loader_threads: 2,
             prefetch_batches: 4,
+            precision: Precision::F32,
         }
     }
 }
@@ -170,6 +176,8 @@ pub struct EvalConfig {
     /// Also score the label maps after the spec's post-processing (small tumour components
     /// removed, a small ET relabelled as necrotic core); the sweep reports both.
     pub postprocess: bool,
+    /// Arithmetic of the convolutions at inference: `f32`, or `bf16` (as `train.precision`).
+    pub precision: Precision,
 }
 
 impl Default for EvalConfig {
@@ -180,6 +188,7 @@ impl Default for EvalConfig {
             weighting: TileWeighting::Uniform,
             tile_batch: 2,
             postprocess: false,
+            precision: Precision::F32,
         }
     }
 }

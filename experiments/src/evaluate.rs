@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use metakd_data::preprocess::{regions_of_label, PreparedCase, REGION_ET, REGION_TC, REGION_WT};
 use metakd_model::nets::ModalityFeatures;
+use metakd_model::ops::autocast;
 
 use crate::checkpoint::Model;
 use crate::config::{EvalConfig, RunConfig, TileWeighting};
@@ -146,6 +147,7 @@ impl<'a> Inference<'a> {
             eval: &cfg.eval,
             device,
         };
+        let _precision = autocast(cfg.eval.precision);
         Ok((inference, zero_features(model, tile, device)?))
     }
 
@@ -153,6 +155,7 @@ impl<'a> Inference<'a> {
     /// weighting, the sigmoid probabilities that `predict` returns — for a batch of up to
     /// `eval.tile_batch` tiles `[b, m, tile]`, one `[b, 3, tile]` map (output-channel order) per
     /// entry of a list of `outputs` predictions. Returns one `[3, voxels]` map per prediction.
+    /// The convolutions run in `eval.precision`.
     fn slide(
         &self,
         case: &PreparedCase,
@@ -160,6 +163,7 @@ impl<'a> Inference<'a> {
         mut predict: impl FnMut(&Tensor) -> Result<Vec<Vec<f32>>>,
     ) -> Result<Vec<Vec<f32>>> {
         let (tile, eval) = (self.tile, self.eval);
+        let _precision = autocast(eval.precision);
         let m = case.images.len() / case.voxels();
         let shape = case.shape;
         let voxels: usize = shape.iter().product();

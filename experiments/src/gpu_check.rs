@@ -9,10 +9,10 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
 use metakd_model::nets::SegmenterConfig;
 use metakd_model::ops::{
-    add_channel_bias, add_leaky_relu, avg_pool3d, conv3d, conv_transpose3d, group_norm,
+    add_channel_bias, add_leaky_relu, autocast, avg_pool3d, conv3d, conv_transpose3d, group_norm,
     instance_norm3d, instance_norm3d_leaky_relu, leaky_relu, max_pool3d, standardize_weight,
     upsample_nearest3d, upsample_trilinear3d, Conv3dParams, ConvTranspose3dParams, Pool3dParams,
-    ResampleTo,
+    Precision, ResampleTo,
 };
 
 /// What `metakd gpu-check` (and `metakd-gpu-check`) runs.
@@ -63,6 +63,10 @@ pub struct GpuCheckOptions {
     /// Skip the ops' comparison with the CPU (1).
     #[arg(long)]
     pub no_ops: bool,
+    /// Arithmetic of the convolutions in the timed steps: f32, or bf16 mixed precision
+    /// (PyTorch's twin under `torch.autocast`).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
 }
 
 /// A network preset of the timed step.
@@ -105,14 +109,29 @@ pub fn parse_extents(text: &str) -> std::result::Result<[usize; 3], String> {
         .map_err(|_| format!("`{text}`: expected three extents D,H,W"))
 }
 
-/// The largest relative error allowed (f32, |gpu − cpu| / max |cpu|).
+/// The largest relative error allowed in f32 (|gpu − cpu| / max |cpu|).
 pub const TOLERANCE: f64 = 1e-4;
+
+/// The largest relative error allowed for the convolutions in bf16: both sides round the same
+/// operands and accumulate in f32, so a result differs by at most one bf16 step where the two
+/// sums fall on either side of a rounding boundary (2^-7 of the largest value at most).
+pub const BF16_TOLERANCE: f64 = 1e-2;
+
+/// The tolerance of a case in `precision`.
+pub fn tolerance(precision: Precision) -> f64 {
+    match precision {
+        Precision::F32 => TOLERANCE,
+        Precision::Bf16 => BF16_TOLERANCE,
+    }
+}
 
 /// One op's comparison.
 #[derive(Debug, Clone)]
 pub struct OpParity {
     /// The op and its case.
     pub name: &'static str,
+    /// The precision the case ran in.
+    pub precision: Precision,
     /// Relative error of the output.
     pub forward: f64,
     /// The largest relative error of the input gradients.
@@ -120,16 +139,41 @@ pub struct OpParity {
 }
 
 impl OpParity {
-    /// Whether both errors are within [`TOLERANCE`].
+    /// Whether both errors are within the [`tolerance`] of the case's precision.
     pub fn passes(&self) -> bool {
-        self.forward <= TOLERANCE && self.backward <= TOLERANCE
+        let tolerance = tolerance(self.precision);
+        self.forward <= tolerance && self.backward <= tolerance
     }
 }
 
 type OpFn = fn(&[Tensor]) -> candle_core::Result<Tensor>;
 
-/// The cases: a name, the input shapes and the op.
-fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, OpFn)> {
+/// The convolution cases run again in bf16 mixed precision.
+const BF16_CASES: [&str; 3] = [
+    "conv3d 3³ pad 1",
+    "conv3d 3³ stride 2",
+    "conv_transpose3d 2³ stride 2",
+];
+
+/// The cases: a name, the input shapes, the op and the precision it runs in (every case in f32,
+/// the convolutions of [`BF16_CASES`] also in bf16).
+fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, OpFn, Precision)> {
+    let f32_cases = f32_cases();
+    let bf16_cases: Vec<_> = f32_cases
+        .iter()
+        .filter(|(name, ..)| BF16_CASES.contains(name))
+        .map(|(name, shapes, op)| (*name, shapes.clone(), *op, Precision::Bf16))
+        .collect();
+    assert_eq!(bf16_cases.len(), BF16_CASES.len(), "every bf16 case exists");
+    f32_cases
+        .into_iter()
+        .map(|(name, shapes, op)| (name, shapes, op, Precision::F32))
+        .chain(bf16_cases)
+        .collect()
+}
+
+/// The cases in f32: a name, the input shapes and the op.
+fn f32_cases() -> Vec<(&'static str, Vec<Vec<usize>>, OpFn)> {
     vec![
         (
             "conv3d 3³ pad 1",
@@ -229,9 +273,9 @@ fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, OpFn)> {
     ]
 }
 
-/// The output and the input gradients of `op` on `inputs` copied to `device`.
+/// The output and the input gradients of `op` on `inputs` copied to `device`, in `precision`.
 fn run_on(
-    op: OpFn,
+    (op, precision): (OpFn, Precision),
     inputs: &[Tensor],
     probe: &Tensor,
     device: &Device,
@@ -241,7 +285,10 @@ fn run_on(
         .map(|t| Var::from_tensor(&t.to_device(device)?))
         .collect::<candle_core::Result<_>>()?;
     let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-    let y = op(&tensors)?;
+    let y = {
+        let _precision = autocast(precision);
+        op(&tensors)?
+    };
     let grads = (&y * probe.to_device(device)?)?.sum_all()?.backward()?;
     let grads = vars
         .iter()
@@ -267,7 +314,7 @@ fn relative_error(a: &Tensor, b: &Tensor) -> Result<f64> {
 /// Every op on `gpu` against the CPU.
 pub fn check_ops(gpu: &Device) -> Result<Vec<OpParity>> {
     let mut results = Vec::new();
-    for (i, (name, shapes, op)) in cases().into_iter().enumerate() {
+    for (i, (name, shapes, op, precision)) in cases().into_iter().enumerate() {
         let cpu = Device::Cpu;
         let inputs: Vec<Tensor> = shapes
             .iter()
@@ -275,15 +322,16 @@ pub fn check_ops(gpu: &Device) -> Result<Vec<OpParity>> {
             .collect::<candle_core::Result<_>>()?;
         let reference_output = op(&inputs).with_context(|| format!("{name} on the CPU"))?;
         let probe = Tensor::randn(0f32, 1f32, reference_output.shape(), &cpu)?;
-        let (y_cpu, g_cpu) = run_on(op, &inputs, &probe, &cpu)?;
-        let (y_gpu, g_gpu) = run_on(op, &inputs, &probe, gpu)
-            .with_context(|| format!("case {i}: {name} on the GPU"))?;
+        let (y_cpu, g_cpu) = run_on((op, precision), &inputs, &probe, &cpu)?;
+        let (y_gpu, g_gpu) = run_on((op, precision), &inputs, &probe, gpu)
+            .with_context(|| format!("case {i}: {name} in {precision} on the GPU"))?;
         let mut backward = 0f64;
         for (a, b) in g_gpu.iter().zip(&g_cpu) {
             backward = backward.max(relative_error(a, b)?);
         }
         results.push(OpParity {
             name,
+            precision,
             forward: relative_error(&y_gpu, &y_cpu)?,
             backward,
         });
@@ -344,7 +392,7 @@ fn print_profile(preset: &str, profile: &StepProfile, rows: usize) {
 /// `small` presets (2) beside the PyTorch twin on the same GPU (3), then a table; an error when
 /// an op differs.
 pub fn run(a: &GpuCheckOptions) -> Result<()> {
-    use crate::bench_train::{bench_train, StepShape, TorchTwin};
+    use crate::bench_train::{bench_train, StepRuns, StepShape, TorchTwin};
     if a.presets.is_empty() {
         anyhow::bail!("--presets: name at least one of reference, small")
     }
@@ -359,14 +407,16 @@ pub fn run(a: &GpuCheckOptions) -> Result<()> {
         Vec::new()
     } else {
         println!(
-            "(1) every op on CUDA against the CPU (relative error, tolerance {TOLERANCE:.0e})"
+            "(1) every op on CUDA against the CPU (relative error, tolerance {TOLERANCE:.0e}; \
+             convolutions in bf16 also, tolerance {BF16_TOLERANCE:.0e})"
         );
         check_ops(&gpu)?
     };
     for p in &parity {
         println!(
-            "  {:<36} forward {:.1e}  backward {:.1e}  {}",
+            "  {:<36} {:<4} forward {:.1e}  backward {:.1e}  {}",
             p.name,
+            p.precision.name(),
             p.forward,
             p.backward,
             if p.passes() { "ok" } else { "DIFFERS" }
@@ -383,19 +433,27 @@ pub fn run(a: &GpuCheckOptions) -> Result<()> {
         batch: a.batch,
         crop: a.crop,
     };
+    let steps = StepRuns {
+        warmup: a.warmup,
+        runs: a.runs,
+        precision: a.precision,
+        profile: a.profile,
+    };
     let workdir = tempfile::tempdir()?;
     let mut rows = Vec::new();
     for preset in &a.presets {
         let name = preset.name();
-        println!("(2) training step of {name} on CUDA, (3) its PyTorch twin");
+        println!(
+            "(2) training step of {name} on CUDA in {}, (3) its PyTorch twin",
+            a.precision
+        );
         let (parameters, timings) = bench_train(
             &preset.config(),
             &[shape],
-            (a.warmup, a.runs),
+            &steps,
             (!a.no_torch).then_some(&twin),
             workdir.path(),
             &gpu,
-            a.profile,
         )?;
         for t in timings {
             println!("  {name} ({parameters} parameters): {t}");
@@ -407,8 +465,8 @@ pub fn run(a: &GpuCheckOptions) -> Result<()> {
     }
     let [d, h, w] = a.crop;
     println!(
-        "\nsummary: {d}x{h}x{w}, batch {}, median of {} steps",
-        a.batch, a.runs
+        "\nsummary: {d}x{h}x{w}, batch {}, {}, median of {} steps",
+        a.batch, a.precision, a.runs
     );
     println!(
         "| preset | it/s | PyTorch it/s | time ratio | peak GB | PyTorch peak GB | memory ratio |"
@@ -435,7 +493,7 @@ pub fn run(a: &GpuCheckOptions) -> Result<()> {
         .collect();
     if !parity.is_empty() {
         println!(
-            "ops: {} of {} within {TOLERANCE:.0e}",
+            "ops: {} of {} within tolerance",
             parity.len() - failed.len(),
             parity.len()
         );
@@ -458,11 +516,24 @@ mod tests {
             assert_eq!((p.forward, p.backward), (0.0, 0.0), "{p:?}");
             assert!(p.passes());
         }
+        let bf16 = parity.iter().filter(|p| p.precision == Precision::Bf16);
+        assert_eq!(bf16.count(), BF16_CASES.len());
         let off = OpParity {
             name: "x",
+            precision: Precision::F32,
             forward: 0.0,
             backward: 2e-4,
         };
         assert!(!off.passes());
+        let bf16_step = OpParity {
+            precision: Precision::Bf16,
+            ..off.clone()
+        };
+        assert!(bf16_step.passes());
+        assert!(!OpParity {
+            forward: 2e-2,
+            ..bf16_step
+        }
+        .passes());
     }
 }

@@ -168,6 +168,10 @@ enum BenchWhat {
         /// Skip the PyTorch comparison.
         #[arg(long)]
         no_torch: bool,
+        /// Arithmetic of the convolutions: f32, or bf16 mixed precision (PyTorch's twin under
+        /// `torch.autocast`).
+        #[arg(long, default_value = "f32")]
+        precision: metakd_model::ops::Precision,
     },
     /// Data preparation: cases per second on synthetic 240×240×155 cases, against a Python
     /// script (nibabel + numpy) doing the same reading, clipping, normalisation and cropping.
@@ -1347,6 +1351,7 @@ fn run(cli: Cli) -> Result<()> {
                     python,
                     twin_script,
                     no_torch,
+                    precision,
                 },
         } => {
             let cfg = match preset {
@@ -1362,17 +1367,22 @@ fn run(cli: Cli) -> Result<()> {
                 tf32: false,
             };
             let workdir = tempfile::tempdir()?;
+            let steps = bench_train::StepRuns {
+                warmup,
+                runs,
+                precision,
+                profile: false,
+            };
             let (parameters, timings) = bench_train::bench_train(
                 &cfg,
                 &bench_train::STANDARD_SHAPES,
-                (warmup, runs),
+                &steps,
                 (!no_torch).then_some(&twin),
                 workdir.path(),
                 &candle_core::Device::Cpu,
-                false,
             )?;
             println!(
-                "training step of the {} network ({parameters} parameters), {threads} threads, median of {runs} after {warmup} untimed",
+                "training step of the {} network ({parameters} parameters) in {precision}, {threads} threads, median of {runs} after {warmup} untimed",
                 preset.to_possible_value().expect("named").get_name()
             );
             for t in &timings {

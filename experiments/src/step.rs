@@ -6,7 +6,7 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 use metakd_model::losses::{segmentation_loss, SegmentationLoss};
 use metakd_model::metakd::pairwise_kd_loss;
-use metakd_model::ops::profile;
+use metakd_model::ops::{autocast, profile};
 use metakd_model::optim::SgdNesterov;
 
 use crate::checkpoint::Model;
@@ -90,7 +90,7 @@ fn phase<T>(device: &Device, name: &str, f: impl FnOnce() -> Result<T>) -> Resul
 
 /// Runs one step on images `x [n, m, d, h, w]` and targets `y [n, 3, d, h, w]` with the
 /// modalities in `available`, updating the network with learning rate `lr` unless the loss is not
-/// finite (the caller decides what to do then).
+/// finite (the caller decides what to do then). The convolutions run in `train.precision`.
 pub fn training_step(
     model: &Model,
     sgd: &mut SgdNesterov,
@@ -100,6 +100,7 @@ pub fn training_step(
     lr: f64,
 ) -> Result<StepOutcome> {
     let device = batch.0.device();
+    let _precision = autocast(t.precision);
     let loss = phase(device, "forward and losses", || {
         training_loss(model, batch, available, t)
     })?;

@@ -380,7 +380,8 @@ struct MetaSources<'a> {
 }
 
 /// One meta phase: `meta.samples` Adam steps on w alone, each from one meta-validation crop
-/// (batch 1, all modalities), by the configured rule.
+/// (batch 1, all modalities), by the configured rule, with the convolutions in
+/// `train.precision`.
 fn meta_phase(
     model: &Model,
     adam: &mut Adam,
@@ -390,6 +391,7 @@ fn meta_phase(
     device: &Device,
 ) -> Result<()> {
     let t = &cfg.train;
+    let _precision = metakd_model::ops::autocast(t.precision);
     for _ in 0..cfg.meta.samples {
         let val = sources
             .meta_cases

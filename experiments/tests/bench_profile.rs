@@ -3,8 +3,9 @@
 //! own, since a profile is process-wide.
 
 use candle_core::Device;
-use metakd_experiments::bench_train::{bench_train, StepShape};
+use metakd_experiments::bench_train::{bench_train, StepRuns, StepShape};
 use metakd_model::nets::SegmenterConfig;
+use metakd_model::ops::Precision;
 
 #[test]
 fn a_profiled_step_times_its_phases_in_order() {
@@ -15,18 +16,16 @@ fn a_profiled_step_times_its_phases_in_order() {
     };
     let cfg = SegmenterConfig::small();
     let run = |profile| {
-        bench_train(
-            &cfg,
-            &[shape],
-            (1, 1),
-            None,
-            workdir.path(),
-            &Device::Cpu,
+        let steps = StepRuns {
+            warmup: 1,
+            runs: 1,
+            precision: Precision::F32,
             profile,
-        )
-        .unwrap()
-        .1
-        .remove(0)
+        };
+        bench_train(&cfg, &[shape], &steps, None, workdir.path(), &Device::Cpu)
+            .unwrap()
+            .1
+            .remove(0)
     };
     assert!(run(false).profile.is_none());
     let step = run(true).profile.expect("a profile was asked for");
