@@ -29,61 +29,77 @@ tensors = {}
 cases = []
 
 
-def record(name, op, params, inputs, fn):
-    """Runs fn(*inputs), stores inputs, output and gradients of sum(y * r)."""
-    leaves = [t.clone().requires_grad_(True) for t in inputs]
+def exact(t):
+    return t.clone()
+
+
+def rounded_to_bf16(t):
+    """The values of t rounded to bf16, in float64 (for exact arithmetic on them)."""
+    return t.bfloat16().double()
+
+
+def record(name, op, params, inputs, fn, operand=exact, result=exact):
+    """Runs fn on the inputs, stores inputs, output and gradients of sum(y * r). `operand` maps
+    the inputs and the cotangent r before use, `result` the output and gradients before they are
+    stored (for the bf16 cases: rounded operands, exact arithmetic, rounded results)."""
+    leaves = [operand(t).requires_grad_(True) for t in inputs]
     y = fn(*leaves)
-    r = torch.randn_like(y)
-    (y * r).sum().backward()
+    r = torch.randn(y.shape)
+    (y * operand(r)).sum().backward()
     names = ["x", "w", "b"][: len(inputs)]
     for n, t, leaf in zip(names, inputs, leaves):
         tensors[f"{name}.{n}"] = t.detach().clone().contiguous()
-        tensors[f"{name}.d{n}"] = leaf.grad.contiguous()
+        tensors[f"{name}.d{n}"] = result(leaf.grad).float().contiguous()
     tensors[f"{name}.r"] = r.contiguous()
-    tensors[f"{name}.y"] = y.detach().contiguous()
+    tensors[f"{name}.y"] = result(y.detach()).float().contiguous()
     cases.append({"name": name, "op": op, "params": params})
 
 
-def conv_cases():
-    grid = [
-        # x dims, out channels, kernel, stride, padding, dilation, groups
-        ([2, 3, 7, 9, 5], 4, 3, 1, 1, 1, 1),
-        ([2, 3, 7, 9, 5], 4, 3, 2, 1, 1, 1),
-        ([1, 2, 9, 8, 7], 3, 3, 2, 0, 1, 1),
-        ([1, 2, 11, 9, 13], 3, 3, 1, 2, 2, 1),
-        ([1, 2, 13, 11, 9], 2, 3, 1, 4, 4, 1),
-        ([1, 1, 19, 17, 18], 2, 3, 1, 2, 8, 1),
-        ([1, 2, 5, 6, 7], 2, 3, 1, 8, 8, 1),
-        ([2, 4, 5, 6, 7], 4, 3, 1, 1, 1, 4),
-        ([1, 8, 9, 9, 9], 16, 3, 2, 2, 2, 2),
-        ([2, 64, 5, 6, 7], 64, 3, 1, 1, 1, 1),
-        ([2, 1, 9, 8, 7], 64, 3, 2, 1, 1, 1),
-        ([2, 64, 6, 5, 7], 1, 1, 1, 0, 1, 1),
-        ([2, 3, 7, 6, 5], 5, 7, 2, 3, 1, 1),
-    ]
+CONV_GRID = [
+    # x dims, out channels, kernel, stride, padding, dilation, groups
+    ([2, 3, 7, 9, 5], 4, 3, 1, 1, 1, 1),
+    ([2, 3, 7, 9, 5], 4, 3, 2, 1, 1, 1),
+    ([1, 2, 9, 8, 7], 3, 3, 2, 0, 1, 1),
+    ([1, 2, 11, 9, 13], 3, 3, 1, 2, 2, 1),
+    ([1, 2, 13, 11, 9], 2, 3, 1, 4, 4, 1),
+    ([1, 1, 19, 17, 18], 2, 3, 1, 2, 8, 1),
+    ([1, 2, 5, 6, 7], 2, 3, 1, 8, 8, 1),
+    ([2, 4, 5, 6, 7], 4, 3, 1, 1, 1, 4),
+    ([1, 8, 9, 9, 9], 16, 3, 2, 2, 2, 2),
+    ([2, 64, 5, 6, 7], 64, 3, 1, 1, 1, 1),
+    ([2, 1, 9, 8, 7], 64, 3, 2, 1, 1, 1),
+    ([2, 64, 6, 5, 7], 1, 1, 1, 0, 1, 1),
+    ([2, 3, 7, 6, 5], 5, 7, 2, 3, 1, 1),
+]
+
+CONV_TRANSPOSE_GRID = [
+    # x dims, out channels per group, kernel, stride, padding, output padding, groups
+    ([2, 4, 3, 4, 5], 3, 2, 2, 0, 0, 1),
+    ([1, 3, 4, 3, 5], 2, 3, 2, 1, 1, 1),
+    ([2, 4, 3, 3, 4], 2, 3, 1, 1, 0, 2),
+    ([2, 64, 3, 4, 3], 32, 2, 2, 0, 0, 1),
+    ([1, 2, 5, 4, 3], 3, 3, 2, 2, 1, 1),
+]
+
+
+def conv_cases(grid=CONV_GRID, prefix="conv3d", **rounding):
     for i, (dims, co, k, s, p, d, g) in enumerate(grid):
         x = torch.randn(dims)
         w = torch.randn(co, dims[1] // g, k, k, k) / (dims[1] * k**3) ** 0.5
         params = {"stride": s, "padding": p, "dilation": d, "groups": g}
-        record(f"conv3d_{i}", "conv3d", params, [x, w],
-               lambda x, w: F.conv3d(x, w, stride=s, padding=p, dilation=d, groups=g))
+        record(f"{prefix}_{i}", "conv3d", params, [x, w],
+               lambda x, w: F.conv3d(x, w, stride=s, padding=p, dilation=d, groups=g),
+               **rounding)
 
 
-def conv_transpose_cases():
-    grid = [
-        # x dims, out channels per group, kernel, stride, padding, output padding, groups
-        ([2, 4, 3, 4, 5], 3, 2, 2, 0, 0, 1),
-        ([1, 3, 4, 3, 5], 2, 3, 2, 1, 1, 1),
-        ([2, 4, 3, 3, 4], 2, 3, 1, 1, 0, 2),
-        ([2, 64, 3, 4, 3], 32, 2, 2, 0, 0, 1),
-        ([1, 2, 5, 4, 3], 3, 3, 2, 2, 1, 1),
-    ]
+def conv_transpose_cases(grid=CONV_TRANSPOSE_GRID, prefix="conv_transpose3d", **rounding):
     for i, (dims, cog, k, s, p, op, g) in enumerate(grid):
         x = torch.randn(dims)
         w = torch.randn(dims[1], cog, k, k, k) / (dims[1] * k**3) ** 0.5
         params = {"stride": s, "padding": p, "output_padding": op, "groups": g}
-        record(f"conv_transpose3d_{i}", "conv_transpose3d", params, [x, w],
-               lambda x, w: F.conv_transpose3d(x, w, stride=s, padding=p, output_padding=op, groups=g))
+        record(f"{prefix}_{i}", "conv_transpose3d", params, [x, w],
+               lambda x, w: F.conv_transpose3d(x, w, stride=s, padding=p, output_padding=op, groups=g),
+               **rounding)
 
 
 def pool_cases():
@@ -138,45 +154,17 @@ def norm_cases():
            lambda x: F.leaky_relu(x, 0.01))
 
 
-def bf16(t):
-    return t.bfloat16().double()
-
-
-def record_bf16(name, op, params, inputs, fn):
-    """Like `record`, for fn in bf16: float64 arithmetic on bf16-rounded operands and cotangent,
-    the output and the gradients rounded to bf16."""
-    leaves = [bf16(t).requires_grad_(True) for t in inputs]
-    y = fn(*leaves)
-    r = torch.randn(y.shape)
-    (y * bf16(r)).sum().backward()
-    for n, t, leaf in zip(["x", "w"], inputs, leaves):
-        tensors[f"{name}.{n}"] = t.contiguous()
-        tensors[f"{name}.d{n}"] = leaf.grad.bfloat16().float().contiguous()
-    tensors[f"{name}.r"] = r.contiguous()
-    tensors[f"{name}.y"] = y.detach().bfloat16().float().contiguous()
-    cases.append({"name": name, "op": op, "params": params})
-
-
 def bf16_cases():
     """Convolutions of bf16-rounded operands, results rounded to bf16."""
-    grid = [
-        # x dims, out channels, kernel, stride, padding, dilation, groups
+    rounding = {"operand": rounded_to_bf16, "result": rounded_to_bf16}
+    conv_cases([
         ([2, 8, 6, 7, 5], 8, 3, 1, 1, 1, 1),
         ([1, 4, 9, 8, 7], 6, 3, 2, 1, 1, 1),
         ([1, 16, 5, 6, 7], 8, 1, 1, 0, 1, 1),
         ([1, 4, 7, 7, 7], 4, 3, 1, 2, 2, 2),
-    ]
-    for i, (dims, co, k, s, p, d, g) in enumerate(grid):
-        x = torch.randn(dims)
-        w = torch.randn(co, dims[1] // g, k, k, k) / (dims[1] * k**3) ** 0.5
-        params = {"stride": s, "padding": p, "dilation": d, "groups": g}
-        record_bf16(f"conv3d_bf16_{i}", "conv3d", params, [x, w],
-                    lambda x, w: F.conv3d(x, w, stride=s, padding=p, dilation=d, groups=g))
-    x = torch.randn(2, 8, 3, 4, 5)
-    w = torch.randn(8, 4, 2, 2, 2) / (8 * 8) ** 0.5
-    params = {"stride": 2, "padding": 0, "output_padding": 0, "groups": 1}
-    record_bf16("conv_transpose3d_bf16_0", "conv_transpose3d", params, [x, w],
-                lambda x, w: F.conv_transpose3d(x, w, stride=2))
+    ], "conv3d_bf16", **rounding)
+    conv_transpose_cases([([2, 8, 3, 4, 5], 4, 2, 2, 0, 0, 1)], "conv_transpose3d_bf16",
+                         **rounding)
 
 
 def write(stem):

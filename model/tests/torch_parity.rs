@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::assert_close;
+use common::{assert_close, largest_error};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -183,21 +183,16 @@ fn mean_abs_difference(a: &[f32], b: &[f32]) -> f64 {
     total / a.len() as f64
 }
 
-/// Checks a bf16 result `got` against PyTorch's bf16 result `want`, given the f32 result
-/// `exact` of the same inputs: every value of `got` is a bf16 value, none is more than two bf16
-/// steps at the largest magnitude away from `want`, and on average `got` lies far closer to
-/// `want` than `exact` does.
+/// Checks a bf16 result `got` against the reference `want` (float64 arithmetic on the rounded
+/// operands, rounded to bf16), given the f32 result `exact` of the same inputs: every value of
+/// `got` is a bf16 value, none is further from `want` than one bf16 step at the largest
+/// magnitude, and on average `got` lies far closer to `want` than `exact` does.
 fn assert_bf16_close(got: &Tensor, exact: &Tensor, want: &Tensor, what: &str) {
     assert_eq!(got.dims(), want.dims(), "{what}: dims");
     let (got, exact, want) = (values(got), values(exact), values(want));
     let not_bf16 = got.iter().filter(|v| v.to_bits() & 0xffff != 0).count();
     assert_eq!(not_bf16, 0, "{what}: {not_bf16} values are not bf16 values");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0f32, f32::max);
+    let (worst, scale) = largest_error(&got, &want);
     assert!(
         worst <= scale * 2f32.powi(-7),
         "{what}: max error {worst:e} at scale {scale:e}"

@@ -8,15 +8,21 @@ pub fn assert_close(got: &candle_core::Tensor, want: &candle_core::Tensor, what:
     assert_eq!(got.dims(), want.dims(), "{what}: dims");
     let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
     let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0f32, f32::max);
+    let (worst, scale) = largest_error(&got, &want);
+    let scale = scale.max(1e-6);
     assert!(
         worst <= TOLERANCE * scale,
         "{what}: max error {worst:e}, relative {:e}",
         worst / scale
     );
+}
+
+/// The largest |got − want| and the largest |want|.
+pub fn largest_error(got: &[f32], want: &[f32]) -> (f32, f32) {
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0f32, f32::max);
+    (worst, want.iter().fold(0f32, |m, v| m.max(v.abs())))
 }
