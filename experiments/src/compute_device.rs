@@ -28,8 +28,13 @@ impl ComputeDevice {
 /// The device is set up for one stream and a memory pool that keeps what is freed
 /// (`metakd_model::ops::cuda::prepare_device`).
 pub fn open_cuda(ordinal: usize) -> Result<Device> {
-    // cudarc panics when it cannot load the driver library.
-    let device = std::panic::catch_unwind(|| Device::new_cuda(ordinal))
+    // cudarc panics when it cannot load the driver library; its message (every library name it
+    // tried) is replaced by the error below.
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = std::panic::catch_unwind(|| Device::new_cuda(ordinal));
+    std::panic::set_hook(quiet);
+    let device = opened
         .map_err(|_| anyhow!("no CUDA driver (libcuda.so) could be loaded"))?
         .map_err(|e| {
             anyhow!(

@@ -64,9 +64,9 @@ pub struct GpuCheckOptions {
     #[arg(long)]
     pub no_ops: bool,
     /// Arithmetic of the convolutions in the timed steps: f32, or bf16 mixed precision
-    /// (PyTorch's twin under `torch.autocast`).
-    #[arg(long, default_value = "f32")]
-    pub precision: Precision,
+    /// (PyTorch's twin under `torch.autocast`); `f32,bf16` times both.
+    #[arg(long = "precision", value_delimiter = ',', default_value = "f32")]
+    pub precisions: Vec<Precision>,
 }
 
 /// A network preset of the timed step.
@@ -396,6 +396,9 @@ pub fn run(a: &GpuCheckOptions) -> Result<()> {
     if a.presets.is_empty() {
         anyhow::bail!("--presets: name at least one of reference, small")
     }
+    if a.precisions.is_empty() {
+        anyhow::bail!("--precision: name at least one of f32, bf16")
+    }
     let gpu = crate::compute_device::open_cuda(a.gpu)?;
     #[cfg(feature = "cuda")]
     {
@@ -433,57 +436,57 @@ pub fn run(a: &GpuCheckOptions) -> Result<()> {
         batch: a.batch,
         crop: a.crop,
     };
-    let steps = StepRuns {
-        warmup: a.warmup,
-        runs: a.runs,
-        precision: a.precision,
-        profile: a.profile,
-    };
     let workdir = tempfile::tempdir()?;
     let mut rows = Vec::new();
     for preset in &a.presets {
-        let name = preset.name();
-        println!(
-            "(2) training step of {name} on CUDA in {}, (3) its PyTorch twin",
-            a.precision
-        );
-        let (parameters, timings) = bench_train(
-            &preset.config(),
-            &[shape],
-            &steps,
-            (!a.no_torch).then_some(&twin),
-            workdir.path(),
-            &gpu,
-        )?;
-        for t in timings {
-            println!("  {name} ({parameters} parameters): {t}");
-            if let Some(profile) = &t.profile {
-                print_profile(name, profile, a.profile_rows);
+        for &precision in &a.precisions {
+            let name = preset.name();
+            println!("(2) training step of {name} on CUDA in {precision}, (3) its PyTorch twin");
+            let steps = StepRuns {
+                warmup: a.warmup,
+                runs: a.runs,
+                precision,
+                profile: a.profile,
+            };
+            let (parameters, timings) = bench_train(
+                &preset.config(),
+                &[shape],
+                &steps,
+                (!a.no_torch).then_some(&twin),
+                workdir.path(),
+                &gpu,
+            )?;
+            for t in timings {
+                println!("  {name} ({parameters} parameters): {t}");
+                if let Some(profile) = &t.profile {
+                    print_profile(name, profile, a.profile_rows);
+                }
+                rows.push((name, precision, t));
             }
-            rows.push((name, t));
         }
     }
     let [d, h, w] = a.crop;
     println!(
-        "\nsummary: {d}x{h}x{w}, batch {}, {}, median of {} steps",
-        a.batch, a.precision, a.runs
+        "\nsummary: {d}x{h}x{w}, batch {}, median of {} steps",
+        a.batch, a.runs
     );
     println!(
-        "| preset | it/s | PyTorch it/s | time ratio | peak GB | PyTorch peak GB | memory ratio |"
+        "| preset | precision | it/s | PyTorch it/s | time ratio | peak GB | PyTorch peak GB | \
+         memory ratio |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for (name, t) in &rows {
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, precision, t) in &rows {
         let ours = 1.0 / t.seconds.median;
         let peak = t.peak_bytes as f64 / 1e9;
         match &t.torch {
             Some(torch) => println!(
-                "| {name} | {ours:.2} | {:.2} | {:.2} | {peak:.2} | {:.2} | {:.2} |",
+                "| {name} | {precision} | {ours:.2} | {:.2} | {:.2} | {peak:.2} | {:.2} | {:.2} |",
                 1.0 / torch.seconds.median,
                 t.seconds.median / torch.seconds.median,
                 torch.peak_bytes / 1e9,
                 peak * 1e9 / torch.peak_bytes.max(1.0)
             ),
-            None => println!("| {name} | {ours:.2} | – | – | {peak:.2} | – | – |"),
+            None => println!("| {name} | {precision} | {ours:.2} | – | – | {peak:.2} | – | – |"),
         }
     }
     let failed: Vec<&str> = parity
@@ -507,6 +510,27 @@ pub fn run(a: &GpuCheckOptions) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        options: GpuCheckOptions,
+    }
+
+    fn parse(args: &[&str]) -> Result<GpuCheckOptions, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("metakd-gpu-check").chain(args.iter().copied()))
+            .map(|cli| cli.options)
+    }
+
+    #[test]
+    fn the_timed_steps_run_in_f32_unless_precisions_are_listed() {
+        assert_eq!(parse(&[]).unwrap().precisions, [Precision::F32]);
+        let both = parse(&["--precision", "f32,bf16"]).unwrap();
+        assert_eq!(both.precisions, [Precision::F32, Precision::Bf16]);
+        let err = parse(&["--precision", "fp16"]).unwrap_err().to_string();
+        assert!(err.contains("f32 or bf16"), "{err}");
+    }
 
     #[test]
     fn every_case_runs_forward_and_backward_and_a_device_matches_itself() {
