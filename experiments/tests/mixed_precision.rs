@@ -1,12 +1,17 @@
 //! Training in bf16 mixed precision (`train.precision = "bf16"`): a step stays close to the f32
-//! step from the same weights and batch without equalling it, repeats exactly, and the
-//! configuration names the precision.
+//! step from the same weights and batch without equalling it, repeats exactly, inference follows
+//! `eval.precision`, and the configuration names the precision.
+
+mod common;
 
 use candle_core::{Device, Tensor};
+use metakd_data::shards::ShardSet;
 use metakd_experiments::checkpoint::Model;
-use metakd_experiments::config::{RunConfig, TrainConfig};
+use metakd_experiments::config::{EvalConfig, RunConfig, TrainConfig};
+use metakd_experiments::evaluate::Inference;
 use metakd_experiments::resume::named_vars;
 use metakd_experiments::step::{training_step, StepOutcome};
+use metakd_experiments::subsets::Subset;
 use metakd_model::nets::SegmenterConfig;
 use metakd_model::ops::Precision;
 use metakd_model::optim::SgdNesterov;
@@ -126,6 +131,40 @@ fn a_bf16_step_repeats_exactly() {
     for (a, b) in first_params.iter().zip(&second_params) {
         assert_eq!(max_abs(&(a - b).unwrap()), 0.0);
     }
+}
+
+#[test]
+fn inference_runs_its_convolutions_in_the_evaluation_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = ShardSet::open(&common::synthetic_shards(dir.path(), 1, 11)).unwrap();
+    let case = shards.read_cases(|_| true).unwrap().remove(0);
+    let model = Model::new(&SegmenterConfig::small(), 5, &Device::Cpu).unwrap();
+    let subsets = Subset::all(4);
+    let predict = |precision: Precision| {
+        let eval = EvalConfig {
+            precision,
+            ..EvalConfig::default()
+        };
+        let inference = Inference {
+            model: &model,
+            tile: [16, 16, 16],
+            eval: &eval,
+            device: &Device::Cpu,
+        };
+        let probabilities = inference.predict_naive(&case, &subsets[14..]).unwrap();
+        probabilities.concat()
+    };
+    let (exact, mixed) = (predict(Precision::F32), predict(Precision::Bf16));
+    let worst = exact
+        .iter()
+        .zip(&mixed)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst > 1e-4 && worst < 5e-2,
+        "bf16 moves a probability by at most {worst}"
+    );
+    assert_eq!(mixed, predict(Precision::Bf16));
 }
 
 #[test]
