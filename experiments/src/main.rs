@@ -564,6 +564,10 @@ struct TrainArgs {
     /// `meta.enabled`).
     #[arg(long, value_enum)]
     meta: Option<Switch>,
+    /// Arithmetic of the convolutions in training: `f32`, or `bf16` mixed precision (sets
+    /// `train.precision`; inference follows `eval.precision`).
+    #[arg(long)]
+    precision: Option<metakd_model::ops::Precision>,
     /// The stages of the schedule to train: `both` in one run, `warmup` (stage 1, all
     /// modalities, up to `train.warmup_iterations`) or `missing` (stage 2, from `--from`).
     #[arg(long, value_enum, default_value_t = StageArg::Both)]
@@ -1074,6 +1078,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             if let Some(meta) = a.meta {
                 cfg.meta.enabled = meta == Switch::On;
+            }
+            if let Some(precision) = a.precision {
+                cfg.train.precision = precision;
             }
             let stem = a
                 .config

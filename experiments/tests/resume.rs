@@ -1,5 +1,5 @@
 //! A training run killed with SIGKILL and resumed with `metakd train --resume` ends with the same
-//! weights, bit for bit, as an uninterrupted run, and so does the schedule trained as two runs
+//! weights, bit for bit, as an uninterrupted run (in f32 and in bf16 mixed precision), and so does the schedule trained as two runs
 //! (`--stage warmup`, then `--stage missing --from`); a non-finite loss stops training and keeps
 //! the last checkpoint.
 
@@ -49,11 +49,13 @@ fn setup(dir: &Path, lr: f64) -> PathBuf {
     config
 }
 
-/// The configuration of [`setup`] and the folder of its run trained without interruption.
-fn uninterrupted_run(dir: &Path) -> (PathBuf, PathBuf) {
+/// The configuration of [`setup`] and the folder of its run trained without interruption with
+/// the extra arguments `args`.
+fn uninterrupted_run(dir: &Path, args: &[&str]) -> (PathBuf, PathBuf) {
     let config = setup(dir, 0.01);
     let whole = dir.join("whole");
-    assert!(train(&config, &whole, false).status().unwrap().success());
+    let status = train(&config, &whole, false).args(args).status().unwrap();
+    assert!(status.success());
     (config, whole)
 }
 
@@ -92,13 +94,13 @@ fn assert_same_weights(a: &Path, b: &Path) {
     }
 }
 
-#[test]
-fn a_killed_run_resumes_to_the_same_weights() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config, whole) = uninterrupted_run(dir.path());
+/// Kills a run in `dir` (trained with the extra arguments `args`) once it has written a
+/// checkpoint, resumes it and compares it with an uninterrupted run, whose folder it returns.
+fn assert_a_killed_run_resumes_to_the_same_weights(dir: &Path, args: &[&str]) -> PathBuf {
+    let (config, whole) = uninterrupted_run(dir, args);
 
-    let killed = dir.path().join("killed");
-    let mut child = train(&config, &killed, false).spawn().unwrap();
+    let killed = dir.join("killed");
+    let mut child = train(&config, &killed, false).args(args).spawn().unwrap();
     let checkpoint = killed.join("checkpoint.safetensors");
     let started = Instant::now();
     while !checkpoint.exists() {
@@ -118,7 +120,7 @@ fn a_killed_run_resumes_to_the_same_weights() {
         !killed.join("train_log.parquet").exists(),
         "the run was killed before it finished"
     );
-    let output = train(&config, &killed, true).output().unwrap();
+    let output = train(&config, &killed, true).args(args).output().unwrap();
     assert_succeeded(&output);
     assert_same_weights(
         &whole.join("model.safetensors"),
@@ -131,6 +133,22 @@ fn a_killed_run_resumes_to_the_same_weights() {
     // The log covers every iteration once.
     let log = |run: &Path| std::fs::read(run.join("train_log.parquet")).unwrap().len();
     assert_eq!(log(&whole), log(&killed));
+    whole
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_a_killed_run_resumes_to_the_same_weights(dir.path(), &[]);
+}
+
+#[test]
+fn a_killed_run_in_bf16_resumes_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = assert_a_killed_run_resumes_to_the_same_weights(dir.path(), &["--precision", "bf16"]);
+    // The run folder's configuration records the precision.
+    let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(saved.contains("precision = \"bf16\""), "{saved}");
 }
 
 #[test]
@@ -196,7 +214,7 @@ fn a_diverging_loss_stops_training_and_keeps_the_last_checkpoint() {
 #[test]
 fn two_stage_runs_end_where_one_run_does_and_restart_the_poly_schedule() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, whole) = uninterrupted_run(dir.path());
+    let (config, whole) = uninterrupted_run(dir.path(), &[]);
 
     let stage1 = dir.path().join("stage1");
     let status = train(&config, &stage1, false)
