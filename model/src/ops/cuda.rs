@@ -5,7 +5,7 @@
 //! Every function takes contiguous f32 storage, as the CPU ops do, and returns new storage.
 
 use candle_core::backend::{BackendDevice, BackendStorage};
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, ValidAsZeroBits};
 pub(crate) use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
 use candle_core::{bail, DType, Layout, Result};
@@ -31,14 +31,19 @@ pub(crate) fn view<'a>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<CudaV
     }
 }
 
-/// New device memory of `n` f32 values, zeroed when `zeroed` (outputs that kernels accumulate
-/// into).
-pub(crate) fn output(dev: &CudaDevice, n: usize, zeroed: bool) -> Result<CudaSlice<f32>> {
+/// New device memory of `n` values of `T` (f32 for the kernels, bf16 too for cuDNN), zeroed when
+/// `zeroed` (outputs that kernels accumulate into).
+pub(crate) fn output<T: DeviceRepr + ValidAsZeroBits>(
+    dev: &CudaDevice,
+    n: usize,
+    zeroed: bool,
+) -> Result<CudaSlice<T>> {
     if zeroed {
-        dev.alloc_zeros::<f32>(n)
+        dev.alloc_zeros::<T>(n)
     } else {
-        // SAFETY: every kernel that writes into a non-zeroed output writes each of its values.
-        unsafe { dev.alloc::<f32>(n) }
+        // SAFETY: every kernel (and cuDNN call) that writes into a non-zeroed output writes each
+        // of its values.
+        unsafe { dev.alloc::<T>(n) }
     }
 }
 

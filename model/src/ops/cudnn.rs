@@ -22,17 +22,17 @@ use candle_core::cuda_backend::cudarc::cudnn::{
     sys::cudnnConvolutionFwdAlgo_t as ForwardAlgo, sys::cudnnConvolutionMode_t,
     sys::cudnnMathType_t, sys::cudnnTensorFormat_t, Cudnn, CudnnDataType, CudnnError,
 };
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, ValidAsZeroBits};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, DeviceId, WrapErr};
 use candle_core::{bail, DType, Layout, Result, WithDType};
 use half::bf16;
 
 use super::autocast::Precision;
-use super::cuda::{storage, timed, view};
+use super::cuda::{output, storage, timed, view};
 use super::geometry::Geometry;
 
 /// An element type cuDNN convolves: f32, or bf16 (with f32 accumulation).
-trait Element: CudnnDataType + DeviceRepr + CudaDType + WithDType {
+trait Element: CudnnDataType + DeviceRepr + ValidAsZeroBits + CudaDType + WithDType {
     /// One and zero, the scaling factors of a plain convolution.
     const ONE: Self;
     const ZERO: Self;
@@ -434,12 +434,6 @@ impl<T: Element> Direction for BackwardFilter<'_, T> {
     }
 }
 
-/// New device memory of `n` values of `T`, written by the convolution before it is read.
-fn output<T: Element>(dev: &CudaDevice, n: usize) -> Result<CudaSlice<T>> {
-    // SAFETY: cuDNN writes every value of a convolution's output (beta is zero).
-    unsafe { dev.alloc::<T>(n) }
-}
-
 /// `y = conv3d(x, w)` on cuDNN.
 fn conv_forward<T: Element>(
     dev: &CudaDevice,
@@ -449,7 +443,8 @@ fn conv_forward<T: Element>(
 ) -> Result<CudaSlice<T>> {
     let handle = cudnn_handle(dev)?;
     let d = descriptors::<T>(&handle, g)?;
-    let mut y = output(dev, g.n * g.co * g.output_volume())?;
+    // cuDNN writes every value of the output (beta is zero).
+    let mut y = output(dev, g.n * g.co * g.output_volume(), false)?;
     let op = Forward {
         op: cudnn::ConvForward {
             conv: &d.conv,
@@ -474,7 +469,7 @@ fn conv_backward_data<T: Element>(
 ) -> Result<CudaSlice<T>> {
     let handle = cudnn_handle(dev)?;
     let d = descriptors::<T>(&handle, g)?;
-    let mut dx = output(dev, g.n * g.c * g.input_volume())?;
+    let mut dx = output(dev, g.n * g.c * g.input_volume(), false)?;
     let op = BackwardData {
         op: cudnn::ConvBackwardData {
             conv: &d.conv,
@@ -500,7 +495,7 @@ fn conv_backward_filter<T: Element>(
     let handle = cudnn_handle(dev)?;
     let d = descriptors::<T>(&handle, g)?;
     let weights = g.co * (g.c / g.params.groups) * g.kernel_volume();
-    let mut dw = output(dev, weights)?;
+    let mut dw = output(dev, weights, false)?;
     let op = BackwardFilter {
         op: cudnn::ConvBackwardFilter {
             conv: &d.conv,

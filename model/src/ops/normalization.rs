@@ -362,8 +362,8 @@ impl CustomOp3 for GroupNormGrad {
             &mut partial_dxhat,
             &norm
         );
-        let mut mean_g = cuda::output(dev, spans.max(1), true)?;
-        let mut mean_g_xhat = cuda::output(dev, spans.max(1), true)?;
+        let mut mean_g = cuda::output::<f32>(dev, spans.max(1), true)?;
+        let mut mean_g_xhat = cuda::output::<f32>(dev, spans.max(1), true)?;
         cuda::launch!(
             dev,
             "group_norm_span_means",
