@@ -439,8 +439,8 @@ pub fn run(a: &GpuCheckOptions) -> Result<()> {
     let workdir = tempfile::tempdir()?;
     let mut rows = Vec::new();
     for preset in &a.presets {
+        let name = preset.name();
         for &precision in &a.precisions {
-            let name = preset.name();
             println!("(2) training step of {name} on CUDA in {precision}, (3) its PyTorch twin");
             let steps = StepRuns {
                 warmup: a.warmup,

@@ -1,7 +1,7 @@
 //! A training run killed with SIGKILL and resumed with `metakd train --resume` ends with the same
-//! weights, bit for bit, as an uninterrupted run (in f32 and in bf16 mixed precision), and so does the schedule trained as two runs
-//! (`--stage warmup`, then `--stage missing --from`); a non-finite loss stops training and keeps
-//! the last checkpoint.
+//! weights, bit for bit, as an uninterrupted run (in f32 and in bf16 mixed precision), and so
+//! does the schedule trained as two runs (`--stage warmup`, then `--stage missing --from`); a
+//! non-finite loss stops training and keeps the last checkpoint.
 
 mod common;
 
