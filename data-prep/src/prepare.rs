@@ -182,6 +182,38 @@ fn prepare_one(
     Ok(case)
 }
 
+/// What discovery noticed that leaves the cases usable: the folder's warnings, then each case's
+/// (as `case <id>: <warning>`).
+fn discovery_warnings(discovery: &Discovery) -> Vec<String> {
+    let mut warnings = discovery.warnings.clone();
+    for case in &discovery.cases {
+        warnings.extend(
+            case.warnings
+                .iter()
+                .map(|w| format!("case {}: {w}", case.id)),
+        );
+    }
+    warnings
+}
+
+/// What [`prepare_brats`] tells its caller as it goes.
+#[derive(Debug, Clone, Copy)]
+pub enum PrepareEvent<'a> {
+    /// The source folder was read: `cases` cases will be prepared or kept, and `warnings` are
+    /// what it noticed that leaves them usable (a renamed label map, an unreadable table).
+    Found {
+        /// Cases to prepare or keep.
+        cases: usize,
+        /// The warnings, also recorded in the manifest.
+        warnings: &'a [String],
+    },
+    /// One case was prepared, or kept from an earlier run.
+    CaseDone {
+        /// Its id.
+        id: &'a str,
+    },
+}
+
 /// The manifest of `discovery` prepared into `shards`/`cases` so far.
 fn manifest_of(
     src: &Path,
@@ -194,14 +226,7 @@ fn manifest_of(
 ) -> Manifest {
     let mut cases = cases.to_vec();
     cases.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut warnings = discovery.warnings.clone();
-    for case in &discovery.cases {
-        warnings.extend(
-            case.warnings
-                .iter()
-                .map(|w| format!("case {}: {w}", case.id)),
-        );
-    }
+    let warnings = discovery_warnings(discovery);
     Manifest {
         format_version: FORMAT_VERSION,
         complete,
@@ -226,22 +251,19 @@ fn manifest_of(
     }
 }
 
-/// Prepares every case under `src` into shards in `out`, calling `progress(case_id, total)` after
-/// each case (kept ones included).
+/// Prepares every case under `src` into shards in `out`, telling `progress` what was found before
+/// any work and each case when it is done (kept ones included).
 pub fn prepare_brats(
     src: &Path,
     out: &Path,
     options: &PrepareOptions,
-    progress: impl Fn(&str, usize) + Sync,
+    progress: impl Fn(PrepareEvent) + Sync,
 ) -> Result<PrepareReport> {
     let discovery = discover(src, options.release)?;
-    for warning in discovery
-        .warnings
-        .iter()
-        .chain(discovery.cases.iter().flat_map(|c| &c.warnings))
-    {
-        tracing::warn!("{warning}");
-    }
+    progress(PrepareEvent::Found {
+        cases: discovery.cases.len(),
+        warnings: &discovery_warnings(&discovery),
+    });
     let settings = PrepareSettings {
         dtype: options.dtype,
         shard_bytes: options.shard_bytes,
@@ -257,7 +279,7 @@ pub fn prepare_brats(
         .iter()
         .filter(|c| done.contains(c.id.as_str()))
     {
-        progress(&case.id, total);
+        progress(PrepareEvent::CaseDone { id: &case.id });
     }
     let todo: Vec<&CaseFiles> = discovery
         .cases
@@ -303,7 +325,7 @@ pub fn prepare_brats(
                     .par_iter()
                     .map(|files| {
                         let result = prepare_one(files, discovery.release, &settings.preprocessing);
-                        progress(&files.id, total);
+                        progress(PrepareEvent::CaseDone { id: &files.id });
                         result
                     })
                     .collect();

@@ -129,13 +129,7 @@ fn every_bad_case_is_skipped_with_its_reason_and_the_rest_is_written() {
     }
 
     let out = tempfile::tempdir().unwrap();
-    let report = prepare_brats(
-        src.path(),
-        out.path(),
-        &PrepareOptions::default(),
-        |_, _| {},
-    )
-    .unwrap();
+    let report = prepare_brats(src.path(), out.path(), &PrepareOptions::default(), |_| {}).unwrap();
     let m = &report.manifest;
     let good: Vec<String> = (BROKEN + 1..BROKEN + GOOD).map(case_id).collect();
     let written: Vec<&str> = m.cases.iter().map(|c| c.id.as_str()).collect();
@@ -175,13 +169,8 @@ fn a_folder_without_cases_is_an_error_naming_it() {
     let empty = tempfile::tempdir().unwrap();
     std::fs::create_dir(empty.path().join("notes")).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let err = prepare_brats(
-        empty.path(),
-        out.path(),
-        &PrepareOptions::default(),
-        |_, _| {},
-    )
-    .unwrap_err();
+    let err =
+        prepare_brats(empty.path(), out.path(), &PrepareOptions::default(), |_| {}).unwrap_err();
     assert!(
         err.to_string()
             .contains(&empty.path().display().to_string()),
@@ -197,13 +186,7 @@ fn a_case_whose_every_file_is_bad_leaves_an_empty_but_complete_manifest() {
     break_case(src.path(), 0);
     break_case(src.path(), 2 - 1);
     let out = tempfile::tempdir().unwrap();
-    let report = prepare_brats(
-        src.path(),
-        out.path(),
-        &PrepareOptions::default(),
-        |_, _| {},
-    )
-    .unwrap();
+    let report = prepare_brats(src.path(), out.path(), &PrepareOptions::default(), |_| {}).unwrap();
     assert!(report.is_empty());
     assert_eq!(report.manifest.skipped.len(), 2);
 }

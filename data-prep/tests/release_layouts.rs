@@ -2,7 +2,7 @@
 //! field by field: release and split detection, case ids, grades, CSV metadata, label maps (and
 //! their absence), plain and gzip NIfTI, and BraTS2020's misnamed label file.
 
-use metakd_data::prepare::{prepare_brats, PrepareOptions};
+use metakd_data::prepare::{prepare_brats, PrepareEvent, PrepareOptions};
 use metakd_data::release::{Grade, Release, ReleaseSplit};
 use metakd_data::shards::ShardSet;
 use metakd_data::synth::{write_dataset, Layout, SynthConfig, MISNAMED_SEG_FILE};
@@ -94,18 +94,58 @@ fn folders_and_files_follow_the_official_layouts() {
     assert!(!case.join("BraTS19_2013_1_1_seg.nii.gz").exists());
 }
 
+/// What a caller hears, in order: `found N (W warnings)`, then `done <id>` per case.
+fn events_of(src: &std::path::Path, out: &std::path::Path) -> Vec<String> {
+    let heard = std::sync::Mutex::new(Vec::new());
+    prepare_brats(src, out, &PrepareOptions::default(), |event| {
+        heard.lock().unwrap().push(match event {
+            PrepareEvent::Found { cases, warnings } => {
+                format!("found {cases}: {}", warnings.join("; "))
+            }
+            PrepareEvent::CaseDone { id } => format!("done {id}"),
+        })
+    })
+    .unwrap();
+    heard.into_inner().unwrap()
+}
+
+#[test]
+fn the_caller_hears_the_case_count_and_warnings_before_any_case() {
+    let layout = Layout {
+        release: Release::Brats2020,
+        split: ReleaseSplit::Training,
+        gzip: true,
+    };
+    let src = write(layout);
+    let out = tempfile::tempdir().unwrap();
+    let events = events_of(src.path(), out.path());
+    assert_eq!(events.len(), 1 + CASES, "{events:?}");
+    assert!(
+        events[0].starts_with(&format!("found {CASES}: case ")),
+        "{events:?}"
+    );
+    assert!(events[0].contains(MISNAMED_SEG_FILE), "{events:?}");
+    let mut done: Vec<&str> = events[1..]
+        .iter()
+        .map(|e| e.strip_prefix("done ").unwrap())
+        .collect();
+    done.sort();
+    let mut ids: Vec<String> = (0..CASES).map(|i| layout.case_id(i)).collect();
+    ids.sort();
+    assert_eq!(done, ids);
+    // A second preparation keeps every case and says so the same way.
+    let again = events_of(src.path(), out.path());
+    assert_eq!(again[0], events[0]);
+    assert_eq!(again.len(), 1 + CASES);
+}
+
 #[test]
 fn every_layout_is_detected_and_prepared_with_its_fields() {
     for layout in layouts() {
         let src = write(layout);
         let out = tempfile::tempdir().unwrap();
-        let report = prepare_brats(
-            src.path(),
-            out.path(),
-            &PrepareOptions::default(),
-            |_, _| {},
-        )
-        .unwrap_or_else(|e| panic!("{layout:?}: {e}"));
+        let report = prepare_brats(src.path(), out.path(), &PrepareOptions::default(), |_| {})
+            .unwrap_or_else(|e| panic!("{layout:?}: {e}"));
         let m = &report.manifest;
         assert!(m.complete);
         assert_eq!(m.release, Some(layout.release), "{layout:?}");
@@ -182,7 +222,7 @@ fn the_release_option_overrides_detection() {
         release: Some(Release::Brats2018),
         ..PrepareOptions::default()
     };
-    let report = prepare_brats(src.path(), out.path(), &options, |_, _| {}).unwrap();
+    let report = prepare_brats(src.path(), out.path(), &options, |_| {}).unwrap();
     assert_eq!(report.manifest.release, Some(Release::Brats2018));
     assert_eq!(report.manifest.cases.len(), CASES);
 }

@@ -18,7 +18,7 @@ fn dataset(cases: usize) -> tempfile::TempDir {
 }
 
 fn prepare(src: &Path, out: &Path, options: &PrepareOptions) -> PrepareReport {
-    prepare_brats(src, out, options, |_, _| {}).unwrap()
+    prepare_brats(src, out, options, |_| {}).unwrap()
 }
 
 /// A shard size that puts every case into a shard of its own.
@@ -312,7 +312,7 @@ fn a_folder_prepared_with_other_settings_is_not_mixed_in() {
         dtype: ImageDtype::Float16,
         ..PrepareOptions::default()
     };
-    let err = prepare_brats(src.path(), out.path(), &half, |_, _| {}).unwrap_err();
+    let err = prepare_brats(src.path(), out.path(), &half, |_| {}).unwrap_err();
     assert!(err.to_string().contains("other settings"), "{err}");
     assert!(
         ShardSet::open(out.path()).is_ok(),

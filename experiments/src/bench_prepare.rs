@@ -129,7 +129,7 @@ pub fn bench_prepare(
         }
         let before = alloc_stats::reset_peak();
         let started = Instant::now();
-        let report = prepare_brats(&data, &shards, &PrepareOptions::default(), |_, _| {})?;
+        let report = prepare_brats(&data, &shards, &PrepareOptions::default(), |_| {})?;
         times.push(started.elapsed().as_secs_f64());
         peak_heap = peak_heap.max(alloc_stats::peak().saturating_sub(before));
         anyhow::ensure!(

@@ -53,7 +53,7 @@ pub fn bench_sweep(
     let src = workdir.join("src");
     write_dataset(&SynthConfig::new(1, case_shape, 7), &src, || {})?;
     let shards = workdir.join("shards");
-    prepare_brats(&src, &shards, &PrepareOptions::default(), |_, _| {})?;
+    prepare_brats(&src, &shards, &PrepareOptions::default(), |_| {})?;
     let case = ShardSet::open(&shards)?.read_cases(|_| true)?.remove(0);
     let model = Model::new(cfg, 3, &device)?;
     let eval = EvalConfig::default();

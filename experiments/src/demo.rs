@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use metakd_data::prepare::PrepareOptions;
-use metakd_data::synth::{write_dataset, SynthConfig};
+use metakd_data::synth::{write_dataset, SynthConfig, MISNAMED_SEG_FILE};
 
 use crate::config::RunConfig;
 use crate::files::SWEEP_FILE;
@@ -30,6 +30,8 @@ pub struct DemoOptions {
     pub iterations: Option<usize>,
     /// Progress bars.
     pub show_progress: bool,
+    /// Where the demo's notes go (what it shows, and the quirks its synthetic release copies).
+    pub on_note: fn(&str),
 }
 
 /// Where a demo left its results.
@@ -57,6 +59,14 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoOutcome> {
 
     let data = dir.join("data");
     let synth = SynthConfig::new(options.cases, options.shape, options.seed);
+    let [d, h, w] = options.shape;
+    (options.on_note)(&format!(
+        "demo: {} synthetic cases of {d}×{h}×{w} voxels in the {} layout ({}), prepared, trained on, \
+         evaluated for every modality subset and reported",
+        options.cases,
+        synth.layout.release,
+        data.display()
+    ));
     let bar = progress::bar(synth.cases as u64, "synth", options.show_progress);
     write_dataset(&synth, &data, || bar.inc(1))?;
     bar.finish_and_clear();
@@ -68,6 +78,7 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoOutcome> {
         &shards,
         &PrepareOptions::default(),
         options.show_progress,
+        |warning| note_release_quirk(warning, options.on_note),
     )?;
     lap(1);
 
@@ -105,6 +116,22 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoOutcome> {
         summary: outcome.summary,
         stage_seconds: seconds,
     })
+}
+
+/// The synthetic release copies the real BraTS2020 release's misnamed label map on purpose: the
+/// demo says so in a note. Any other warning is one.
+fn note_release_quirk(warning: &str, on_note: fn(&str)) {
+    let quirk_case = warning
+        .strip_prefix("case ")
+        .and_then(|rest| rest.split_once(':'))
+        .filter(|_| warning.contains(MISNAMED_SEG_FILE));
+    match quirk_case {
+        Some((id, _)) => on_note(&format!(
+            "demo: like the real BraTS2020 release, the synthetic one names case {id}'s label map \
+             {MISNAMED_SEG_FILE}; preparation finds it under that name"
+        )),
+        None => tracing::warn!("{warning}"),
+    }
 }
 
 /// The default working folder of the demo.

@@ -13,6 +13,7 @@ pub mod bench_sweep;
 pub mod bench_train;
 pub mod case_slices;
 pub mod checkpoint;
+pub mod cli;
 pub mod compute_device;
 pub mod config;
 pub mod demo;
@@ -43,19 +44,27 @@ use std::path::Path;
 
 use anyhow::Result;
 
-/// Prepares the BraTS folder `src` into shards in `out` with a progress bar (warnings are logged as
-/// they arise), then prints the list of skipped cases.
+/// Prepares the BraTS folder `src` into shards in `out` with a progress bar, handing each warning
+/// of the source folder to `on_warning` before any case is prepared, then prints the list of
+/// skipped cases.
 pub fn prepare(
     src: &Path,
     out: &Path,
     options: &metakd_data::prepare::PrepareOptions,
     show_progress: bool,
+    on_warning: impl Fn(&str) + Sync,
 ) -> Result<metakd_data::prepare::PrepareReport> {
+    use metakd_data::prepare::PrepareEvent;
     let bar = progress::bar(0, "prepare", show_progress);
-    let report = metakd_data::prepare::prepare_brats(src, out, options, |id, total| {
-        bar.set_length(total as u64);
-        bar.set_message(id.to_owned());
-        bar.inc(1);
+    let report = metakd_data::prepare::prepare_brats(src, out, options, |event| match event {
+        PrepareEvent::Found { cases, warnings } => {
+            bar.set_length(cases as u64);
+            bar.suspend(|| warnings.iter().for_each(|w| on_warning(w)));
+        }
+        PrepareEvent::CaseDone { id } => {
+            bar.set_message(id.to_owned());
+            bar.inc(1);
+        }
     })?;
     bar.finish_and_clear();
     for skipped in &report.manifest.skipped {

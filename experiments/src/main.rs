@@ -4,23 +4,25 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, ValueEnum};
 use metakd_data::avmnist::dataset as avmnist;
 use metakd_data::avmnist::multibench as avmnist_multibench;
 use metakd_data::prepare::PrepareOptions;
-use metakd_data::release::{Release, ReleaseSplit};
+use metakd_data::release::ReleaseSplit;
 use metakd_data::shards::ImageDtype;
 use metakd_data::synth::{write_dataset, Layout, SynthConfig};
 use metakd_experiments::alloc_stats::CountingAllocator;
-use metakd_experiments::avmnist::Variant;
+use metakd_experiments::cli::{
+    AvmnistCommand, BenchWhat, Cli, Command, PrepareDataset, PresetArg, RateProtocol, StageArg,
+    Switch, SynthDataset, TrackingCommand,
+};
 use metakd_experiments::config::RunConfig;
-use metakd_experiments::demo::{default_workdir, run_demo, DemoOptions};
+use metakd_experiments::demo::{run_demo, DemoOptions};
 use metakd_experiments::files::SWEEP_FILE;
-use metakd_experiments::gpu_check::parse_extents;
 use metakd_experiments::parallel_zeroing::ParallelZeroing;
-use metakd_experiments::split_command::{write_splits, SplitRequest};
+use metakd_experiments::split_command::write_splits;
 use metakd_experiments::subsets::Subset;
-use metakd_experiments::tracking::{TrackingOptions, TrackingReport};
+use metakd_experiments::tracking::TrackingReport;
 use metakd_experiments::{
     bench, bench_prepare, bench_sweep, bench_train, eval_labels, export, files, progress, sweep,
     train,
@@ -48,156 +50,6 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
 }
 
-/// MetaKD: meta-learned modality-weighted knowledge distillation for multi-modal learning with
-/// missing modalities.
-#[derive(Parser)]
-#[command(name = "metakd", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Generate synthetic data in an official layout.
-    Synth {
-        #[command(subcommand)]
-        dataset: SynthDataset,
-    },
-    /// Read a downloaded data set, preprocess it and write Arrow IPC shards with a manifest.
-    Prepare {
-        #[command(subcommand)]
-        dataset: PrepareDataset,
-    },
-    /// Write split files (Protocol A, Protocol B, RFNet-style lists) for `data.split`.
-    Split {
-        #[command(subcommand)]
-        request: SplitRequest,
-    },
-    /// Train MetaKD as a TOML configuration describes.
-    Train(TrainArgs),
-    /// Evaluate a trained run on its held-out cases for every modality subset (Parquet table).
-    Sweep(SweepArgs),
-    /// Write the report of any set of sweep tables (or unit folders): markdown with figures,
-    /// CSV tables and `summary.json`.
-    Report(ReportArgs),
-    /// Compare a run's per-subset results with a baseline within tolerances, listing what moved;
-    /// exits with status 1 when anything did.
-    Regress(RegressArgs),
-    /// Write a run's predicted label maps as NIfTI files in the original grid, named as the
-    /// BraTS online evaluator expects (`<case id>.nii.gz`).
-    Predict(PredictArgs),
-    /// Score predicted BraTS label maps against reference label maps (files or folders) as the
-    /// BraTS evaluator does, printing JSON: Dice, HD95, sensitivity and specificity per case and
-    /// region (ET, TC, WT) and their means.
-    EvalLabels(EvalLabelsArgs),
-    /// Run every stage on a fresh synthetic data set and print where the report is.
-    Demo(DemoArgs),
-    /// MetaKD for classification on AV-MNIST (`metakd prepare avmnist` first).
-    Avmnist {
-        #[command(subcommand)]
-        what: AvmnistCommand,
-    },
-    /// MetaKD on modality tables with real missingness (`metakd prepare adni` or `ad-csf`
-    /// first): every seed × variant into `OUT/results.parquet`, every modality subset scored.
-    Tables(TablesRunArgs),
-    /// Experiment tracking (MLflow).
-    Tracking {
-        #[command(subcommand)]
-        what: TrackingCommand,
-    },
-    /// On a CUDA device (a build with the `cuda` feature): every 3D op against the CPU, a timed
-    /// training step of the `reference` and `small` presets beside the PyTorch twin on the same
-    /// GPU, and a table of the figures; exits with status 1 when an op differs.
-    GpuCheck(metakd_experiments::gpu_check::GpuCheckOptions),
-    /// Time the 3D ops, forward + backward.
-    Bench {
-        #[command(subcommand)]
-        what: BenchWhat,
-    },
-}
-
-#[derive(Subcommand)]
-enum BenchWhat {
-    /// conv3d, transposed conv3d, instance norm and LeakyReLU at the shapes the networks use.
-    Ops {
-        /// Timed runs per op (the median is printed).
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        /// Python interpreter for the PyTorch comparison.
-        #[arg(long, default_value = "python3")]
-        python: String,
-        /// The PyTorch benchmark script.
-        #[arg(long, default_value = "tools/bench_torch.py")]
-        torch_script: PathBuf,
-    },
-    /// Evaluating one case for all 15 modality subsets, relative to one full-modality
-    /// evaluation: with the cached encoder features, and with one forward pass per subset.
-    Sweep {
-        /// Network preset.
-        #[arg(long, value_enum, default_value_t = PresetArg::Reference)]
-        preset: PresetArg,
-        /// Timed runs of each evaluation (the median is printed).
-        #[arg(long, default_value_t = 1)]
-        runs: usize,
-        /// Extents D,H,W of the synthetic case.
-        #[arg(long, value_parser = parse_extents, default_value = "48,64,64")]
-        case: [usize; 3],
-        /// Tile extents D,H,W.
-        #[arg(long, value_parser = parse_extents, default_value = "32,64,64")]
-        tile: [usize; 3],
-    },
-    /// One training step of a network preset at 32×64×64 (batch 2) and 16×64×64 (batch 1),
-    /// beside the same step of its PyTorch twin on the same weights and batch.
-    Train {
-        /// Network preset.
-        #[arg(long, value_enum, default_value_t = PresetArg::Reference)]
-        preset: PresetArg,
-        /// Timed steps per shape (the median is printed).
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// Untimed steps before them, on both sides (the first one's logits are compared).
-        #[arg(long, default_value_t = 2)]
-        warmup: usize,
-        /// Python interpreter with torch and safetensors for the comparison.
-        #[arg(long, default_value = "python3")]
-        python: String,
-        /// The PyTorch twin.
-        #[arg(long, default_value = "tools/metakd_twin.py")]
-        twin_script: PathBuf,
-        /// Skip the PyTorch comparison.
-        #[arg(long)]
-        no_torch: bool,
-        /// Arithmetic of the convolutions: f32, or bf16 mixed precision (PyTorch's twin under
-        /// `torch.autocast`).
-        #[arg(long, default_value = "f32")]
-        precision: metakd_model::ops::Precision,
-    },
-    /// Data preparation: cases per second on synthetic 240×240×155 cases, against a Python
-    /// script (nibabel + numpy) doing the same reading, clipping, normalisation and cropping.
-    Prepare {
-        /// Synthetic cases to prepare.
-        #[arg(long, default_value_t = 6)]
-        cases: usize,
-        /// Timed runs of `prepare` (the median is compared).
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// Volume extents D,H,W.
-        #[arg(long, value_parser = parse_extents, default_value = "155,240,240")]
-        shape: [usize; 3],
-        /// Working folder for the synthetic release and the shards (default: a temporary one).
-        #[arg(long)]
-        workdir: Option<PathBuf>,
-        /// Python interpreter with nibabel and numpy for the comparison.
-        #[arg(long, default_value = "python3")]
-        python: String,
-        /// The Python preparation script.
-        #[arg(long, default_value = "tools/prepare_reference.py")]
-        script: PathBuf,
-    },
-}
-
-/// Prints what reached the tracking server.
 /// The unit index of a Kubernetes Indexed Job (`JOB_COMPLETION_INDEX`), when set.
 fn job_completion_index() -> Result<Option<usize>> {
     match std::env::var("JOB_COMPLETION_INDEX") {
@@ -297,465 +149,6 @@ fn print_tracking(report: &TrackingReport, run: &std::path::Path) {
     }
 }
 
-/// Network presets on the command line.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum PresetArg {
-    /// The plain CPU network.
-    Small,
-    /// The 3D ResNet-50 + ASPP network (about 44 M parameters).
-    Reference,
-}
-
-#[derive(Subcommand)]
-enum SynthDataset {
-    /// BraTS-like phantoms in an official BraTS layout (NIfTI, int16 images, uint8 labels).
-    Brats(SynthArgs),
-    /// AV-MNIST in MultiBench's layout (`.npy` arrays) from the real sources: SMIL's pairing of
-    /// FSDD recordings with MNIST images, the audio as 112 × 112 spectrograms.
-    AvmnistMultibench(MultibenchLayoutArgs),
-}
-
-#[derive(Args)]
-struct MultibenchLayoutArgs {
-    /// The FSDD `recordings` folder (`{digit}_{speaker}_{index}.wav`).
-    #[arg(long)]
-    fsdd: PathBuf,
-    /// MNIST images as CSV (784 pixel values, then the label; `.gz` allowed).
-    #[arg(long)]
-    mnist: PathBuf,
-    /// Output folder (created).
-    #[arg(long)]
-    out: PathBuf,
-    /// Seed of the pairing of recordings with images.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-}
-
-#[derive(Args)]
-struct SynthArgs {
-    /// Output folder (created).
-    #[arg(long)]
-    out: PathBuf,
-    /// Number of cases.
-    #[arg(long, default_value_t = 32)]
-    cases: usize,
-    /// Volume extents D,H,W (z, x, y) in 1 mm voxels.
-    #[arg(long, value_parser = parse_extents, default_value = "48,64,64")]
-    shape: [usize; 3],
-    /// Random seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Release layout: brats2018, brats2019 or brats2020.
-    #[arg(long, default_value = "brats2020")]
-    release: Release,
-    /// Write the validation release (no label maps) instead of the training release.
-    #[arg(long)]
-    validation: bool,
-    /// Write plain `.nii` files instead of `.nii.gz`.
-    #[arg(long)]
-    plain: bool,
-}
-
-#[derive(Subcommand)]
-enum PrepareDataset {
-    /// A BraTS 2018, 2019 or 2020 release folder, training or validation, as downloaded.
-    Brats(PrepareArgs),
-    /// AV-MNIST as SMIL built it: FSDD recordings of jackson, nicolas and theo as 20 × 20 MFCCs,
-    /// paired by digit with MNIST images (1,050 training and 450 test samples).
-    Avmnist(AvmnistArgs),
-    /// Flex-MoE-style modality tables (ADNI: `labels.csv` with CN / MCI / AD and one CSV per
-    /// modality: image, genomic, clinical, biospecimen), subjects missing what they miss.
-    Adni(AdniArgs),
-    /// The AD CSF cohort (`ad_data.csv.gz`, a real stand-in for ADNI's non-imaging modalities)
-    /// written as modality tables with seeded per-modality missing rates, then prepared.
-    AdCsf(AdCsfArgs),
-}
-
-#[derive(Args)]
-struct AdniArgs {
-    /// The folder of modality tables.
-    #[arg(long)]
-    tables: PathBuf,
-    /// Output folder for `tables.arrow` and `manifest.json`.
-    #[arg(long)]
-    out: PathBuf,
-}
-
-#[derive(Args)]
-struct AdCsfArgs {
-    /// `ad_data.csv.gz`.
-    #[arg(long)]
-    csv: PathBuf,
-    /// Output folder: the modality tables in `tables/`, the prepared data beside them.
-    #[arg(long)]
-    out: PathBuf,
-    /// Shares of the subjects missing genomic, clinical and biospecimen data.
-    #[arg(long, value_delimiter = ',', default_values_t = [0.3, 0.2, 0.4])]
-    missing: Vec<f64>,
-    /// Seed of who misses what.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-}
-
-#[derive(Args)]
-struct TablesRunArgs {
-    /// The folder written by `metakd prepare adni` or `metakd prepare ad-csf`.
-    #[arg(long)]
-    data: PathBuf,
-    /// Output folder (unit results in `units/`, then `results.parquet`).
-    #[arg(long)]
-    out: PathBuf,
-    /// Training seeds (each its own split).
-    #[arg(long, value_delimiter = ',', default_values_t = [0, 1, 2])]
-    seeds: Vec<u64>,
-    /// Variants (default: MetaKD, no KD, no meta, late fusion).
-    #[arg(long, value_enum, value_delimiter = ',')]
-    variants: Vec<metakd_experiments::tabular::TabularVariant>,
-    /// Training iterations (default: the configuration's).
-    #[arg(long)]
-    iterations: Option<usize>,
-    /// Training settings (TOML, keys of `TabularTrainConfig`).
-    #[arg(long)]
-    config: Option<PathBuf>,
-}
-
-#[derive(Subcommand)]
-enum AvmnistCommand {
-    /// Train one variant with a share of the training samples keeping their audio (or image) and
-    /// print its test accuracy (both modalities, image only, audio only) as JSON.
-    Train(AvmnistTrainArgs),
-    /// Run the protocol: every audio and visual rate × seed × variant, resumable, into the
-    /// common result table `OUT/results.parquet` (then `metakd report --sweep` it).
-    Run(AvmnistRunArgs),
-}
-
-/// A modality whose missing rate the AV-MNIST protocol varies.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum RateProtocol {
-    /// Only a share of the training samples keep their audio.
-    Audio,
-    /// Only a share of the training samples keep their image.
-    Visual,
-}
-
-#[derive(Args)]
-struct AvmnistRunArgs {
-    /// The folder written by `metakd prepare avmnist`.
-    #[arg(long)]
-    data: PathBuf,
-    /// Output folder (unit results in `units/`, then `results.parquet` and `results.json`).
-    #[arg(long)]
-    out: PathBuf,
-    /// Protocols to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [RateProtocol::Audio, RateProtocol::Visual])]
-    protocols: Vec<RateProtocol>,
-    /// Missing rates in percent of the training samples keeping the modality.
-    #[arg(long, value_delimiter = ',', default_values_t = [5.0, 10.0, 15.0, 20.0])]
-    rates: Vec<f64>,
-    /// Training seeds.
-    #[arg(long, value_delimiter = ',', default_values_t = [0, 1, 2])]
-    seeds: Vec<u64>,
-    /// Variants (default: MetaKD, its ablations and the three baselines).
-    #[arg(long, value_enum, value_delimiter = ',')]
-    variants: Vec<Variant>,
-    /// Training iterations of every unit (default: the configuration's).
-    #[arg(long)]
-    iterations: Option<usize>,
-    /// Training settings (TOML, keys of `AvMnistTrainConfig`).
-    #[arg(long)]
-    config: Option<PathBuf>,
-}
-
-#[derive(Args)]
-struct AvmnistTrainArgs {
-    /// The folder written by `metakd prepare avmnist`.
-    #[arg(long)]
-    data: PathBuf,
-    /// What to train.
-    #[arg(long, value_enum, default_value_t = Variant::MetaKd)]
-    variant: Variant,
-    /// Share of the training samples that keep their audio (0–1; the audio rate).
-    #[arg(long, default_value_t = 0.1, conflicts_with = "image_rate")]
-    audio_rate: f64,
-    /// Share of the training samples that keep their image instead (0–1; the visual rate);
-    /// every sample then keeps its audio.
-    #[arg(long)]
-    image_rate: Option<f64>,
-    /// Seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Training iterations (default: the configuration's).
-    #[arg(long)]
-    iterations: Option<usize>,
-    /// Training settings (TOML, keys of `AvMnistTrainConfig`; the others keep their defaults).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Also write the JSON to this file.
-    #[arg(long)]
-    out: Option<PathBuf>,
-}
-
-#[derive(Args)]
-struct AvmnistArgs {
-    /// The FSDD `recordings` folder (`{digit}_{speaker}_{index}.wav`).
-    #[arg(long, required_unless_present = "multibench", requires = "mnist")]
-    fsdd: Option<PathBuf>,
-    /// MNIST images as CSV (784 pixel values, then the label; `.gz` allowed).
-    #[arg(long, requires = "fsdd")]
-    mnist: Option<PathBuf>,
-    /// Instead of the sources: MultiBench's `avmnist` folder (`image/`, `audio/` of
-    /// `{train,test}_data.npy`, `{train,test}_labels.npy`), 112 × 112 spectrograms.
-    #[arg(long, conflicts_with_all = ["fsdd", "mnist"])]
-    multibench: Option<PathBuf>,
-    /// Output folder for `avmnist.arrow` and `manifest.json`.
-    #[arg(long)]
-    out: PathBuf,
-    /// Seed of the pairing of recordings with images.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-}
-
-#[derive(Args)]
-struct PrepareArgs {
-    /// The downloaded (or synthetic) data folder.
-    #[arg(long)]
-    src: PathBuf,
-    /// Output folder for the shards and `manifest.json`.
-    #[arg(long)]
-    out: PathBuf,
-    /// Target shard size in MiB.
-    #[arg(long, default_value_t = 256)]
-    shard_mib: u64,
-    /// The release, when it should not be detected from the case ids.
-    #[arg(long)]
-    release: Option<Release>,
-    /// Store images as float16 instead of float32.
-    #[arg(long)]
-    half: bool,
-    /// Fail when any case is skipped.
-    #[arg(long)]
-    strict: bool,
-    /// Bound on the working memory of the cases prepared at once, in MiB.
-    #[arg(long, default_value_t = 1536)]
-    memory_mib: u64,
-}
-
-#[derive(Args)]
-struct TrainArgs {
-    /// The run configuration (TOML; see docs/configuration.md).
-    #[arg(long)]
-    config: PathBuf,
-    /// The run folder (default: `runs/<config file stem>`).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Shards to train on, overriding `data.shards` of the configuration.
-    #[arg(long)]
-    shards: Option<PathBuf>,
-    /// A split file written by `metakd split`, overriding `data.split` of the configuration.
-    #[arg(long)]
-    split: Option<PathBuf>,
-    /// Continue the run in `--out` from its last checkpoint (same configuration).
-    #[arg(long)]
-    resume: bool,
-    /// The pairwise distillation loss (`off`: the "without KD" ablation; sets `train.kd`).
-    #[arg(long, value_enum)]
-    kd: Option<Switch>,
-    /// Meta-learning of ω (`off`: uniform ω, the "without meta-learning" ablation; sets
-    /// `meta.enabled`).
-    #[arg(long, value_enum)]
-    meta: Option<Switch>,
-    /// Arithmetic of the convolutions in training: `f32`, or `bf16` mixed precision (sets
-    /// `train.precision`; inference follows `eval.precision`).
-    #[arg(long)]
-    precision: Option<metakd_model::ops::Precision>,
-    /// The stages of the schedule to train: `both` in one run, `warmup` (stage 1, all
-    /// modalities, up to `train.warmup_iterations`) or `missing` (stage 2, from `--from`).
-    #[arg(long, value_enum, default_value_t = StageArg::Both)]
-    stage: StageArg,
-    /// The stage-1 run folder whose checkpoint stage 2 starts from.
-    #[arg(long)]
-    from: Option<PathBuf>,
-    /// Where the network trains: `cpu`, or `cuda` (the first GPU; a build with `--features
-    /// cuda`). Data loading and augmentation stay on the CPU.
-    #[arg(long, value_enum, default_value_t = metakd_experiments::compute_device::ComputeDevice::Cpu)]
-    device: metakd_experiments::compute_device::ComputeDevice,
-    #[command(flatten)]
-    tracking: TrackingArgs,
-}
-
-#[derive(Args)]
-struct TrackingArgs {
-    /// MLflow tracking server (`http://host:port`) to log params, metrics and artifacts to.
-    #[arg(long, env = "MLFLOW_TRACKING_URI")]
-    tracking_uri: Option<String>,
-    /// MLflow experiment name.
-    #[arg(long, default_value = "metakd")]
-    experiment: String,
-    /// MLflow run name (default: the run folder's name).
-    #[arg(long)]
-    run_name: Option<String>,
-    /// Seconds one request to the server may take.
-    #[arg(long, default_value_t = 10)]
-    request_timeout: u64,
-    /// Seconds the end of training waits for queued events to reach the server.
-    #[arg(long, default_value_t = 60)]
-    flush_timeout: u64,
-}
-
-impl TrackingArgs {
-    fn options(&self, run: &std::path::Path) -> Option<TrackingOptions> {
-        let uri = self.tracking_uri.clone()?;
-        Some(TrackingOptions {
-            uri,
-            experiment: self.experiment.clone(),
-            run_name: self.run_name.clone().unwrap_or_else(|| {
-                run.file_name()
-                    .map_or_else(|| "metakd".into(), |n| n.to_string_lossy().into_owned())
-            }),
-            request_timeout: std::time::Duration::from_secs(self.request_timeout),
-            flush_timeout: std::time::Duration::from_secs(self.flush_timeout),
-        })
-    }
-}
-
-#[derive(Subcommand)]
-enum TrackingCommand {
-    /// Send what a run folder still has queued for its tracking server.
-    Sync {
-        /// The run folder.
-        #[arg(long)]
-        run: PathBuf,
-        #[command(flatten)]
-        tracking: TrackingArgs,
-    },
-}
-
-/// Stages of the training schedule.
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum StageArg {
-    Both,
-    Warmup,
-    Missing,
-}
-
-/// On or off.
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Switch {
-    On,
-    Off,
-}
-
-#[derive(Args)]
-struct SweepArgs {
-    /// The run folder written by `metakd train`.
-    #[arg(long)]
-    run: PathBuf,
-    /// Shards to evaluate, overriding the run's configuration.
-    #[arg(long)]
-    shards: Option<PathBuf>,
-    /// The result table (default: `<run>/sweep.parquet`); its units go to `<table>-units/`.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// A checkpoint to evaluate, relative to the run folder (repeatable; default:
-    /// `model.safetensors`).
-    #[arg(long = "checkpoint")]
-    checkpoints: Vec<PathBuf>,
-    /// Cut the 15 subsets into this many groups, one unit each (default 1).
-    #[arg(long)]
-    subset_groups: Option<usize>,
-    /// Cut the test cases into this many shards, one unit each (default: one per case).
-    #[arg(long)]
-    case_shards: Option<usize>,
-    /// Write the plan and list its units (checkpoint × subset group × case shard), then stop.
-    #[arg(long)]
-    plan: bool,
-    /// Run only this unit (0-based), writing its own table; read from SLURM_ARRAY_TASK_ID or
-    /// JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) when not given.
-    #[arg(long, env = "SLURM_ARRAY_TASK_ID")]
-    task_index: Option<usize>,
-}
-
-#[derive(Args)]
-struct ReportArgs {
-    /// A sweep table, or a folder of unit tables (repeatable: any set of them is merged); each
-    /// needs its `.json` sidecar beside it.
-    #[arg(long = "sweep", required = true)]
-    sweeps: Vec<PathBuf>,
-    /// Output folder for `report.md`, its figures, the CSV tables and `summary.json` (default:
-    /// `report/` beside the first table).
-    #[arg(long)]
-    out: Option<PathBuf>,
-}
-
-#[derive(Args)]
-struct RegressArgs {
-    /// The baseline: a `subsets.csv` written by `metakd report`, or a sweep table.
-    #[arg(long)]
-    baseline: PathBuf,
-    /// The run's results: sweep tables, unit folders, or a `subsets.csv` (repeatable).
-    #[arg(long = "results", required = true)]
-    results: Vec<PathBuf>,
-    /// How far a subset's mean Dice (a fraction) may move.
-    #[arg(long, default_value_t = Tolerances::default().dice)]
-    dice_tolerance: f64,
-    /// How far a subset's mean HD95 (mm) may move.
-    #[arg(long, default_value_t = Tolerances::default().hd95)]
-    hd95_tolerance: f64,
-}
-
-#[derive(Args)]
-struct PredictArgs {
-    /// The run folder written by `metakd train`.
-    #[arg(long)]
-    run: PathBuf,
-    /// Shards whose every case is predicted (e.g. a validation release); default: the run's
-    /// test cases.
-    #[arg(long)]
-    shards: Option<PathBuf>,
-    /// Output folder for the label maps.
-    #[arg(long)]
-    out: PathBuf,
-    /// The available modalities, comma-separated (default: all), e.g. `flair,t1ce`.
-    #[arg(long, value_delimiter = ',')]
-    modalities: Vec<String>,
-    /// Post-process the maps (small tumour components removed, a small ET relabelled as
-    /// necrotic core); default: the run's `eval.postprocess`.
-    #[arg(long)]
-    postprocess: bool,
-}
-
-#[derive(Args)]
-struct EvalLabelsArgs {
-    /// Predicted label map, or a folder of them (`<case id>.nii.gz`).
-    #[arg(long)]
-    pred: PathBuf,
-    /// Reference label map, or a folder of them (a release folder: its `*_seg` files).
-    #[arg(long = "ref")]
-    reference: PathBuf,
-    /// Also write the JSON to this file.
-    #[arg(long)]
-    out: Option<PathBuf>,
-}
-
-#[derive(Args)]
-struct DemoArgs {
-    /// Working folder for data, shards, run and report.
-    #[arg(long, default_value = default_workdir().as_os_str())]
-    workdir: PathBuf,
-    /// Number of synthetic cases.
-    #[arg(long, default_value_t = 32)]
-    cases: usize,
-    /// Volume extents D,H,W.
-    #[arg(long, value_parser = parse_extents, default_value = "48,64,64")]
-    shape: [usize; 3],
-    /// Seed of the synthetic data.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Training iterations (default: the demo configuration's).
-    #[arg(long)]
-    iterations: Option<usize>,
-}
-
 fn main() {
     keep_freed_memory();
     tracing_subscriber::fmt()
@@ -763,6 +156,7 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
         .init();
     let cli = Cli::parse();
     if matches!(
@@ -777,6 +171,12 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// Whether log lines are coloured: only on a terminal, and never when `NO_COLOR` is set to a
+/// non-empty value (<https://no-color.org>).
+fn colour_on_stderr() -> bool {
+    std::io::stderr().is_terminal() && progress::colour_wanted()
 }
 
 /// Candle runs large element-wise ops on a spinning thread pool of its own, shared by the whole
@@ -1029,7 +429,9 @@ fn run(cli: Cli) -> Result<()> {
                 },
                 memory_budget: a.memory_mib << 20,
             };
-            let report = metakd_experiments::prepare(&a.src, &a.out, &options, show)?;
+            let report = metakd_experiments::prepare(&a.src, &a.out, &options, show, |w| {
+                tracing::warn!("{w}")
+            })?;
             let m = &report.manifest;
             println!(
                 "{} ({}): {} cases in {} shards in {} ({} prepared now, {} kept from an earlier run), {} skipped",
@@ -1054,6 +456,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Split { request } => {
             for (path, s) in write_splits(&request)? {
+                if let Some(warning) = s.meta_val_warning() {
+                    tracing::warn!("{}: {warning}", path.display());
+                }
                 println!(
                     "{}: {} train, {} meta-val, {} val, {} test ({})",
                     path.display(),
@@ -1428,6 +833,7 @@ fn run(cli: Cli) -> Result<()> {
                 seed: a.seed,
                 iterations: a.iterations,
                 show_progress: show,
+                on_note: |note| println!("{note}"),
             })?;
             let s = &outcome.summary;
             let [synth, prepare, train, sweep, report] = outcome.stage_seconds;

@@ -12,14 +12,14 @@ use crate::splits::{read_id_list, Splits};
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct MetaValChoice {
     /// Training cases drawn as the meta-validation set when no list is given.
-    #[arg(long = "meta-val", default_value_t = 5)]
+    #[arg(long = "meta-val", id = "meta_val_count", default_value_t = 5)]
     pub count: usize,
     /// A file listing the meta-validation cases, one id per line (such as MetaKD's
     /// `BraTS18_metaVal.txt`).
-    #[arg(long = "meta-val-list")]
+    #[arg(long = "meta-val-list", id = "meta_val_list")]
     pub list: Option<PathBuf>,
     /// Seed of the draw.
-    #[arg(long = "meta-val-seed", default_value_t = 0)]
+    #[arg(long = "meta-val-seed", id = "meta_val_seed", default_value_t = 0)]
     pub seed: u64,
 }
 

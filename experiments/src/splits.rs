@@ -148,6 +148,19 @@ impl Splits {
         Ok(())
     }
 
+    /// A warning when the meta-validation set takes most of the training cases (more meta-validation
+    /// cases than are left to train on), as a small release with the default count does.
+    pub fn meta_val_warning(&self) -> Option<String> {
+        let (meta, train) = (self.meta_val.len(), self.train.len());
+        (meta > train).then(|| {
+            format!(
+                "the meta-validation set takes {meta} of the {} training cases, leaving {train} to train \
+                 on (fewer with --meta-val N, or a list with --meta-val-list FILE)",
+                meta + train
+            )
+        })
+    }
+
     /// Protocol A: every labelled case trains (less the meta-validation set); `test` lists the
     /// cases scored elsewhere (the validation release).
     pub fn protocol_a(labelled: &[String], test: Vec<String>) -> Self {

@@ -13,6 +13,7 @@ fn demo_run_shows_the_missing_t1ce_effect_and_segments_with_all_modalities() {
         seed: 0,
         iterations: None,
         show_progress: false,
+        on_note: |_| {},
     })
     .unwrap();
     let s = &outcome.summary;

@@ -14,7 +14,7 @@ fn short_run_trains_sweeps_and_reports() {
     let data = dir.path().join("data");
     write_dataset(&SynthConfig::new(6, [24, 32, 32], 3), &data, || {}).unwrap();
     let shards = dir.path().join("shards");
-    prepare(&data, &shards, &PrepareOptions::default(), false).unwrap();
+    prepare(&data, &shards, &PrepareOptions::default(), false, |_| {}).unwrap();
 
     let mut cfg = RunConfig::default();
     cfg.data.shards = shards.clone();

@@ -2,7 +2,7 @@
 //! end to end on a small synthetic BraTS2018 release with three RFNet-style folds: prepare,
 //! split, both training stages per fold, sweeps and one report over the folds, resumable.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use metakd_experiments::config::RunConfig;
@@ -44,18 +44,67 @@ fn write(path: &Path, lines: &[String]) {
     std::fs::write(path, lines.join("\n") + "\n").unwrap();
 }
 
-#[test]
-fn reproduce_runs_every_stage_for_every_fold_and_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let metakd = env!("CARGO_BIN_EXE_metakd");
-    let data = dir.path().join("release");
-    let synth = Command::new(metakd)
-        .args(["synth", "brats", "--release", "brats2018", "--cases", "9"])
+/// A synthetic training release of `cases` cases in `dir/release`.
+fn synthetic_release(dir: &Path, release: &str, cases: usize) -> PathBuf {
+    let data = dir.join("release");
+    let synth = Command::new(env!("CARGO_BIN_EXE_metakd"))
+        .args(["synth", "brats", "--release", release, "--cases"])
+        .arg(cases.to_string())
         .args(["--shape", "24,32,32", "--seed", "4", "--out"])
         .arg(&data)
         .output()
         .unwrap();
-    assert!(synth.status.success());
+    assert!(synth.status.success(), "{synth:?}");
+    data
+}
+
+/// The CPU configuration shrunk to seconds: a narrow network, 16³ crops, 4 iterations.
+fn tiny_config(dir: &Path) -> PathBuf {
+    let mut cfg = config("brats-cpu.toml");
+    cfg.model.small.widths = vec![4, 8, 16];
+    cfg.train.crop = [16, 16, 16];
+    cfg.train.iterations = 4;
+    cfg.train.warmup_iterations = 2;
+    cfg.train.checkpoint_every = 2;
+    cfg.meta.every = 2;
+    cfg.meta.every_warmup = 2;
+    cfg.meta.samples = 1;
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, cfg.to_toml()).unwrap();
+    path
+}
+
+/// `tools/reproduce.sh RELEASE ARGS…` with the test's binary; its output, stdout then stderr.
+fn reproduce(release: &str, args: &[String]) -> String {
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/reproduce.sh"))
+        .arg(release)
+        .args(args)
+        .env("METAKD", env!("CARGO_BIN_EXE_metakd"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+fn assert_every_fold_trained(work: &Path) {
+    for fold in 1..=3 {
+        for run in [format!("fold{fold}-stage1"), format!("fold{fold}")] {
+            let summary = work.join("runs").join(&run).join("train_summary.json");
+            assert!(summary.is_file(), "{run}");
+        }
+    }
+}
+
+#[test]
+fn reproduce_runs_every_stage_for_every_fold_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic_release(dir.path(), "brats2018", 9);
     let mut ids: Vec<String> = ["HGG", "LGG"]
         .iter()
         .flat_map(|grade| std::fs::read_dir(data.join(grade)).unwrap())
@@ -80,44 +129,17 @@ fn reproduce_runs_every_stage_for_every_fold_and_resumes() {
         write(&lists.join(format!("test{fold}.txt")), &test);
     }
 
-    let mut cfg = config("brats-cpu.toml");
-    cfg.model.small.widths = vec![4, 8, 16];
-    cfg.train.crop = [16, 16, 16];
-    cfg.train.iterations = 4;
-    cfg.train.warmup_iterations = 2;
-    cfg.train.checkpoint_every = 2;
-    cfg.meta.every = 2;
-    cfg.meta.every_warmup = 2;
-    cfg.meta.samples = 1;
-    let config_path = dir.path().join("tiny.toml");
-    std::fs::write(&config_path, cfg.to_toml()).unwrap();
+    let config_path = tiny_config(dir.path());
     let work = dir.path().join("work");
-
-    let reproduce = || {
-        let out = Command::new("bash")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/reproduce.sh"))
-            .arg("brats2018")
-            .arg(format!("DATA={}", data.display()))
-            .arg(format!("CONFIG={}", config_path.display()))
-            .arg(format!("SPLITS={}", lists.display()))
-            .arg(format!("WORK={}", work.display()))
-            .env("METAKD", metakd)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{text}");
-        text
-    };
-    reproduce();
+    let args = [
+        format!("DATA={}", data.display()),
+        format!("CONFIG={}", config_path.display()),
+        format!("SPLITS={}", lists.display()),
+        format!("WORK={}", work.display()),
+    ];
+    reproduce("brats2018", &args);
+    assert_every_fold_trained(&work);
     for fold in 1..=3 {
-        for run in [format!("fold{fold}-stage1"), format!("fold{fold}")] {
-            let summary = work.join("runs").join(&run).join("train_summary.json");
-            assert!(summary.is_file(), "{run}");
-        }
         let split = std::fs::read_to_string(work.join(format!("splits/split{fold}.json"))).unwrap();
         assert!(
             split.contains(&ids[2 * (fold - 1)]),
@@ -137,10 +159,66 @@ fn reproduce_runs_every_stage_for_every_fold_and_resumes() {
     assert!(others.contains("| ShaSpec | CVPR 2023 | 61.58"));
 
     // A second call finds every stage done and rewrites the same report.
-    let again = reproduce();
+    let again = reproduce("brats2018", &args);
     assert_eq!(again.matches("finished earlier").count(), 6, "{again}");
     assert_eq!(
         std::fs::read_to_string(work.join("report/report.md")).unwrap(),
         report
     );
+}
+
+/// The headline command as typed, `just reproduce-brats2020 DATA=…` (no `SPLITS`): three seeded
+/// Protocol B folds drawn from the release itself.
+#[test]
+fn reproduce_without_split_lists_draws_three_protocol_b_folds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic_release(dir.path(), "brats2020", 9);
+    let config_path = tiny_config(dir.path());
+    let work = dir.path().join("work");
+    let out = reproduce(
+        "brats2020",
+        &[
+            format!("DATA={}", data.display()),
+            format!("CONFIG={}", config_path.display()),
+            format!("WORK={}", work.display()),
+        ],
+    );
+    assert!(
+        !out.contains('\u{1b}'),
+        "colour codes in piped output:\n{out}"
+    );
+    let mut test_sets = Vec::new();
+    for fold in 1..=3 {
+        let file = work.join(format!("splits/split{fold}.json"));
+        let split = metakd_experiments::splits::Splits::read(&file).unwrap();
+        assert_eq!(split.protocol, format!("protocol-b split {fold} (seed 0)"));
+        // 9 cases: 2 test, 1 validation, 6 training cases of which 5 meta-validate.
+        assert_eq!(
+            (
+                split.train.len(),
+                split.meta_val.len(),
+                split.val.len(),
+                split.test.len()
+            ),
+            (1, 5, 1, 2),
+            "{}",
+            file.display()
+        );
+        test_sets.push(split.test);
+        // A split leaving one training case is warned about, once per fold.
+        assert!(
+            out.contains(&format!(
+                "split{fold}.json: the meta-validation set takes 5 of the 6"
+            )),
+            "{out}"
+        );
+    }
+    assert!(test_sets[0] != test_sets[1] && test_sets[1] != test_sets[2]);
+    assert_every_fold_trained(&work);
+    let report = std::fs::read_to_string(work.join("report/report.md")).unwrap();
+    assert!(
+        report.contains("## MetaKD on brats2020, protocol B"),
+        "{report}"
+    );
+    assert!(report.contains("mean ± std over 3 runs"), "{report}");
 }

@@ -19,7 +19,7 @@ fn shards(cases: usize) -> (tempfile::TempDir, PathBuf) {
     let src = dir.path().join("src");
     write_dataset(&SynthConfig::new(cases, [16, 20, 20], 4), &src, || {}).unwrap();
     let out = dir.path().join("shards");
-    prepare_brats(&src, &out, &PrepareOptions::default(), |_, _| {}).unwrap();
+    prepare_brats(&src, &out, &PrepareOptions::default(), |_| {}).unwrap();
     (dir, out)
 }
 
@@ -224,4 +224,32 @@ fn a_run_takes_its_splits_from_the_configured_file() {
     cfg.test_cases = 2;
     cfg.meta_val_cases = 1;
     assert_eq!(Splits::for_run(&cfg, &manifest).unwrap().protocol, "seeded");
+}
+
+#[test]
+fn a_meta_validation_set_larger_than_what_is_left_to_train_is_warned_about() {
+    let (_dir, shards) = shards(9);
+    let out = shards.parent().unwrap().join("splits");
+    let request = |count| SplitRequest::ProtocolB {
+        shards: shards.clone(),
+        out_dir: out.clone(),
+        splits: 1,
+        seed: 0,
+        val_fraction: 0.1,
+        test_fraction: 0.2,
+        meta_val: draw(count),
+    };
+    // 9 cases: 2 test, 1 validation and 6 training cases, of which 5 go to meta-validation.
+    let (_, five) = &write_splits(&request(5)).unwrap()[0];
+    assert_eq!((five.train.len(), five.meta_val.len()), (1, 5));
+    let warning = five.meta_val_warning().expect("a warning");
+    assert!(
+        warning.contains("takes 5 of the 6 training cases, leaving 1"),
+        "{warning}"
+    );
+    // Half of them (3 of 6) still leaves as many to train on: no warning.
+    let (_, three) = &write_splits(&request(3)).unwrap()[0];
+    assert_eq!(three.meta_val_warning(), None);
+    let (_, four) = &write_splits(&request(4)).unwrap()[0];
+    assert!(four.meta_val_warning().is_some());
 }

@@ -284,6 +284,7 @@ impl Figure for Curves<'_> {
             .configure_mesh()
             .x_desc(self.x_label)
             .y_desc(self.y_label)
+            .x_label_formatter(&|x| tick_label(*x))
             .draw()
             .map_err(drawing)?;
         for (i, (name, values)) in self.series.iter().enumerate() {
@@ -308,6 +309,15 @@ impl Figure for Curves<'_> {
             .draw()
             .map_err(drawing)?;
         Ok(())
+    }
+}
+
+/// A tick's label: whole numbers (iterations) without a decimal point, others as they are.
+fn tick_label(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
     }
 }
 
@@ -443,6 +453,39 @@ impl Figure for SliceFigure<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_ticks_have_no_decimal_point() {
+        assert_eq!(tick_label(100.0), "100");
+        assert_eq!(tick_label(0.0), "0");
+        assert_eq!(tick_label(-20.0), "-20");
+        assert_eq!(tick_label(2.5), "2.5");
+    }
+
+    #[test]
+    fn iteration_axes_read_as_whole_numbers() {
+        let x: Vec<f64> = (0..=600).step_by(10).map(f64::from).collect();
+        let curves = Curves {
+            title: "ω".into(),
+            x_label: "iteration",
+            y_label: "ω",
+            x: &x,
+            series: vec![("FLAIR".into(), x.iter().map(|v| v / 600.0).collect())],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let [_, svg] = save(&curves, &dir.path().join("omega")).unwrap();
+        let svg = std::fs::read_to_string(svg).unwrap();
+        // The SVG backend writes each text on a line of its own between its tags.
+        let texts: Vec<&str> = svg.lines().filter(|l| !l.starts_with('<')).collect();
+        assert!(
+            texts.contains(&"100") && texts.contains(&"500"),
+            "{texts:?}"
+        );
+        assert!(
+            !texts.iter().any(|t| t.ends_with(".0") && t.len() > 3),
+            "{texts:?}"
+        );
+    }
 
     #[test]
     fn moving_averages_shorten_at_the_start() {

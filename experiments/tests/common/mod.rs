@@ -11,6 +11,6 @@ pub fn synthetic_shards(dir: &Path, cases: usize, seed: u64) -> PathBuf {
     let src = dir.join("src");
     write_dataset(&SynthConfig::new(cases, [24, 32, 32], seed), &src, || {}).unwrap();
     let shards = dir.join("shards");
-    prepare_brats(&src, &shards, &PrepareOptions::default(), |_, _| {}).unwrap();
+    prepare_brats(&src, &shards, &PrepareOptions::default(), |_| {}).unwrap();
     shards
 }
