@@ -9,6 +9,8 @@ use metakd_model::nets::SegmenterConfig;
 use metakd_model::ops::Precision;
 use serde::{Deserialize, Serialize};
 
+use crate::schedule::LrSchedule;
+
 /// Which cases train, meta-validate and test.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -62,6 +64,9 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Exponent of the poly schedule lr = lr0 · (1 − t/T)^power.
     pub poly_power: f64,
+    /// How the poly schedule spans the two stages: `per_stage` (the reference's restart) or
+    /// `single`.
+    pub lr_schedule: LrSchedule,
     /// Probability of centring a crop on a foreground voxel.
     pub foreground_probability: f64,
     /// Whether the pairwise distillation loss is used (`false` is the "without KD" ablation).
@@ -99,6 +104,7 @@ impl Default for TrainConfig {
             momentum: 0.99,
             weight_decay: 0.0,
             poly_power: 0.9,
+            lr_schedule: LrSchedule::PerStage,
             foreground_probability: 0.5,
             kd: true,
             kd_weight: 0.1,

@@ -30,6 +30,7 @@ pub mod postprocess;
 pub mod progress;
 pub mod resume;
 pub mod sampler;
+pub mod schedule;
 pub mod split_command;
 pub mod splits;
 pub mod step;

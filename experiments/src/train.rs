@@ -25,6 +25,7 @@ use crate::meta::{direct_step, lookahead_step, MetaRule};
 use crate::progress;
 use crate::resume::{load_checkpoint, named_vars, save_checkpoint, LogRow, TrainingState};
 use crate::sampler::CropSampler;
+use crate::schedule::learning_rate;
 use crate::splits::Splits;
 use crate::step::training_step;
 use crate::subsets::Subset;
@@ -51,11 +52,6 @@ pub struct TrainSummary {
     pub tracking: Option<TrackingReport>,
 }
 
-/// Poly learning rate at iteration `t` of `total`.
-fn poly_lr(lr0: f64, t: usize, total: usize, power: f64) -> f64 {
-    lr0 * (1.0 - t as f64 / total as f64).powf(power)
-}
-
 /// Which part of the two-stage schedule (method spec, section 7) a run trains.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Stage {
@@ -66,8 +62,8 @@ pub enum Stage {
     /// Stage 1 only: stops after `train.warmup_iterations` with a checkpoint.
     Warmup,
     /// Stage 2 only: starts from the checkpoint of the stage-1 run folder `from` (network, both
-    /// optimisers, generator) and trains to `train.iterations`; the poly schedule continues, so
-    /// the learning rate restarts at lr0 · (1 − warm-up / T)^0.9.
+    /// optimisers, generator) and trains to `train.iterations`; the learning rate follows
+    /// `train.lr_schedule` at the same iterations as in one run (see [`crate::schedule`]).
     Missing {
         /// The stage-1 run folder.
         from: PathBuf,
@@ -244,7 +240,7 @@ fn train_run(
         };
         let available = subset.flags(m);
         let (x, y) = loader.next_batch()?.into_tensors(&device)?;
-        let lr = poly_lr(t.lr, it, t.iterations, t.poly_power);
+        let lr = learning_rate(t, it);
         let step = training_step(&model, &mut sgd, (&x, &y), &available, t, lr)?;
         if !step.loss.is_finite() {
             bail!(

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use metakd_experiments::config::RunConfig;
+use metakd_experiments::schedule::LrSchedule;
 use metakd_model::nets::Preset;
 
 fn config(name: &str) -> RunConfig {
@@ -27,6 +28,7 @@ fn the_paper_configurations_hold_the_paper_settings() {
             (t.lr, t.momentum, t.weight_decay, t.kd_weight),
             (1e-2, 0.99, 0.0, 0.1)
         );
+        assert_eq!(t.lr_schedule, LrSchedule::PerStage, "{release}");
         let m = &cfg.meta;
         assert_eq!((m.every_warmup, m.every, m.samples), (100, 500, 20));
         assert_eq!((m.lr, m.weight_decay), (1e-2, 5e-4));
@@ -38,6 +40,10 @@ fn the_paper_configurations_hold_the_paper_settings() {
     let cpu = config("brats-cpu.toml");
     assert_eq!(cpu.model.preset, Preset::Small);
     assert_eq!(cpu.train.crop, [64, 64, 64]);
+    assert_eq!(cpu.train.lr_schedule, LrSchedule::PerStage);
+    // The demo keeps one schedule over both stages, as its committed CI baseline was trained.
+    let demo = RunConfig::from_toml(metakd_experiments::demo::DEMO_CONFIG, "demo").unwrap();
+    assert_eq!(demo.train.lr_schedule, LrSchedule::Single);
 }
 
 fn write(path: &Path, lines: &[String]) {
