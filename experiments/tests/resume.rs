@@ -254,6 +254,18 @@ fn two_stage_runs_end_where_one_run_does_and_restart_the_poly_schedule() {
     assert_eq!(stage2_lr.len(), ITERATIONS);
     let restart = 0.01 * (1.0 - 6.0 / ITERATIONS as f64).powf(0.9);
     assert!((stage2_lr[6] - restart).abs() < 1e-12, "{}", stage2_lr[6]);
+    // The default schedule is the reference's, per stage: stage 1 decays over its own 6
+    // iterations (0.01 · (1 − i/6)^0.9, near 0 at its end), then stage 2 restarts above it.
+    for (i, &rate) in lr(&stage1).iter().enumerate() {
+        let expected = 0.01 * (1.0 - i as f64 / 6.0).powf(0.9);
+        assert!((rate - expected).abs() < 1e-12, "iteration {i}: {rate}");
+    }
+    assert!(stage2_lr[5] < stage2_lr[6], "no restart: {stage2_lr:?}");
+    assert_eq!(
+        lr(&whole),
+        stage2_lr,
+        "one run and two stages follow the same rates"
+    );
 
     // Stage 2 refuses a stage-1 run made with another configuration.
     let other = dir.path().join("short.toml");
