@@ -67,6 +67,18 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoOutcome> {
         synth.layout.release,
         data.display()
     ));
+    // The synthetic BraTS2020 release copies the real one's misnamed label map on purpose: the
+    // demo says so once, and does not pass preparation's warning about it on.
+    let quirk_case = synth
+        .layout
+        .misnamed_seg_case(synth.cases)
+        .map(|index| synth.layout.case_id(index));
+    if let Some(id) = &quirk_case {
+        (options.on_note)(&format!(
+            "demo: like the real BraTS2020 release, the synthetic one names case {id}'s label map \
+             {MISNAMED_SEG_FILE}; preparation finds it under that name"
+        ));
+    }
     let bar = progress::bar(synth.cases as u64, "synth", options.show_progress);
     write_dataset(&synth, &data, || bar.inc(1))?;
     bar.finish_and_clear();
@@ -78,7 +90,14 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoOutcome> {
         &shards,
         &PrepareOptions::default(),
         options.show_progress,
-        |warning| note_release_quirk(warning, options.on_note),
+        |warning| {
+            let noted = quirk_case.as_ref().is_some_and(|id| {
+                warning.starts_with(&format!("case {id}:")) && warning.contains(MISNAMED_SEG_FILE)
+            });
+            if !noted {
+                tracing::warn!("{warning}")
+            }
+        },
     )?;
     lap(1);
 
@@ -116,22 +135,6 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoOutcome> {
         summary: outcome.summary,
         stage_seconds: seconds,
     })
-}
-
-/// The synthetic release copies the real BraTS2020 release's misnamed label map on purpose: the
-/// demo says so in a note. Any other warning is one.
-fn note_release_quirk(warning: &str, on_note: fn(&str)) {
-    let quirk_case = warning
-        .strip_prefix("case ")
-        .and_then(|rest| rest.split_once(':'))
-        .filter(|_| warning.contains(MISNAMED_SEG_FILE));
-    match quirk_case {
-        Some((id, _)) => on_note(&format!(
-            "demo: like the real BraTS2020 release, the synthetic one names case {id}'s label map \
-             {MISNAMED_SEG_FILE}; preparation finds it under that name"
-        )),
-        None => tracing::warn!("{warning}"),
-    }
 }
 
 /// The default working folder of the demo.
