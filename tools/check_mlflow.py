@@ -18,7 +18,8 @@ import urllib.request
 
 METRICS = ["loss", "dice_loss", "bce_loss", "kd_loss", "lr", "data_wait_fraction",
            "omega_flair", "omega_t1", "omega_t1ce", "omega_t2"]
-ARTIFACTS = {"config.toml", "split.json", "train_log.parquet", "model.safetensors"}
+ARTIFACTS = {"config.toml", "split.json", "train_log.parquet", "meta_log.parquet",
+             "model.safetensors"}
 
 
 def get(uri, endpoint, **query):

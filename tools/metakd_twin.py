@@ -101,10 +101,12 @@ class UpLevel(nn.Module):
 
 
 class Classifier(nn.Module):
-    def __init__(self, ci, co):
+    """The final 1×1×1 convolution; the reference network's has no bias, the small preset's has."""
+
+    def __init__(self, ci, co, bias):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(co, ci, 1, 1, 1))
-        self.bias = nn.Parameter(torch.zeros(co))
+        self.bias = nn.Parameter(torch.zeros(co)) if bias else None
 
     def forward(self, x):
         return F.conv3d(x, self.weight, self.bias)
@@ -216,7 +218,8 @@ class Decoder(nn.Module):
             up[l] = UpLevel(ci, co, m * skip)
             ci = co
         self.up = nn.ModuleList(up)
-        self.classifier = Classifier(ci, 3)
+        bias = cfg.get("classifier_bias")
+        self.classifier = Classifier(ci, 3, cfg["preset"] == "small" if bias is None else bias)
 
     def forward(self, fused, fused_skips):
         h = fused if self.fuse is None else self.fuse(fused)
@@ -253,6 +256,9 @@ class MetaKd(nn.Module):
         return [split(s) for s in skips], split(f)
 
     def decode(self, skips, bottleneck, available=None, omega=None):
+        """Decodes; `available`: missing bottleneck features take the mean of the available ones;
+        `omega`: every feature (a missing modality's own, the zero image's response) is scaled by
+        its importance instead (the meta pass)."""
         if available is not None:
             present = [f for f, a in zip(bottleneck, available) if a]
             fill = sum(present) / len(present)
@@ -263,12 +269,28 @@ class MetaKd(nn.Module):
         return self.decoder(torch.cat(bottleneck, 1), fused_skips), bottleneck
 
 
-def seg_loss(logits, target):
+def binary_dice_loss(p, t):
+    """The reference's loss_Dual.BinaryDiceLoss for one channel: per sample
+    1 − 2Σpt / (Σp + Σt + 1) (smooth 1, in the denominator only), mean over the batch."""
+    p, t = p.reshape(p.shape[0], -1), t.reshape(t.shape[0], -1)
+    num = 2 * (p * t).sum(1)
+    den = p.sum(1) + t.sum(1) + 1
+    return (1 - num / den).mean()
+
+
+def seg_loss(logits, target, dice="per_sample"):
+    """Dice + BCE. `per_sample`: the reference's DiceLoss (BinaryDiceLoss per channel, then the
+    mean over the 3 channels); `pooled`: sums over the batch, smoothing 1 in both terms."""
     p = torch.sigmoid(logits)
-    dims = (0, 2, 3, 4)
-    dice = (2 * (p * target).sum(dims) + 1) / (p.sum(dims) + target.sum(dims) + 1)
+    if dice == "per_sample":
+        dice_loss = sum(binary_dice_loss(p[:, c], target[:, c])
+                        for c in range(p.shape[1])) / p.shape[1]
+    else:
+        dims = (0, 2, 3, 4)
+        score = (2 * (p * target).sum(dims) + 1) / (p.sum(dims) + target.sum(dims) + 1)
+        dice_loss = 1 - score.mean()
     bce = F.binary_cross_entropy_with_logits(logits, target) * logits.shape[1]
-    return 1 - dice.mean() + bce
+    return dice_loss + bce
 
 
 def kd_loss(bottleneck, available, w):
@@ -293,18 +315,32 @@ def export_parity(name, cfg, shape):
     available = [True, False, True, True]
     x_masked = x * torch.tensor(available, dtype=torch.float32).view(1, -1, 1, 1, 1)
     target = (torch.rand(shape[0], 3, *shape[2:]) < 0.3).float()
+    target[-1, 0] = 0  # a region without foreground in one sample
     w = torch.tensor([0.3, -0.2, 0.9, 0.1])
 
     skips, f = net.encode(x_masked)
     logits, filled = net.decode(skips, f, available=available)
     kd = kd_loss(f, available, w)
 
+    # Stage-1 meta pass: all modalities, features scaled by ω.
     w_leaf = w.clone().requires_grad_(True)
     with torch.no_grad():
         meta_skips, meta_f = net.encode(x)
     meta_logits, _ = net.decode(meta_skips, meta_f, omega=torch.softmax(w_leaf, 0))
     meta_loss = seg_loss(meta_logits, target)
     meta_loss.backward()
+    pooled_loss = seg_loss(meta_logits.detach(), target, dice="pooled")
+
+    # Stage-2 meta pass (reference train.py, mode "random"): the missing inputs zeroed, every
+    # modality's own encoder output scaled by ω, no mean fill.
+    meta_available = [False, True, False, True]
+    x_meta = x * torch.tensor(meta_available, dtype=torch.float32).view(1, -1, 1, 1, 1)
+    w2_leaf = w.clone().requires_grad_(True)
+    with torch.no_grad():
+        missing_skips, missing_f = net.encode(x_meta)
+    missing_logits, _ = net.decode(missing_skips, missing_f, omega=torch.softmax(w2_leaf, 0))
+    missing_loss = seg_loss(missing_logits, target)
+    missing_loss.backward()
 
     tensors = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     tensors.update({
@@ -313,11 +349,15 @@ def export_parity(name, cfg, shape):
         "parity.logits": logits.detach().contiguous(),
         "parity.kd": kd.detach().reshape(()),
         "parity.meta_loss": meta_loss.detach().reshape(()),
+        "parity.meta_loss_pooled": pooled_loss.reshape(()),
         "parity.w_grad": w_leaf.grad,
+        "parity.missing_meta_loss": missing_loss.detach().reshape(()),
+        "parity.missing_w_grad": w2_leaf.grad,
     })
     save_file({k: v.contiguous() for k, v in tensors.items()},
               FIXTURES / f"twin_{name}.safetensors")
     return {"file": f"twin_{name}.safetensors", "model": cfg, "available": available,
+            "meta_available": meta_available,
             "parameters": sum(p.numel() for p in net.parameters())}
 
 
@@ -326,7 +366,7 @@ def parity():
     reference = {"preset": "reference", "reference": {
         "stem_width": 8, "stage_widths": [4, 8, 8, 8], "blocks": [3, 4, 6, 3], "expansion": 4,
         "aspp_width": 8, "aspp_dilations": [2, 4, 8], "decoder_widths": [16, 8, 8, 8]}}
-    cases = [export_parity("small", small, (1, 4, 16, 16, 16)),
+    cases = [export_parity("small", small, (2, 4, 16, 16, 16)),
              export_parity("reference", reference, (1, 4, 16, 32, 32))]
     (FIXTURES / "twin.json").write_text(json.dumps({"torch": torch.__version__, "cases": cases},
                                                    indent=2) + "\n")

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use metakd_model::losses::DiceReduction;
 use metakd_model::metakd::{KdDistance, KdPairs};
 use metakd_model::nets::SegmenterConfig;
 use metakd_model::ops::Precision;
@@ -67,6 +68,9 @@ pub struct TrainConfig {
     /// How the poly schedule spans the two stages: `per_stage` (the reference's restart) or
     /// `single`.
     pub lr_schedule: LrSchedule,
+    /// How the soft Dice loss gathers its sums: `per_sample` (the reference's, per sample and
+    /// region) or `pooled` (over the batch, smoothing in the numerator too).
+    pub dice: DiceReduction,
     /// Probability of centring a crop on a foreground voxel.
     pub foreground_probability: f64,
     /// Whether the pairwise distillation loss is used (`false` is the "without KD" ablation).
@@ -105,6 +109,7 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             poly_power: 0.9,
             lr_schedule: LrSchedule::PerStage,
+            dice: DiceReduction::PerSample,
             foreground_probability: 0.5,
             kd: true,
             kd_weight: 0.1,
@@ -133,8 +138,15 @@ pub struct MetaConfig {
     pub every_warmup: usize,
     /// Run a meta phase every this many iterations during stage 2.
     pub every: usize,
+    /// Which modalities stage 2's meta passes see: `random` (a subset per sample, the
+    /// reference) or `all`.
+    pub stage2_modalities: crate::meta::MetaModalities,
     /// Meta-validation crops (batch 1) per meta phase.
     pub samples: usize,
+    /// Whether meta-validation crops are drawn and augmented exactly as training crops (scale,
+    /// crop rule, flips, `[augment]`), as the reference; `false`: plain crops (no scaling, no
+    /// intensity augmentation).
+    pub augment: bool,
     /// Adam learning rate of w.
     pub lr: f64,
     /// Adam L2 weight decay of w.
@@ -148,7 +160,9 @@ impl Default for MetaConfig {
             rule: crate::meta::MetaRule::Direct,
             every_warmup: 50,
             every: 50,
+            stage2_modalities: crate::meta::MetaModalities::Random,
             samples: 4,
+            augment: true,
             lr: 1e-2,
             weight_decay: 5e-4,
         }

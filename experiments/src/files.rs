@@ -17,6 +17,8 @@ pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const FINISHED_FILE: &str = "train_summary.json";
 /// The training log (one row per iteration).
 pub const LOG_FILE: &str = "train_log.parquet";
+/// Every meta step of a training run (iteration, subset, loss, ω after the step).
+pub const META_LOG_FILE: &str = "meta_log.parquet";
 /// The sweep's result table.
 pub const SWEEP_FILE: &str = "sweep.parquet";
 

@@ -1,8 +1,10 @@
 //! Meta phases that learn the importance logits w (method spec, section 6).
 //!
 //! - `direct` (the reference's first-order rule): a forward pass of a meta-validation crop with
-//!   every modality present and each bottleneck feature scaled by its importance, f_m ← ω_m·f_m;
-//!   the task loss's gradient with respect to w drives an Adam step on w.
+//!   each bottleneck feature scaled by its importance, f_m ← ω_m·f_m, and no mean fill; the task
+//!   loss's gradient with respect to w drives an Adam step on w. In stage 1 every modality is
+//!   present; in stage 2 (by default, [`MetaModalities::Random`]) each meta sample draws its own
+//!   subset, its missing inputs are zeroed and their features are the zero image's response.
 //! - `lookahead` (the bilevel reading): one virtual SGD step θ' = θ − α∇θ L_train(θ, w) on a
 //!   training crop, then the gradient of L_val(θ') with respect to w. Only the distillation term
 //!   of L_train depends on w, through the ratios r_ij = exp(w_i − w_j), so with v = ∇θ' L_val(θ')
@@ -33,17 +35,38 @@ pub enum MetaRule {
     Lookahead,
 }
 
+/// Which modalities the meta passes of stage 2 see (stage 1's always see all of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MetaModalities {
+    /// Each meta sample draws its own subset (k uniform in 1..M, then k modalities), as the
+    /// reference's `train.py` in its random-missing mode.
+    #[default]
+    Random,
+    /// Every modality, as in stage 1.
+    All,
+}
+
 /// Images `[n, m, d, h, w]` and targets `[n, 3, d, h, w]`.
 pub type Batch = (Tensor, Tensor);
 
-/// One `direct` meta step on a meta-validation batch (all modalities): Adam on w only.
-pub fn direct_step(model: &Model, adam: &mut Adam, (x, y): &Batch) -> Result<()> {
-    let features = model.net.encode(x)?.detach();
+/// One `direct` meta step on a meta-validation batch with the modalities `available` (the
+/// missing ones are zeroed; every modality's own feature, scaled by ω, is decoded): Adam on w
+/// only. Returns the task loss before the step.
+pub fn direct_step(
+    model: &Model,
+    adam: &mut Adam,
+    (x, y): &Batch,
+    available: &[bool],
+    t: &TrainConfig,
+) -> Result<f64> {
+    let features = model.net.encode(&mask_missing(x, available)?)?.detach();
     let omega = model.importance.omega()?;
     let logits = model.net.decode_weighted(&features, &omega)?;
-    let loss = segmentation_loss(&logits, y)?.total()?;
+    let loss = segmentation_loss(&logits, y, t.dice)?.total()?;
+    let value = f64::from(loss.to_scalar::<f32>()?);
     adam.step(&loss.backward_releasing()?)?;
-    Ok(())
+    Ok(value)
 }
 
 /// One `lookahead` meta step: the gradient of [`lookahead_gradient`] drives Adam on w.
@@ -140,7 +163,7 @@ pub fn lookahead_gradient(
     // v = ∇θ' L_val(θ').
     let val_features = model.net.encode(x_val)?;
     let val_logits = model.net.decode(&val_features, &vec![true; m])?;
-    let v = snapshot.gradients(&segmentation_loss(&val_logits, y_val)?.total()?)?;
+    let v = snapshot.gradients(&segmentation_loss(&val_logits, y_val, t.dice)?.total()?)?;
     snapshot.restore()?;
 
     // v · ∇θ Σ_ij (∂r_ij/∂w_k) d_ij at θ, for each available k (missing modalities have no pairs).

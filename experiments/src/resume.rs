@@ -42,6 +42,20 @@ pub struct LogRow {
     pub omega: Vec<f32>,
 }
 
+/// One meta step: the importance logits' Adam step on one meta-validation sample.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetaLogRow {
+    /// The training iteration after which the meta phase ran (0-based).
+    pub iteration: u32,
+    /// Bitmask of the modalities the meta sample saw.
+    pub subset: u32,
+    /// The meta loss (task loss of the ω-scaled pass) before the step; NaN for `lookahead`
+    /// steps, whose objective is not evaluated.
+    pub loss: f64,
+    /// ω per modality after the step.
+    pub omega: Vec<f32>,
+}
+
 /// Everything besides tensors that a resumed run needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainingState {
@@ -53,6 +67,9 @@ pub struct TrainingState {
     pub config: String,
     /// The log rows so far.
     pub log: Vec<LogRow>,
+    /// The meta steps so far.
+    #[serde(default)]
+    pub meta_log: Vec<MetaLogRow>,
 }
 
 /// The model's parameters sorted by name: the order the network optimiser holds them in.

@@ -68,7 +68,7 @@ pub fn training_loss(
         Tensor::new(0f32, x.device())?
     };
     let logits = model.net.decode(&features, available)?;
-    let task = segmentation_loss(&logits, y)?;
+    let task = segmentation_loss(&logits, y, t.dice)?;
     let total = (task.total()? + (&kd * t.kd_weight)?)?;
     Ok(TrainingLoss {
         total,

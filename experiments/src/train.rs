@@ -15,15 +15,19 @@ use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
+use crate::augment::AugmentConfig;
 use crate::checkpoint::Model;
 use crate::config::RunConfig;
 use crate::files::{
-    write_atomic, CHECKPOINT_FILE, CONFIG_FILE, FINISHED_FILE, LOG_FILE, MODEL_FILE, SPLIT_FILE,
+    write_atomic, CHECKPOINT_FILE, CONFIG_FILE, FINISHED_FILE, LOG_FILE, META_LOG_FILE, MODEL_FILE,
+    SPLIT_FILE,
 };
 use crate::loader::{BatchLoader, BatchPlan, CaseSet};
-use crate::meta::{direct_step, lookahead_step, MetaRule};
+use crate::meta::{direct_step, lookahead_step, MetaModalities, MetaRule};
 use crate::progress;
-use crate::resume::{load_checkpoint, named_vars, save_checkpoint, LogRow, TrainingState};
+use crate::resume::{
+    load_checkpoint, named_vars, save_checkpoint, LogRow, MetaLogRow, TrainingState,
+};
 use crate::sampler::CropSampler;
 use crate::schedule::learning_rate;
 use crate::splits::Splits;
@@ -182,9 +186,15 @@ fn train_run(
         t.flips,
         Some(cfg.augment.clone()),
     );
-    let meta_sampler = CropSampler::new(t.crop, t.foreground_probability, t.flips, None);
+    let meta_augment = cfg.meta.augment.then_some(&cfg.augment);
+    let meta_sampler = CropSampler::new(
+        t.crop,
+        t.foreground_probability,
+        t.flips,
+        meta_augment.cloned(),
+    );
     let checkpoint = run_dir.join(CHECKPOINT_FILE);
-    let (mut rng, mut log, start) = match &origin {
+    let (mut rng, mut log, mut meta_log, start) = match &origin {
         Some(dir) => {
             let path = dir.join(CHECKPOINT_FILE);
             let state = load_checkpoint(&path, &mut model, &mut sgd, &mut adam, &device)?;
@@ -203,9 +213,14 @@ fn train_run(
                     t.warmup_iterations
                 )
             }
-            (state.rng, state.log, state.iterations_done)
+            (state.rng, state.log, state.meta_log, state.iterations_done)
         }
-        None => (ChaCha12Rng::seed_from_u64(t.seed), Vec::new(), 0),
+        None => (
+            ChaCha12Rng::seed_from_u64(t.seed),
+            Vec::new(),
+            Vec::new(),
+            0,
+        ),
     };
     if start >= end {
         bail!("{}: the run had already finished", run_dir.display())
@@ -259,12 +274,26 @@ fn train_run(
             let sources = MetaSources {
                 meta_cases: &meta_cases,
                 meta_sampler: &meta_sampler,
+                meta_augment,
                 train_cases: &train_cases,
                 train_sampler: &sampler,
                 available: &available,
                 lr,
             };
-            meta_phase(&model, &mut adam, &sources, cfg, &mut rng, &device)?;
+            let phase = MetaPhase {
+                iteration: it,
+                random_subsets: !warmup && cfg.meta.stage2_modalities == MetaModalities::Random,
+            };
+            meta_phase(
+                &model,
+                &mut adam,
+                &sources,
+                phase,
+                cfg,
+                &mut rng,
+                &mut meta_log,
+                &device,
+            )?;
         }
         let omega = model.importance.omega_values()?;
         let row = LogRow {
@@ -310,14 +339,16 @@ fn train_run(
                 rng: rng.clone(),
                 config: config_text.clone(),
                 log: log.clone(),
+                meta_log: meta_log.clone(),
             };
             save_checkpoint(&checkpoint, &model, &sgd, &adam, &state)?;
         }
     }
     bar.finish_and_clear();
     write_log(&log, m, &run_dir.join(LOG_FILE))?;
+    write_meta_log(&meta_log, m, &run_dir.join(META_LOG_FILE))?;
     if let Some(tracker) = tracker {
-        for file in [CONFIG_FILE, SPLIT_FILE, LOG_FILE, MODEL_FILE] {
+        for file in [CONFIG_FILE, SPLIT_FILE, LOG_FILE, META_LOG_FILE, MODEL_FILE] {
             tracker.log_artifact(&run_dir.join(file));
         }
     }
@@ -364,37 +395,57 @@ fn first_non_finite_parameter(model: &Model) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// Where a meta phase draws its crops: meta-validation crops (never augmented) and, for the
-/// `lookahead` rule, training crops with the iteration's modalities.
+/// Where a meta phase draws its crops: meta-validation crops (augmented as training crops unless
+/// `meta.augment` is off) and, for the `lookahead` rule, training crops with the iteration's
+/// modalities.
 struct MetaSources<'a> {
     meta_cases: &'a CaseSet,
     meta_sampler: &'a CropSampler,
+    meta_augment: Option<&'a AugmentConfig>,
     train_cases: &'a CaseSet,
     train_sampler: &'a CropSampler,
     available: &'a [bool],
     lr: f64,
 }
 
+/// When a meta phase runs and what its samples see.
+#[derive(Debug, Clone, Copy)]
+struct MetaPhase {
+    /// The training iteration it follows.
+    iteration: usize,
+    /// Each sample draws its own subset of modalities (stage 2 of the `direct` rule).
+    random_subsets: bool,
+}
+
 /// One meta phase: `meta.samples` Adam steps on w alone, each from one meta-validation crop
-/// (batch 1, all modalities), by the configured rule, with the convolutions in
-/// `train.precision`.
+/// (batch 1; all modalities, or a random subset per sample in stage 2), by the configured rule,
+/// with the convolutions in `train.precision`. Every step is appended to `meta_log`.
+#[allow(clippy::too_many_arguments)]
 fn meta_phase(
     model: &Model,
     adam: &mut Adam,
     sources: &MetaSources,
+    phase: MetaPhase,
     cfg: &RunConfig,
     rng: &mut impl Rng,
+    meta_log: &mut Vec<MetaLogRow>,
     device: &Device,
 ) -> Result<()> {
     let t = &cfg.train;
+    let m = cfg.model.modalities;
     let _precision = metakd_model::ops::autocast(t.precision);
     for _ in 0..cfg.meta.samples {
         let val = sources
             .meta_cases
-            .batch(sources.meta_sampler, None, 1, t.crop, rng)?
+            .batch(sources.meta_sampler, sources.meta_augment, 1, t.crop, rng)?
             .into_tensors(device)?;
-        match cfg.meta.rule {
-            MetaRule::Direct => direct_step(model, adam, &val)?,
+        let subset = if phase.random_subsets && cfg.meta.rule == MetaRule::Direct {
+            Subset::random(m, rng)
+        } else {
+            Subset::full(m)
+        };
+        let loss = match cfg.meta.rule {
+            MetaRule::Direct => direct_step(model, adam, &val, &subset.flags(m), t)?,
             MetaRule::Lookahead => {
                 let train = sources
                     .train_cases
@@ -414,10 +465,50 @@ fn meta_phase(
                     t,
                     sources.lr,
                 )?;
+                f64::NAN
             }
-        }
+        };
+        meta_log.push(MetaLogRow {
+            iteration: phase.iteration as u32,
+            subset: subset.0,
+            loss,
+            omega: model.importance.omega_values()?,
+        });
     }
     Ok(())
+}
+
+/// Writes the meta steps as Parquet: iteration, subset (bitmask and name), loss and ω after each
+/// step.
+fn write_meta_log(rows: &[MetaLogRow], m: usize, path: &Path) -> Result<()> {
+    let mut columns = vec![
+        Column::new(
+            "iteration".into(),
+            rows.iter().map(|r| r.iteration).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "subset".into(),
+            rows.iter().map(|r| r.subset).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "modalities".into(),
+            rows.iter()
+                .map(|r| Subset(r.subset).name())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "loss".into(),
+            rows.iter().map(|r| r.loss).collect::<Vec<_>>(),
+        ),
+    ];
+    for (i, modality) in metakd_data::Modality::ALL.iter().enumerate().take(m) {
+        columns.push(Column::new(
+            format!("omega_{}", modality.suffix()).into(),
+            rows.iter().map(|r| r.omega[i]).collect::<Vec<_>>(),
+        ));
+    }
+    let mut df = DataFrame::new(rows.len(), columns)?;
+    write_parquet(&mut df, path)
 }
 
 /// Writes the training log as Parquet.

@@ -69,7 +69,7 @@ fn bilevel_objective(
     )
     .unwrap();
     let logits = model.net.decode(&features, &AVAILABLE).unwrap();
-    let loss = (segmentation_loss(&logits, &train.1)
+    let loss = (segmentation_loss(&logits, &train.1, t.dice)
         .unwrap()
         .total()
         .unwrap()
@@ -84,7 +84,7 @@ fn bilevel_objective(
     }
     let val_features = model.net.encode(&val.0).unwrap();
     let val_logits = model.net.decode(&val_features, &[true; 4]).unwrap();
-    let value = segmentation_loss(&val_logits, &val.1)
+    let value = segmentation_loss(&val_logits, &val.1, t.dice)
         .unwrap()
         .total()
         .unwrap()

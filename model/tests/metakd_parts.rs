@@ -1,7 +1,7 @@
 //! Fill, pairwise KD, losses and norms against direct computations of the spec's formulas.
 
 use candle_core::{DType, Device, Tensor, Var};
-use metakd_model::losses::{bce_with_logits, soft_dice_loss};
+use metakd_model::losses::{bce_with_logits, soft_dice_loss, DiceReduction};
 use metakd_model::metakd::{fill_missing, pairwise_kd_loss, KdDistance, KdPairs};
 use metakd_model::ops::{instance_norm3d, standardize_weight};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -197,7 +197,7 @@ fn segmentation_losses_match_direct_computation() {
         bce += b / (2 * per) as f64;
     }
     let got_dice = f64::from(
-        soft_dice_loss(&lt, &tt)
+        soft_dice_loss(&lt, &tt, DiceReduction::Pooled)
             .unwrap()
             .to_scalar::<f32>()
             .unwrap(),
@@ -214,6 +214,73 @@ fn segmentation_losses_match_direct_computation() {
         1.0 - dice
     );
     assert!((got_bce - bce).abs() < 1e-4, "{got_bce} vs {bce}");
+}
+
+/// The reference's per-sample Dice, in a naive loop: per (sample, channel)
+/// 1 − 2Σpt / (Σp + Σt + 1), averaged over all pairs; and its gradient with respect to the logits.
+fn per_sample_dice_naive(logits: &[f32], target: &[f32], pairs: usize) -> (f64, Vec<f64>) {
+    let per = logits.len() / pairs;
+    let mut loss = 0.0;
+    let mut grad = vec![0.0; logits.len()];
+    for k in 0..pairs {
+        let range = k * per..(k + 1) * per;
+        let p: Vec<f64> = logits[range.clone()]
+            .iter()
+            .map(|&x| 1.0 / (1.0 + (-f64::from(x)).exp()))
+            .collect();
+        let t: Vec<f64> = target[range.clone()]
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect();
+        let inter: f64 = p.iter().zip(&t).map(|(p, t)| p * t).sum();
+        let denominator = p.iter().sum::<f64>() + t.iter().sum::<f64>() + 1.0;
+        loss += (1.0 - 2.0 * inter / denominator) / pairs as f64;
+        for (i, (p, t)) in p.iter().zip(&t).enumerate() {
+            // d/dp of −2I/S: −2(t·S − I)/S², times σ' = p(1 − p).
+            let d = -2.0 * (t * denominator - inter) / (denominator * denominator);
+            grad[k * per + i] = d * p * (1.0 - p) / pairs as f64;
+        }
+    }
+    (loss, grad)
+}
+
+#[test]
+fn per_sample_dice_matches_the_reference_formula_and_an_empty_region_gives_loss_one_without_gradient(
+) {
+    let mut rng = StdRng::seed_from_u64(6);
+    let (n, c, per) = (2, 3, 4 * 4 * 4);
+    let logits: Vec<f32> = random(&mut rng, n * c * per);
+    let mut target: Vec<f32> = (0..n * c * per)
+        .map(|_| f32::from(u8::from(rng.random_bool(0.3))))
+        .collect();
+    // Sample 1, channel 2 has no foreground.
+    let empty = (c + 2) * per..(c + 3) * per;
+    target[empty.clone()].iter_mut().for_each(|v| *v = 0.0);
+    let (expected, expected_grad) = per_sample_dice_naive(&logits, &target, n * c);
+
+    let var = Var::from_slice(&logits, (n, c, 4, 4, 4), &Device::Cpu).unwrap();
+    let tt = Tensor::from_slice(&target, (n, c, 4, 4, 4), &Device::Cpu).unwrap();
+    let loss = soft_dice_loss(var.as_tensor(), &tt, DiceReduction::PerSample).unwrap();
+    let got = f64::from(loss.to_scalar::<f32>().unwrap());
+    assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
+    let grad = loss
+        .backward()
+        .unwrap()
+        .get(&var)
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+    let grad = grad.to_vec1::<f32>().unwrap();
+    for (i, (g, e)) in grad.iter().zip(&expected_grad).enumerate() {
+        assert!((f64::from(*g) - e).abs() < 1e-6, "voxel {i}: {g} vs {e}");
+    }
+    assert!(grad[empty].iter().all(|g| *g == 0.0));
+
+    // One sample whose only channel is empty: loss exactly 1, whatever the prediction.
+    let lone = Tensor::from_slice(&logits[..per], (1, 1, 4, 4, 4), &Device::Cpu).unwrap();
+    let zero = lone.zeros_like().unwrap();
+    let lone_loss = soft_dice_loss(&lone, &zero, DiceReduction::PerSample).unwrap();
+    assert_eq!(lone_loss.to_scalar::<f32>().unwrap(), 1.0);
 }
 
 #[test]

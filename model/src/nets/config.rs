@@ -128,6 +128,10 @@ pub struct SegmenterConfig {
     pub negative_slope: f64,
     /// Skip features of missing modalities.
     pub fill_skips: FillSkips,
+    /// Whether the final 1×1×1 classifier has a bias; unset: none for `reference` (as the
+    /// reference network), one for `small`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classifier_bias: Option<bool>,
     /// Sizes used by the `small` preset.
     pub small: SmallSizes,
     /// Sizes used by the `reference` preset.
@@ -143,6 +147,7 @@ impl SegmenterConfig {
             out_channels: 3,
             negative_slope: 0.01,
             fill_skips: FillSkips::Zero,
+            classifier_bias: None,
             small: SmallSizes::default(),
             reference: ReferenceSizes::default(),
         }
@@ -154,6 +159,11 @@ impl SegmenterConfig {
             preset: Preset::Reference,
             ..Self::small()
         }
+    }
+
+    /// Whether the final classifier has a bias (`classifier_bias`, or the preset's default).
+    pub fn has_classifier_bias(&self) -> bool {
+        self.classifier_bias.unwrap_or(self.preset == Preset::Small)
     }
 
     /// The factor each crop extent (d, h, w) must be divisible by.

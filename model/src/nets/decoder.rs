@@ -92,7 +92,12 @@ impl Decoder {
             });
             ci = co;
         }
-        let classifier = Classifier::new(ci, cfg.out_channels, vb.pp("classifier"))?;
+        let classifier = Classifier::new(
+            ci,
+            cfg.out_channels,
+            cfg.has_classifier_bias(),
+            vb.pp("classifier"),
+        )?;
         Ok(Self {
             fuse,
             levels,

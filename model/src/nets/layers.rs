@@ -179,25 +179,31 @@ impl Upsample2x {
     }
 }
 
-/// The final 1×1×1 classifier with bias (no standardisation).
+/// The final 1×1×1 classifier (no standardisation), with or without a bias.
 #[derive(Debug, Clone)]
 pub struct Classifier {
     weight: Tensor,
-    bias: Tensor,
+    bias: Option<Tensor>,
 }
 
 impl Classifier {
-    /// A classifier from `ci` channels to `classes` logits.
-    pub fn new(ci: usize, classes: usize, vb: VarBuilder) -> Result<Self> {
+    /// A classifier from `ci` channels to `classes` logits, with a bias (`bias`, initialised to
+    /// 0) when `with_bias`.
+    pub fn new(ci: usize, classes: usize, with_bias: bool, vb: VarBuilder) -> Result<Self> {
         let weight =
             vb.get_with_hints((classes, ci, 1, 1, 1), "weight", kaiming_fan_out(classes))?;
-        let bias = vb.get_with_hints(classes, "bias", Init::Const(0.0))?;
+        let bias = with_bias
+            .then(|| vb.get_with_hints(classes, "bias", Init::Const(0.0)))
+            .transpose()?;
         Ok(Self { weight, bias })
     }
 
     /// Per-voxel logits of `x [n, ci, d, h, w]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = ops::conv3d(x, &self.weight, Conv3dParams::default())?;
-        y.broadcast_add(&self.bias.reshape((1, (), 1, 1, 1))?)
+        match &self.bias {
+            Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1, 1, 1))?),
+            None => Ok(y),
+        }
     }
 }
