@@ -82,6 +82,36 @@ impl Default for PreprocessSettings {
     }
 }
 
+/// How one modality's intensities were normalised: v ↦ (v − mean) / std over the voxels that
+/// differ from `background` (after clipping), the background set to 0.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Normalisation {
+    /// Mean of the foreground voxels.
+    pub mean: f64,
+    /// Population standard deviation of the foreground voxels (1 where it is 0).
+    pub std: f64,
+    /// The background value (the voxel at [0, 0, 0]).
+    pub background: f32,
+}
+
+impl Normalisation {
+    /// The intensities before normalisation (after clipping) of `normalised` values whose
+    /// foreground is marked by `foreground`: the background value elsewhere.
+    pub fn restore(&self, normalised: &[f32], foreground: impl Fn(usize) -> bool) -> Vec<f32> {
+        normalised
+            .iter()
+            .enumerate()
+            .map(|(i, &z)| {
+                if foreground(i) {
+                    (f64::from(z) * self.std + self.mean) as f32
+                } else {
+                    self.background
+                }
+            })
+            .collect()
+    }
+}
+
 /// What clipping did to one modality.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ClipOutcome {
@@ -240,12 +270,12 @@ pub fn clip_and_normalise(
     values: &mut [f32],
     min_voxels: usize,
     foreground: &mut [bool],
-) -> Option<ClipOutcome> {
+) -> Option<(ClipOutcome, Normalisation)> {
     let census = census(values)?;
     let Some((lo, per_value)) = &census.per_value else {
         let outcome = clip_with(values, &census, min_voxels);
         let background = values[0];
-        return zscore_foreground(values, background, foreground).then_some(outcome);
+        return zscore_foreground(values, background, foreground).map(|n| (outcome, n));
     };
     let level = clip_level(values, &census, min_voxels);
     let cap = |v: f32| match level {
@@ -290,13 +320,21 @@ pub fn clip_and_normalise(
             0.0
         };
     }
-    Some(match level {
+    let outcome = match level {
         Some(level) => ClipOutcome::Clipped {
             level,
             voxels: changed,
         },
         None => ClipOutcome::Unclipped,
-    })
+    };
+    Some((
+        outcome,
+        Normalisation {
+            mean,
+            std,
+            background,
+        },
+    ))
 }
 
 /// Sums of `f(v)` over the voxels that differ from `background`, in eight lanes so the additions
@@ -323,11 +361,15 @@ fn foreground_sum(values: &[f32], background: f32, f: impl Fn(f64) -> f64) -> (u
 
 /// Z-scores `values` over the voxels that differ from `background` (population standard
 /// deviation, in f64), sets the background to 0 and marks the foreground in `foreground`. Returns
-/// `false` (leaving `values` as they were) when every voxel is background.
-pub fn zscore_foreground(values: &mut [f32], background: f32, foreground: &mut [bool]) -> bool {
+/// the normalisation, or `None` (leaving `values` as they were) when every voxel is background.
+pub fn zscore_foreground(
+    values: &mut [f32],
+    background: f32,
+    foreground: &mut [bool],
+) -> Option<Normalisation> {
     let (n, sum) = foreground_sum(values, background, |v| v);
     if n == 0 {
-        return false;
+        return None;
     }
     let mean = sum / n as f64;
     let (_, squares) = foreground_sum(values, background, |v| (v - mean) * (v - mean));
@@ -342,7 +384,11 @@ pub fn zscore_foreground(values: &mut [f32], background: f32, foreground: &mut [
             0.0
         };
     }
-    true
+    Some(Normalisation {
+        mean,
+        std,
+        background,
+    })
 }
 
 /// The bounding box `[start, end)`, in (z, x, y) order, of the `true` voxels of a mask stored in
@@ -438,6 +484,8 @@ pub struct PreparedCase {
     pub regions: Vec<u8>,
     /// What clipping did per modality.
     pub clipping: [ClipOutcome; 4],
+    /// How each modality was normalised; `None` for shards written before it was recorded.
+    pub normalisation: Option<[Normalisation; 4]>,
 }
 
 impl PreparedCase {
@@ -451,6 +499,50 @@ impl PreparedCase {
         let v = self.voxels();
         &self.images[m.index() * v..(m.index() + 1) * v]
     }
+
+    /// The case on the grid of its whole original volume: the stored box put back at its offset,
+    /// zero (background, no label) around it.
+    pub fn on_whole_volume(self) -> PreparedCase {
+        if self.shape == self.original_shape {
+            return self;
+        }
+        let (shape, whole, offset) = (self.shape, self.original_shape, self.crop_offset);
+        let images = self
+            .images
+            .chunks(self.voxels())
+            .flat_map(|image| place_box(image, shape, whole, offset))
+            .collect();
+        let labels = place_box(&self.labels, shape, whole, offset);
+        let regions = place_box(&self.regions, shape, whole, offset);
+        PreparedCase {
+            shape: whole,
+            crop_offset: [0; 3],
+            images,
+            labels,
+            regions,
+            ..self
+        }
+    }
+}
+
+/// A `whole`-sized volume (C order), zero but for `values`, a `shape`-sized box, at `offset`.
+fn place_box<T: Copy + Default>(
+    values: &[T],
+    shape: [usize; 3],
+    whole: [usize; 3],
+    offset: [usize; 3],
+) -> Vec<T> {
+    let [d, h, w] = shape;
+    let [_, big_h, big_w] = whole;
+    let mut out = vec![T::default(); whole.iter().product()];
+    for z in 0..d {
+        for y in 0..h {
+            let src = (z * h + y) * w;
+            let dst = ((z + offset[0]) * big_h + y + offset[1]) * big_w + offset[2];
+            out[dst..dst + w].copy_from_slice(&values[src..src + w]);
+        }
+    }
+    out
 }
 
 /// The voxels of a `[z, x, y]`-indexed array in NIfTI memory order, without a copy when the array
@@ -483,15 +575,26 @@ pub fn prepare_case(case: RawCase, settings: &PreprocessSettings) -> Result<Prep
     let threshold = clip_threshold(settings.clip_min_voxels, voxels);
     let mut union = vec![false; voxels];
     let mut clipping = [ClipOutcome::Unclipped; 4];
+    let mut normalisation = [Normalisation {
+        mean: 0.0,
+        std: 1.0,
+        background: 0.0,
+    }; 4];
     let mut normalised = Vec::with_capacity(4);
-    for ((m, volume), outcome) in Modality::ALL.iter().zip(case.images).zip(&mut clipping) {
+    for (((m, volume), outcome), stats) in Modality::ALL
+        .iter()
+        .zip(case.images)
+        .zip(&mut clipping)
+        .zip(&mut normalisation)
+    {
         let mut values = into_nifti_order(volume.data);
-        *outcome = clip_and_normalise(&mut values, threshold, &mut union).ok_or_else(|| {
-            DataError::EmptyVolume {
-                case: case.id.clone(),
-                modality: m.display_name().to_owned(),
-            }
-        })?;
+        (*outcome, *stats) =
+            clip_and_normalise(&mut values, threshold, &mut union).ok_or_else(|| {
+                DataError::EmptyVolume {
+                    case: case.id.clone(),
+                    modality: m.display_name().to_owned(),
+                }
+            })?;
         normalised.push(values);
     }
     let (lo, hi) = bounding_box_zxy(&union, dims_xyz).expect("each modality has foreground");
@@ -524,5 +627,6 @@ pub fn prepare_case(case: RawCase, settings: &PreprocessSettings) -> Result<Prep
         labels,
         regions,
         clipping,
+        normalisation: Some(normalisation),
     })
 }

@@ -50,7 +50,7 @@ fn clipping_and_zscore_match_numpy() {
         }
         let background = values[0];
         let mut foreground = vec![false; values.len()];
-        assert!(zscore_foreground(&mut values, background, &mut foreground));
+        let stats = zscore_foreground(&mut values, background, &mut foreground).unwrap();
         let (mean, std) = (
             want["mean"].as_f64().unwrap(),
             want["std"].as_f64().unwrap(),
@@ -66,6 +66,21 @@ fn clipping_and_zscore_match_numpy() {
             assert!(
                 (f64::from(*v) - want).abs() < 1e-5,
                 "{name}: {v} vs numpy {want}"
+            );
+        }
+        // The recorded normalisation is numpy's, and restores the clipped intensities.
+        assert!(
+            (stats.mean - mean).abs() < 1e-6 * mean.abs().max(1.0),
+            "{name}"
+        );
+        assert!((stats.std - std).abs() < 1e-6 * std.max(1.0), "{name}");
+        assert_eq!(stats.background, background);
+        let restored = stats.restore(&values, |i| foreground[i]);
+        for (r, c) in restored.iter().zip(&original) {
+            let clipped = c.min(level);
+            assert!(
+                (r - clipped).abs() < 1e-3 * clipped.abs().max(1.0),
+                "{name}: {r} vs {clipped}"
             );
         }
     }
@@ -86,6 +101,7 @@ fn a_whole_case_matches_numpy() {
         warnings: Vec::new(),
     };
     let raw = load_case(&files).unwrap();
+    let raw_labels = raw.labels.clone().unwrap();
     let case = prepare_case(raw, &PreprocessSettings::default()).unwrap();
     let to3 = |v: &Value| -> [usize; 3] {
         let v: Vec<usize> = v
@@ -107,6 +123,35 @@ fn a_whole_case_matches_numpy() {
     }
     let label_sum: u64 = case.labels.iter().map(|&l| u64::from(l)).sum();
     assert_eq!(label_sum, want["labels_sum"].as_u64().unwrap());
+
+    // Put back on the whole grid, the labels are the file's and the images are zero outside
+    // the box and the box's values inside it.
+    let whole = case.clone().on_whole_volume();
+    assert_eq!(whole.shape, case.original_shape);
+    assert_eq!(whole.crop_offset, [0; 3]);
+    assert_eq!(whole.labels, raw_labels.iter().copied().collect::<Vec<_>>());
+    let [d, h, w] = whole.shape;
+    let v = d * h * w;
+    let inside = |z: usize, y: usize, x: usize| {
+        (lo[0]..hi[0]).contains(&z) && (lo[1]..hi[1]).contains(&y) && (lo[2]..hi[2]).contains(&x)
+    };
+    for m in 0..4 {
+        for z in 0..d {
+            for y in 0..h {
+                for x in 0..w {
+                    let value = whole.images[m * v + (z * h + y) * w + x];
+                    if inside(z, y, x) {
+                        let (bz, by, bx) = (z - lo[0], y - lo[1], x - lo[2]);
+                        let [_, bh, bw] = case.shape;
+                        let stored = case.images[m * case.voxels() + (bz * bh + by) * bw + bx];
+                        assert_eq!(value, stored);
+                    } else {
+                        assert_eq!(value, 0.0);
+                    }
+                }
+            }
+        }
+    }
     assert!(case
         .clipping
         .iter()
@@ -190,10 +235,10 @@ proptest! {
         let clipped = clip_upper_tail(&mut two_steps, min_voxels);
         let mut mask_two = vec![false; values.len()];
         let background = two_steps[0];
-        let any = zscore_foreground(&mut two_steps, background, &mut mask_two);
+        let any = zscore_foreground(&mut two_steps, background, &mut mask_two).is_some();
         let mut fused = values.clone();
         let mut mask_fused = vec![false; values.len()];
-        let outcome = clip_and_normalise(&mut fused, min_voxels, &mut mask_fused);
+        let outcome = clip_and_normalise(&mut fused, min_voxels, &mut mask_fused).map(|(o, _)| o);
         prop_assert_eq!(outcome.is_some(), any);
         if let Some(outcome) = outcome {
             prop_assert_eq!(outcome, clipped);
@@ -208,7 +253,7 @@ proptest! {
     fn zscore_gives_zero_mean_unit_variance_over_the_foreground(values in volume()) {
         let mut z = values.clone();
         let mut foreground = vec![false; values.len()];
-        let any = zscore_foreground(&mut z, values[0], &mut foreground);
+        let any = zscore_foreground(&mut z, values[0], &mut foreground).is_some();
         let fg: Vec<f64> = z.iter().zip(&foreground).filter(|(_, &f)| f).map(|(&v, _)| f64::from(v)).collect();
         prop_assert_eq!(any, !fg.is_empty());
         for ((v, f), o) in z.iter().zip(&foreground).zip(&values) {

@@ -4,12 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use metakd_data::preprocess::PreparedCase;
 use metakd_model::losses::DiceReduction;
 use metakd_model::metakd::{KdDistance, KdPairs};
 use metakd_model::nets::SegmenterConfig;
 use metakd_model::ops::Precision;
 use serde::{Deserialize, Serialize};
 
+use crate::sampler::CropRule;
 use crate::schedule::LrSchedule;
 
 /// Which cases train, meta-validate and test.
@@ -73,6 +75,9 @@ pub struct TrainConfig {
     pub dice: DiceReduction,
     /// Probability of centring a crop on a foreground voxel.
     pub foreground_probability: f64,
+    /// Where crops are placed and how they are flipped: `whole_volume` (the reference's, in the
+    /// original volume with its margins and flip rule) or `brain_box`.
+    pub crop_rule: CropRule,
     /// Whether the pairwise distillation loss is used (`false` is the "without KD" ablation).
     pub kd: bool,
     /// Weight λ of the distillation loss.
@@ -111,6 +116,7 @@ impl Default for TrainConfig {
             lr_schedule: LrSchedule::PerStage,
             dice: DiceReduction::PerSample,
             foreground_probability: 0.5,
+            crop_rule: CropRule::WholeVolume,
             kd: true,
             kd_weight: 0.1,
             kd_distance: KdDistance::L1,
@@ -181,6 +187,28 @@ pub enum TileWeighting {
     Gaussian,
 }
 
+/// The grid the sliding window covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalWindow {
+    /// The whole original volume (the reference's): the stored brain box put back in its zero
+    /// background; predictions outside the box count.
+    #[default]
+    WholeVolume,
+    /// The stored brain box only; everything outside it is predicted background.
+    BrainBox,
+}
+
+impl EvalWindow {
+    /// `case` on the grid this window covers.
+    pub fn place(self, case: PreparedCase) -> PreparedCase {
+        match self {
+            EvalWindow::WholeVolume => case.on_whole_volume(),
+            EvalWindow::BrainBox => case,
+        }
+    }
+}
+
 /// Sliding-window inference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -193,9 +221,14 @@ pub struct EvalConfig {
     pub weighting: TileWeighting,
     /// Tiles run through the network together.
     pub tile_batch: usize,
+    /// The grid the window covers: `whole_volume` (the reference's) or `brain_box`.
+    pub window: EvalWindow,
     /// Also score the label maps after the spec's post-processing (small tumour components
     /// removed, a small ET relabelled as necrotic core); the sweep reports both.
     pub postprocess: bool,
+    /// Which post-processing `postprocess` runs: `reference` (the reference's `postprocess.py`)
+    /// or `components26`.
+    pub postprocess_rule: crate::postprocess::PostprocessRule,
     /// Arithmetic of the convolutions at inference: `f32`, or `bf16` (as `train.precision`).
     pub precision: Precision,
 }
@@ -207,7 +240,9 @@ impl Default for EvalConfig {
             threshold: 0.5,
             weighting: TileWeighting::Uniform,
             tile_batch: 2,
+            window: EvalWindow::WholeVolume,
             postprocess: false,
+            postprocess_rule: crate::postprocess::PostprocessRule::Reference,
             precision: Precision::F32,
         }
     }

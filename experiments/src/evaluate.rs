@@ -306,7 +306,7 @@ impl<'a> Inference<'a> {
                 let mut regions = predicted_regions(p, self.eval.threshold);
                 let raw = score(&regions);
                 let postprocessed = self.eval.postprocess.then(|| {
-                    postprocess_regions(&mut regions, case.shape);
+                    postprocess_regions(&mut regions, case, self.eval.postprocess_rule);
                     score(&regions)
                 });
                 SubsetScores { raw, postprocessed }

@@ -108,11 +108,12 @@ pub fn predict_run(
             .case(id)
             .and_then(|view| view.to_prepared())
             .map_err(anyhow::Error::from)
+            .map(|case| cfg.eval.window.place(case))
             .and_then(|case| {
                 let probabilities = inference.predict(&case, &[subset], &zero)?;
                 let mut regions = predicted_regions(&probabilities[0], cfg.eval.threshold);
                 if postprocess {
-                    postprocess_regions(&mut regions, case.shape);
+                    postprocess_regions(&mut regions, &case, cfg.eval.postprocess_rule);
                 }
                 write_label_map(out, &case, &regions)
             });

@@ -2,6 +2,11 @@
 //! region, randomly scaled and flipped; targets in the network's channel order (ET, WT, TC).
 //! Crops are cut from any [`VoxelSource`]: a case in memory or a case read in place from its
 //! memory-mapped shard, which touches only the rows of the box a crop needs.
+//!
+//! Two crop rules ([`CropRule`]): the reference's (`BraTSDataSet.locate_bbx_wScale`), which places
+//! crops in the whole original volume (the stored brain box put back in its zero background) with
+//! margins of 15 and 10 voxels in H and W and flips by the dataset's rule; and the brain-box rule,
+//! which places them inside the stored box and flips each axis with probability 1/2.
 
 use anyhow::Result;
 use metakd_data::preprocess::{PreparedCase, REGION_ET, REGION_TC, REGION_WT};
@@ -9,8 +14,28 @@ use metakd_data::shards::CaseView;
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
+use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
+
+/// Where crops are placed and how they are flipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CropRule {
+    /// The reference's: in the whole original volume; the box is the crop scaled by s and
+    /// truncated (`int(crop · s)`); a foreground-centred box spans `centre ± size/2` and is shifted
+    /// back inside the volume; a random box starts at d ∈ [0, D − d], h ∈ [15, H − 15 − h],
+    /// w ∈ [10, W − 10 − w] (margins shrink where the volume is too small for them); then no flip
+    /// with probability 0.3, else one of the 7 flip combinations (0.1 each).
+    #[default]
+    WholeVolume,
+    /// Inside the stored brain box: the box is `crop / s` rounded, centred on the foreground
+    /// voxel or uniform, each axis flipped with probability 1/2.
+    BrainBox,
+}
+
+/// Margins (d, h, w) of the reference's random crops from the volume's edges.
+pub const RANDOM_CROP_MARGINS: [usize; 3] = [0, 15, 10];
 
 /// Region bits in the network's output-channel order (ET, WT, TC).
 pub const OUTPUT_REGIONS: [u8; 3] = [REGION_ET, REGION_WT, REGION_TC];
@@ -47,6 +72,45 @@ pub trait VoxelSource {
     fn read_box(&self, start: [i64; 3], size: [usize; 3]) -> Result<VoxelBox>;
     /// Region bits of every voxel, `None` for an unlabelled case.
     fn region_bits(&self) -> Result<Option<&[u8]>>;
+    /// The extents of the whole original volume and where this volume's first voxel lies in it.
+    fn placement(&self) -> ([usize; 3], [usize; 3]);
+}
+
+/// A volume seen in the grid of its whole original volume: zero outside the stored box.
+struct WholeVolume<'a, S> {
+    inner: &'a S,
+    shape: [usize; 3],
+    offset: [usize; 3],
+}
+
+impl<'a, S: VoxelSource> WholeVolume<'a, S> {
+    fn of(inner: &'a S) -> Self {
+        let (shape, offset) = inner.placement();
+        Self {
+            inner,
+            shape,
+            offset,
+        }
+    }
+}
+
+impl<S: VoxelSource> VoxelSource for WholeVolume<'_, S> {
+    fn shape(&self) -> [usize; 3] {
+        self.shape
+    }
+
+    fn read_box(&self, start: [i64; 3], size: [usize; 3]) -> Result<VoxelBox> {
+        let local = std::array::from_fn(|a| start[a] - self.offset[a] as i64);
+        self.inner.read_box(local, size)
+    }
+
+    fn region_bits(&self) -> Result<Option<&[u8]>> {
+        anyhow::bail!("the region bits of a whole volume are not stored")
+    }
+
+    fn placement(&self) -> ([usize; 3], [usize; 3]) {
+        (self.shape, [0; 3])
+    }
 }
 
 /// The part of the box `start .. start + size` inside `shape`: its start and size, and its offset
@@ -138,6 +202,10 @@ impl VoxelSource for PreparedCase {
     fn region_bits(&self) -> Result<Option<&[u8]>> {
         Ok(self.labelled.then_some(self.regions.as_slice()))
     }
+
+    fn placement(&self) -> ([usize; 3], [usize; 3]) {
+        (self.original_shape, self.crop_offset)
+    }
 }
 
 impl VoxelSource for CaseView {
@@ -154,6 +222,11 @@ impl VoxelSource for CaseView {
 
     fn region_bits(&self) -> Result<Option<&[u8]>> {
         Ok(self.regions()?)
+    }
+
+    fn placement(&self) -> ([usize; 3], [usize; 3]) {
+        let entry = self.entry();
+        (entry.original_shape, entry.crop_offset)
     }
 }
 
@@ -222,10 +295,12 @@ pub struct CropSampler {
     foreground_probability: f64,
     flips: bool,
     augment: Option<AugmentConfig>,
+    rule: CropRule,
 }
 
 impl CropSampler {
-    /// A sampler of `crop`-sized crops, scaled as `augment` says (not at all without it).
+    /// A sampler of `crop`-sized crops inside the brain box, scaled as `augment` says (not at
+    /// all without it).
     pub fn new(
         crop: [usize; 3],
         foreground_probability: f64,
@@ -237,7 +312,13 @@ impl CropSampler {
             foreground_probability,
             flips,
             augment,
+            rule: CropRule::BrainBox,
         }
+    }
+
+    /// The same sampler with crops placed by `rule`.
+    pub fn with_rule(self, rule: CropRule) -> Self {
+        Self { rule, ..self }
     }
 
     /// The start of a crop along one axis so that it contains `centre` where possible; volumes
@@ -252,6 +333,61 @@ impl CropSampler {
 
     /// A crop of `case`, whose foreground is indexed by `foreground`.
     pub fn sample(
+        &self,
+        case: &impl VoxelSource,
+        foreground: &ForegroundIndex,
+        rng: &mut impl Rng,
+    ) -> Result<Crop> {
+        match self.rule {
+            CropRule::WholeVolume => self.sample_whole_volume(case, foreground, rng),
+            CropRule::BrainBox => self.sample_brain_box(case, foreground, rng),
+        }
+    }
+
+    /// The reference's crop ([`CropRule::WholeVolume`]).
+    fn sample_whole_volume(
+        &self,
+        case: &impl VoxelSource,
+        foreground: &ForegroundIndex,
+        rng: &mut impl Rng,
+    ) -> Result<Crop> {
+        let whole = WholeVolume::of(case);
+        let shape = whole.shape;
+        let scale = self.augment.as_ref().map_or(1.0, |a| a.draw_scale(rng));
+        let size: [usize; 3] =
+            std::array::from_fn(|a| ((self.crop[a] as f32 * scale) as usize).max(1));
+        let centre = if rng.random_bool(self.foreground_probability) {
+            foreground.draw(case.shape(), rng)
+        } else {
+            None
+        };
+        let (start, extent) = match centre {
+            Some(c) => {
+                let centre: [usize; 3] = std::array::from_fn(|a| c[a] + whole.offset[a]);
+                let boxes = std::array::from_fn(|a| centred_box(shape[a], size[a], centre[a]));
+                (boxes.map(|(s, _)| s), boxes.map(|(_, e)| e))
+            }
+            None => (
+                std::array::from_fn(|a| {
+                    random_start(shape[a], size[a], RANDOM_CROP_MARGINS[a], rng)
+                }),
+                size,
+            ),
+        };
+        let flip = if self.flips {
+            reference_flip(rng)
+        } else {
+            [false; 3]
+        };
+        if extent == self.crop {
+            extract(&whole, start, self.crop, flip)
+        } else {
+            extract_resampled(&whole, start, extent, self.crop, flip)
+        }
+    }
+
+    /// The brain-box crop ([`CropRule::BrainBox`]).
+    fn sample_brain_box(
         &self,
         case: &impl VoxelSource,
         foreground: &ForegroundIndex,
@@ -278,6 +414,56 @@ impl CropSampler {
             extract_resampled(case, start, source, self.crop, flip)
         }
     }
+}
+
+/// The reference's foreground-centred box along one axis of `extent` voxels: `centre − size/2 ..
+/// centre + size/2` (integer halves, so an odd size loses a voxel), shifted back inside the volume
+/// and clipped to it. Returns its start and length.
+fn centred_box(extent: usize, size: usize, centre: usize) -> (usize, usize) {
+    let half = (size / 2) as i64;
+    let (extent, centre) = (extent as i64, centre as i64);
+    let (mut lo, mut hi) = (centre - half, centre + half);
+    if lo < 0 {
+        hi -= lo;
+        lo = 0;
+    }
+    if hi > extent {
+        lo -= hi - extent;
+        hi = extent;
+    }
+    let lo = lo.max(0);
+    (lo as usize, (hi - lo).max(1) as usize)
+}
+
+/// The reference's random start along one axis: uniform in [margin, extent − margin − size]
+/// (inclusive); where the volume is too small for the margins they shrink evenly, and a volume
+/// smaller than the box starts at 0 (the rest is zero padding).
+fn random_start(extent: usize, size: usize, margin: usize, rng: &mut impl Rng) -> usize {
+    let Some(room) = extent.checked_sub(size) else {
+        return 0;
+    };
+    let margin = margin.min(room / 2);
+    rng.random_range(margin..=room - margin)
+}
+
+/// The reference dataset's flip rule over the axes (d, h, w): none with probability 0.3, else one
+/// of the seven combinations, 0.1 each (w; h; d; h+w; d+w; d+h; all three).
+fn reference_flip(rng: &mut impl Rng) -> [bool; 3] {
+    const COMBINATIONS: [[bool; 3]; 7] = [
+        [false, false, true],
+        [false, true, false],
+        [true, false, false],
+        [false, true, true],
+        [true, false, true],
+        [true, true, false],
+        [true, true, true],
+    ];
+    let u: f64 = rng.random();
+    if u <= 0.3 {
+        return [false; 3];
+    }
+    let k = (((u - 0.3) / 0.1).ceil() as usize).clamp(1, 7);
+    COMBINATIONS[k - 1]
 }
 
 /// Sets the targets of voxel `dst` from region bits `r`.
@@ -419,6 +605,7 @@ mod tests {
             regions: labels.iter().map(|&l| regions_of_label(l)).collect(),
             labels,
             clipping: [ClipOutcome::Unclipped; 4],
+            normalisation: None,
         }
     }
 
@@ -462,6 +649,148 @@ mod tests {
                     assert_eq!(et, if x.round() > 4.0 { 1.0 } else { 0.0 });
                 }
             }
+        }
+    }
+
+    /// The reference's `locate_bbx_wScale` box along one axis around `centre`, transcribed.
+    fn reference_centred_box(extent: i64, size: i64, centre: i64) -> (i64, i64) {
+        let (mut lo, mut hi) = (centre - size / 2, centre + size / 2);
+        if lo < 0 {
+            let delta = lo;
+            lo = 0;
+            hi -= delta;
+        }
+        if hi > extent {
+            let delta = hi - extent;
+            lo -= delta;
+            hi = extent;
+        }
+        (lo.max(0), hi.min(extent))
+    }
+
+    #[test]
+    fn the_centred_box_is_the_references() {
+        for extent in [20usize, 155, 240] {
+            for size in [7usize, 16, 19, 80, 176] {
+                for centre in (0..extent).step_by(3) {
+                    let (lo, hi) = reference_centred_box(extent as i64, size as i64, centre as i64);
+                    let (start, len) = centred_box(extent, size, centre);
+                    assert_eq!(
+                        (start as i64, (start + len) as i64),
+                        (lo, hi),
+                        "extent {extent}, size {size}, centre {centre}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_starts_keep_the_reference_margins_and_cover_their_range() {
+        let mut rng = ChaCha12Rng::seed_from_u64(8);
+        // H = 240, h = 160: starts in [15, 65]; W: [10, 70]; D = 155, d = 80: [0, 75].
+        for (extent, size, margin, range) in [
+            (240, 160, 15, (15, 65)),
+            (240, 160, 10, (10, 70)),
+            (155, 80, 0, (0, 75)),
+            // Too small for the margins: they shrink evenly; smaller than the box: 0.
+            (40, 32, 15, (4, 4)),
+            (24, 32, 10, (0, 0)),
+        ] {
+            let starts: Vec<usize> = (0..4000)
+                .map(|_| random_start(extent, size, margin, &mut rng))
+                .collect();
+            let (lo, hi) = (starts.iter().min(), starts.iter().max());
+            assert_eq!(
+                (*lo.unwrap(), *hi.unwrap()),
+                range,
+                "{extent} {size} {margin}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_flip_rule_is_the_datasets() {
+        let mut rng = ChaCha12Rng::seed_from_u64(9);
+        let draws = 100_000;
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..draws {
+            *counts.entry(reference_flip(&mut rng)).or_insert(0usize) += 1;
+        }
+        assert_eq!(counts.len(), 8);
+        for (flip, count) in counts {
+            let p = count as f64 / draws as f64;
+            let expected = if flip == [false; 3] { 0.3 } else { 0.1 };
+            // Five standard errors.
+            let tolerance = 5.0 * (expected * (1.0 - expected) / draws as f64).sqrt();
+            assert!((p - expected).abs() < tolerance, "{flip:?}: {p}");
+        }
+    }
+
+    /// A 6×8×10 brain box at offset (2, 20, 30) of a 12×60×70 volume; modality 0 holds z + 1,
+    /// 1 holds y + 1, 2 holds x + 1 (local coordinates), 3 holds 1; the whole box is ET.
+    fn boxed_case() -> PreparedCase {
+        let shape = [6, 8, 10];
+        let mut case = ramp_case(shape);
+        let voxels = 480;
+        for i in 0..voxels {
+            let (z, y, x) = (i / 80, (i / 10) % 8, i % 10);
+            case.images[i] = z as f32 + 1.0;
+            case.images[voxels + i] = y as f32 + 1.0;
+            case.images[2 * voxels + i] = x as f32 + 1.0;
+            case.images[3 * voxels + i] = 1.0;
+        }
+        case.labels = vec![4; voxels];
+        case.regions = vec![regions_of_label(4); voxels];
+        case.original_shape = [12, 60, 70];
+        case.crop_offset = [2, 20, 30];
+        case
+    }
+
+    #[test]
+    fn whole_volume_crops_are_cut_from_the_original_grid() {
+        let case = boxed_case();
+        let foreground = ForegroundIndex::of(&case, 0).unwrap();
+        let crop = [4, 16, 16];
+        let n: usize = crop.iter().product();
+        let mut rng = ChaCha12Rng::seed_from_u64(10);
+        let random = CropSampler::new(crop, 0.0, false, None).with_rule(CropRule::WholeVolume);
+        let mut outside = 0;
+        for _ in 0..200 {
+            let c = random.sample(&case, &foreground, &mut rng).unwrap();
+            // Every voxel is either background or the box voxel its position says.
+            let mut first = None;
+            for i in 0..n {
+                if c.images[3 * n + i] == 0.0 {
+                    assert!((0..3).all(|m| c.images[m * n + i] == 0.0));
+                    assert_eq!(c.targets[i], 0.0);
+                    continue;
+                }
+                assert_eq!(c.targets[i], 1.0);
+                let local = [0, 1, 2].map(|m| c.images[m * n + i] as i64 - 1);
+                let at = [i / 256, (i / 16) % 16, i % 16].map(|v| v as i64);
+                let start = std::array::from_fn::<i64, 3, _>(|a| local[a] - at[a]);
+                assert_eq!(*first.get_or_insert(start), start);
+            }
+            match first {
+                // The crop's start in the original grid, within the reference's margins.
+                Some(start) => {
+                    let global = [0, 1, 2].map(|a| start[a] + case.crop_offset[a] as i64);
+                    assert!((0..=8).contains(&global[0]), "{global:?}");
+                    assert!((15..=60 - 15 - 16).contains(&global[1]), "{global:?}");
+                    assert!((10..=70 - 10 - 16).contains(&global[2]), "{global:?}");
+                }
+                None => outside += 1,
+            }
+        }
+        // Some random crops of the whole volume miss the small brain box altogether.
+        assert!((1..200).contains(&outside), "{outside}");
+
+        // Foreground-centred crops always hold the box's tumour.
+        let centred = CropSampler::new(crop, 1.0, true, None).with_rule(CropRule::WholeVolume);
+        for _ in 0..50 {
+            let c = centred.sample(&case, &foreground, &mut rng).unwrap();
+            assert!(c.targets[..n].contains(&1.0));
         }
     }
 

@@ -407,6 +407,7 @@ fn evaluate_unit(
             .case(id)
             .and_then(|view| view.to_prepared())
             .map_err(anyhow::Error::from)
+            .map(|case| setup.cfg.eval.window.place(case))
             .and_then(|case| {
                 let scores = inference.evaluate(&case, &subsets, zero)?;
                 if index == 0 && slices.is_none() {

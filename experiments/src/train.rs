@@ -185,14 +185,16 @@ fn train_run(
         t.foreground_probability,
         t.flips,
         Some(cfg.augment.clone()),
-    );
+    )
+    .with_rule(t.crop_rule);
     let meta_augment = cfg.meta.augment.then_some(&cfg.augment);
     let meta_sampler = CropSampler::new(
         t.crop,
         t.foreground_probability,
         t.flips,
         meta_augment.cloned(),
-    );
+    )
+    .with_rule(t.crop_rule);
     let checkpoint = run_dir.join(CHECKPOINT_FILE);
     let (mut rng, mut log, mut meta_log, start) = match &origin {
         Some(dir) => {

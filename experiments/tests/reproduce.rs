@@ -5,8 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use metakd_experiments::config::RunConfig;
+use metakd_experiments::config::{EvalWindow, RunConfig};
+use metakd_experiments::meta::MetaModalities;
+use metakd_experiments::sampler::CropRule;
 use metakd_experiments::schedule::LrSchedule;
+use metakd_model::losses::DiceReduction;
 use metakd_model::nets::Preset;
 
 fn config(name: &str) -> RunConfig {
@@ -36,14 +39,54 @@ fn the_paper_configurations_hold_the_paper_settings() {
             cfg.eval.postprocess,
             "post-processed results are reported beside the raw ones"
         );
+        assert!(!cfg.model.has_classifier_bias(), "{release}");
     }
     let cpu = config("brats-cpu.toml");
     assert_eq!(cpu.model.preset, Preset::Small);
     assert_eq!(cpu.train.crop, [64, 64, 64]);
-    assert_eq!(cpu.train.lr_schedule, LrSchedule::PerStage);
-    // The demo keeps one schedule over both stages, as its committed CI baseline was trained.
+    for (name, cfg) in ["brats2018", "brats2019", "brats2020", "brats-cpu"]
+        .map(|name| (name, config(&format!("{name}.toml"))))
+    {
+        assert_eq!(reference_recipe(&cfg), ReferenceRecipe::all(true), "{name}");
+    }
+    // The demo keeps its own settings, as its committed CI baseline was trained.
     let demo = RunConfig::from_toml(metakd_experiments::demo::DEMO_CONFIG, "demo").unwrap();
-    assert_eq!(demo.train.lr_schedule, LrSchedule::Single);
+    assert_eq!(reference_recipe(&demo), ReferenceRecipe::all(false));
+}
+
+/// Which of the reference recipe's switches a configuration sets to the reference's behaviour.
+#[derive(Debug, PartialEq)]
+struct ReferenceRecipe {
+    schedule_per_stage: bool,
+    per_sample_dice: bool,
+    random_meta_subsets: bool,
+    augmented_meta_crops: bool,
+    whole_volume_crops: bool,
+    whole_volume_window: bool,
+}
+
+impl ReferenceRecipe {
+    fn all(value: bool) -> Self {
+        Self {
+            schedule_per_stage: value,
+            per_sample_dice: value,
+            random_meta_subsets: value,
+            augmented_meta_crops: value,
+            whole_volume_crops: value,
+            whole_volume_window: value,
+        }
+    }
+}
+
+fn reference_recipe(cfg: &RunConfig) -> ReferenceRecipe {
+    ReferenceRecipe {
+        schedule_per_stage: cfg.train.lr_schedule == LrSchedule::PerStage,
+        per_sample_dice: cfg.train.dice == DiceReduction::PerSample,
+        random_meta_subsets: cfg.meta.stage2_modalities == MetaModalities::Random,
+        augmented_meta_crops: cfg.meta.augment,
+        whole_volume_crops: cfg.train.crop_rule == CropRule::WholeVolume,
+        whole_volume_window: cfg.eval.window == EvalWindow::WholeVolume,
+    }
 }
 
 fn write(path: &Path, lines: &[String]) {

@@ -1,13 +1,14 @@
 //! The cached sweep (encoder once per tile and modality, zero-image features for the missing
 //! ones) equals the naive evaluation (one full forward pass per subset with the missing channels
-//! zeroed) exactly, for all 15 subsets, both tile weightings and both ways of filling skips.
+//! zeroed) exactly, for all 15 subsets, both tile weightings and both ways of filling skips; the
+//! whole-volume window predicts the original grid.
 
 mod common;
 
 use candle_core::Device;
 use metakd_data::shards::ShardSet;
 use metakd_experiments::checkpoint::Model;
-use metakd_experiments::config::{EvalConfig, TileWeighting};
+use metakd_experiments::config::{EvalConfig, EvalWindow, TileWeighting};
 use metakd_experiments::evaluate::{tile_weights, zero_features, Inference};
 use metakd_experiments::subsets::Subset;
 use metakd_model::nets::{FillSkips, SegmenterConfig};
@@ -110,4 +111,56 @@ fn gaussian_tile_weights_peak_at_the_centre_and_stay_positive() {
     assert!(tile_weights([4, 4, 4], TileWeighting::Uniform)
         .iter()
         .all(|&v| v == 1.0));
+}
+
+#[test]
+fn the_whole_volume_window_covers_the_original_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = ShardSet::open(&common::synthetic_shards(dir.path(), 1, 12)).unwrap();
+    let case = shards.read_cases(|_| true).unwrap().remove(0);
+    assert_ne!(
+        case.shape, case.original_shape,
+        "the case is stored as its brain box"
+    );
+    let device = Device::Cpu;
+    let tile = [16, 16, 16];
+    let model = Model::new(&SegmenterConfig::small(), 5, &device).unwrap();
+    let zero = zero_features(&model, tile, &device).unwrap();
+    let eval = EvalConfig::default();
+    assert_eq!(eval.window, EvalWindow::WholeVolume);
+    let inference = Inference {
+        model: &model,
+        tile,
+        eval: &eval,
+        device: &device,
+    };
+    let full = Subset::all(4)[14];
+    let boxed = inference.predict(&case, &[full], &zero).unwrap().remove(0);
+    let whole_case = EvalWindow::WholeVolume.place(case.clone());
+    let whole = inference
+        .predict(&whole_case, &[full], &zero)
+        .unwrap()
+        .remove(0);
+    let voxels: usize = case.original_shape.iter().product();
+    assert_eq!(whole.len(), 3 * voxels);
+    assert_eq!(boxed.len(), 3 * case.voxels());
+    // The whole grid is predicted, outside the box too: there the network sees a zero image,
+    // whose response is not background-certain.
+    let [_, h, w] = case.original_shape;
+    let [oz, oy, ox] = case.crop_offset;
+    let [bd, bh, bw] = case.shape;
+    let outside: Vec<f32> = (0..voxels)
+        .filter(|&v| {
+            let (z, y, x) = (v / (h * w), (v / w) % h, v % w);
+            !((oz..oz + bd).contains(&z)
+                && (oy..oy + bh).contains(&y)
+                && (ox..ox + bw).contains(&x))
+        })
+        .map(|v| whole[v])
+        .collect();
+    assert!(!outside.is_empty());
+    assert!(outside.iter().all(|p| *p > 0.0 && *p < 1.0));
+    // The brain box keeps the old behaviour: the case as stored.
+    let kept = EvalWindow::BrainBox.place(case.clone());
+    assert_eq!(kept, case);
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
-use crate::preprocess::PreprocessSettings;
+use crate::preprocess::{Normalisation, PreprocessSettings};
 use crate::release::{Grade, Release, ReleaseSplit};
 
 /// Version of the shard layout written into every manifest.
@@ -81,6 +81,10 @@ pub struct CaseEntry {
     /// The grade, when known.
     #[serde(default)]
     pub grade: Option<Grade>,
+    /// How each modality's intensities were normalised (absent in shards written before it was
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalisation: Option<[Normalisation; 4]>,
 }
 
 /// A case left out of the shards, and why.

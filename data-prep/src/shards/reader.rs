@@ -439,6 +439,7 @@ impl CaseView {
             labels: full.labels,
             regions: full.regions,
             clipping: [ClipOutcome::Unclipped; 4],
+            normalisation: self.entry.normalisation,
         })
     }
 

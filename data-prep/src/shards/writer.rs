@@ -107,6 +107,7 @@ impl ShardWriter {
             spacing: case.spacing,
             labelled: case.labelled,
             grade: case.grade,
+            normalisation: case.normalisation,
         };
         let batch = case_batch(case, &self.schema, self.dtype).map_err(arrow_error(&open.temp))?;
         open.writer.write(&batch).map_err(arrow_error(&open.temp))?;
