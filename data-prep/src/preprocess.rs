@@ -83,13 +83,14 @@ impl Default for PreprocessSettings {
 }
 
 /// How one modality's intensities were normalised: v ↦ (v − mean) / std over the voxels that
-/// differ from `background` (after clipping), the background set to 0.
+/// differ from `background` (after clipping), the background set to 0. The statistics are kept
+/// in single precision (they round-trip through the manifest's JSON exactly).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Normalisation {
     /// Mean of the foreground voxels.
-    pub mean: f64,
+    pub mean: f32,
     /// Population standard deviation of the foreground voxels (1 where it is 0).
-    pub std: f64,
+    pub std: f32,
     /// The background value (the voxel at [0, 0, 0]).
     pub background: f32,
 }
@@ -103,7 +104,7 @@ impl Normalisation {
             .enumerate()
             .map(|(i, &z)| {
                 if foreground(i) {
-                    (f64::from(z) * self.std + self.mean) as f32
+                    (f64::from(z) * f64::from(self.std) + f64::from(self.mean)) as f32
                 } else {
                     self.background
                 }
@@ -330,8 +331,8 @@ pub fn clip_and_normalise(
     Some((
         outcome,
         Normalisation {
-            mean,
-            std,
+            mean: mean as f32,
+            std: std as f32,
             background,
         },
     ))
@@ -385,8 +386,8 @@ pub fn zscore_foreground(
         };
     }
     Some(Normalisation {
-        mean,
-        std,
+        mean: mean as f32,
+        std: std as f32,
         background,
     })
 }

@@ -69,11 +69,13 @@ fn clipping_and_zscore_match_numpy() {
             );
         }
         // The recorded normalisation is numpy's, and restores the clipped intensities.
+        let close = |a: f32, b: f64| (f64::from(a) - b).abs() < 1e-6 * b.abs().max(1.0);
         assert!(
-            (stats.mean - mean).abs() < 1e-6 * mean.abs().max(1.0),
-            "{name}"
+            close(stats.mean, mean),
+            "{name}: mean {} vs {mean}",
+            stats.mean
         );
-        assert!((stats.std - std).abs() < 1e-6 * std.max(1.0), "{name}");
+        assert!(close(stats.std, std), "{name}: std {} vs {std}", stats.std);
         assert_eq!(stats.background, background);
         let restored = stats.restore(&values, |i| foreground[i]);
         for (r, c) in restored.iter().zip(&original) {

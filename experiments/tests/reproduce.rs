@@ -34,6 +34,7 @@ fn the_paper_configurations_hold_the_paper_settings() {
         assert_eq!(t.lr_schedule, LrSchedule::PerStage, "{release}");
         let m = &cfg.meta;
         assert_eq!((m.every_warmup, m.every, m.samples), (100, 500, 20));
+        assert_eq!(cfg.data.meta_val_cases, 5, "{release}");
         assert_eq!((m.lr, m.weight_decay), (1e-2, 5e-4));
         assert!(
             cfg.eval.postprocess,

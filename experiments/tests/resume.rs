@@ -130,23 +130,25 @@ fn assert_a_killed_run_resumes_to_the_same_weights(dir: &Path, args: &[&str]) ->
         &whole.join("checkpoint.safetensors"),
         &killed.join("checkpoint.safetensors"),
     );
-    // The log covers every iteration once, the meta log every meta step once.
-    let log = |run: &Path| std::fs::read(run.join("train_log.parquet")).unwrap().len();
-    assert_eq!(log(&whole), log(&killed));
-    assert_same_meta_log(&whole, &killed);
+    // The log covers every iteration once, the meta log every meta step once, with the same
+    // values to the last bit.
+    assert_same_logs(&whole, &killed);
     whole
 }
 
-/// Asserts that two runs logged the same meta steps (subsets, losses and ω).
-fn assert_same_meta_log(a: &Path, b: &Path) {
-    let read = |run: &Path| {
-        ParquetReader::new(std::fs::File::open(run.join("meta_log.parquet")).unwrap())
-            .finish()
-            .unwrap()
-    };
-    let (a, b) = (read(a), read(b));
-    assert!(a.height() > 0);
-    assert!(a.equals_missing(&b), "{a}\n{b}");
+/// Asserts that two runs logged the same iterations and meta steps (subsets, losses, rates and
+/// ω), bit for bit.
+fn assert_same_logs(a: &Path, b: &Path) {
+    for file in ["train_log.parquet", "meta_log.parquet"] {
+        let read = |run: &Path| {
+            ParquetReader::new(std::fs::File::open(run.join(file)).unwrap())
+                .finish()
+                .unwrap()
+        };
+        let (a, b) = (read(a), read(b));
+        assert!(a.height() > 0, "{file}");
+        assert!(a.equals_missing(&b), "{file}:\n{a}\n{b}");
+    }
 }
 
 #[test]
@@ -246,7 +248,7 @@ fn two_stage_runs_end_where_one_run_does_and_restart_the_poly_schedule() {
         &whole.join("model.safetensors"),
         &stage2.join("model.safetensors"),
     );
-    assert_same_meta_log(&whole, &stage2);
+    assert_same_logs(&whole, &stage2);
 
     // Stage 1 stopped after the warm-up; stage 2's log continues it with the poly lr at t = 6.
     let log = |run: &Path| {
