@@ -71,7 +71,7 @@ impl CaseSet {
             let (case, foreground) = &self.cases[rng.random_range(0..self.cases.len())];
             let mut c = sampler.sample(case, foreground, rng)?;
             if let Some(augment) = augment {
-                augment.apply(&mut c.images, crop, rng);
+                augment.augment_crop(&mut c.images, &mut c.targets, crop, rng);
             }
             images.extend(c.images);
             targets.extend(c.targets);

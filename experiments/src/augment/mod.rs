@@ -1,17 +1,43 @@
 //! Augmentation of training crops (method spec, section 7): random scale (applied where the crop
-//! is cut, see `sampler`), and brightness, contrast, gamma, Gaussian noise and Gaussian blur, each
-//! with its own probability and drawn per modality.
+//! is cut, see `sampler`), then one of two pipelines ([`AugmentPipeline`]):
+//! - `batchgenerators` (the reference's): its spatial transform ([`spatial`]: elastic
+//!   deformation, rotation, scale), then Gaussian noise, Gaussian blur, multiplicative and
+//!   additive brightness, contrast, simulated low resolution, gamma keeping the statistics and
+//!   mirroring ([`reference`]), with the reference's per-sample and per-channel probabilities;
+//! - `intensity`: brightness, contrast, gamma, Gaussian noise and Gaussian blur, each with its own
+//!   probability and drawn per modality.
+//!
 //! With every probability 0 nothing is drawn from the generator, so a run without augmentation
 //! sees the same random stream as before.
+
+pub mod reference;
+pub mod spatial;
+mod spline;
+
+pub use spline::gaussian_filter_reflect;
 
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
-/// Probabilities and ranges of the intensity augmentations (defaults as nnU-Net's).
+/// Which augmentation pipeline runs on a crop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AugmentPipeline {
+    /// The reference's batchgenerators pipeline: spatial transform, then noise, blur, brightness
+    /// (multiplicative, additive), contrast, low resolution, gamma and mirroring.
+    #[default]
+    Batchgenerators,
+    /// Brightness, contrast, gamma, noise and blur per modality; no spatial transform.
+    Intensity,
+}
+
+/// Probabilities and ranges of the augmentations (defaults: the reference's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AugmentConfig {
+    /// Which pipeline runs.
+    pub pipeline: AugmentPipeline,
     /// Probability of scaling a crop (it is cut from a box `crop / scale` and resampled to `crop`:
     /// trilinear for images, nearest for labels).
     pub scale_probability: f64,
@@ -38,23 +64,69 @@ pub struct AugmentConfig {
     pub blur_probability: f64,
     /// Range of the blur's standard deviation in voxels.
     pub blur_sigma: [f32; 2],
+    /// `batchgenerators`: probability of blurring each channel of a crop chosen for blurring.
+    pub blur_channel_probability: f64,
+    /// `batchgenerators`: probability of adding one N(0, σ) value to channels of a crop.
+    pub additive_brightness_probability: f64,
+    /// Its σ.
+    pub additive_brightness_sigma: f32,
+    /// Probability of each channel of such a crop being shifted.
+    pub additive_brightness_channel_probability: f64,
+    /// `batchgenerators`: probability of simulating a low resolution in channels of a crop.
+    pub low_resolution_probability: f64,
+    /// Range of the zoom (nearest down to round(shape · zoom), cubic back up).
+    pub low_resolution_zoom: [f32; 2],
+    /// Probability of each channel of such a crop being resampled.
+    pub low_resolution_channel_probability: f64,
+    /// `batchgenerators`: probability of mirroring a crop along each axis.
+    pub mirror_probability: f64,
+    /// Probability of an elastic deformation of a crop (spatial transform).
+    pub elastic_probability: f64,
+    /// Range of the elastic deformation's magnitude α.
+    pub elastic_alpha: [f32; 2],
+    /// Range of the elastic deformation's smoothing σ in voxels.
+    pub elastic_sigma: [f32; 2],
+    /// Probability of rotating a crop (spatial transform).
+    pub rotation_probability: f64,
+    /// Largest rotation about each axis, in degrees.
+    pub rotation_degrees: f32,
+    /// Probability of an isotropic scale of a crop's sampling grid (spatial transform).
+    pub spatial_scale_probability: f64,
+    /// Range of that scale; values below and above 1 are equally likely.
+    pub spatial_scale_range: [f32; 2],
 }
 
 impl Default for AugmentConfig {
     fn default() -> Self {
         Self {
+            pipeline: AugmentPipeline::Batchgenerators,
             scale_probability: 0.5,
             scale_range: [0.9, 1.1],
             brightness_probability: 0.15,
             brightness_range: [0.75, 1.25],
             contrast_probability: 0.15,
             contrast_range: [0.75, 1.25],
-            gamma_probability: 0.3,
+            gamma_probability: 0.15,
             gamma_range: [0.7, 1.5],
             noise_probability: 0.1,
             noise_variance: 0.1,
             blur_probability: 0.2,
             blur_sigma: [0.5, 1.0],
+            blur_channel_probability: 0.5,
+            additive_brightness_probability: 0.15,
+            additive_brightness_sigma: 0.1,
+            additive_brightness_channel_probability: 0.5,
+            low_resolution_probability: 0.25,
+            low_resolution_zoom: [0.5, 1.0],
+            low_resolution_channel_probability: 0.5,
+            mirror_probability: 0.5,
+            elastic_probability: 0.2,
+            elastic_alpha: [0.0, 900.0],
+            elastic_sigma: [9.0, 13.0],
+            rotation_probability: 0.2,
+            rotation_degrees: 15.0,
+            spatial_scale_probability: 0.2,
+            spatial_scale_range: [0.85, 1.25],
         }
     }
 }
@@ -69,6 +141,12 @@ impl AugmentConfig {
             gamma_probability: 0.0,
             noise_probability: 0.0,
             blur_probability: 0.0,
+            elastic_probability: 0.0,
+            rotation_probability: 0.0,
+            spatial_scale_probability: 0.0,
+            additive_brightness_probability: 0.0,
+            low_resolution_probability: 0.0,
+            mirror_probability: 0.0,
             ..Self::default()
         }
     }
@@ -82,6 +160,15 @@ impl AugmentConfig {
             self.gamma_probability,
             self.noise_probability,
             self.blur_probability,
+            self.elastic_probability,
+            self.rotation_probability,
+            self.spatial_scale_probability,
+            self.blur_channel_probability,
+            self.additive_brightness_probability,
+            self.additive_brightness_channel_probability,
+            self.low_resolution_probability,
+            self.low_resolution_channel_probability,
+            self.mirror_probability,
         ];
         if probabilities.iter().any(|p| !(0.0..=1.0).contains(p)) {
             return Err("augment: every probability must lie in [0, 1]".into());
@@ -92,9 +179,22 @@ impl AugmentConfig {
             self.contrast_range,
             self.gamma_range,
             self.blur_sigma,
+            self.elastic_sigma,
+            self.spatial_scale_range,
+            self.low_resolution_zoom,
         ];
-        if ranges.iter().any(|[lo, hi]| !(*lo > 0.0 && lo <= hi)) || self.noise_variance < 0.0 {
-            return Err("augment: every range must be positive with low <= high".into());
+        let [alpha_lo, alpha_hi] = self.elastic_alpha;
+        if ranges.iter().any(|[lo, hi]| !(*lo > 0.0 && lo <= hi))
+            || self.noise_variance < 0.0
+            || !(0.0 <= alpha_lo && alpha_lo <= alpha_hi)
+            || self.rotation_degrees < 0.0
+            || self.additive_brightness_sigma < 0.0
+        {
+            return Err(
+                "augment: every range must be positive (elastic_alpha and rotation_degrees: not \
+                 negative) with low <= high"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -105,6 +205,51 @@ impl AugmentConfig {
             uniform(rng, self.scale_range)
         } else {
             1.0
+        }
+    }
+
+    /// The spatial transform's probabilities and ranges.
+    fn spatial(&self) -> spatial::SpatialSettings {
+        spatial::SpatialSettings {
+            elastic_probability: self.elastic_probability,
+            elastic_alpha: self.elastic_alpha,
+            elastic_sigma: self.elastic_sigma,
+            rotation_probability: self.rotation_probability,
+            rotation_degrees: self.rotation_degrees,
+            scale_probability: self.spatial_scale_probability,
+            scale_range: self.spatial_scale_range,
+        }
+    }
+
+    /// Augments a crop's `images` and binary `targets` (channels of `shape` voxels each) in place
+    /// by the configured pipeline.
+    pub fn augment_crop(
+        &self,
+        images: &mut [f32],
+        targets: &mut [f32],
+        shape: [usize; 3],
+        rng: &mut impl Rng,
+    ) {
+        match self.pipeline {
+            AugmentPipeline::Batchgenerators => {
+                self.apply_spatial(images, targets, shape, rng);
+                self.apply_reference_steps(images, targets, shape, rng);
+            }
+            AugmentPipeline::Intensity => self.apply(images, shape, rng),
+        }
+    }
+
+    /// Draws and applies the spatial transform to a crop's `images` and binary `targets`
+    /// (channels of `shape` voxels each), in place.
+    fn apply_spatial(
+        &self,
+        images: &mut [f32],
+        targets: &mut [f32],
+        shape: [usize; 3],
+        rng: &mut impl Rng,
+    ) {
+        if let Some(draw) = spatial::SpatialDraw::draw(&self.spatial(), shape, rng) {
+            draw.apply(images, targets, shape);
         }
     }
 
