@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use metakd_experiments::augment::spatial::{Elastic, SpatialDraw, SpatialSettings};
+use metakd_experiments::augment::spatial::{Elastic, SpatialDraw};
+use metakd_experiments::augment::AugmentConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 use serde_json::Value;
@@ -68,15 +69,8 @@ fn resampling_matches_batchgenerators() {
 
 #[test]
 fn draws_have_the_reference_rates_and_ranges() {
-    let settings = SpatialSettings {
-        elastic_probability: 0.2,
-        elastic_alpha: [0.0, 900.0],
-        elastic_sigma: [9.0, 13.0],
-        rotation_probability: 0.2,
-        rotation_degrees: 15.0,
-        scale_probability: 0.2,
-        scale_range: [0.85, 1.25],
-    };
+    // The defaults are the reference's: p 0.2 each, α ∈ [0, 900], σ ∈ [9, 13], ±15°, 0.85–1.25.
+    let settings = AugmentConfig::default().spatial_settings();
     let mut rng = ChaCha12Rng::seed_from_u64(5);
     let draws = 20_000;
     let (mut elastic, mut rotated, mut scaled, mut below, mut none) = (0, 0, 0, 0, 0);

@@ -209,7 +209,7 @@ impl AugmentConfig {
     }
 
     /// The spatial transform's probabilities and ranges.
-    fn spatial(&self) -> spatial::SpatialSettings {
+    pub fn spatial_settings(&self) -> spatial::SpatialSettings {
         spatial::SpatialSettings {
             elastic_probability: self.elastic_probability,
             elastic_alpha: self.elastic_alpha,
@@ -248,7 +248,7 @@ impl AugmentConfig {
         shape: [usize; 3],
         rng: &mut impl Rng,
     ) {
-        if let Some(draw) = spatial::SpatialDraw::draw(&self.spatial(), shape, rng) {
+        if let Some(draw) = spatial::SpatialDraw::draw(&self.spatial_settings(), shape, rng) {
             draw.apply(images, targets, shape);
         }
     }
@@ -291,6 +291,30 @@ fn uniform(rng: &mut impl Rng, [lo, hi]: [f32; 2]) -> f32 {
         lo
     } else {
         rng.random_range(lo..hi)
+    }
+}
+
+/// batchgenerators' draw with probability `p` (`uniform() < p`); nothing is drawn when `p` is 0.
+fn draw_below(rng: &mut impl Rng, p: f64) -> bool {
+    p > 0.0 && rng.random::<f64>() < p
+}
+
+/// U(lo, hi); `lo` when the range is one value.
+fn uniform_in(rng: &mut impl Rng, [lo, hi]: [f64; 2]) -> f64 {
+    if lo == hi {
+        lo
+    } else {
+        rng.random_range(lo..hi)
+    }
+}
+
+/// batchgenerators' draw of a factor from `range`: below and above 1 equally likely when the
+/// range spans 1.
+fn factor_around_one(rng: &mut impl Rng, [lo, hi]: [f64; 2]) -> f64 {
+    if lo < 1.0 && rng.random::<f64>() < 0.5 {
+        uniform_in(rng, [lo, 1.0])
+    } else {
+        uniform_in(rng, [lo.max(1.0), hi])
     }
 }
 

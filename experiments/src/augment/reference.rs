@@ -10,27 +10,7 @@ use rand_distr::{Distribution, Normal};
 use super::spline::{gaussian_filter_reflect, resize_edge};
 use super::AugmentConfig;
 
-fn chance(rng: &mut impl Rng, p: f64) -> bool {
-    p > 0.0 && rng.random::<f64>() < p
-}
-
-fn uniform(rng: &mut impl Rng, [lo, hi]: [f64; 2]) -> f64 {
-    if lo == hi {
-        lo
-    } else {
-        rng.random_range(lo..hi)
-    }
-}
-
-/// batchgenerators' draw of a factor from `range`: below and above 1 equally likely when the
-/// range spans 1.
-fn factor_around_one(rng: &mut impl Rng, [lo, hi]: [f64; 2]) -> f64 {
-    if lo < 1.0 && rng.random::<f64>() < 0.5 {
-        uniform(rng, [lo, 1.0])
-    } else {
-        uniform(rng, [lo.max(1.0), hi])
-    }
-}
+use super::{draw_below as chance, factor_around_one, uniform_in as uniform};
 
 fn mean_std(values: &[f64]) -> (f64, f64) {
     let n = values.len() as f64;

@@ -9,6 +9,7 @@ use rand::Rng;
 use rayon::prelude::*;
 
 use super::spline::{cubic_at, cubic_coefficients, gaussian_filter_constant, linear_at};
+use super::{draw_below as chance, factor_around_one, uniform_in};
 
 /// An elastic deformation: the noise fields (U[0, 1) per voxel and axis) and their smoothing.
 #[derive(Debug, Clone)]
@@ -55,18 +56,13 @@ pub struct SpatialSettings {
 }
 
 fn uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
-    if lo == hi {
-        lo
-    } else {
-        rng.random_range(lo..hi)
-    }
+    uniform_in(rng, [lo, hi])
 }
 
 impl SpatialDraw {
     /// Draws a transform of a crop of extents `patch`, in batchgenerators' order; `None` when
     /// nothing was drawn (nothing is drawn at all when every probability is 0).
     pub fn draw(settings: &SpatialSettings, patch: [usize; 3], rng: &mut impl Rng) -> Option<Self> {
-        let chance = |rng: &mut dyn rand::RngCore, p: f64| p > 0.0 && rng.random::<f64>() < p;
         let elastic = chance(rng, settings.elastic_probability).then(|| {
             let [a0, a1] = settings.elastic_alpha.map(f64::from);
             let [s0, s1] = settings.elastic_sigma.map(f64::from);
@@ -85,14 +81,8 @@ impl SpatialDraw {
             let limit = f64::from(settings.rotation_degrees).to_radians();
             std::array::from_fn(|_| uniform(rng, -limit, limit))
         });
-        let scale = chance(rng, settings.scale_probability).then(|| {
-            let [lo, hi] = settings.scale_range.map(f64::from);
-            if lo < 1.0 && rng.random::<f64>() < 0.5 {
-                uniform(rng, lo, 1.0)
-            } else {
-                uniform(rng, lo.max(1.0), hi)
-            }
-        });
+        let scale = chance(rng, settings.scale_probability)
+            .then(|| factor_around_one(rng, settings.scale_range.map(f64::from)));
         if elastic.is_none() && angles.is_none() && scale.is_none() {
             return None;
         }
