@@ -38,6 +38,8 @@ pub mod subsets;
 pub mod sweep;
 pub mod tables;
 pub mod tabular;
+#[cfg(test)]
+mod test_cases;
 pub mod tracking;
 pub mod train;
 

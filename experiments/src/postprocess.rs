@@ -385,29 +385,13 @@ pub fn kmeans_1d(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metakd_data::metadata::CaseMetadata;
-    use metakd_data::preprocess::{ClipOutcome, REGION_ET, REGION_TC, REGION_WT};
+    use crate::test_cases::labelled_case;
+    use metakd_data::preprocess::{REGION_ET, REGION_TC, REGION_WT};
 
     /// A case of `shape` (its whole volume) for the post-processing, with zero images.
     fn case_of(shape: [usize; 3]) -> PreparedCase {
         let voxels: usize = shape.iter().product();
-        PreparedCase {
-            id: "case".into(),
-            release: None,
-            grade: None,
-            metadata: CaseMetadata::new(),
-            original_shape: shape,
-            crop_offset: [0; 3],
-            shape,
-            spacing: [1.0; 3],
-            affine: [0.0; 12],
-            images: vec![0.0; 4 * voxels],
-            labelled: true,
-            labels: vec![0; voxels],
-            regions: vec![0; voxels],
-            clipping: [ClipOutcome::Unclipped; 4],
-            normalisation: None,
-        }
+        labelled_case("case", shape, vec![0.0; 4 * voxels], vec![0; voxels])
     }
 
     /// The 26-connected rule on region bits.

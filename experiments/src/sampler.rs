@@ -570,10 +570,10 @@ pub fn extract(
 
 #[cfg(test)]
 mod tests {
-    use metakd_data::metadata::CaseMetadata;
-    use metakd_data::preprocess::{regions_of_label, ClipOutcome};
+    use metakd_data::preprocess::regions_of_label;
 
     use super::*;
+    use crate::test_cases::labelled_case;
 
     /// A case whose modality m holds `m + 0.5·z + 0.25·y − 0.125·x` and labels 4 where x > 4.
     fn ramp_case(shape: [usize; 3]) -> PreparedCase {
@@ -590,23 +590,7 @@ mod tests {
             }
         }
         let labels: Vec<u8> = (0..voxels).map(|i| if i % w > 4 { 4 } else { 0 }).collect();
-        PreparedCase {
-            id: "ramp".into(),
-            release: None,
-            grade: None,
-            metadata: CaseMetadata::new(),
-            original_shape: shape,
-            crop_offset: [0; 3],
-            shape,
-            spacing: [1.0; 3],
-            affine: [0.0; 12],
-            images,
-            labelled: true,
-            regions: labels.iter().map(|&l| regions_of_label(l)).collect(),
-            labels,
-            clipping: [ClipOutcome::Unclipped; 4],
-            normalisation: None,
-        }
+        labelled_case("ramp", shape, images, labels)
     }
 
     #[test]
