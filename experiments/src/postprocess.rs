@@ -126,18 +126,14 @@ pub fn postprocess_regions(regions: &mut [u8], case: &PreparedCase, rule: Postpr
 /// The T1ce intensities of `case` as in its NIfTI file (clipped, before normalisation), or the
 /// normalised ones for shards without a recorded normalisation.
 fn t1ce_intensities(case: &PreparedCase) -> Vec<f32> {
-    let index = Modality::ALL
-        .iter()
-        .position(|m| m.suffix() == "t1ce")
-        .expect("T1ce is a modality");
-    let image = case.image(Modality::ALL[index]);
+    let image = case.image(Modality::T1ce);
     match &case.normalisation {
         Some(stats) => {
             // Foreground: a voxel of any modality differs from the background (the brain mask
             // that normalisation and cropping used); normalised values are 0 elsewhere.
             let v = case.voxels();
             let foreground = |i: usize| (0..4).any(|m| case.images[m * v + i] != 0.0);
-            stats[index].restore(image, foreground)
+            stats[Modality::T1ce.index()].restore(image, foreground)
         }
         None => image.to_vec(),
     }

@@ -503,14 +503,24 @@ fn write_meta_log(rows: &[MetaLogRow], m: usize, path: &Path) -> Result<()> {
             rows.iter().map(|r| r.loss).collect::<Vec<_>>(),
         ),
     ];
-    for (i, modality) in metakd_data::Modality::ALL.iter().enumerate().take(m) {
-        columns.push(Column::new(
-            format!("omega_{}", modality.suffix()).into(),
-            rows.iter().map(|r| r.omega[i]).collect::<Vec<_>>(),
-        ));
-    }
+    columns.extend(omega_columns(rows.iter().map(|r| r.omega.as_slice()), m));
     let mut df = DataFrame::new(rows.len(), columns)?;
     write_parquet(&mut df, path)
+}
+
+/// One `omega_<modality>` column per modality of the ω rows `omegas`.
+fn omega_columns<'a>(omegas: impl Iterator<Item = &'a [f32]> + Clone, m: usize) -> Vec<Column> {
+    metakd_data::Modality::ALL
+        .iter()
+        .enumerate()
+        .take(m)
+        .map(|(i, modality)| {
+            Column::new(
+                format!("omega_{}", modality.suffix()).into(),
+                omegas.clone().map(|o| o[i]).collect::<Vec<_>>(),
+            )
+        })
+        .collect()
 }
 
 /// Writes the training log as Parquet.
@@ -542,12 +552,7 @@ fn write_log(log: &[LogRow], m: usize, path: &Path) -> Result<()> {
             log.iter().map(|r| r.kd).collect::<Vec<_>>(),
         ),
     ];
-    for (i, modality) in metakd_data::Modality::ALL.iter().enumerate().take(m) {
-        columns.push(Column::new(
-            format!("omega_{}", modality.suffix()).into(),
-            log.iter().map(|r| r.omega[i]).collect::<Vec<_>>(),
-        ));
-    }
+    columns.extend(omega_columns(log.iter().map(|r| r.omega.as_slice()), m));
     let mut df = DataFrame::new(log.len(), columns)?;
     write_parquet(&mut df, path)
 }
