@@ -121,6 +121,22 @@ pub enum DataError {
         /// The underlying error.
         source: serde_json::Error,
     },
+    /// A file differs from the digest recorded beside it.
+    #[error("{path}: {problem}")]
+    Digest {
+        /// The file.
+        path: PathBuf,
+        /// What differs, and how to rebuild the file.
+        problem: String,
+    },
+    /// A folder or file is held by another process.
+    #[error("{path}: {problem}")]
+    Locked {
+        /// The folder or file.
+        path: PathBuf,
+        /// Who holds it and what to do.
+        problem: String,
+    },
     /// An argument is out of range.
     #[error("{0}")]
     InvalidArgument(String),

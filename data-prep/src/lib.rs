@@ -6,8 +6,10 @@
 pub mod adni;
 pub mod avmnist;
 pub mod brats;
+pub mod digest;
 pub mod error;
 pub mod files;
+pub mod lock;
 pub mod metadata;
 pub mod modality;
 pub mod nifti_io;

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use crate::brats::{discover, load_case, CaseFiles, Discovery};
 use crate::error::{DataError, Result};
+use crate::lock::Lock;
 use crate::modality::Modality;
 use crate::preprocess::{prepare_case, PreparedCase, PreprocessSettings};
 use crate::release::Release;
@@ -39,6 +40,11 @@ pub struct PrepareOptions {
     pub dtype: ImageDtype,
     /// Bound on the working memory of the cases in flight.
     pub memory_budget: u64,
+    /// Delete the shards of another source found in the output folder instead of refusing it.
+    pub overwrite: bool,
+    /// A skipped case fails the preparation: the manifest is left incomplete, so no later stage
+    /// reads the shards as a whole release.
+    pub strict: bool,
 }
 
 impl Default for PrepareOptions {
@@ -48,6 +54,8 @@ impl Default for PrepareOptions {
             shard_bytes: DEFAULT_SHARD_BYTES,
             dtype: ImageDtype::Float32,
             memory_budget: DEFAULT_MEMORY_BUDGET,
+            overwrite: false,
+            strict: false,
         }
     }
 }
@@ -63,13 +71,6 @@ pub struct PrepareReport {
     pub reused: usize,
     /// Shards of an earlier run that failed verification and were rebuilt.
     pub rebuilt_shards: Vec<String>,
-}
-
-impl PrepareReport {
-    /// Whether no case at all is in the shards.
-    pub fn is_empty(&self) -> bool {
-        self.manifest.cases.is_empty()
-    }
 }
 
 /// Shards and cases kept from an earlier run into the same folder.
@@ -88,6 +89,54 @@ fn remove_partial_files(out: &Path) -> Result<()> {
             std::fs::remove_file(&path).map_err(|e| DataError::io(&path, e))?;
         }
     }
+    Ok(())
+}
+
+/// Whether `a` and `b` name the same folder.
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+    }
+}
+
+/// Makes sure the shard folder `out` holds shards of `src` or none: the shards of another source
+/// are refused (naming both), or deleted with `overwrite`.
+fn claim_for_source(src: &Path, out: &Path, overwrite: bool) -> Result<()> {
+    if !Manifest::path(out).is_file() {
+        return Ok(());
+    }
+    let previous = Manifest::read_any(out)?;
+    let recorded = Path::new(&previous.source);
+    if same_folder(recorded, src) {
+        return Ok(());
+    }
+    if !overwrite {
+        return Err(DataError::InvalidArgument(format!(
+            "{}: holds the shards of {} ({} cases), not of {}; prepare {} into another --out, or \
+             pass --overwrite to delete these shards first",
+            out.display(),
+            recorded.display(),
+            previous.cases.len(),
+            src.display(),
+            src.display()
+        )));
+    }
+    for entry in std::fs::read_dir(out).map_err(|e| DataError::io(out, e))? {
+        let path = entry.map_err(|e| DataError::io(out, e))?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let ours = name == "manifest.json"
+            || (name.starts_with("shard-") && name.ends_with(".arrow"))
+            || name.ends_with(".partial");
+        if ours {
+            std::fs::remove_file(&path).map_err(|e| DataError::io(&path, e))?;
+        }
+    }
+    tracing::info!(
+        "{}: deleted the shards of {}",
+        out.display(),
+        recorded.display()
+    );
     Ok(())
 }
 
@@ -269,7 +318,8 @@ pub fn prepare_brats(
         shard_bytes: options.shard_bytes,
         preprocessing: PreprocessSettings::default(),
     };
-    std::fs::create_dir_all(out).map_err(|e| DataError::io(out, e))?;
+    let _lock = Lock::folder(out, "shard folder")?;
+    claim_for_source(src, out, options.overwrite)?;
     remove_partial_files(out)?;
     let kept = keep_verified_shards(out, &settings)?;
     let done: HashSet<&str> = kept.cases.iter().map(|c| c.id.as_str()).collect();
@@ -358,8 +408,33 @@ pub fn prepare_brats(
     written?;
     let finished = writer.close()?;
     record(finished, &mut shards, &mut cases, &skipped)?;
-    let manifest = manifest_of(src, &discovery, &settings, &shards, &cases, &skipped, true);
+    // A folder without a case, or with a skipped case under `strict`, is not a release to train
+    // on: its manifest stays incomplete, which every reader refuses.
+    let failed = cases.is_empty() || (options.strict && !skipped.is_empty());
+    let manifest = manifest_of(
+        src, &discovery, &settings, &shards, &cases, &skipped, !failed,
+    );
     manifest.write(out)?;
+    if cases.is_empty() {
+        return Err(DataError::InvalidArgument(format!(
+            "{}: no case could be prepared ({} skipped; see {}); the manifest is marked incomplete",
+            src.display(),
+            skipped.len(),
+            Manifest::path(out).display()
+        )));
+    }
+    if failed {
+        return Err(DataError::InvalidArgument(format!(
+            "{}: {} cases were skipped (--strict: {}); the manifest is marked incomplete",
+            src.display(),
+            skipped.len(),
+            skipped
+                .iter()
+                .map(|s| format!("{}: {}", s.id, s.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )));
+    }
     Ok(PrepareReport {
         manifest,
         prepared,

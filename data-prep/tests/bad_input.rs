@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use metakd_data::nifti_io::{brats_affine, read_volume, write_volume, StoredType, Volume};
 use metakd_data::prepare::{prepare_brats, PrepareOptions};
-use metakd_data::shards::ShardSet;
+use metakd_data::shards::{Manifest, ShardSet};
 use metakd_data::synth::{case_id, write_dataset, SynthConfig};
 use ndarray::{Array3, Array4};
 use nifti::writer::WriterOptions;
@@ -180,13 +180,22 @@ fn a_folder_without_cases_is_an_error_naming_it() {
 }
 
 #[test]
-fn a_case_whose_every_file_is_bad_leaves_an_empty_but_complete_manifest() {
+fn a_release_whose_every_case_is_bad_fails_and_leaves_an_incomplete_manifest() {
     let src = tempfile::tempdir().unwrap();
     write_dataset(&SynthConfig::new(2, SHAPE, 2), src.path(), || {}).unwrap();
     break_case(src.path(), 0);
     break_case(src.path(), 2 - 1);
     let out = tempfile::tempdir().unwrap();
-    let report = prepare_brats(src.path(), out.path(), &PrepareOptions::default(), |_| {}).unwrap();
-    assert!(report.is_empty());
-    assert_eq!(report.manifest.skipped.len(), 2);
+    let err = prepare_brats(src.path(), out.path(), &PrepareOptions::default(), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no case could be prepared (2 skipped"),
+        "{err}"
+    );
+    let manifest = Manifest::read_any(out.path()).unwrap();
+    assert!(!manifest.complete);
+    assert_eq!(manifest.skipped.len(), 2);
+    let refused = ShardSet::open(out.path()).err().unwrap().to_string();
+    assert!(refused.contains("did not finish"), "{refused}");
 }

@@ -114,6 +114,8 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoOutcome> {
         &run,
         &crate::train::TrainOptions {
             show_progress: options.show_progress,
+            // The demo rebuilds its whole working folder, its run included.
+            overwrite: true,
             ..Default::default()
         },
     )?;

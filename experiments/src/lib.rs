@@ -29,6 +29,7 @@ pub mod parallel_zeroing;
 pub mod postprocess;
 pub mod progress;
 pub mod resume;
+pub mod run_folder;
 pub mod sampler;
 pub mod schedule;
 pub mod split_command;

@@ -428,6 +428,8 @@ fn run(cli: Cli) -> Result<()> {
                     ImageDtype::Float32
                 },
                 memory_budget: a.memory_mib << 20,
+                overwrite: a.overwrite,
+                strict: a.strict,
             };
             let report = metakd_experiments::prepare(&a.src, &a.out, &options, show, |w| {
                 tracing::warn!("{w}")
@@ -447,12 +449,6 @@ fn run(cli: Cli) -> Result<()> {
                 report.reused,
                 m.skipped.len()
             );
-            if report.is_empty() {
-                bail!("no case of {} could be prepared", a.src.display())
-            }
-            if a.strict && !m.skipped.is_empty() {
-                bail!("{} cases were skipped (--strict)", m.skipped.len())
-            }
         }
         Command::Split { request } => {
             for (path, s) in write_splits(&request)? {
@@ -507,6 +503,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let options = train::TrainOptions {
                 resume: a.resume,
+                overwrite: a.overwrite,
                 stage,
                 show_progress: show,
                 tracking: a.tracking.options(&out),

@@ -28,6 +28,7 @@ use crate::progress;
 use crate::resume::{
     load_checkpoint, named_vars, save_checkpoint, LogRow, MetaLogRow, TrainingState,
 };
+use crate::run_folder::{self, Existing};
 use crate::sampler::CropSampler;
 use crate::schedule::learning_rate;
 use crate::splits::Splits;
@@ -80,6 +81,9 @@ pub struct TrainOptions {
     /// Continue from the run folder's own checkpoint (written with the same configuration); the
     /// run ends with the weights an uninterrupted run would have.
     pub resume: bool,
+    /// Delete the run already in the folder and start anew (without it, a folder holding a run is
+    /// refused unless `resume` is set).
+    pub overwrite: bool,
     /// The stages to train.
     pub stage: Stage,
     /// Show a progress bar.
@@ -94,6 +98,13 @@ pub struct TrainOptions {
 /// tracking it on an MLflow server when asked.
 pub fn train(cfg: &RunConfig, run_dir: &Path, options: &TrainOptions) -> Result<TrainSummary> {
     cfg.validate()?;
+    let existing = match (options.resume, options.overwrite) {
+        (true, true) => bail!("--resume continues the run, --overwrite deletes it: give one"),
+        (true, false) => Existing::Resume,
+        (false, true) => Existing::Overwrite,
+        (false, false) => Existing::Refuse,
+    };
+    let _lock = run_folder::take(run_dir, existing)?;
     let Some(tracking) = &options.tracking else {
         return train_run(cfg, run_dir, options, None);
     };
@@ -224,8 +235,14 @@ fn train_run(
             0,
         ),
     };
-    if start >= end {
-        bail!("{}: the run had already finished", run_dir.display())
+    // A resumed run whose last iteration is in its checkpoint but whose final files are not
+    // (their write failed) only writes them.
+    let finished = run_dir.join(FINISHED_FILE).is_file() || !options.resume;
+    if start >= end && finished {
+        bail!(
+            "{}: the run had already finished ({start} of {end} iterations); train a new one into a fresh `--out`",
+            run_dir.display()
+        )
     }
     let plan = BatchPlan {
         cases: train_cases.clone(),
@@ -261,9 +278,9 @@ fn train_run(
         let step = training_step(&model, &mut sgd, (&x, &y), &available, t, lr)?;
         if !step.loss.is_finite() {
             bail!(
-                "iteration {it}: the loss is {}; training stopped (the last checkpoint in {} is kept)",
+                "iteration {it}: the loss is {}; training stopped: {}",
                 step.loss,
-                run_dir.display()
+                kept_checkpoint(&checkpoint)
             )
         }
 
@@ -331,8 +348,8 @@ fn train_run(
         if (it + 1) % t.checkpoint_every == 0 || it + 1 == end {
             if let Some(name) = first_non_finite_parameter(&model)? {
                 bail!(
-                    "iteration {it}: parameter `{name}` is no longer finite; training stopped (the last checkpoint in {} is kept)",
-                    run_dir.display()
+                    "iteration {it}: parameter `{name}` is no longer finite; training stopped: {}",
+                    kept_checkpoint(&checkpoint)
                 )
             }
             model.save(&run_dir.join(MODEL_FILE))?;
@@ -376,6 +393,18 @@ fn train_run(
         serde_json::to_string_pretty(&finished)?.as_bytes(),
     )?;
     Ok(summary)
+}
+
+/// What a stopped run leaves to resume from.
+fn kept_checkpoint(checkpoint: &Path) -> String {
+    if checkpoint.is_file() {
+        format!("the last checkpoint, {}, is kept", checkpoint.display())
+    } else {
+        format!(
+            "no checkpoint was written yet (one is written to {} every `train.checkpoint_every` iterations)",
+            checkpoint.display()
+        )
+    }
 }
 
 /// The name of a network parameter or importance logit holding a NaN or infinite value, if any.

@@ -411,9 +411,12 @@ pub struct PrepareArgs {
     /// Store images as float16 instead of float32.
     #[arg(long)]
     pub half: bool,
-    /// Fail when any case is skipped.
+    /// Fail when any case is skipped (the manifest is then left incomplete).
     #[arg(long)]
     pub strict: bool,
+    /// Delete the shards of another source found in `--out` (without it they are refused).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Bound on the working memory of the cases prepared at once, in MiB.
     #[arg(long, default_value_t = 1536)]
     pub memory_mib: u64,
@@ -435,8 +438,12 @@ pub struct TrainArgs {
     #[arg(long)]
     pub split: Option<PathBuf>,
     /// Continue the run in `--out` from its last checkpoint (same configuration).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Delete the run already in `--out` (its checkpoint, model, logs, sweep and report) and
+    /// train anew. Without it (or `--resume`) a folder holding a run is refused.
+    #[arg(long)]
+    pub overwrite: bool,
     /// The pairwise distillation loss (`off`: the "without KD" ablation; sets `train.kd`).
     #[arg(long, value_enum)]
     pub kd: Option<Switch>,
