@@ -55,6 +55,10 @@ impl Model {
 
     /// Loads a model saved by [`Model::save`].
     pub fn load(path: &Path, cfg: &SegmenterConfig, device: &Device) -> Result<Self> {
+        metakd_data::digest::verify(
+            path,
+            "restore it from a copy, or train the run again into a fresh `--out`",
+        )?;
         let mut model = Self::new(cfg, 0, device)?;
         model
             .varmap
@@ -91,10 +95,11 @@ impl Model {
     }
 }
 
-/// Writes `tensors` as a safetensors file at `path`, through a temporary file and a rename.
+/// Writes `tensors` as a safetensors file at `path`, through a temporary file and a rename,
+/// with its BLAKE3 digest beside it ([`metakd_data::digest`]).
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let temp = path.with_extension("safetensors.partial");
-    candle_core::safetensors::save(tensors, &temp)
-        .with_context(|| format!("{}: cannot write", temp.display()))?;
-    std::fs::rename(&temp, path).with_context(|| format!("{}: cannot write", path.display()))
+    metakd_data::digest::write_with_digest(path, |temp| {
+        candle_core::safetensors::save(tensors, temp)
+            .with_context(|| format!("{}: cannot write", temp.display()))
+    })
 }

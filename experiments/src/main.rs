@@ -147,6 +147,15 @@ fn print_tracking(report: &TrackingReport, run: &std::path::Path) {
             run.display()
         );
     }
+    if report.lost > 0 {
+        eprintln!(
+            "tracking: {} events could not be written to {} (the disk was full) and are lost; \
+             the MLflow run lacks them",
+            report.lost,
+            run.join(metakd_experiments::tracking::TRACKING_DIR)
+                .display()
+        );
+    }
 }
 
 fn main() {
@@ -525,10 +534,17 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Tracking {
-            what: TrackingCommand::Sync { run, tracking },
+            what: TrackingCommand::Sync { run, mut tracking },
         } => {
+            if tracking.tracking_uri.is_none() {
+                tracking.tracking_uri = metakd_experiments::tracking::recorded_uri(&run);
+            }
             let Some(options) = tracking.options(&run) else {
-                bail!("--tracking-uri (or MLFLOW_TRACKING_URI) is needed")
+                bail!(
+                    "{}: the run never reached a tracking server, so none is recorded; give \
+                     --tracking-uri (or MLFLOW_TRACKING_URI)",
+                    run.display()
+                )
             };
             let report = metakd_experiments::tracking::sync(&run, options)?;
             print_tracking(&report, &run);
@@ -554,6 +570,16 @@ fn run(cli: Cli) -> Result<()> {
                 {
                     sweep::UnitOutcome::AlreadyDone => {
                         println!("unit {index} was already finished")
+                    }
+                    sweep::UnitOutcome::NothingScored { skipped } => {
+                        for (id, reason) in &skipped {
+                            eprintln!("skipped case {id}: {reason}");
+                        }
+                        bail!(
+                            "unit {index} scored none of its {} cases: it is not finished and \
+                             runs again next time",
+                            skipped.len()
+                        )
                     }
                     sweep::UnitOutcome::Done { scored, skipped } => {
                         for (id, reason) in &skipped {
@@ -654,6 +680,9 @@ fn run(cli: Cli) -> Result<()> {
                         .join(", ")
                 )
             })?;
+            for warning in &reports.warnings {
+                eprintln!("warning: {warning}");
+            }
             if let Some(r) = &reports.segmentation {
                 println!("report: {}", r.report.display());
             }

@@ -126,6 +126,10 @@ pub fn load_checkpoint(
             path.display()
         )
     }
+    metakd_data::digest::verify(
+        path,
+        "restore it from a copy, or start the run again with `metakd train --overwrite`",
+    )?;
     let tensors = candle_core::safetensors::load(path, device)
         .with_context(|| format!("{}: not a readable checkpoint", path.display()))?;
     let get = |name: &str| {
@@ -144,7 +148,12 @@ pub fn load_checkpoint(
     sgd.set_momentum_buffers(buffers)?;
     let json: serde_json::Value = serde_json::from_slice(&get(STATE_KEY)?.to_vec1::<u8>()?)
         .with_context(|| format!("{}: unreadable training state", path.display()))?;
-    let steps = json["adam_steps"].as_u64().unwrap_or(0) as usize;
+    let steps = json["adam_steps"].as_u64().with_context(|| {
+        format!(
+            "{}: the training state has no valid `adam_steps` (the checkpoint is damaged)",
+            path.display()
+        )
+    })? as usize;
     adam.set_state(
         steps,
         vec![get(ADAM_FIRST)?.clone()],

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use metakd_data::lock::Lock;
 use metakd_data::shards::{file_blake3, ShardSet};
 use metakd_model::nets::ModalityFeatures;
 use metakd_reports::sweep_table::{self, SweepInfo};
@@ -127,11 +128,59 @@ impl Plan {
         })
     }
 
-    /// Reads `path`.
+    /// Reads `path`. The run folder it names is relative to the plan's own folder, so the plan
+    /// serves from any working directory and after the tree is mounted elsewhere (a plan written
+    /// with a path relative to its maker's working directory is still found there).
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{}: not a sweep plan", path.display()))
+        let mut plan: Self = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a sweep plan", path.display()))?;
+        let here = path.parent().unwrap_or(Path::new("."));
+        let resolved = here.join(&plan.run_dir);
+        if resolved.is_dir() || !plan.run_dir.is_dir() {
+            plan.run_dir = resolved;
+        }
+        Ok(plan)
+    }
+
+    /// Writes the plan to `path`, naming its run folder relative to the plan's folder.
+    fn write(&self, path: &Path) -> Result<()> {
+        let here = path.parent().unwrap_or(Path::new("."));
+        let stored = Self {
+            run_dir: relative_path(&self.run_dir, here)?,
+            ..self.clone()
+        };
+        write_atomic(path, serde_json::to_string_pretty(&stored)?.as_bytes())
+    }
+}
+
+/// `target` as a path relative to the folder `base`, through `..` where needed.
+fn relative_path(target: &Path, base: &Path) -> Result<PathBuf> {
+    let absolute = |p: &Path| -> Result<PathBuf> {
+        let p =
+            std::path::absolute(p).with_context(|| format!("{}: no absolute path", p.display()))?;
+        Ok(p.canonicalize().unwrap_or(p))
+    };
+    let (target, base) = (absolute(target)?, absolute(base)?);
+    let common = target
+        .components()
+        .zip(base.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut relative: PathBuf = base.components().skip(common).map(|_| "..").collect();
+    relative.extend(target.components().skip(common));
+    if relative.as_os_str().is_empty() {
+        relative.push(".");
+    }
+    Ok(relative)
+}
+
+/// Whether `a` and `b` name the same folder.
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 
@@ -202,9 +251,39 @@ fn run_id(run_dir: &Path) -> String {
         .unwrap_or_else(|| "run".into())
 }
 
+/// Refuses a sweep table path that would overwrite anything but a sweep table and its sidecar:
+/// the table must be a `.parquet` file, and an existing table or sidecar must read as one.
+pub fn check_table_path(table: &Path) -> Result<()> {
+    if table.extension().is_none_or(|e| e != "parquet") {
+        bail!(
+            "{}: a sweep table is a .parquet file; choose another --out",
+            table.display()
+        )
+    }
+    let sidecar = sweep_table::sidecar_path(table);
+    let refuse = |path: &Path, why: String| -> Result<()> {
+        bail!(
+            "{}: exists and is not a sweep table's ({why}); it is left as it is: choose another --out",
+            path.display()
+        )
+    };
+    if table.exists() {
+        if let Err(e) = sweep_table::read_table(table) {
+            refuse(table, e.describe())?;
+        }
+    }
+    if sidecar.exists() {
+        if let Err(e) = sweep_table::read_sidecar(table) {
+            refuse(&sidecar, e.describe())?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads the plan in `units` when there is one and it agrees with `options`, or makes and
 /// writes it.
 pub fn plan(run_dir: &Path, table: &Path, options: &SweepOptions) -> Result<Plan> {
+    check_table_path(table)?;
     let setup = RunSetup::read(run_dir, options.shards.as_deref())?;
     let units = units_dir(table);
     let path = units.join("plan.json");
@@ -256,11 +335,18 @@ pub fn plan(run_dir: &Path, table: &Path, options: &SweepOptions) -> Result<Plan
              evaluate it anew",
             path.display()
         ),
+        Some(existing) if !same_folder(&existing.run_dir, run_dir) => bail!(
+            "{}: the units folder is the sweep of the run {}, not of {}; give that run, or \
+             another --out",
+            path.display(),
+            existing.run_dir.display(),
+            run_dir.display()
+        ),
         Some(existing) => Ok(existing),
         None => {
             std::fs::create_dir_all(&units)
                 .with_context(|| format!("{}: cannot create", units.display()))?;
-            write_atomic(&path, serde_json::to_string_pretty(&plan)?.as_bytes())?;
+            plan.write(&path)?;
             Ok(plan)
         }
     }
@@ -276,6 +362,12 @@ pub enum UnitOutcome {
         /// Cases scored.
         scored: usize,
         /// Cases skipped, with the reason.
+        skipped: Vec<(String, String)>,
+    },
+    /// Every case of the unit was skipped: no table is written, so the unit is not finished and
+    /// runs again next time.
+    NothingScored {
+        /// The cases, with the reason each was skipped.
         skipped: Vec<(String, String)>,
     },
 }
@@ -345,6 +437,7 @@ impl<'a> UnitRunner<'a> {
             )
         };
         let out = unit_table(&units_dir(self.table), index);
+        let _lock = Lock::file(&out, "sweep unit")?;
         if out.is_file() {
             return Ok(UnitOutcome::AlreadyDone);
         }
@@ -433,6 +526,9 @@ fn evaluate_unit(
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if cases.is_empty() {
+        return Ok(UnitOutcome::NothingScored { skipped });
+    }
 
     let info = SweepInfo {
         run_id: run_id(run_dir),
@@ -551,14 +647,39 @@ pub fn sweep(
     options: &SweepOptions,
     show_progress: bool,
 ) -> Result<SweepOutcome> {
+    check_table_path(table)?;
+    let _lock = Lock::file(table, "sweep table")?;
     let plan = plan(run_dir, table, options)?;
     let (mut evaluated, mut already_done) = (0, 0);
+    let mut unscored = Vec::new();
     let mut runner = UnitRunner::new(&plan, table, options.shards.as_deref());
     for unit in &plan.units {
         match runner.run(unit.index, show_progress)? {
             UnitOutcome::AlreadyDone => already_done += 1,
             UnitOutcome::Done { .. } => evaluated += 1,
+            UnitOutcome::NothingScored { skipped } => unscored.push((unit.index, skipped)),
         }
+    }
+    if !unscored.is_empty() {
+        bail!(
+            "{}: {} of {} units scored no case and are not finished ({}); the other units are \
+             written; fix the cases (or pass the right --shards) and run the sweep again",
+            table.display(),
+            unscored.len(),
+            plan.units.len(),
+            unscored
+                .iter()
+                .map(|(index, skipped)| format!(
+                    "unit {index}: {}",
+                    skipped
+                        .iter()
+                        .map(|(id, reason)| format!("case {id}: {reason}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
     }
     let infos = merge_units(&plan, table)?;
     Ok(SweepOutcome {

@@ -3,6 +3,8 @@
 //! on disk while the server is down and are sent when it answers again, and `sync` sends what a
 //! finished run left queued. `.ci/run` repeats the end-to-end check against a real `mlflow server`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -195,4 +197,161 @@ fn a_run_that_ended_during_an_outage_is_sent_later_by_sync() {
     let before = server.log.lock().unwrap().len();
     sync(dir.path(), server.options(Duration::from_secs(5))).unwrap();
     assert_eq!(server.log.lock().unwrap().len(), before);
+}
+
+#[test]
+fn a_resumed_run_sends_each_step_once() {
+    let server = FakeServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = Tracker::start(dir.path(), server.options(Duration::from_secs(30))).unwrap();
+    log_steps(&tracker, 0..50);
+    // Killed after iteration 49 had reached the server; its last checkpoint was at iteration
+    // 30, where it resumes and logs iterations 30 to 49 again.
+    let sent = dir.path().join(TRACKING_DIR).join("sent");
+    while std::fs::read_to_string(&sent).map_or(true, |t| t.trim() != "50") {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(tracker);
+    std::thread::sleep(Duration::from_millis(500));
+    let tracker = Tracker::start(dir.path(), server.options(Duration::from_secs(30))).unwrap();
+    log_steps(&tracker, 30..80);
+    let report = tracker.finish("FINISHED").unwrap();
+    assert_eq!(report.pending, 0);
+    assert_each_once(&server, 80);
+}
+
+#[test]
+fn an_unreachable_server_does_not_hold_up_the_end_of_a_run() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let options = TrackingOptions {
+        uri: format!("http://127.0.0.1:{port}"),
+        experiment: "test".into(),
+        run_name: "run".into(),
+        request_timeout: Duration::from_secs(2),
+        flush_timeout: Duration::from_secs(600),
+    };
+    let tracker = Tracker::start(dir.path(), options).unwrap();
+    log_steps(&tracker, 0..10);
+    let started = std::time::Instant::now();
+    let report = tracker.finish("FINISHED").unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(300),
+        "the end waited {:?} for a server that is not there",
+        started.elapsed()
+    );
+    assert_eq!(report.pending, 11, "the events wait for `tracking sync`");
+}
+
+fn metakd(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_metakd"));
+    command.args(args).env_remove("MLFLOW_TRACKING_URI");
+    command
+}
+
+#[test]
+fn sync_finds_the_recorded_server_and_refuses_addresses_that_are_none() {
+    let server = FakeServer::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().display().to_string();
+    let never = metakd(&["tracking", "sync", "--run", &run])
+        .output()
+        .unwrap();
+    assert!(!never.status.success());
+    assert!(
+        String::from_utf8_lossy(&never.stderr).contains("never reached a tracking server"),
+        "{}",
+        String::from_utf8_lossy(&never.stderr)
+    );
+    // The server answers once (the run is created and recorded), then goes down.
+    server.down.store(false, Ordering::SeqCst);
+    let tracker = Tracker::start(dir.path(), server.options(Duration::from_secs(3))).unwrap();
+    log_steps(&tracker, 0..1);
+    std::thread::sleep(Duration::from_millis(800));
+    server.down.store(true, Ordering::SeqCst);
+    log_steps(&tracker, 1..20);
+    let sent = std::time::Instant::now();
+    let report = tracker.finish("FINISHED");
+    let report = report.unwrap();
+    assert!(report.pending > 0 && sent.elapsed() < Duration::from_secs(60));
+
+    server.down.store(false, Ordering::SeqCst);
+    let synced = metakd(&["tracking", "sync", "--run", &run])
+        .output()
+        .unwrap();
+    assert!(
+        synced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synced.stderr)
+    );
+    assert_each_once(&server, 20);
+
+    for bad in ["ftp://host:21", "localhost:5000", "http://"] {
+        let output = metakd(&["tracking", "sync", "--run", &run, "--tracking-uri", bad])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{bad}");
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(message.contains("tracking URI"), "{bad}: {message}");
+    }
+}
+
+#[test]
+fn a_full_disk_cuts_no_line_and_the_lost_events_are_stated() {
+    let server = FakeServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let shards = common::synthetic_shards(dir.path(), 4, 1);
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\nshards = \"{}\"\ntest_cases = 1\nmeta_val_cases = 1\n\n\
+             [model.small]\nwidths = [2, 4, 4, 4]\n\n\
+             [train]\niterations = 120\nwarmup_iterations = 2\nbatch_size = 1\n\
+             crop = [16, 16, 16]\ncheckpoint_every = 1000\n\n\
+             [meta]\nenabled = false\n",
+            shards.display()
+        ),
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    // Files of this process may grow to 96 KiB: the checkpoint and logs fit, the queue does not.
+    // SIGXFSZ is ignored, so a write past the limit fails as on a full disk.
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 96; exec \"$@\"")
+        .arg("metakd")
+        .arg(env!("CARGO_BIN_EXE_metakd"))
+        .args(["train", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&run)
+        .args(["--tracking-uri", &server.uri, "--flush-timeout", "20"])
+        .env_remove("MLFLOW_TRACKING_URI")
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "training goes on: {message}");
+    let events = std::fs::read(run.join(TRACKING_DIR).join("events.jsonl")).unwrap();
+    assert!(events.ends_with(b"\n"), "no event line is cut");
+    for line in String::from_utf8(events).unwrap().lines() {
+        serde_json::from_str::<Value>(line).unwrap();
+    }
+    assert!(message.contains("cannot append"), "{message}");
+    assert!(message.contains("are lost"), "{message}");
+    let counts = server.metric_counts();
+    assert!(counts.values().all(|&c| c == 1), "a metric arrived twice");
+    assert!(counts.len() < 120 * 10, "some events could not be queued");
+
+    let synced = metakd(&["tracking", "sync", "--run", &run.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!synced.status.success());
+    let message = String::from_utf8_lossy(&synced.stderr);
+    assert!(message.contains("never reached the server"), "{message}");
 }

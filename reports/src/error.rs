@@ -37,6 +37,9 @@ pub enum ReportError {
         /// What is wrong.
         problem: String,
     },
+    /// A file failed a check of the data layer (its digest, a lock).
+    #[error(transparent)]
+    Data(#[from] metakd_data::DataError),
     /// A figure could not be drawn.
     #[error("{path}: cannot draw the figure: {problem}")]
     Figure {

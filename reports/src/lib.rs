@@ -56,6 +56,8 @@ pub struct Reports {
     pub segmentation: Option<ReportOutcome>,
     /// The classification report, when they had classification rows.
     pub classification: Option<classification::ClassificationOutcome>,
+    /// What reading the tables noticed that leaves the reports incomplete (missing units).
+    pub warnings: Vec<String>,
 }
 
 /// Writes the reports of the result tables `inputs`: segmentation rows into `out_dir`,
@@ -81,9 +83,17 @@ pub fn write_reports(inputs: &[PathBuf], out_dir: &Path) -> Result<Reports> {
     } else {
         None
     };
+    if segmentation.is_none() && classification.is_none() {
+        return Err(ReportError::BadTable {
+            path: origin,
+            problem: "the table has no rows: nothing to report on (did the sweep skip every case?)"
+                .into(),
+        });
+    }
     Ok(Reports {
         segmentation,
         classification,
+        warnings: read.warnings,
     })
 }
 

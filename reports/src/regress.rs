@@ -190,6 +190,18 @@ pub fn regress(
             }
         }
     }
+    if report.compared == 0 {
+        return Err(ReportError::BadTable {
+            path: results_path.to_owned(),
+            problem: format!(
+                "nothing to compare: the baseline {} has {} subset rows, these results {}, and none \
+                 match",
+                baseline_path.display(),
+                base.len(),
+                run.len()
+            ),
+        });
+    }
     report.unexpected = run
         .keys()
         .filter(|k| !base.contains_key(*k))

@@ -163,6 +163,7 @@ pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame> {
 /// Reads one table and checks its columns. A segmentation table from before the `task`,
 /// `rate`, `accuracy` and `f1` columns gets them (segmentation, empty).
 pub fn read_table(path: &Path) -> Result<DataFrame> {
+    metakd_data::digest::verify(path, "delete it and run `metakd sweep` again to rebuild it")?;
     let mut df = read_parquet(path)?;
     if df.column("task").is_err() {
         let n = df.height();
@@ -193,25 +194,18 @@ pub fn read_table(path: &Path) -> Result<DataFrame> {
     df.select(COLUMNS).map_err(table_error(path))
 }
 
-/// Writes `df` as Parquet to `path`, atomically.
+/// Writes `df` as Parquet to `path`, atomically, with its BLAKE3 digest beside it
+/// ([`metakd_data::digest`]).
 pub fn write_table(df: &mut DataFrame, path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
-            path: dir.to_owned(),
+    metakd_data::digest::write_with_digest(path, |temp| {
+        let file = std::fs::File::create(temp).map_err(|source| ReportError::Io {
+            path: temp.to_owned(),
             source,
         })?;
-    }
-    let temp = path.with_extension("parquet.partial");
-    let file = std::fs::File::create(&temp).map_err(|source| ReportError::Io {
-        path: temp.clone(),
-        source,
-    })?;
-    ParquetWriter::new(file)
-        .finish(df)
-        .map_err(table_error(&temp))?;
-    std::fs::rename(&temp, path).map_err(|source| ReportError::Io {
-        path: path.to_owned(),
-        source,
+        ParquetWriter::new(file)
+            .finish(df)
+            .map_err(table_error(temp))?;
+        Ok(())
     })
 }
 
@@ -253,6 +247,41 @@ pub struct SweepTables {
     pub infos: Vec<SweepInfo>,
     /// The files read.
     pub files: Vec<PathBuf>,
+    /// What the reader noticed that leaves the tables usable but incomplete: units that a
+    /// units folder's plan lists and the folder lacks.
+    pub warnings: Vec<String>,
+}
+
+/// The units that the plan (`plan.json`) of the units folder `dir` lists and `dir` lacks, as
+/// warnings; none when the folder has no plan.
+fn missing_units(dir: &Path) -> Vec<String> {
+    let plan = dir.join("plan.json");
+    let Ok(text) = std::fs::read_to_string(&plan) else {
+        return Vec::new();
+    };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return vec![format!(
+            "{}: unreadable plan; units may be missing",
+            plan.display()
+        )];
+    };
+    let missing: Vec<String> = json["units"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u["index"].as_u64())
+        .filter(|i| !dir.join(format!("unit-{i:05}.parquet")).is_file())
+        .map(|i| i.to_string())
+        .collect();
+    if missing.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "{}: units {} of the plan are not finished; the report leaves them out (run `metakd \
+         sweep` for them first)",
+        dir.display(),
+        missing.join(", ")
+    )]
 }
 
 /// Reads the tables of `inputs` (files or folders of them, each with its sidecar) as one. The
@@ -270,6 +299,7 @@ pub fn read_tables(inputs: &[PathBuf]) -> Result<SweepTables> {
     };
     let mut df = read_table(first)?;
     let mut infos = read_sidecar(first)?;
+    check_rows(&df, &infos, first)?;
     let mut seen: BTreeMap<(String, String, String, u32), PathBuf> = BTreeMap::new();
     let mut note = |info_list: &[SweepInfo], path: &Path| -> Result<()> {
         for info in info_list {
@@ -301,16 +331,109 @@ pub fn read_tables(inputs: &[PathBuf]) -> Result<SweepTables> {
     for path in rest {
         let table = read_table(path)?;
         let more = read_sidecar(path)?;
+        check_rows(&table, &more, path)?;
         note(&more, path)?;
         df.vstack_mut(&table).map_err(table_error(path))?;
         infos.extend(more);
     }
     df.rechunk_mut();
+    let warnings = inputs
+        .iter()
+        .filter(|i| i.is_dir())
+        .flat_map(|dir| missing_units(dir))
+        .collect();
     Ok(SweepTables {
         df,
         infos: merge_infos(infos),
         files,
+        warnings,
     })
+}
+
+/// The columns that name what a row measures (all but the metrics): no two rows of a table
+/// may share them.
+const KEY_COLUMNS: [&str; 14] = [
+    "run_id",
+    "task",
+    "dataset",
+    "protocol",
+    "rate",
+    "fold",
+    "seed",
+    "variant",
+    "checkpoint",
+    "case",
+    "subset_mask",
+    "subset",
+    "region",
+    "postprocessed",
+];
+
+/// Checks that the table at `path` is one a report can trust: its sidecar describes at least one
+/// run, every Dice lies in [0, 1], every subset mask names a non-empty subset of the sidecar's
+/// modalities, and no row repeats another.
+fn check_rows(df: &DataFrame, infos: &[SweepInfo], path: &Path) -> Result<()> {
+    let bad = |problem: String| ReportError::BadTable {
+        path: path.to_owned(),
+        problem,
+    };
+    if infos.is_empty() {
+        return Err(bad(format!(
+            "its sidecar {} describes no run; the sweep that wrote it did not finish (run it again)",
+            sidecar_path(path).display()
+        )));
+    }
+    let modalities = infos.iter().map(|i| i.modalities.len()).max().unwrap_or(0);
+    let text = |name: &str, i: usize| -> String {
+        df.column(name)
+            .ok()
+            .and_then(|c| c.get(i).ok())
+            .map(|v| v.to_string().trim_matches('"').to_owned())
+            .unwrap_or_default()
+    };
+    let row = |i: usize| {
+        format!(
+            "row {i} (case {}, subset {}, region {})",
+            text("case", i),
+            text("subset", i),
+            text("region", i)
+        )
+    };
+    let dice = df
+        .column("dice")
+        .and_then(|c| c.f64().cloned())
+        .map_err(table_error(path))?;
+    if let Some((i, d)) = dice
+        .iter()
+        .enumerate()
+        .find_map(|(i, d)| d.filter(|d| !(0.0..=1.0).contains(d)).map(|d| (i, d)))
+    {
+        return Err(bad(format!("{} has Dice {d}, outside [0, 1]", row(i))));
+    }
+    let masks = df
+        .column("subset_mask")
+        .and_then(|c| c.cast(&DataType::UInt32))
+        .map_err(table_error(path))?;
+    let masks = masks.u32().map_err(table_error(path))?;
+    let all = (1u64 << modalities) - 1;
+    if let Some((i, m)) = masks
+        .iter()
+        .enumerate()
+        .find_map(|(i, m)| m.filter(|&m| m == 0 || u64::from(m) > all).map(|m| (i, m)))
+    {
+        return Err(bad(format!(
+            "{} has subset mask {m}, which is no subset of the {modalities} modalities",
+            row(i)
+        )));
+    }
+    let mut seen = std::collections::HashMap::with_capacity(df.height());
+    for i in 0..df.height() {
+        let key: Vec<String> = KEY_COLUMNS.iter().map(|c| text(c, i)).collect();
+        if let Some(first) = seen.insert(key, i) {
+            return Err(bad(format!("{} repeats row {first}", row(i))));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -58,6 +58,7 @@ impl MlflowClient {
     /// A client of the server at `uri` (`http://host:port`); every request gives up after
     /// `timeout`.
     pub fn new(uri: &str, timeout: Duration) -> Result<Self> {
+        check_uri(uri)?;
         let http = reqwest::blocking::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -66,6 +67,16 @@ impl MlflowClient {
         Ok(Self {
             base: uri.trim_end_matches('/').to_owned(),
             http,
+        })
+    }
+
+    /// Whether `error` (of a request) means the server could not be reached at all, as opposed
+    /// to a server that answered with an error or too slowly.
+    pub fn unreachable(error: &anyhow::Error) -> bool {
+        error.chain().any(|cause| {
+            cause
+                .downcast_ref::<reqwest::Error>()
+                .is_some_and(|e| e.is_connect())
         })
     }
 
@@ -183,4 +194,18 @@ impl MlflowClient {
             .with_context(|| format!("PUT {url}"))?;
         Self::check(response, &format!("PUT {url}")).map(|_| ())
     }
+}
+
+/// Refuses an address that is no MLflow server's: it must be `http://` or `https://` with a host.
+pub fn check_uri(uri: &str) -> Result<()> {
+    let url = reqwest::Url::parse(uri).with_context(|| {
+        format!("tracking URI {uri:?}: not an address (expected http://host:port)")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        bail!(
+            "tracking URI {uri:?}: an MLflow server is reached over http:// or https:// with a host \
+             (expected http://host:port)"
+        )
+    }
+    Ok(())
 }

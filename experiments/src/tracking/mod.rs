@@ -30,6 +30,9 @@ use queue::{Event, EventQueue};
 pub const TRACKING_DIR: &str = "tracking";
 /// The MLflow run a training run logs to, inside [`TRACKING_DIR`].
 const RUN_FILE: &str = "run.json";
+/// The count of events that could not be queued (a full disk) and never reached the server,
+/// inside [`TRACKING_DIR`].
+const LOST_FILE: &str = "lost";
 /// Longest pause between attempts to reach the server.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 /// Events read from the queue per round of sending.
@@ -68,6 +71,8 @@ pub struct TrackingReport {
     pub sent: usize,
     /// Events still queued on disk.
     pub pending: usize,
+    /// Events that could not be written to the queue (a full disk) and are lost.
+    pub lost: usize,
 }
 
 /// The run configuration (TOML text) as MLflow params: one per value, named by its dotted path
@@ -115,6 +120,13 @@ struct Outbox {
     queue: EventQueue,
     dir: PathBuf,
     run: Option<TrackedRun>,
+    /// Metrics of iterations up to this one are queued already (by the run before a resume) and
+    /// are not queued again.
+    queued_through: Option<i64>,
+    /// Events that could not be appended to the queue yet.
+    unqueued: Vec<Event>,
+    /// The last append failed.
+    append_failing: bool,
 }
 
 impl Outbox {
@@ -128,10 +140,67 @@ impl Outbox {
         Ok(Self {
             client: MlflowClient::new(&options.uri, options.request_timeout)?,
             options,
+            queued_through: queue.last_metric_step()?,
             queue,
             dir,
             run,
+            unqueued: Vec::new(),
+            append_failing: false,
         })
+    }
+
+    /// Appends `incoming` (and whatever earlier appends left) to the queue, leaving out the
+    /// metrics of iterations queued before a resume. A failed append keeps the events in memory
+    /// for the next try and is reported once per failure streak.
+    fn enqueue(&mut self, incoming: Vec<Event>) {
+        let through = self.queued_through;
+        self.unqueued
+            .extend(incoming.into_iter().filter(|event| match (event, through) {
+                (Event::Metrics { metrics }, Some(through)) => {
+                    metrics.iter().any(|m| m.step > through)
+                }
+                _ => true,
+            }));
+        if self.unqueued.is_empty() {
+            return;
+        }
+        match self.queue.append(&self.unqueued) {
+            Ok(()) => {
+                if self.append_failing {
+                    tracing::info!("tracking: the queue is written again");
+                }
+                self.unqueued.clear();
+                self.append_failing = false;
+            }
+            Err(e) => {
+                if !self.append_failing {
+                    tracing::error!(
+                        "tracking: {e:#}; the events are held in memory and retried, and are \
+                         lost if the run ends before they can be written"
+                    );
+                }
+                self.append_failing = true;
+            }
+        }
+    }
+
+    /// Records the events never written as lost, so that `tracking sync` states it.
+    fn record_lost(&self) -> usize {
+        let lost = self.unqueued.len() + self.lost_before();
+        if lost > 0 {
+            if let Err(e) = write_atomic(&self.dir.join(LOST_FILE), lost.to_string().as_bytes()) {
+                tracing::error!("tracking: {lost} events are lost, and so is their count: {e:#}");
+            }
+        }
+        lost
+    }
+
+    /// Events an earlier process of this run recorded as lost.
+    fn lost_before(&self) -> usize {
+        std::fs::read_to_string(self.dir.join(LOST_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// The MLflow run, created on first contact.
@@ -221,12 +290,20 @@ impl Outbox {
         }
     }
 
+    /// The report at the end of the run, with the events that could not be queued recorded as
+    /// lost.
+    fn finish(&self) -> Result<TrackingReport> {
+        self.record_lost();
+        self.report()
+    }
+
     fn report(&self) -> Result<TrackingReport> {
         let sent = self.queue.sent()?;
         Ok(TrackingReport {
             run_id: self.run.as_ref().map(|r| r.run_id.clone()),
             sent,
             pending: self.queue.pending(usize::MAX)?.len(),
+            lost: self.unqueued.len() + self.lost_before(),
         })
     }
 }
@@ -340,7 +417,7 @@ fn work(
                 }
             }
         }
-        outbox.queue.append(&incoming)?;
+        outbox.enqueue(incoming);
         if Instant::now() >= next_attempt {
             match outbox.send_pending() {
                 Ok(()) => {
@@ -352,8 +429,8 @@ fn work(
                     }
                     failing = false;
                     pause = Duration::from_millis(500);
-                    if finishing.is_some() {
-                        return outbox.report();
+                    if finishing.is_some() && outbox.unqueued.is_empty() {
+                        return outbox.finish();
                     }
                 }
                 Err(e) => {
@@ -363,21 +440,53 @@ fn work(
                     failing = true;
                     next_attempt = Instant::now() + pause;
                     pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                    // Nothing listens at the address: waiting out the flush timeout would not
+                    // help; the queue is sent later by `metakd tracking sync`.
+                    if finishing.is_some() && MlflowClient::unreachable(&e) {
+                        return outbox.finish();
+                    }
                 }
             }
         }
         if let Some(since) = finishing {
             if since.elapsed() >= flush_timeout {
-                return outbox.report();
+                return outbox.finish();
             }
         }
     }
 }
 
+/// The server the run folder `run_dir` was tracked on, as recorded when it first answered.
+pub fn recorded_uri(run_dir: &Path) -> Option<String> {
+    let bytes = std::fs::read(run_dir.join(TRACKING_DIR).join(RUN_FILE)).ok()?;
+    serde_json::from_slice::<TrackedRun>(&bytes)
+        .ok()
+        .map(|r| r.uri)
+}
+
 /// Sends what a finished run folder still has queued (to the server it was tracked on, or to
-/// `options.uri` when it never reached one).
+/// `options.uri` when it never reached one). Events the run lost (a full disk) make it an error
+/// once the rest is sent: the MLflow run is incomplete.
 pub fn sync(run_dir: &Path, options: TrackingOptions) -> Result<TrackingReport> {
+    let dir = run_dir.join(TRACKING_DIR);
+    if !dir.join("events.jsonl").is_file() {
+        anyhow::bail!(
+            "{}: no tracking queue; the run in {} was not tracked",
+            dir.display(),
+            run_dir.display()
+        )
+    }
     let mut outbox = Outbox::new(run_dir, options)?;
     outbox.send_pending()?;
-    outbox.report()
+    let report = outbox.report()?;
+    if report.lost > 0 {
+        anyhow::bail!(
+            "{}: the queue is sent ({} events), but {} events of this run could not be written \
+             to it (the disk was full) and never reached the server: the MLflow run lacks them",
+            dir.display(),
+            report.sent,
+            report.lost
+        )
+    }
+    Ok(report)
 }

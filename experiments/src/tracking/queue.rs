@@ -71,7 +71,8 @@ impl EventQueue {
         Ok(queue)
     }
 
-    /// Appends events.
+    /// Appends events, all or none: a write that fails part-way (a full disk) is cut back, so
+    /// the queue never holds a partial line and the events can be appended again.
     pub fn append(&self, events: &[Event]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
@@ -86,8 +87,40 @@ impl EventQueue {
             text.push_str(&serde_json::to_string(event)?);
             text.push('\n');
         }
-        file.write_all(text.as_bytes())
-            .with_context(|| format!("{}: cannot append", self.events.display()))
+        let before = file
+            .metadata()
+            .with_context(|| format!("{}: cannot read", self.events.display()))?
+            .len();
+        if let Err(e) = file.write_all(text.as_bytes()).and_then(|_| file.flush()) {
+            let _ = file.set_len(before);
+            return Err(e).with_context(|| {
+                format!(
+                    "{}: cannot append {} tracking events",
+                    self.events.display(),
+                    events.len()
+                )
+            });
+        }
+        Ok(())
+    }
+
+    /// The last training iteration whose metrics are queued (sent or not), if any.
+    pub fn last_metric_step(&self) -> Result<Option<i64>> {
+        let file = match File::open(&self.events) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("{}: cannot read", self.events.display()))
+            }
+        };
+        let mut last = None;
+        for line in BufReader::new(file).lines() {
+            let line = line.with_context(|| format!("{}: cannot read", self.events.display()))?;
+            if let Ok(Event::Metrics { metrics }) = serde_json::from_str(&line) {
+                last = metrics.iter().map(|m| m.step).chain(last).max();
+            }
+        }
+        Ok(last)
     }
 
     /// Number of events the server has acknowledged.
@@ -166,5 +199,24 @@ mod tests {
             .collect();
         assert_eq!(pending, vec![end(2), end(3)]);
         assert_eq!(queue.sent().unwrap(), 1);
+    }
+
+    #[test]
+    fn the_last_queued_step_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = EventQueue::new(dir.path()).unwrap();
+        assert_eq!(queue.last_metric_step().unwrap(), None);
+        let metric = |step| Event::Metrics {
+            metrics: vec![Metric {
+                key: "loss".into(),
+                value: 1.0,
+                timestamp: 0,
+                step,
+            }],
+        };
+        queue
+            .append(&[metric(4), end(1), metric(7), metric(5)])
+            .unwrap();
+        assert_eq!(queue.last_metric_step().unwrap(), Some(7));
     }
 }
