@@ -10,6 +10,10 @@ demo workdir="work/demo":
 test:
     cargo test --workspace --release
 
+# Fuzz the NIfTI reader, the shard reader and the configuration loader, `seconds` each (not in CI).
+fuzz seconds="60":
+    METAKD_FUZZ_SECONDS={{seconds}} cargo test --workspace --release --test fuzz -- --ignored --nocapture --test-threads 1
+
 # What CI runs: formatting, lints, tests, the MLflow check and the demo regressed against its baseline.
 ci:
     bash .ci/run

@@ -10,7 +10,7 @@ use ndarray::Array3;
 use crate::error::{DataError, Result};
 use crate::metadata::{read_metadata, CaseMetadata};
 use crate::modality::Modality;
-use crate::nifti_io::{read_volume, Volume};
+use crate::nifti_io::{read_volume_within, Volume};
 use crate::release::{detect_release, Grade, Release, ReleaseSplit};
 use crate::shards::SkippedCase;
 
@@ -159,7 +159,13 @@ fn classify(dir: &Path, grade: Option<Grade>, release: Option<Release>) -> Resul
         find_volume(dir, &id, m.suffix())
             .unwrap_or_else(|| dir.join(format!("{id}_{}.nii.gz", m.suffix())))
     });
-    let (seg, warnings) = find_seg(dir, &id, &files);
+    let (seg, mut warnings) = find_seg(dir, &id, &files);
+    if seg.is_none() && id.contains("_Training_") {
+        warnings.push(format!(
+            "a training case without a label map ({id}_seg.nii.gz); it is stored unlabelled, so \
+             it is neither trained on nor scored"
+        ));
+    }
     Ok(Folder::Case(Box::new(CaseFiles {
         id,
         dir: dir.to_owned(),
@@ -184,8 +190,27 @@ pub fn discover(src: &Path, release: Option<Release>) -> Result<Discovery> {
     let mut cases = Vec::new();
     let mut rejected = Vec::new();
     let mut frontier = vec![(src.to_owned(), 0, None)];
+    // Folders already searched, by their real path: a symbolic link back up the tree (or to
+    // another folder of the release) is searched once.
+    let mut searched = HashSet::new();
     while let Some((dir, depth, grade)) = frontier.pop() {
-        match classify(&dir, grade, release)? {
+        let classified = match dir.canonicalize() {
+            Ok(real) if !searched.insert(real.clone()) => continue,
+            Ok(_) => classify(&dir, grade, release),
+            Err(e) => Err(DataError::io(&dir, e)),
+        };
+        let folder = match classified {
+            Ok(folder) => folder,
+            Err(e) if dir != src => {
+                rejected.push(SkippedCase {
+                    id: file_name(&dir),
+                    reason: format!("unreadable folder: {e}"),
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match folder {
             Folder::Case(case) => cases.push(*case),
             Folder::EmptyCase(dir) => rejected.push(SkippedCase {
                 id: file_name(&dir),
@@ -313,6 +338,12 @@ const AFFINE_TOLERANCE: f32 = 1e-3;
 /// Reads the images and labels of `files`, checking that every volume has the same shape and
 /// affine (and, through [`read_volume`], finite voxels) and that the labels are BraTS labels.
 pub fn load_case(files: &CaseFiles) -> Result<RawCase> {
+    load_case_within(files, crate::nifti_io::MAX_VOXELS)
+}
+
+/// [`load_case`] of volumes of at most `max_voxels` voxels each; a file declaring more is refused
+/// from its header.
+pub fn load_case_within(files: &CaseFiles, max_voxels: u64) -> Result<RawCase> {
     let mut images: Vec<Volume> = Vec::with_capacity(4);
     for (m, path) in Modality::ALL.iter().zip(&files.images) {
         if !path.is_file() {
@@ -321,7 +352,7 @@ pub fn load_case(files: &CaseFiles) -> Result<RawCase> {
                 file: path.clone(),
             });
         }
-        let volume = read_volume(path)?;
+        let volume = read_volume_within(path, max_voxels)?;
         if let Some(first) = images.first() {
             check_same_grid(&files.id, first, &volume, m.display_name(), path)?;
         }
@@ -331,7 +362,7 @@ pub fn load_case(files: &CaseFiles) -> Result<RawCase> {
     let labels = match &files.seg {
         None => None,
         Some(path) => {
-            let seg = read_volume(path)?;
+            let seg = read_volume_within(path, max_voxels)?;
             check_same_grid(&files.id, &images[0], &seg, "seg", path)?;
             let values = seg
                 .data

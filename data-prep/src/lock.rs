@@ -35,6 +35,12 @@ impl Lock {
     /// Locks the folder `dir` (creating it) for `role`, the holder's purpose named in a refusal
     /// ("run folder", "shard folder").
     pub fn folder(dir: &Path, role: &str) -> Result<Self> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(DataError::InvalidArgument(format!(
+                "{}: the {role} is a file, not a folder; choose another folder",
+                dir.display()
+            )));
+        }
         std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
         Self::acquire(&dir.join(FOLDER_LOCK_FILE), dir, role)
     }

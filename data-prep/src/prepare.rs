@@ -9,10 +9,11 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::brats::{discover, load_case, CaseFiles, Discovery};
+use crate::brats::{discover, load_case_within, CaseFiles, Discovery};
 use crate::error::{DataError, Result};
 use crate::lock::Lock;
 use crate::modality::Modality;
+use crate::nifti_io::MAX_VOXELS;
 use crate::preprocess::{prepare_case, PreparedCase, PreprocessSettings};
 use crate::release::Release;
 use crate::shards::{
@@ -223,8 +224,10 @@ fn prepare_one(
     files: &CaseFiles,
     release: Option<Release>,
     settings: &PreprocessSettings,
+    memory_budget: u64,
 ) -> Result<PreparedCase> {
-    let mut case = prepare_case(load_case(files)?, settings)?;
+    let max_voxels = (memory_budget / WORKING_BYTES_PER_VOXEL).min(MAX_VOXELS);
+    let mut case = prepare_case(load_case_within(files, max_voxels)?, settings)?;
     case.release = release;
     case.grade = files.grade;
     case.metadata = files.metadata.clone();
@@ -374,7 +377,12 @@ pub fn prepare_brats(
                 let results: Vec<Result<PreparedCase>> = chunk
                     .par_iter()
                     .map(|files| {
-                        let result = prepare_one(files, discovery.release, &settings.preprocessing);
+                        let result = prepare_one(
+                            files,
+                            discovery.release,
+                            &settings.preprocessing,
+                            options.memory_budget,
+                        );
                         progress(PrepareEvent::CaseDone { id: &files.id });
                         result
                     })
@@ -395,7 +403,8 @@ pub fn prepare_brats(
                     record(finished, &mut shards, &mut cases, &skipped)?;
                 }
                 Err(e) => {
-                    tracing::warn!("skipping case {}: {e}", files.id);
+                    // Reported once, with the other skipped cases, when preparation ends.
+                    tracing::debug!("skipping case {}: {e}", files.id);
                     skipped.push(SkippedCase {
                         id: files.id.clone(),
                         reason: e.to_string(),
@@ -425,7 +434,7 @@ pub fn prepare_brats(
     }
     if failed {
         return Err(DataError::InvalidArgument(format!(
-            "{}: {} cases were skipped (--strict: {}); the manifest is marked incomplete",
+            "{}: {} cases were skipped (--strict), so the manifest is marked incomplete: {}",
             src.display(),
             skipped.len(),
             skipped

@@ -11,6 +11,7 @@ use metakd_model::nets::SegmenterConfig;
 use metakd_model::ops::Precision;
 use serde::{Deserialize, Serialize};
 
+use crate::checks::KeyChecks;
 use crate::sampler::CropRule;
 use crate::schedule::LrSchedule;
 
@@ -305,9 +306,6 @@ impl RunConfig {
                 t.crop
             )
         }
-        if t.batch_size == 0 || t.iterations == 0 {
-            bail!("train.batch_size and train.iterations must be positive")
-        }
         if t.warmup_iterations > t.iterations {
             bail!(
                 "train.warmup_iterations ({}) exceeds train.iterations ({})",
@@ -318,16 +316,45 @@ impl RunConfig {
         if self.model.modalities != 4 {
             bail!("model.modalities must be 4 for BraTS (FLAIR, T1, T1ce, T2)")
         }
-        if !(0.0..1.0).contains(&self.eval.overlap) {
-            bail!("eval.overlap must lie in [0, 1)")
+        let mut checks = KeyChecks::default();
+        checks.at_least_one("train.iterations", t.iterations);
+        checks.at_least_one("train.batch_size", t.batch_size);
+        checks.positive("train.lr", t.lr);
+        checks.fraction("train.momentum", t.momentum);
+        checks.non_negative("train.weight_decay", t.weight_decay);
+        checks.non_negative("train.poly_power", t.poly_power);
+        checks.probability("train.foreground_probability", t.foreground_probability);
+        checks.non_negative("train.kd_weight", t.kd_weight);
+        checks.at_least_one("train.checkpoint_every", t.checkpoint_every);
+        checks.at_least_one("train.loader_threads", t.loader_threads);
+        checks.at_least_one("train.prefetch_batches", t.prefetch_batches);
+        let m = &self.meta;
+        checks.at_least_one("meta.every", m.every);
+        checks.at_least_one("meta.every_warmup", m.every_warmup);
+        checks.non_negative("meta.lr", m.lr);
+        checks.non_negative("meta.weight_decay", m.weight_decay);
+        if m.enabled {
+            // Meta-learning with nothing to learn from would leave ω uniform while the results
+            // still say MetaKD.
+            checks.require(m.samples > 0, || {
+                "meta.samples = 0 with meta.enabled = true: must be at least 1 (or set \
+                 meta.enabled = false for the \"no meta\" ablation)"
+                    .into()
+            });
+            checks.require(
+                self.data.split.is_some() || self.data.meta_val_cases > 0,
+                || {
+                    "data.meta_val_cases = 0 with meta.enabled = true: must be at least 1 (or set \
+                 meta.enabled = false for the \"no meta\" ablation)"
+                        .into()
+                },
+            );
         }
-        if self.eval.tile_batch == 0 {
-            bail!("eval.tile_batch must be positive")
-        }
-        self.augment.validate().map_err(anyhow::Error::msg)?;
-        if self.meta.every == 0 || self.meta.every_warmup == 0 {
-            bail!("meta.every and meta.every_warmup must be positive")
-        }
+        checks.fraction("eval.overlap", self.eval.overlap);
+        checks.probability("eval.threshold", f64::from(self.eval.threshold));
+        checks.at_least_one("eval.tile_batch", self.eval.tile_batch);
+        self.augment.check(&mut checks);
+        checks.finish().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }

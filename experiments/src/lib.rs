@@ -13,6 +13,7 @@ pub mod bench_sweep;
 pub mod bench_train;
 pub mod case_slices;
 pub mod checkpoint;
+pub mod checks;
 pub mod cli;
 pub mod compute_device;
 pub mod config;

@@ -133,9 +133,13 @@ pub fn load_checkpoint(
     let tensors = candle_core::safetensors::load(path, device)
         .with_context(|| format!("{}: not a readable checkpoint", path.display()))?;
     let get = |name: &str| {
-        tensors
-            .get(name)
-            .with_context(|| format!("{}: no `{name}` in the checkpoint", path.display()))
+        tensors.get(name).with_context(|| {
+            format!(
+                "{}: no `{name}` in the checkpoint: it is damaged, or was written for another \
+                     network (model.* of the configuration)",
+                path.display()
+            )
+        })
     };
     let vars = named_vars(model);
     let mut buffers = Vec::with_capacity(vars.len());

@@ -176,6 +176,14 @@ fn train_run(
             cfg.data.shards.display()
         )
     }
+    if cfg.meta.enabled && meta_cases.is_empty() {
+        bail!(
+            "{}: the split has no meta-validation case, so ω cannot be meta-learned; give the \
+             split meta-validation cases, or set meta.enabled = false for the \"no meta\" ablation",
+            cfg.data.shards.display()
+        )
+    }
+    check_crop_fits(t.crop, t.crop_rule, shards.manifest())?;
 
     let m = cfg.model.modalities;
     let mut model = Model::new(&cfg.model, t.seed, &device)?;
@@ -393,6 +401,34 @@ fn train_run(
         serde_json::to_string_pretty(&finished)?.as_bytes(),
     )?;
     Ok(summary)
+}
+
+/// Refuses a crop larger than the largest case along any axis (the extents the crop rule cuts
+/// from: whole volumes, or the stored brain boxes): such a crop would be mostly padding, and its
+/// memory grows with its volume. A crop larger than some cases only is padded, as the reference
+/// pads.
+fn check_crop_fits(
+    crop: [usize; 3],
+    rule: crate::sampler::CropRule,
+    manifest: &metakd_data::shards::Manifest,
+) -> Result<()> {
+    let extent = |c: &metakd_data::shards::CaseEntry| match rule {
+        crate::sampler::CropRule::WholeVolume => c.original_shape,
+        crate::sampler::CropRule::BrainBox => c.shape,
+    };
+    let mut largest = [0usize; 3];
+    for case in &manifest.cases {
+        for (l, e) in largest.iter_mut().zip(extent(case)) {
+            *l = (*l).max(e);
+        }
+    }
+    if crop.iter().zip(largest).any(|(&c, l)| c > l) {
+        bail!(
+            "train.crop {crop:?} is larger than every case along some axis (the largest extents \
+             are {largest:?}, D×H×W); choose a crop within them"
+        )
+    }
+    Ok(())
 }
 
 /// What a stopped run leaves to resume from.

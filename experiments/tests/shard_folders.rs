@@ -132,3 +132,67 @@ fn a_strict_preparation_that_skips_a_case_leaves_the_manifest_incomplete() {
     let manifest = Manifest::read(&out).unwrap();
     assert_eq!((manifest.cases.len(), manifest.skipped.len()), (2, 1));
 }
+
+/// `metakd prepare brats --src SRC --out OUT` as an unprivileged user (as root, through
+/// `setpriv`, so that a folder without read permission is unreadable to it too).
+fn prepare_unprivileged(src: &Path, out: &Path) -> Output {
+    let mut command = if nix_is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_metakd"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_metakd"))
+    };
+    command
+        .args(["prepare", "brats", "--src"])
+        .arg(src)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+#[test]
+fn a_symlink_loop_an_unreadable_case_and_a_missing_label_map_are_each_dealt_with() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (src, out) = (dir.path().join("src"), dir.path().join("shards"));
+    synth(&src, "4", "1");
+    std::os::unix::fs::symlink(".", src.join("loop")).unwrap();
+    let mut cases: Vec<_> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && !p.is_symlink())
+        .collect();
+    cases.sort();
+    let seg = std::fs::read_dir(&cases[1])
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("_seg.nii.gz"))
+        .unwrap();
+    std::fs::remove_file(seg).unwrap();
+    std::fs::set_permissions(&cases[0], std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+
+    let output = prepare_unprivileged(&src, &out);
+    std::fs::set_permissions(&cases[0], std::fs::Permissions::from_mode(0o755)).unwrap();
+    let message = stderr(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(!message.contains("duplicate"), "{message}");
+    assert!(message.contains("unreadable folder"), "{message}");
+    assert!(message.contains("without a label map"), "{message}");
+    let manifest = Manifest::read(&out).unwrap();
+    assert_eq!(manifest.cases.len(), 3);
+    assert_eq!(manifest.cases.iter().filter(|c| !c.labelled).count(), 1);
+    assert_eq!(manifest.skipped.len(), 1);
+}

@@ -88,28 +88,97 @@ pub struct Image {
     pub version: NiftiVersion,
 }
 
-/// The bytes of a NIfTI file, gunzipped when they are a gzip stream (whatever the extension).
-fn file_bytes(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if !raw.starts_with(&[0x1f, 0x8b]) {
-        return Ok(raw);
+/// Voxels a volume may have unless the caller says otherwise: 512³, about 14 BraTS volumes
+/// (0.5 GiB as f32).
+pub const MAX_VOXELS: u64 = 1 << 27;
+/// Bytes read to find the header: a NIfTI-2 header and its extension flag.
+const HEADER_BYTES: usize = nifti2::HEADER_SIZE + 4;
+
+/// The first bytes of a file (plain or gzip), at most `limit`.
+fn leading_bytes(path: &Path, gzip: bool, limit: usize) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut out = Vec::with_capacity(limit);
+    let read = if gzip {
+        MultiGzDecoder::new(std::io::BufReader::new(file))
+            .take(limit as u64)
+            .read_to_end(&mut out)
+    } else {
+        file.take(limit as u64).read_to_end(&mut out)
+    };
+    read.map_err(|e| corrupt(path, format!("corrupt or truncated gzip stream: {e}")))?;
+    Ok(out)
+}
+
+/// The bytes of the image at `path` up to the end of its voxel data, decompressed when it is
+/// gzip. The header is read first, so a volume larger than `max_voxels` is refused, and a file
+/// too short for its header's volume is reported as truncated, before anything as large is
+/// read or allocated: a gzip trailer's size is used only when it agrees with the header.
+fn file_bytes(path: &Path, max_voxels: u64) -> Result<Vec<u8>> {
+    let mut magic = [0u8; 2];
+    let gzip = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut magic))
+        .map_err(|e| DataError::io(path, e))?
+        == 2
+        && magic == [0x1f, 0x8b];
+    let head = leading_bytes(path, gzip, HEADER_BYTES)?;
+    let (header, offset, _) = parse_header(path, &head)?;
+    let dims = header.dim().map_err(nifti_error(path))?.to_vec();
+    let datatype = header.data_type().map_err(nifti_error(path))?;
+    let voxels = dims
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(u64::from(d)))
+        .unwrap_or(u64::MAX);
+    if voxels > max_voxels {
+        return Err(corrupt(
+            path,
+            format!(
+                "the header declares dims {dims:?} ({voxels} voxels), more than the {max_voxels} \
+                 a volume may have within the memory bound; the header is damaged, or the \
+                 volume is not a scan this pipeline reads"
+            ),
+        ));
     }
-    // The gzip trailer holds the uncompressed size modulo 2^32. libdeflate inflates a
-    // single-member stream of that size in one call; anything else (several members, a size
-    // beyond 4 GiB, damage) goes through the streaming decoder, which names the problem.
-    let size = raw
+    let total = offset + voxels as usize * datatype.size_of();
+    let raw_len = std::fs::metadata(path)
+        .map_err(|e| DataError::io(path, e))?
+        .len();
+    if !gzip {
+        if raw_len < total as u64 {
+            return Err(corrupt(
+                path,
+                format!(
+                    "truncated: dims {dims:?} of {datatype:?} need {total} bytes up to the end of \
+                     the voxel data, the file holds {raw_len}"
+                ),
+            ));
+        }
+        return leading_bytes(path, false, total);
+    }
+    if raw_len > total as u64 + (1 << 20) {
+        return Err(corrupt(
+            path,
+            format!(
+                "{raw_len} compressed bytes for a volume of {total} bytes: the file is damaged"
+            ),
+        ));
+    }
+    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let trailer = raw
         .len()
         .checked_sub(4)
-        .map(|at| u32::from_le_bytes(raw[at..].try_into().expect("four bytes")) as usize)
-        .unwrap_or(0);
-    let mut out = vec![0u8; size];
-    if let Ok(n) = libdeflater::Decompressor::new().gzip_decompress(&raw, &mut out) {
-        if n == size {
-            return Ok(out);
+        .map(|at| u32::from_le_bytes(raw[at..].try_into().expect("four bytes")) as usize);
+    if trailer == Some(total) {
+        let mut out = vec![0u8; total];
+        if let Ok(n) = libdeflater::Decompressor::new().gzip_decompress(&raw, &mut out) {
+            if n == total {
+                return Ok(out);
+            }
         }
     }
-    out.clear();
+    // Grown as the stream decodes: a damaged stream fails before `total` is allocated.
+    let mut out = Vec::new();
     MultiGzDecoder::new(raw.as_slice())
+        .take(total as u64)
         .read_to_end(&mut out)
         .map_err(|e| corrupt(path, format!("corrupt or truncated gzip stream: {e}")))?;
     Ok(out)
@@ -146,7 +215,13 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<(NiftiHeader, usize, NiftiV
 /// Reads a NIfTI-1 or NIfTI-2 file (`.nii` or gzip-compressed, either byte order), applying
 /// `scl_slope`/`scl_inter` as nibabel does (a slope of 0 or NaN means unscaled).
 pub fn read_image(path: &Path) -> Result<Image> {
-    let mut bytes = file_bytes(path)?;
+    read_image_within(path, MAX_VOXELS)
+}
+
+/// [`read_image`] of a volume of at most `max_voxels` voxels; a larger one is refused from its
+/// header, before its voxels are read.
+pub fn read_image_within(path: &Path, max_voxels: u64) -> Result<Image> {
+    let mut bytes = file_bytes(path, max_voxels)?;
     let (mut header, offset, version) = parse_header(path, &bytes)?;
     if !header.scl_slope.is_finite() {
         header.scl_slope = 0.0;
@@ -205,7 +280,13 @@ impl Image {
 /// Reads one 3D volume (a 4-D file is accepted when its trailing extents are 1), indexed in
 /// (z, x, y) order; a NaN or infinite voxel is an error.
 pub fn read_volume(path: &Path) -> Result<Volume> {
-    let image = read_image(path)?;
+    read_volume_within(path, MAX_VOXELS)
+}
+
+/// [`read_volume`] of a volume of at most `max_voxels` voxels; a larger one is refused from its
+/// header, before its voxels are read.
+pub fn read_volume_within(path: &Path, max_voxels: u64) -> Result<Volume> {
+    let image = read_image_within(path, max_voxels)?;
     // Integer voxels are always finite; floating-point ones are checked.
     if matches!(
         image.header.data_type(),

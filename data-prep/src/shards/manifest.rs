@@ -136,7 +136,17 @@ impl Manifest {
     /// Reads `dir/manifest.json`, finished or not.
     pub fn read_any(dir: &Path) -> Result<Self> {
         let path = Self::path(dir);
-        let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => DataError::BadShard {
+                path: dir.to_owned(),
+                problem: format!(
+                    "no prepared shards here ({} is missing); run `metakd prepare` into this \
+                     folder first, or give the folder it wrote",
+                    path.display()
+                ),
+            },
+            _ => DataError::io(&path, e),
+        })?;
         let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|source| DataError::Json {
                 path: path.clone(),

@@ -16,6 +16,7 @@ mod spline;
 
 pub use spline::gaussian_filter_reflect;
 
+use crate::checks::KeyChecks;
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
@@ -151,52 +152,60 @@ impl AugmentConfig {
         }
     }
 
-    /// Checks probabilities and ranges.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Adds the range checks of every probability and range to `checks`.
+    pub fn check(&self, checks: &mut KeyChecks) {
         let probabilities = [
-            self.scale_probability,
-            self.brightness_probability,
-            self.contrast_probability,
-            self.gamma_probability,
-            self.noise_probability,
-            self.blur_probability,
-            self.elastic_probability,
-            self.rotation_probability,
-            self.spatial_scale_probability,
-            self.blur_channel_probability,
-            self.additive_brightness_probability,
-            self.additive_brightness_channel_probability,
-            self.low_resolution_probability,
-            self.low_resolution_channel_probability,
-            self.mirror_probability,
+            ("scale_probability", self.scale_probability),
+            ("brightness_probability", self.brightness_probability),
+            ("contrast_probability", self.contrast_probability),
+            ("gamma_probability", self.gamma_probability),
+            ("noise_probability", self.noise_probability),
+            ("blur_probability", self.blur_probability),
+            ("elastic_probability", self.elastic_probability),
+            ("rotation_probability", self.rotation_probability),
+            ("spatial_scale_probability", self.spatial_scale_probability),
+            ("blur_channel_probability", self.blur_channel_probability),
+            (
+                "additive_brightness_probability",
+                self.additive_brightness_probability,
+            ),
+            (
+                "additive_brightness_channel_probability",
+                self.additive_brightness_channel_probability,
+            ),
+            (
+                "low_resolution_probability",
+                self.low_resolution_probability,
+            ),
+            (
+                "low_resolution_channel_probability",
+                self.low_resolution_channel_probability,
+            ),
+            ("mirror_probability", self.mirror_probability),
         ];
-        if probabilities.iter().any(|p| !(0.0..=1.0).contains(p)) {
-            return Err("augment: every probability must lie in [0, 1]".into());
+        for (key, p) in probabilities {
+            checks.probability(&format!("augment.{key}"), p);
         }
         let ranges = [
-            self.scale_range,
-            self.brightness_range,
-            self.contrast_range,
-            self.gamma_range,
-            self.blur_sigma,
-            self.elastic_sigma,
-            self.spatial_scale_range,
-            self.low_resolution_zoom,
+            ("scale_range", self.scale_range),
+            ("brightness_range", self.brightness_range),
+            ("contrast_range", self.contrast_range),
+            ("gamma_range", self.gamma_range),
+            ("blur_sigma", self.blur_sigma),
+            ("elastic_sigma", self.elastic_sigma),
+            ("spatial_scale_range", self.spatial_scale_range),
+            ("low_resolution_zoom", self.low_resolution_zoom),
         ];
-        let [alpha_lo, alpha_hi] = self.elastic_alpha;
-        if ranges.iter().any(|[lo, hi]| !(*lo > 0.0 && lo <= hi))
-            || self.noise_variance < 0.0
-            || !(0.0 <= alpha_lo && alpha_lo <= alpha_hi)
-            || self.rotation_degrees < 0.0
-            || self.additive_brightness_sigma < 0.0
-        {
-            return Err(
-                "augment: every range must be positive (elastic_alpha and rotation_degrees: not \
-                 negative) with low <= high"
-                    .into(),
-            );
+        for (key, range) in ranges {
+            checks.range(&format!("augment.{key}"), range, false);
         }
-        Ok(())
+        checks.range("augment.elastic_alpha", self.elastic_alpha, true);
+        checks.non_negative("augment.noise_variance", f64::from(self.noise_variance));
+        checks.non_negative("augment.rotation_degrees", f64::from(self.rotation_degrees));
+        checks.non_negative(
+            "augment.additive_brightness_sigma",
+            f64::from(self.additive_brightness_sigma),
+        );
     }
 
     /// The scale factor of the next crop (1 when it is not scaled).
@@ -495,11 +504,18 @@ mod tests {
         cfg.apply(&mut images, shape, &mut ChaCha12Rng::seed_from_u64(5));
         let var = images.iter().map(|v| v * v).sum::<f32>() / images.len() as f32;
         assert!(var > 0.0 && var < 0.12, "{var}");
-        assert!(AugmentConfig::default().validate().is_ok());
+        let mut checks = KeyChecks::default();
+        AugmentConfig::default().check(&mut checks);
+        assert!(checks.finish().is_ok());
         let bad = AugmentConfig {
             gamma_range: [1.5, 0.7],
             ..AugmentConfig::default()
         };
-        assert!(bad.validate().is_err());
+        let mut checks = KeyChecks::default();
+        bad.check(&mut checks);
+        assert!(checks
+            .finish()
+            .unwrap_err()
+            .contains("augment.gamma_range = [1.5, 0.7]"));
     }
 }
