@@ -48,17 +48,24 @@ impl KeyChecks {
         }
     }
 
-    /// A range `[low, high]` of finite values with `low <= high`, and `low > 0` (or `low >= 0`
-    /// when `zero_allowed`).
-    pub fn range(&mut self, key: &str, [low, high]: [f32; 2], zero_allowed: bool) {
+    /// A range `[low, high]` with `low <= high`, `low > 0` (or `low >= 0` when `zero_allowed`)
+    /// and `high <= max`.
+    pub fn range(&mut self, key: &str, [low, high]: [f32; 2], zero_allowed: bool, max: f32) {
         let low_ok = if zero_allowed { low >= 0.0 } else { low > 0.0 };
-        if !(low.is_finite() && high.is_finite() && low_ok && low <= high) {
+        if !(low.is_finite() && high.is_finite() && low_ok && low <= high && high <= max) {
             let bound = if zero_allowed { "0 <=" } else { "0 <" };
             self.fail(
                 key,
                 format!("[{low}, {high}]"),
-                &format!("finite [low, high] with {bound} low <= high"),
+                &format!("[low, high] with {bound} low <= high <= {max}"),
             );
+        }
+    }
+
+    /// A value in [0, `max`].
+    pub fn at_most(&mut self, key: &str, value: f64, max: f64) {
+        if !(0.0..=max).contains(&value) {
+            self.fail(key, value, &format!("in [0, {max}]"));
         }
     }
 
@@ -91,8 +98,11 @@ mod tests {
         checks.non_negative("train.kd_weight", -0.5);
         checks.positive("train.lr", f64::INFINITY);
         checks.at_least_one("train.checkpoint_every", 0);
-        checks.range("augment.gamma_range", [0.7, f32::INFINITY], false);
-        checks.range("augment.elastic_alpha", [0.0, 1.0], true);
+        checks.range("augment.gamma_range", [0.7, f32::INFINITY], false, 10.0);
+        checks.range("augment.elastic_alpha", [0.0, 1.0], true, 10.0);
+        checks.range("augment.blur_sigma", [0.5, 100.0], false, 8.0);
+        checks.at_most("augment.rotation_degrees", 180.0, 180.0);
+        checks.at_most("augment.noise_variance", f64::NAN, 10.0);
         let message = checks.finish().unwrap_err();
         let lines: Vec<&str> = message.lines().collect();
         assert_eq!(
@@ -102,7 +112,9 @@ mod tests {
                 "train.kd_weight = -0.5: must be finite and at least 0",
                 "train.lr = inf: must be finite and above 0",
                 "train.checkpoint_every = 0: must be at least 1",
-                "augment.gamma_range = [0.7, inf]: must be finite [low, high] with 0 < low <= high",
+                "augment.gamma_range = [0.7, inf]: must be [low, high] with 0 < low <= high <= 10",
+                "augment.blur_sigma = [0.5, 100]: must be [low, high] with 0 < low <= high <= 8",
+                "augment.noise_variance = NaN: must be in [0, 10]",
             ]
         );
     }

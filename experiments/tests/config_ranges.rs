@@ -96,12 +96,12 @@ fn every_out_of_range_value_is_refused_naming_its_key_and_range() {
         (
             "augment",
             "gamma_range = [0.7, inf]",
-            "augment.gamma_range = [0.7, inf]: must be finite [low, high] with 0 < low <= high",
+            "augment.gamma_range = [0.7, inf]: must be [low, high] with 0 < low <= high <= 10",
         ),
         (
             "augment",
             "noise_variance = nan",
-            "augment.noise_variance = NaN: must be finite and at least 0",
+            "augment.noise_variance = NaN: must be in [0, 10]",
         ),
         (
             "eval",

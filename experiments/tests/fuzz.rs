@@ -369,3 +369,16 @@ fn fuzz_config_loader() {
     let tried = fuzz_config(long_budget());
     println!("fuzz config: {tried} inputs, no failure");
 }
+
+/// Found by the NIfTI target: an integer volume whose scale slope overflows f32 read as infinite
+/// voxels.
+#[test]
+fn an_overflowing_scale_slope_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = nifti_seeds(dir.path())[0].clone();
+    bytes[112..116].copy_from_slice(&3.0e38f32.to_le_bytes());
+    let path = dir.path().join("slope.nii");
+    std::fs::write(&path, bytes).unwrap();
+    let message = read_volume(&path).unwrap_err().to_string();
+    assert!(message.contains("NaN or infinite"), "{message}");
+}

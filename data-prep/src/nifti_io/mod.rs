@@ -287,15 +287,14 @@ pub fn read_volume(path: &Path) -> Result<Volume> {
 /// header, before its voxels are read.
 pub fn read_volume_within(path: &Path, max_voxels: u64) -> Result<Volume> {
     let image = read_image_within(path, max_voxels)?;
-    // Integer voxels are always finite; floating-point ones are checked.
-    if matches!(
-        image.header.data_type(),
-        Ok(NiftiType::Float32 | NiftiType::Float64 | NiftiType::Float128)
-    ) {
-        let bad = image.data.iter().filter(|v| !v.is_finite()).count();
-        if bad > 0 {
-            return Err(corrupt(path, format!("{bad} voxels are NaN or infinite")));
-        }
+    // Floating-point voxels may be NaN or infinite, and so may integer ones once the header's
+    // scale slope is applied.
+    let bad = image.data.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(corrupt(
+            path,
+            format!("{bad} voxels are NaN or infinite (as stored, or once scaled by scl_slope)"),
+        ));
     }
     let (affine, spacing) = (image.affine(), image.spacing());
     let mut array = image.data;

@@ -14,7 +14,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_buffer::Buffer;
 use arrow_ipc::convert::try_fb_to_schema;
 use arrow_ipc::reader::{read_footer_length, FileDecoder};
-use arrow_ipc::{root_as_footer, Block};
+use arrow_ipc::{root_as_footer, root_as_message, Block};
 use half::f16;
 use memmap2::Mmap;
 
@@ -89,6 +89,52 @@ impl MappedShard {
         })
     }
 
+    /// Checks that record batch `index` (its `block` in the footer) lies inside the file and
+    /// that every buffer its message lists lies inside its body, which the Arrow decoder assumes;
+    /// returns the block's offset and length.
+    fn check_block(&self, block: &Block, index: usize) -> Result<(usize, usize)> {
+        let bad =
+            |problem: String| bad_shard(&self.path, format!("record batch {index}: {problem}"));
+        let (offset, meta, body) = (
+            block.offset(),
+            i64::from(block.metaDataLength()),
+            block.bodyLength(),
+        );
+        let end = offset.checked_add(meta).and_then(|e| e.checked_add(body));
+        let in_file = offset >= 0
+            && meta >= 8
+            && body >= 0
+            && end.is_some_and(|e| e as u64 <= self.buffer.len() as u64);
+        if !in_file {
+            return Err(bad(format!(
+                "its block (offset {offset}, {meta} + {body} bytes) lies outside the file of {} bytes",
+                self.buffer.len()
+            )));
+        }
+        let (offset, meta, body) = (offset as usize, meta as usize, body as usize);
+        let header = &self.buffer[offset..offset + meta];
+        let skip = if header[..4] == [0xff; 4] { 8 } else { 4 };
+        let message = root_as_message(&header[skip..])
+            .map_err(|e| bad(format!("unreadable message: {e}")))?;
+        let batch = message
+            .header_as_record_batch()
+            .ok_or_else(|| bad("the message is not a record batch".into()))?;
+        for buffer in batch.buffers().into_iter().flatten() {
+            let end = buffer.offset().checked_add(buffer.length());
+            if buffer.offset() < 0
+                || buffer.length() < 0
+                || end.is_none_or(|e| e as u64 > body as u64)
+            {
+                return Err(bad(format!(
+                    "a buffer (offset {}, {} bytes) lies outside the body of {body} bytes",
+                    buffer.offset(),
+                    buffer.length()
+                )));
+            }
+        }
+        Ok((offset, meta + body))
+    }
+
     fn batch(&self, index: usize) -> Result<RecordBatch> {
         let block = self.blocks.get(index).ok_or_else(|| {
             bad_shard(
@@ -99,8 +145,8 @@ impl MappedShard {
                 ),
             )
         })?;
-        let len = block.bodyLength() as usize + block.metaDataLength() as usize;
-        let data = self.buffer.slice_with_length(block.offset() as usize, len);
+        let (offset, len) = self.check_block(block, index)?;
+        let data = self.buffer.slice_with_length(offset, len);
         self.decoder
             .read_record_batch(block, &data)
             .map_err(|source| DataError::Arrow {
@@ -419,6 +465,29 @@ impl CaseView {
             })?,
             None => CaseMetadata::new(),
         };
+        let (original_shape, crop_offset, shape) = (
+            self.fixed_u32("original_shape")?,
+            self.fixed_u32("crop_offset")?,
+            self.shape(),
+        );
+        let fits = (0..3).all(|a| {
+            crop_offset[a]
+                .checked_add(shape[a])
+                .is_some_and(|end| end <= original_shape[a])
+        });
+        let voxels = original_shape
+            .iter()
+            .try_fold(1u64, |n, &e| n.checked_mul(e as u64));
+        if !fits || voxels.is_none_or(|v| v > crate::nifti_io::MAX_VOXELS) {
+            return Err(bad_shard(
+                &self.path,
+                format!(
+                    "case {}: a box of {shape:?} at {crop_offset:?} does not fit the original \
+                     volume of {original_shape:?} voxels",
+                    self.entry.id
+                ),
+            ));
+        }
         Ok(PreparedCase {
             id: self.entry.id.clone(),
             release: self
@@ -426,9 +495,9 @@ impl CaseView {
                 .and_then(|r| r.parse::<Release>().ok()),
             grade: self.string("grade")?.and_then(|g| Grade::parse(&g)),
             metadata,
-            original_shape: self.fixed_u32("original_shape")?,
-            crop_offset: self.fixed_u32("crop_offset")?,
-            shape: self.shape(),
+            original_shape,
+            crop_offset,
+            shape,
             spacing: to3f(&self.fixed_f32("spacing", 3)?),
             affine: self
                 .fixed_f32("affine", 12)?

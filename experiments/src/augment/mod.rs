@@ -186,25 +186,42 @@ impl AugmentConfig {
         for (key, p) in probabilities {
             checks.probability(&format!("augment.{key}"), p);
         }
+        // Upper bounds keep every kernel, zoom and crop within memory: a blur's kernel spans
+        // 8σ, an elastic deformation's too, and a crop grows with its scale.
         let ranges = [
-            ("scale_range", self.scale_range),
-            ("brightness_range", self.brightness_range),
-            ("contrast_range", self.contrast_range),
-            ("gamma_range", self.gamma_range),
-            ("blur_sigma", self.blur_sigma),
-            ("elastic_sigma", self.elastic_sigma),
-            ("spatial_scale_range", self.spatial_scale_range),
-            ("low_resolution_zoom", self.low_resolution_zoom),
+            ("scale_range", self.scale_range, 2.0),
+            ("brightness_range", self.brightness_range, 10.0),
+            ("contrast_range", self.contrast_range, 10.0),
+            ("gamma_range", self.gamma_range, 10.0),
+            ("blur_sigma", self.blur_sigma, 8.0),
+            ("elastic_sigma", self.elastic_sigma, 32.0),
+            ("spatial_scale_range", self.spatial_scale_range, 4.0),
+            ("low_resolution_zoom", self.low_resolution_zoom, 1.0),
         ];
-        for (key, range) in ranges {
-            checks.range(&format!("augment.{key}"), range, false);
+        for (key, range, max) in ranges {
+            checks.range(&format!("augment.{key}"), range, false, max);
         }
-        checks.range("augment.elastic_alpha", self.elastic_alpha, true);
-        checks.non_negative("augment.noise_variance", f64::from(self.noise_variance));
-        checks.non_negative("augment.rotation_degrees", f64::from(self.rotation_degrees));
-        checks.non_negative(
+        checks.require(self.low_resolution_zoom[0] >= 0.1, || {
+            format!(
+                "augment.low_resolution_zoom = [{}, {}]: must start at 0.1 or more",
+                self.low_resolution_zoom[0], self.low_resolution_zoom[1]
+            )
+        });
+        checks.range("augment.elastic_alpha", self.elastic_alpha, true, 10_000.0);
+        checks.at_most(
+            "augment.noise_variance",
+            f64::from(self.noise_variance),
+            10.0,
+        );
+        checks.at_most(
+            "augment.rotation_degrees",
+            f64::from(self.rotation_degrees),
+            180.0,
+        );
+        checks.at_most(
             "augment.additive_brightness_sigma",
             f64::from(self.additive_brightness_sigma),
+            10.0,
         );
     }
 
@@ -308,12 +325,16 @@ fn draw_below(rng: &mut impl Rng, p: f64) -> bool {
     p > 0.0 && rng.random::<f64>() < p
 }
 
-/// U(lo, hi); `lo` when the range is one value.
+/// U(lo, hi); `lo` when the range is one value. As numpy's `uniform`, `lo > hi` draws from
+/// (hi, lo) (batchgenerators' factor draws ask for U(1, hi) with `hi < 1` when a range lies
+/// below 1).
 fn uniform_in(rng: &mut impl Rng, [lo, hi]: [f64; 2]) -> f64 {
     if lo == hi {
         lo
-    } else {
+    } else if lo < hi {
         rng.random_range(lo..hi)
+    } else {
+        rng.random_range(hi..lo)
     }
 }
 
