@@ -183,7 +183,7 @@ fn train_run(
             cfg.data.shards.display()
         )
     }
-    check_crop_fits(t.crop, t.crop_rule, shards.manifest())?;
+    check_crop_fits(t.crop, shards.manifest())?;
 
     let m = cfg.model.modalities;
     let mut model = Model::new(&cfg.model, t.seed, &device)?;
@@ -403,29 +403,20 @@ fn train_run(
     Ok(summary)
 }
 
-/// Refuses a crop larger than the largest case along any axis (the extents the crop rule cuts
-/// from: whole volumes, or the stored brain boxes): such a crop would be mostly padding, and its
-/// memory grows with its volume. A crop larger than some cases only is padded, as the reference
-/// pads.
-fn check_crop_fits(
-    crop: [usize; 3],
-    rule: crate::sampler::CropRule,
-    manifest: &metakd_data::shards::Manifest,
-) -> Result<()> {
-    let extent = |c: &metakd_data::shards::CaseEntry| match rule {
-        crate::sampler::CropRule::WholeVolume => c.original_shape,
-        crate::sampler::CropRule::BrainBox => c.shape,
-    };
+/// Refuses a crop larger than the largest case (its original volume) along any axis: such a
+/// crop would be mostly padding, and its memory grows with its volume. A crop larger than some
+/// cases, or than a case's stored brain box, is padded, as the reference pads.
+fn check_crop_fits(crop: [usize; 3], manifest: &metakd_data::shards::Manifest) -> Result<()> {
     let mut largest = [0usize; 3];
     for case in &manifest.cases {
-        for (l, e) in largest.iter_mut().zip(extent(case)) {
+        for (l, e) in largest.iter_mut().zip(case.original_shape) {
             *l = (*l).max(e);
         }
     }
     if crop.iter().zip(largest).any(|(&c, l)| c > l) {
         bail!(
-            "train.crop {crop:?} is larger than every case along some axis (the largest extents \
-             are {largest:?}, D×H×W); choose a crop within them"
+            "train.crop {crop:?} is larger than every case along some axis (the largest volumes \
+             span {largest:?}, D×H×W); choose a crop within them"
         )
     }
     Ok(())

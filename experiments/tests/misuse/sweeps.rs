@@ -4,7 +4,7 @@
 //! serves from any directory, a sweep or unit in use is refused, and `report` and `regress`
 //! refuse tables they cannot trust or that hold nothing to compare.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

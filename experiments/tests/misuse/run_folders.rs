@@ -3,7 +3,7 @@
 //! overwrites an old one without `--overwrite`, and a run whose final files failed to write
 //! finishes them on `--resume`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

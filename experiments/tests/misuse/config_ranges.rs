@@ -3,7 +3,7 @@
 //! of panicking mid-run or silently changing the method; and a crop larger than every case is
 //! refused.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};
