@@ -64,7 +64,8 @@ impl Model {
             .varmap
             .load(path)
             .with_context(|| format!("{}: cannot load the model", path.display()))?;
-        let tensors = candle_core::safetensors::load(path, device)?;
+        let tensors = candle_core::safetensors::load(path, device)
+            .with_context(|| format!("{}: cannot load the model", path.display()))?;
         let logits = tensors
             .get(IMPORTANCE_KEY)
             .with_context(|| format!("{}: no `{IMPORTANCE_KEY}`", path.display()))?;

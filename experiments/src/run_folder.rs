@@ -44,7 +44,12 @@ pub fn take(dir: &Path, existing: Existing) -> Result<Lock> {
     match existing {
         Existing::Resume => {}
         _ if entries.is_empty() => {}
-        Existing::Refuse if is_run => bail!(
+        _ if !is_run => bail!(
+            "{}: the folder holds files that are not a run's ({}); choose an empty or new `--out`",
+            dir.display(),
+            preview(&entries)
+        ),
+        Existing::Refuse => bail!(
             "{}: the folder holds a run already ({}); continue it with `--resume`, train into a \
              fresh `--out`, or pass `--overwrite` to delete it and start again",
             dir.display(),
@@ -54,12 +59,6 @@ pub fn take(dir: &Path, existing: Existing) -> Result<Lock> {
                 "started"
             }
         ),
-        Existing::Refuse | Existing::Overwrite if !is_run => bail!(
-            "{}: the folder holds files that are not a run's ({}); choose an empty or new `--out`",
-            dir.display(),
-            preview(&entries)
-        ),
-        Existing::Refuse => unreachable!("handled above"),
         Existing::Overwrite => {
             for name in &entries {
                 let path = dir.join(name);

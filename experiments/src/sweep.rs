@@ -342,7 +342,11 @@ pub fn plan(run_dir: &Path, table: &Path, options: &SweepOptions) -> Result<Plan
             existing.run_dir.display(),
             run_dir.display()
         ),
-        Some(existing) => Ok(existing),
+        // The folder as the user named it now (the plan's is relative to the plan).
+        Some(existing) => Ok(Plan {
+            run_dir: run_dir.to_owned(),
+            ..existing
+        }),
         None => {
             std::fs::create_dir_all(&units)
                 .with_context(|| format!("{}: cannot create", units.display()))?;
@@ -391,8 +395,8 @@ impl LoadedCheckpoint {
     ) -> Result<Self> {
         let setup = RunSetup::read(run_dir, shards)?;
         let path = run_dir.join(checkpoint);
-        let model = Model::load(&path, &setup.cfg.model, device)
-            .with_context(|| format!("{}: cannot load the checkpoint", path.display()))?;
+        // Every error of loading names the file.
+        let model = Model::load(&path, &setup.cfg.model, device)?;
         let shard_set = ShardSet::open(&setup.shards)?;
         let zero = zero_features(&model, setup.cfg.train.crop, device)?;
         Ok(Self {
