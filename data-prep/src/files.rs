@@ -27,3 +27,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| DataError::io(&temp, e))?;
     std::fs::rename(&temp, path).map_err(|e| DataError::io(path, e))
 }
+
+/// Whether `a` and `b` name the same folder: their real paths when both exist, else their
+/// absolute paths.
+pub fn same_folder(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+    }
+}

@@ -93,14 +93,6 @@ fn remove_partial_files(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether `a` and `b` name the same folder.
-fn same_folder(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
-    }
-}
-
 /// Makes sure the shard folder `out` holds shards of `src` or none: the shards of another source
 /// are refused (naming both), or deleted with `overwrite`.
 fn claim_for_source(src: &Path, out: &Path, overwrite: bool) -> Result<()> {
@@ -109,7 +101,7 @@ fn claim_for_source(src: &Path, out: &Path, overwrite: bool) -> Result<()> {
     }
     let previous = Manifest::read_any(out)?;
     let recorded = Path::new(&previous.source);
-    if same_folder(recorded, src) {
+    if crate::files::same_folder(recorded, src) {
         return Ok(());
     }
     if !overwrite {

@@ -176,14 +176,6 @@ fn relative_path(target: &Path, base: &Path) -> Result<PathBuf> {
     Ok(relative)
 }
 
-/// Whether `a` and `b` name the same folder.
-fn same_folder(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
 /// The folder of a sweep table's units: `sweep.parquet` → `sweep-units/`.
 pub fn units_dir(table: &Path) -> PathBuf {
     let stem = table
@@ -335,7 +327,7 @@ pub fn plan(run_dir: &Path, table: &Path, options: &SweepOptions) -> Result<Plan
              evaluate it anew",
             path.display()
         ),
-        Some(existing) if !same_folder(&existing.run_dir, run_dir) => bail!(
+        Some(existing) if !metakd_data::files::same_folder(&existing.run_dir, run_dir) => bail!(
             "{}: the units folder is the sweep of the run {}, not of {}; give that run, or \
              another --out",
             path.display(),

@@ -350,24 +350,9 @@ pub fn read_tables(inputs: &[PathBuf]) -> Result<SweepTables> {
     })
 }
 
-/// The columns that name what a row measures (all but the metrics): no two rows of a table
-/// may share them.
-const KEY_COLUMNS: [&str; 14] = [
-    "run_id",
-    "task",
-    "dataset",
-    "protocol",
-    "rate",
-    "fold",
-    "seed",
-    "variant",
-    "checkpoint",
-    "case",
-    "subset_mask",
-    "subset",
-    "region",
-    "postprocessed",
-];
+/// The columns that name what a row measures: all but the six metric columns that end
+/// [`COLUMNS`]. No two rows of a table may share them.
+const KEY_COLUMNS: &[&str] = COLUMNS.split_at(COLUMNS.len() - 6).0;
 
 /// Checks that the table at `path` is one a report can trust: its sidecar describes at least one
 /// run, every Dice lies in [0, 1], every subset mask names a non-empty subset of the sidecar's
