@@ -17,6 +17,9 @@ impl Modality {
     /// All modalities in channel order.
     pub const ALL: [Modality; 4] = [Modality::Flair, Modality::T1, Modality::T1ce, Modality::T2];
 
+    /// The names shown in tables, in channel order.
+    pub const DISPLAY_NAMES: [&'static str; 4] = ["FLAIR", "T1", "T1ce", "T2"];
+
     /// The file-name suffix BraTS uses (`flair`, `t1`, `t1ce`, `t2`).
     pub fn suffix(self) -> &'static str {
         match self {
@@ -29,12 +32,7 @@ impl Modality {
 
     /// The name shown in tables (`FLAIR`, `T1`, `T1ce`, `T2`).
     pub fn display_name(self) -> &'static str {
-        match self {
-            Modality::Flair => "FLAIR",
-            Modality::T1 => "T1",
-            Modality::T1ce => "T1ce",
-            Modality::T2 => "T2",
-        }
+        Self::DISPLAY_NAMES[self.index()]
     }
 
     /// The channel index (0 FLAIR, 1 T1, 2 T1ce, 3 T2).

@@ -7,7 +7,9 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use metakd_data::avmnist::dataset::{AudioFeatures, AvMnistSample};
-use metakd_model::metakd::{pairwise_kd_loss, ImportanceWeights, KdDistance, KdPairs};
+use metakd_model::method::{
+    direct_meta_step, training_loss, ImportanceWeights, KdDistance, KdPairs, KdSettings, MetaKdTask,
+};
 use metakd_model::nets::classifier::{ClassifierConfig, MetaKdClassifier};
 use metakd_model::nets::init::reinitialize_seeded;
 use metakd_model::optim::Adam;
@@ -263,6 +265,55 @@ fn random_subset(rng: &mut impl Rng) -> [bool; 2] {
     }
 }
 
+/// AV-MNIST as a MetaKD task: a CNN per modality, the fused linear head, cross-entropy. A
+/// missing modality's embedding is zeros without running its CNN (the fill replaces it).
+struct AvMnistTask<'a> {
+    net: &'a MetaKdClassifier,
+    params: &'a [Var],
+}
+
+impl MetaKdTask for AvMnistTask<'_> {
+    type Inputs = Vec<Tensor>;
+    type Targets = Tensor;
+    type Encoding = Tensor;
+    type Loss = Tensor;
+
+    fn encode(&self, inputs: &Vec<Tensor>, available: &[bool]) -> candle_core::Result<Tensor> {
+        self.net.encode_available(inputs, available)
+    }
+
+    fn detach(&self, embeddings: &Tensor) -> Tensor {
+        embeddings.detach()
+    }
+
+    fn distilled_features(&self, embeddings: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        per_modality(embeddings)
+    }
+
+    fn head(&self, embeddings: &Tensor, available: &[bool]) -> candle_core::Result<Tensor> {
+        self.net.classify(embeddings, available)
+    }
+
+    fn weighted_head(&self, embeddings: &Tensor, omega: &Tensor) -> candle_core::Result<Tensor> {
+        self.net.classify_weighted(embeddings, omega)
+    }
+
+    fn loss(&self, logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::loss::cross_entropy(logits, labels)
+    }
+
+    fn parameters(&self) -> Vec<Var> {
+        self.params.to_vec()
+    }
+}
+
+/// Each modality's embedding `[n, 1, e]` of embeddings `[n, m, e]`.
+fn per_modality(embeddings: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+    (0..embeddings.dim(1)?)
+        .map(|i| embeddings.narrow(1, i, 1))
+        .collect()
+}
+
 /// Trains `cfg.variant` on the training samples of `samples` and scores it on the test samples.
 pub fn train_and_evaluate(
     samples: &[AvMnistSample],
@@ -315,10 +366,12 @@ pub fn train_and_evaluate(
     reinitialize_seeded(&varmap, cfg.seed)?;
     let importance = ImportanceWeights::from_logits(&[0.0, 0.0], &device)?;
     let params: Vec<Var> = varmap.all_vars();
-    let mut adam = Adam::new(params, cfg.lr, 0.0)?;
+    let mut adam = Adam::new(params.clone(), cfg.lr, 0.0)?;
+    let task = AvMnistTask {
+        net: &net,
+        params: &params,
+    };
     let mut meta_adam = Adam::new(vec![importance.logits().clone()], cfg.meta_lr, 5e-4)?;
-    let m = cfg.model.inputs.len();
-
     for iteration in 0..cfg.iterations {
         // A batch from one availability group, drawn in proportion to the groups' sizes.
         let complete_share = cfg
@@ -338,36 +391,27 @@ pub fn train_and_evaluate(
         if cfg.variant == Variant::Fusion && !from_complete {
             inputs[missing] = inputs[missing].zeros_like()?;
         }
-        let embeddings = net.encode_available(&inputs, &available)?;
-        let logits = net.classify(&embeddings, &available)?;
-        let mut loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
-        let kd = matches!(cfg.variant, Variant::MetaKd | Variant::NoMeta)
-            && available.iter().all(|&a| a);
-        if kd {
-            let per_modality: Vec<Tensor> = (0..m)
-                .map(|i| embeddings.narrow(1, i, 1))
-                .collect::<candle_core::Result<_>>()?;
-            let kd_loss = pairwise_kd_loss(
-                &per_modality,
-                &available,
-                &importance.logit_values()?,
-                KdDistance::L1,
-                KdPairs::All,
-            )?;
-            loss = (loss + (kd_loss * cfg.kd_weight)?)?;
-        }
-        let grads = loss.backward()?;
-        adam.step(&grads)?;
+        let kd = KdSettings {
+            enabled: matches!(cfg.variant, Variant::MetaKd | Variant::NoMeta),
+            weight: cfg.kd_weight,
+            distance: KdDistance::L1,
+            pairs: KdPairs::All,
+        };
+        let loss = training_loss(&task, &importance, (&inputs, &labels), &available, &kd)?;
+        adam.step(&loss.total.backward()?)?;
 
         if uses_meta && iteration % cfg.meta_every == 0 {
             let chosen: Vec<&AvMnistSample> = (0..cfg.batch_size.min(meta_val.len()))
                 .map(|_| meta_val[rng.random_range(0..meta_val.len())])
                 .collect();
             let (inputs, labels) = batch(&chosen, cfg, &device)?;
-            let embeddings = net.encode(&inputs)?.detach();
-            let logits = net.classify_weighted(&embeddings, &importance.omega()?)?;
-            let meta_loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
-            meta_adam.step(&meta_loss.backward()?)?;
+            direct_meta_step(
+                &task,
+                &importance,
+                &mut meta_adam,
+                (&inputs, &labels),
+                &[true; 2],
+            )?;
         }
     }
 

@@ -15,7 +15,7 @@ use metakd_model::nets::SegmenterConfig;
 use crate::checkpoint::Model;
 use crate::config::EvalConfig;
 use crate::evaluate::{zero_features, Inference};
-use crate::subsets::Subset;
+use metakd_model::method::Subset;
 
 /// Seconds of each way of evaluating one case.
 #[derive(Debug, Clone, Copy)]

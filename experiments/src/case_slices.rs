@@ -4,11 +4,12 @@
 
 use anyhow::Result;
 use metakd_data::preprocess::{PreparedCase, REGION_WT};
+use metakd_data::Modality;
 use metakd_model::nets::ModalityFeatures;
 use metakd_reports::slices::CaseSlices;
 
 use crate::evaluate::{label_of_regions, predicted_regions, Inference};
-use crate::subsets::Subset;
+use metakd_model::method::Subset;
 
 /// The axial slice (first axis) of `regions [d, h, w]` with the most whole-tumour voxels; the
 /// middle slice when there is no tumour.
@@ -75,7 +76,7 @@ pub fn case_slices(
                 let name = if s.0.count_ones() as usize == m {
                     "all modalities".to_owned()
                 } else {
-                    s.name()
+                    s.name(&Modality::DISPLAY_NAMES)
                 };
                 (
                     name,

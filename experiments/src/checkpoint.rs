@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use metakd_model::metakd::ImportanceWeights;
+use metakd_model::method::ImportanceWeights;
 use metakd_model::nets::{init::reinitialize_seeded, MetaKdSegmenter, SegmenterConfig};
 
 /// Name of the importance logits inside a checkpoint.

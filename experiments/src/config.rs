@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use metakd_data::preprocess::PreparedCase;
 use metakd_model::losses::DiceReduction;
-use metakd_model::metakd::{KdDistance, KdPairs};
+use metakd_model::method::{KdDistance, KdPairs, KdSettings, MetaModalities, MetaRule};
 use metakd_model::nets::SegmenterConfig;
 use metakd_model::ops::Precision;
 use serde::{Deserialize, Serialize};
@@ -103,6 +103,18 @@ pub struct TrainConfig {
     pub precision: Precision,
 }
 
+impl TrainConfig {
+    /// The distillation term of the training loss.
+    pub fn kd_settings(&self) -> KdSettings {
+        KdSettings {
+            enabled: self.kd,
+            weight: self.kd_weight,
+            distance: self.kd_distance,
+            pairs: self.kd_pairs,
+        }
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -140,14 +152,14 @@ pub struct MetaConfig {
     /// ablation.
     pub enabled: bool,
     /// How a meta phase computes the gradient of w: `direct` (the reference) or `lookahead`.
-    pub rule: crate::meta::MetaRule,
+    pub rule: MetaRule,
     /// Run a meta phase every this many iterations during stage 1.
     pub every_warmup: usize,
     /// Run a meta phase every this many iterations during stage 2.
     pub every: usize,
     /// Which modalities stage 2's meta passes see: `random` (a subset per sample, the
     /// reference) or `all`.
-    pub stage2_modalities: crate::meta::MetaModalities,
+    pub stage2_modalities: MetaModalities,
     /// Meta-validation crops (batch 1) per meta phase.
     pub samples: usize,
     /// Whether meta-validation crops are drawn and augmented exactly as training crops (scale,
@@ -164,10 +176,10 @@ impl Default for MetaConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            rule: crate::meta::MetaRule::Direct,
+            rule: MetaRule::Direct,
             every_warmup: 50,
             every: 50,
-            stage2_modalities: crate::meta::MetaModalities::Random,
+            stage2_modalities: MetaModalities::Random,
             samples: 4,
             augment: true,
             lr: 1e-2,

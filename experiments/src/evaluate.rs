@@ -17,7 +17,7 @@ use crate::metrics::{case_metrics, Grid, RegionMetrics};
 use crate::postprocess::postprocess_regions;
 use crate::sampler::{extract, OUTPUT_REGIONS};
 use crate::step::mask_missing;
-use crate::subsets::Subset;
+use metakd_model::method::Subset;
 
 /// Start positions of the tiles along one axis: `tile`-long windows whose neighbours share about
 /// `overlap` of their extent, the last one flush with the end.

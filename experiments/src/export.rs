@@ -17,7 +17,7 @@ use crate::files::{CONFIG_FILE, MODEL_FILE, SPLIT_FILE};
 use crate::postprocess::postprocess_regions;
 use crate::progress;
 use crate::splits::Splits;
-use crate::subsets::Subset;
+use metakd_model::method::Subset;
 
 /// The label map of region bits `regions` (the case's cropped grid, C order) placed back into
 /// the case's original grid through its crop offset; background elsewhere.

@@ -21,12 +21,12 @@ use metakd_experiments::demo::{run_demo, DemoOptions};
 use metakd_experiments::files::SWEEP_FILE;
 use metakd_experiments::parallel_zeroing::ParallelZeroing;
 use metakd_experiments::split_command::write_splits;
-use metakd_experiments::subsets::Subset;
 use metakd_experiments::tracking::TrackingReport;
 use metakd_experiments::{
     bench, bench_prepare, bench_sweep, bench_train, eval_labels, export, files, progress, sweep,
     train,
 };
+use metakd_model::method::Subset;
 use metakd_model::nets::SegmenterConfig;
 use metakd_reports::regress::{self, Tolerances};
 

@@ -1,16 +1,19 @@
-//! One training step of the network (method spec, sections 2, 4 and 5): mask the missing
-//! modalities, encode every modality, distil between the available ones, decode with mean fill,
-//! Dice + BCE + λ·KD, backward, and an SGD step. Training and `metakd bench train` share it.
+//! 3D segmentation as a MetaKD task ([`SegmentationTask`]: missing modalities zeroed before the
+//! shared encoder, the fusing decoder, Dice + BCE) and one training step of it: the method's
+//! training loss (`metakd_model::method`), backward, and an SGD step. Training and
+//! `metakd bench train` share it.
 
 use anyhow::Result;
-use candle_core::{Device, Tensor};
-use metakd_model::losses::{segmentation_loss, SegmentationLoss};
-use metakd_model::metakd::pairwise_kd_loss;
+use candle_core::{Device, Tensor, Var};
+use metakd_model::losses::{segmentation_loss, DiceReduction, SegmentationLoss};
+use metakd_model::method::{training_loss, MetaKdTask};
+use metakd_model::nets::ModalityFeatures;
 use metakd_model::ops::{autocast, profile};
 use metakd_model::optim::SgdNesterov;
 
 use crate::checkpoint::Model;
 use crate::config::TrainConfig;
+use crate::resume::named_vars;
 
 /// The loss parts of one step, and the logits it computed.
 #[derive(Debug, Clone)]
@@ -27,18 +30,6 @@ pub struct StepOutcome {
     pub logits: Tensor,
 }
 
-/// The training loss of one batch and its parts.
-pub struct TrainingLoss {
-    /// Task loss + λ·KD, differentiable with respect to the network.
-    pub total: Tensor,
-    /// Dice and BCE.
-    pub task: SegmentationLoss,
-    /// Distillation loss (0 when `train.kd` is off).
-    pub kd: Tensor,
-    /// The network's output.
-    pub logits: Tensor,
-}
-
 /// Sets the channels of the missing modalities of `x [n, m, d, h, w]` to zero.
 pub fn mask_missing(x: &Tensor, available: &[bool]) -> Result<Tensor> {
     let mask: Vec<f32> = available.iter().map(|&a| f32::from(u8::from(a))).collect();
@@ -46,36 +37,61 @@ pub fn mask_missing(x: &Tensor, available: &[bool]) -> Result<Tensor> {
     Ok(x.broadcast_mul(&mask)?)
 }
 
-/// The training loss of images `x [n, m, d, h, w]` and targets `y [n, 3, d, h, w]` with the
-/// modalities in `available` (the missing ones are zeroed first).
-pub fn training_loss(
-    model: &Model,
-    (x, y): (&Tensor, &Tensor),
-    available: &[bool],
-    t: &TrainConfig,
-) -> Result<TrainingLoss> {
-    let features = model.net.encode(&mask_missing(x, available)?)?;
-    let kd = if t.kd {
-        let logits_w = model.importance.logit_values()?;
-        pairwise_kd_loss(
-            &features.modality_bottlenecks()?,
-            available,
-            &logits_w,
-            t.kd_distance,
-            t.kd_pairs,
-        )?
-    } else {
-        Tensor::new(0f32, x.device())?
-    };
-    let logits = model.net.decode(&features, available)?;
-    let task = segmentation_loss(&logits, y, t.dice)?;
-    let total = (task.total()? + (&kd * t.kd_weight)?)?;
-    Ok(TrainingLoss {
-        total,
-        task,
-        kd,
-        logits,
-    })
+/// 3D segmentation as a MetaKD task: images `[n, m, d, h, w]` whose missing modalities are
+/// zeroed before the shared encoder, the fusing decoder as head, Dice + BCE as loss.
+pub struct SegmentationTask<'a> {
+    model: &'a Model,
+    dice: DiceReduction,
+}
+
+impl<'a> SegmentationTask<'a> {
+    /// The task of `model` with the Dice reduction of `t`.
+    pub fn new(model: &'a Model, t: &TrainConfig) -> Self {
+        Self {
+            model,
+            dice: t.dice,
+        }
+    }
+}
+
+impl MetaKdTask for SegmentationTask<'_> {
+    type Inputs = Tensor;
+    type Targets = Tensor;
+    type Encoding = ModalityFeatures;
+    type Loss = SegmentationLoss;
+
+    fn encode(&self, x: &Tensor, available: &[bool]) -> candle_core::Result<ModalityFeatures> {
+        let masked = mask_missing(x, available).map_err(candle_core::Error::wrap)?;
+        self.model.net.encode(&masked)
+    }
+
+    fn detach(&self, encoding: &ModalityFeatures) -> ModalityFeatures {
+        encoding.detach()
+    }
+
+    fn distilled_features(&self, encoding: &ModalityFeatures) -> candle_core::Result<Vec<Tensor>> {
+        encoding.modality_bottlenecks()
+    }
+
+    fn head(&self, encoding: &ModalityFeatures, available: &[bool]) -> candle_core::Result<Tensor> {
+        self.model.net.decode(encoding, available)
+    }
+
+    fn weighted_head(
+        &self,
+        encoding: &ModalityFeatures,
+        omega: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        self.model.net.decode_weighted(encoding, omega)
+    }
+
+    fn loss(&self, logits: &Tensor, y: &Tensor) -> candle_core::Result<SegmentationLoss> {
+        segmentation_loss(logits, y, self.dice)
+    }
+
+    fn parameters(&self) -> Vec<Var> {
+        named_vars(self.model).into_iter().map(|(_, v)| v).collect()
+    }
 }
 
 /// Runs `f`; while a [`profile`] is being taken, waits for `device` before and after it and
@@ -101,8 +117,15 @@ pub fn training_step(
 ) -> Result<StepOutcome> {
     let device = batch.0.device();
     let _precision = autocast(t.precision);
+    let task = SegmentationTask::new(model, t);
     let loss = phase(device, "forward and losses", || {
-        training_loss(model, batch, available, t)
+        Ok(training_loss(
+            &task,
+            &model.importance,
+            batch,
+            available,
+            &t.kd_settings(),
+        )?)
     })?;
     let loss_value = f64::from(loss.total.to_scalar::<f32>()?);
     if loss_value.is_finite() {
@@ -116,6 +139,6 @@ pub fn training_step(
         dice: f64::from(loss.task.dice.to_scalar::<f32>()?),
         bce: f64::from(loss.task.bce.to_scalar::<f32>()?),
         kd: f64::from(loss.kd.to_scalar::<f32>()?),
-        logits: loss.logits.detach(),
+        logits: loss.output.detach(),
     })
 }

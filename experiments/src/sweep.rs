@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use metakd_data::lock::Lock;
 use metakd_data::shards::{file_blake3, ShardSet};
+use metakd_data::Modality;
 use metakd_model::nets::ModalityFeatures;
 use metakd_reports::sweep_table::{self, SweepInfo};
 use polars::prelude::*;
@@ -25,7 +26,7 @@ use crate::files::{write_atomic, CONFIG_FILE, MODEL_FILE, SPLIT_FILE};
 use crate::metrics::{RegionMetrics, REGIONS};
 use crate::progress;
 use crate::splits::Splits;
-use crate::subsets::Subset;
+use metakd_model::method::Subset;
 
 /// How a sweep is cut into units.
 #[derive(Debug, Clone, Default)]
@@ -603,7 +604,9 @@ fn result_frame(info: &SweepInfo, rows: &[(String, Subset, SubsetScores)]) -> Re
         ),
         Column::new(
             "subset".into(),
-            long.iter().map(|r| r.subset.name()).collect::<Vec<_>>(),
+            long.iter()
+                .map(|r| r.subset.name(&Modality::DISPLAY_NAMES))
+                .collect::<Vec<_>>(),
         ),
         Column::new(
             "region".into(),

@@ -12,7 +12,10 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use metakd_data::adni::{TabularDataset, TabularSubject};
-use metakd_model::metakd::{pairwise_kd_loss, ImportanceWeights, KdDistance, KdPairs};
+use metakd_model::method::{
+    direct_meta_step, training_loss, ImportanceWeights, KdDistance, KdPairs, KdSettings,
+    MetaKdTask, Subset,
+};
 use metakd_model::nets::init::reinitialize_seeded;
 use metakd_model::nets::tabular::{TabularClassifier, TabularConfig};
 use metakd_model::optim::Adam;
@@ -227,22 +230,53 @@ impl Standardiser {
     }
 }
 
-/// The spec's random missing modalities among the available ones: k uniform in 1..=|A|, then a
-/// uniform subset of k of them.
-fn random_subset(available: &[bool], rng: &mut impl Rng) -> Vec<bool> {
-    let mut present: Vec<usize> = (0..available.len()).filter(|&m| available[m]).collect();
-    let k = rng.random_range(1..=present.len());
-    present.shuffle(rng);
-    let mut out = vec![false; available.len()];
-    for &m in &present[..k] {
-        out[m] = true;
-    }
-    out
-}
-
 fn labels(subjects: &[&TabularSubject], device: &Device) -> Result<Tensor> {
     let l: Vec<u32> = subjects.iter().map(|s| u32::from(s.label)).collect();
     Ok(Tensor::from_vec(l, subjects.len(), device)?)
+}
+
+/// Modality tables as a MetaKD task: an MLP per modality (a missing modality's rows hold the
+/// training mean, its embedding is replaced by the fill), the fused linear head, cross-entropy.
+struct TablesTask<'a> {
+    net: &'a TabularClassifier,
+    params: &'a [Var],
+}
+
+impl MetaKdTask for TablesTask<'_> {
+    type Inputs = Vec<Tensor>;
+    type Targets = Tensor;
+    type Encoding = Tensor;
+    type Loss = Tensor;
+
+    fn encode(&self, inputs: &Vec<Tensor>, _available: &[bool]) -> candle_core::Result<Tensor> {
+        self.net.encode(inputs)
+    }
+
+    fn detach(&self, embeddings: &Tensor) -> Tensor {
+        embeddings.detach()
+    }
+
+    fn distilled_features(&self, embeddings: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        (0..embeddings.dim(1)?)
+            .map(|i| embeddings.narrow(1, i, 1))
+            .collect()
+    }
+
+    fn head(&self, embeddings: &Tensor, available: &[bool]) -> candle_core::Result<Tensor> {
+        self.net.classify(embeddings, available)
+    }
+
+    fn weighted_head(&self, embeddings: &Tensor, omega: &Tensor) -> candle_core::Result<Tensor> {
+        self.net.classify_weighted(embeddings, omega)
+    }
+
+    fn loss(&self, logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::loss::cross_entropy(logits, labels)
+    }
+
+    fn parameters(&self) -> Vec<Var> {
+        self.params.to_vec()
+    }
 }
 
 /// Trains `cfg.variant` on `data` and scores every subset of its modalities on the test split.
@@ -287,7 +321,11 @@ pub fn train_and_evaluate(
     reinitialize_seeded(&varmap, cfg.seed)?;
     let importance = ImportanceWeights::from_logits(&vec![0.0; m], &device)?;
     let params: Vec<Var> = varmap.all_vars();
-    let mut adam = Adam::new(params, cfg.lr, cfg.weight_decay)?;
+    let mut adam = Adam::new(params.clone(), cfg.lr, cfg.weight_decay)?;
+    let task = TablesTask {
+        net: &net,
+        params: &params,
+    };
     let mut meta_adam = Adam::new(vec![importance.logits().clone()], cfg.meta_lr, 5e-4)?;
 
     // The meta step sees every modality: held-out subjects that have all (all held-out ones
@@ -318,37 +356,33 @@ pub fn train_and_evaluate(
             .collect();
         let inputs = scaler.inputs(&chosen, &device)?;
         let available = if cfg.variant.fills() {
-            random_subset(own, &mut rng)
+            Subset::from_flags(own).random_among(&mut rng).flags(m)
         } else {
             vec![true; m]
         };
-        let embeddings = net.encode(&inputs)?;
-        let logits = net.classify(&embeddings, &available)?;
-        let mut loss = candle_nn::loss::cross_entropy(&logits, &labels(&chosen, &device)?)?;
-        let kd = matches!(cfg.variant, TabularVariant::MetaKd | TabularVariant::NoMeta)
-            && available.iter().filter(|&&a| a).count() > 1;
-        if kd {
-            let per_modality: Vec<Tensor> = (0..m)
-                .map(|i| embeddings.narrow(1, i, 1))
-                .collect::<candle_core::Result<_>>()?;
-            let kd_loss = pairwise_kd_loss(
-                &per_modality,
-                &available,
-                &importance.logit_values()?,
-                KdDistance::L1,
-                KdPairs::All,
-            )?;
-            loss = (loss + (kd_loss * cfg.kd_weight)?)?;
-        }
-        adam.step(&loss.backward()?)?;
+        let kd = KdSettings {
+            enabled: matches!(cfg.variant, TabularVariant::MetaKd | TabularVariant::NoMeta),
+            weight: cfg.kd_weight,
+            distance: KdDistance::L1,
+            pairs: KdPairs::All,
+        };
+        let targets = labels(&chosen, &device)?;
+        let loss = training_loss(&task, &importance, (&inputs, &targets), &available, &kd)?;
+        adam.step(&loss.total.backward()?)?;
         if uses_meta && iteration % cfg.meta_every == 0 {
             let chosen: Vec<&TabularSubject> = (0..cfg.batch_size.min(meta_pool.len()))
                 .map(|_| meta_pool[rng.random_range(0..meta_pool.len())])
                 .collect();
-            let embeddings = net.encode(&scaler.inputs(&chosen, &device)?)?.detach();
-            let logits = net.classify_weighted(&embeddings, &importance.omega()?)?;
-            let meta_loss = candle_nn::loss::cross_entropy(&logits, &labels(&chosen, &device)?)?;
-            meta_adam.step(&meta_loss.backward()?)?;
+            direct_meta_step(
+                &task,
+                &importance,
+                &mut meta_adam,
+                (
+                    &scaler.inputs(&chosen, &device)?,
+                    &labels(&chosen, &device)?,
+                ),
+                &vec![true; m],
+            )?;
         }
     }
 

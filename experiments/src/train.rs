@@ -10,6 +10,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use metakd_data::shards::ShardSet;
+use metakd_data::Modality;
+use metakd_model::method::{direct_meta_step, lookahead_step, MetaModalities, MetaRule, Subset};
 use metakd_model::optim::{Adam, SgdNesterov};
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -23,7 +25,6 @@ use crate::files::{
     SPLIT_FILE,
 };
 use crate::loader::{BatchLoader, BatchPlan, CaseSet};
-use crate::meta::{direct_step, lookahead_step, MetaModalities, MetaRule};
 use crate::progress;
 use crate::resume::{
     load_checkpoint, named_vars, save_checkpoint, LogRow, MetaLogRow, TrainingState,
@@ -32,8 +33,7 @@ use crate::run_folder::{self, Existing};
 use crate::sampler::CropSampler;
 use crate::schedule::learning_rate;
 use crate::splits::Splits;
-use crate::step::training_step;
-use crate::subsets::Subset;
+use crate::step::{training_step, SegmentationTask};
 use crate::tables::write_parquet;
 use crate::tracking::client::KeyValue;
 use crate::tracking::{config_params, Tracker, TrackingOptions, TrackingReport};
@@ -502,8 +502,15 @@ fn meta_phase(
         } else {
             Subset::full(m)
         };
+        let task = SegmentationTask::new(model, t);
         let loss = match cfg.meta.rule {
-            MetaRule::Direct => direct_step(model, adam, &val, &subset.flags(m), t)?,
+            MetaRule::Direct => direct_meta_step(
+                &task,
+                &model.importance,
+                adam,
+                (&val.0, &val.1),
+                &subset.flags(m),
+            )?,
             MetaRule::Lookahead => {
                 let train = sources
                     .train_cases
@@ -516,11 +523,12 @@ fn meta_phase(
                     )?
                     .into_tensors(device)?;
                 lookahead_step(
-                    model,
+                    &task,
+                    &model.importance,
                     adam,
-                    (&train, sources.available),
-                    &val,
-                    t,
+                    ((&train.0, &train.1), sources.available),
+                    (&val.0, &val.1),
+                    &t.kd_settings(),
                     sources.lr,
                 )?;
                 f64::NAN
@@ -551,7 +559,7 @@ fn write_meta_log(rows: &[MetaLogRow], m: usize, path: &Path) -> Result<()> {
         Column::new(
             "modalities".into(),
             rows.iter()
-                .map(|r| Subset(r.subset).name())
+                .map(|r| Subset(r.subset).name(&Modality::DISPLAY_NAMES))
                 .collect::<Vec<_>>(),
         ),
         Column::new(

@@ -6,8 +6,8 @@ mod common;
 
 use metakd_experiments::config::RunConfig;
 use metakd_experiments::files::LOG_FILE;
-use metakd_experiments::meta::MetaRule;
 use metakd_experiments::train;
+use metakd_model::method::MetaRule;
 use polars::prelude::*;
 
 fn log_of(cfg: &RunConfig, run: &std::path::Path) -> DataFrame {

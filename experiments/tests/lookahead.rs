@@ -4,10 +4,10 @@
 use candle_core::{Device, Tensor};
 use metakd_experiments::checkpoint::Model;
 use metakd_experiments::config::TrainConfig;
-use metakd_experiments::meta::lookahead_gradient;
 use metakd_experiments::resume::named_vars;
+use metakd_experiments::step::SegmentationTask;
 use metakd_model::losses::segmentation_loss;
-use metakd_model::metakd::pairwise_kd_loss;
+use metakd_model::method::{lookahead_gradient, pairwise_kd_loss, TaskLoss};
 use metakd_model::nets::SegmenterConfig;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -106,11 +106,18 @@ fn lookahead_gradient_matches_central_differences_of_the_bilevel_objective() {
         .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
         .collect();
 
-    let got: Vec<f32> =
-        lookahead_gradient(&model, (&train, &AVAILABLE), &val, &train_config(), ALPHA)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+    let t = train_config();
+    let got: Vec<f32> = lookahead_gradient(
+        &SegmentationTask::new(&model, &t),
+        &model.importance,
+        ((&train.0, &train.1), &AVAILABLE),
+        (&val.0, &val.1),
+        &t.kd_settings(),
+        ALPHA,
+    )
+    .unwrap()
+    .to_vec1()
+    .unwrap();
 
     let after: Vec<Vec<f32>> = named_vars(&model)
         .iter()

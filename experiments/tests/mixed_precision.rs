@@ -11,7 +11,7 @@ use metakd_experiments::config::{EvalConfig, RunConfig, TrainConfig};
 use metakd_experiments::evaluate::Inference;
 use metakd_experiments::resume::named_vars;
 use metakd_experiments::step::{training_step, StepOutcome};
-use metakd_experiments::subsets::Subset;
+use metakd_model::method::Subset;
 use metakd_model::nets::SegmenterConfig;
 use metakd_model::ops::Precision;
 use metakd_model::optim::SgdNesterov;

@@ -4,8 +4,8 @@ use metakd_data::prepare::PrepareOptions;
 use metakd_data::synth::{write_dataset, SynthConfig};
 use metakd_experiments::config::RunConfig;
 use metakd_experiments::files::{CONFIG_FILE, LOG_FILE, MODEL_FILE, SPLIT_FILE, SWEEP_FILE};
-use metakd_experiments::subsets::Subset;
 use metakd_experiments::{eval_labels, export, prepare, sweep, train};
+use metakd_model::method::Subset;
 use polars::prelude::*;
 
 #[test]

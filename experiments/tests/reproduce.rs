@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use metakd_experiments::config::{EvalWindow, RunConfig};
-use metakd_experiments::meta::MetaModalities;
 use metakd_experiments::sampler::CropRule;
 use metakd_experiments::schedule::LrSchedule;
 use metakd_model::losses::DiceReduction;
+use metakd_model::method::MetaModalities;
 use metakd_model::nets::Preset;
 
 fn config(name: &str) -> RunConfig {

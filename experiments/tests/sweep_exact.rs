@@ -10,7 +10,7 @@ use metakd_data::shards::ShardSet;
 use metakd_experiments::checkpoint::Model;
 use metakd_experiments::config::{EvalConfig, EvalWindow, TileWeighting};
 use metakd_experiments::evaluate::{tile_weights, zero_features, Inference};
-use metakd_experiments::subsets::Subset;
+use metakd_model::method::Subset;
 use metakd_model::nets::{FillSkips, SegmenterConfig};
 
 #[test]
@@ -50,7 +50,7 @@ fn cached_subset_predictions_equal_naive_ones_bit_for_bit() {
                     differing.count(),
                     0,
                     "subset {} ({fill_skips:?}, {weighting:?})",
-                    subsets[k].name()
+                    subsets[k].name(&metakd_data::Modality::DISPLAY_NAMES)
                 );
             }
             // Subsets do differ from each other: the comparison is not between constants.

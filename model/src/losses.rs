@@ -4,6 +4,7 @@
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::method::TaskLoss;
 use crate::ops::channel_sums;
 
 /// How the soft Dice loss gathers its sums (method spec, section 5).
@@ -29,9 +30,9 @@ pub struct SegmentationLoss {
     pub bce: Tensor,
 }
 
-impl SegmentationLoss {
+impl TaskLoss for SegmentationLoss {
     /// Dice + BCE.
-    pub fn total(&self) -> Result<Tensor> {
+    fn total(&self) -> Result<Tensor> {
         &self.dice + &self.bce
     }
 }

@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use metakd_model::losses::{bce_with_logits, soft_dice_loss, DiceReduction};
-use metakd_model::metakd::{fill_missing, pairwise_kd_loss, KdDistance, KdPairs};
+use metakd_model::method::{fill_missing, pairwise_kd_loss, KdDistance, KdPairs};
 use metakd_model::ops::{instance_norm3d, standardize_weight};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 

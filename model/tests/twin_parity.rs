@@ -15,8 +15,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use metakd_model::losses::{segmentation_loss, DiceReduction};
-use metakd_model::metakd::{
-    fill_missing, pairwise_kd_loss, ImportanceWeights, KdDistance, KdPairs,
+use metakd_model::method::{
+    fill_missing, pairwise_kd_loss, ImportanceWeights, KdDistance, KdPairs, TaskLoss,
 };
 use metakd_model::nets::{MetaKdSegmenter, SegmenterConfig};
 use serde_json::Value;

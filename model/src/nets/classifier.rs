@@ -7,7 +7,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::metakd::{fused_logits, importance_weighted_logits};
+use super::fused_head::{fused_logits, importance_weighted_logits};
 use crate::ops::{add_channel_bias, conv3d, max_pool3d, Conv3dParams, Pool3dParams};
 
 /// Sizes of the classifier.

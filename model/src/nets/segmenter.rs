@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 use super::config::{FillSkips, SegmenterConfig};
 use super::decoder::Decoder;
 use super::encoder::Encoder;
-use crate::metakd::{check_available, fill_missing};
+use crate::method::{check_available, fill_missing};
 
 /// The encoder's outputs for every modality of a batch, stacked along a modality axis: modality
 /// `i` of sample `s` is `[s, i]`. Stacked, the channel concatenation the decoder fuses is a

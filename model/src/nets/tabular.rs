@@ -7,7 +7,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::metakd::{fused_logits, importance_weighted_logits};
+use super::fused_head::{fused_logits, importance_weighted_logits};
 
 /// Sizes of the tabular classifier.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

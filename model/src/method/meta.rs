@@ -1,28 +1,25 @@
-//! Meta phases that learn the importance logits w (method spec, section 6).
+//! Meta steps that learn the importance logits w (method spec, section 6).
 //!
-//! - `direct` (the reference's first-order rule): a forward pass of a meta-validation crop with
-//!   each bottleneck feature scaled by its importance, f_m ← ω_m·f_m, and no mean fill; the task
+//! - `direct` (the reference's first-order rule): a forward pass of a meta-validation batch with
+//!   each modality's feature scaled by its importance, f_m ← ω_m·f_m, and no mean fill; the task
 //!   loss's gradient with respect to w drives an Adam step on w. In stage 1 every modality is
 //!   present; in stage 2 (by default, [`MetaModalities::Random`]) each meta sample draws its own
-//!   subset, its missing inputs are zeroed and their features are the zero image's response.
+//!   subset, its missing inputs are treated as the task's encoder treats them.
 //! - `lookahead` (the bilevel reading): one virtual SGD step θ' = θ − α∇θ L_train(θ, w) on a
-//!   training crop, then the gradient of L_val(θ') with respect to w. Only the distillation term
+//!   training batch, then the gradient of L_val(θ') with respect to w. Only the distillation term
 //!   of L_train depends on w, through the ratios r_ij = exp(w_i − w_j), so with v = ∇θ' L_val(θ')
 //!   and d_ij the pair distances (teachers held constant, as in ∇θ L_train):
 //!   ∂L_val(θ')/∂w_k = −α λ · v · ∇θ Σ_ij (∂r_ij/∂w_k) d_ij(θ),
 //!   one backward pass per available modality k — exact, with no finite differences.
 
-use anyhow::Result;
-use candle_core::{Tensor, Var};
-use metakd_model::losses::segmentation_loss;
-use metakd_model::metakd::kd_pair_terms;
-use metakd_model::optim::Adam;
+use candle_core::{DType, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::Model;
-use crate::config::TrainConfig;
-use crate::resume::named_vars;
-use crate::step::{mask_missing, training_loss};
+use super::importance::ImportanceWeights;
+use super::kd::{kd_pair_terms, KdSettings};
+use super::step::training_loss;
+use super::task::{MetaKdTask, TaskLoss};
+use crate::optim::Adam;
 
 /// How a meta phase computes the gradient of w.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -47,40 +44,38 @@ pub enum MetaModalities {
     All,
 }
 
-/// Images `[n, m, d, h, w]` and targets `[n, 3, d, h, w]`.
-pub type Batch = (Tensor, Tensor);
-
-/// One `direct` meta step on a meta-validation batch with the modalities `available` (the
-/// missing ones are zeroed; every modality's own feature, scaled by ω, is decoded): Adam on w
+/// One `direct` meta step of `task` on a meta-validation batch with the modalities `available`:
+/// the detached encoding, every modality's feature scaled by ω, the task loss, and Adam on w
 /// only. Returns the task loss before the step.
-pub fn direct_step(
-    model: &Model,
+pub fn direct_meta_step<T: MetaKdTask>(
+    task: &T,
+    importance: &ImportanceWeights,
     adam: &mut Adam,
-    (x, y): &Batch,
+    (inputs, targets): (&T::Inputs, &T::Targets),
     available: &[bool],
-    t: &TrainConfig,
 ) -> Result<f64> {
-    let features = model.net.encode(&mask_missing(x, available)?)?.detach();
-    let omega = model.importance.omega()?;
-    let logits = model.net.decode_weighted(&features, &omega)?;
-    let loss = segmentation_loss(&logits, y, t.dice)?.total()?;
+    let encoding = task.detach(&task.encode(inputs, available)?);
+    let output = task.weighted_head(&encoding, &importance.omega()?)?;
+    let loss = task.loss(&output, targets)?.total()?;
     let value = f64::from(loss.to_scalar::<f32>()?);
     adam.step(&loss.backward_releasing()?)?;
     Ok(value)
 }
 
 /// One `lookahead` meta step: the gradient of [`lookahead_gradient`] drives Adam on w.
-pub fn lookahead_step(
-    model: &Model,
+#[allow(clippy::type_complexity)]
+pub fn lookahead_step<T: MetaKdTask>(
+    task: &T,
+    importance: &ImportanceWeights,
     adam: &mut Adam,
-    train: (&Batch, &[bool]),
-    val: &Batch,
-    t: &TrainConfig,
+    train: ((&T::Inputs, &T::Targets), &[bool]),
+    val: (&T::Inputs, &T::Targets),
+    kd: &KdSettings,
     alpha: f64,
 ) -> Result<()> {
-    let grad = lookahead_gradient(model, train, val, t, alpha)?;
+    let grad = lookahead_gradient(task, importance, train, val, kd, alpha)?;
     // A linear surrogate whose gradient with respect to w is `grad`.
-    let surrogate = (model.importance.logits().as_tensor() * &grad)?.sum_all()?;
+    let surrogate = (importance.logits().as_tensor() * &grad)?.sum_all()?;
     adam.step(&surrogate.backward()?)?;
     Ok(())
 }
@@ -93,12 +88,11 @@ struct ParameterSnapshot {
 }
 
 impl ParameterSnapshot {
-    fn take(model: &Model) -> Result<Self> {
-        let vars: Vec<Var> = named_vars(model).into_iter().map(|(_, v)| v).collect();
+    fn take(vars: Vec<Var>) -> Result<Self> {
         let values = vars
             .iter()
             .map(|v| v.as_tensor().copy())
-            .collect::<candle_core::Result<_>>()?;
+            .collect::<Result<_>>()?;
         Ok(Self { vars, values })
     }
 
@@ -143,42 +137,50 @@ impl Drop for ParameterSnapshot {
 /// The `lookahead` gradient of w (see the module documentation) for a training batch with the
 /// modalities `available`, a meta-validation batch (all modalities) and virtual step size
 /// `alpha`. The network's parameters are unchanged afterwards.
-pub fn lookahead_gradient(
-    model: &Model,
-    ((x_train, y_train), available): (&Batch, &[bool]),
-    (x_val, y_val): &Batch,
-    t: &TrainConfig,
+#[allow(clippy::type_complexity)]
+pub fn lookahead_gradient<T: MetaKdTask>(
+    task: &T,
+    importance: &ImportanceWeights,
+    ((train_inputs, train_targets), available): ((&T::Inputs, &T::Targets), &[bool]),
+    (val_inputs, val_targets): (&T::Inputs, &T::Targets),
+    kd: &KdSettings,
     alpha: f64,
 ) -> Result<Tensor> {
     let m = available.len();
-    let w = model.importance.logit_values()?;
-    let device = x_train.device();
-    let snapshot = ParameterSnapshot::take(model)?;
+    let w = importance.logit_values()?;
+    let device = importance.logits().device().clone();
+    let snapshot = ParameterSnapshot::take(task.parameters())?;
 
     // Virtual step θ' = θ − α ∇θ L_train(θ, w).
-    let loss = training_loss(model, (x_train, y_train), available, t)?.total;
-    let train_grad = snapshot.gradients(&loss)?;
+    let loss = training_loss(
+        task,
+        importance,
+        (train_inputs, train_targets),
+        available,
+        kd,
+    )?;
+    let train_grad = snapshot.gradients(&loss.total)?;
     snapshot.move_along(&train_grad, -alpha)?;
 
     // v = ∇θ' L_val(θ').
-    let val_features = model.net.encode(x_val)?;
-    let val_logits = model.net.decode(&val_features, &vec![true; m])?;
-    let v = snapshot.gradients(&segmentation_loss(&val_logits, y_val, t.dice)?.total()?)?;
+    let all = vec![true; m];
+    let val_output = task.head(&task.encode(val_inputs, &all)?, &all)?;
+    let v = snapshot.gradients(&task.loss(&val_output, val_targets)?.total()?)?;
     snapshot.restore()?;
 
     // v · ∇θ Σ_ij (∂r_ij/∂w_k) d_ij at θ, for each available k (missing modalities have no pairs).
     let mut grad = vec![0.0f64; m];
-    if t.kd {
-        let features = model.net.encode(&mask_missing(x_train, available)?)?;
+    if kd.enabled {
+        let encoding = task.encode(train_inputs, available)?;
         let terms = kd_pair_terms(
-            &features.modality_bottlenecks()?,
+            &task.distilled_features(&encoding)?,
             available,
             &w,
-            t.kd_distance,
-            t.kd_pairs,
+            kd.distance,
+            kd.pairs,
         )?;
         for (k, g) in grad.iter_mut().enumerate().filter(|(k, _)| available[*k]) {
-            let mut weighted = Tensor::zeros((), candle_core::DType::F32, device)?;
+            let mut weighted = Tensor::zeros((), DType::F32, &device)?;
             for term in &terms {
                 let sign =
                     f64::from(u8::from(term.teacher == k)) - f64::from(u8::from(term.student == k));
@@ -194,10 +196,10 @@ pub fn lookahead_gradient(
                     dot += f64::from((dv * v)?.sum_all()?.to_scalar::<f32>()?);
                 }
             }
-            *g = -alpha * t.kd_weight * dot;
+            *g = -alpha * kd.weight * dot;
         }
     }
     drop(snapshot);
     let grad: Vec<f32> = grad.into_iter().map(|g| g as f32).collect();
-    Ok(Tensor::from_vec(grad, m, device)?)
+    Tensor::from_vec(grad, m, &device)
 }
