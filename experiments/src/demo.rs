@@ -8,9 +8,9 @@ use anyhow::{Context, Result};
 use metakd_data::prepare::PrepareOptions;
 use metakd_data::synth::{write_dataset, SynthConfig, MISNAMED_SEG_FILE};
 
-use crate::config::RunConfig;
 use crate::files::SWEEP_FILE;
 use crate::progress;
+use crate::run::config::RunConfig;
 
 /// The embedded demo configuration (`configs/demo.toml`).
 pub const DEMO_CONFIG: &str = include_str!("../../configs/demo.toml");
@@ -122,10 +122,10 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoOutcome> {
     lap(2);
 
     let table = run.join(SWEEP_FILE);
-    crate::sweep::sweep(
+    crate::eval::sweep::sweep(
         &run,
         &table,
-        &crate::sweep::SweepOptions::default(),
+        &crate::eval::sweep::SweepOptions::default(),
         options.show_progress,
     )?;
     lap(3);

@@ -1,43 +1,21 @@
-//! Experiments with MetaKD: run configuration ([`config`]), training with meta-learned importance
-//! weights ([`train`]), checkpoints ([`checkpoint`]), sliding-window evaluation ([`evaluate`]),
-//! modality-subset sweeps ([`sweep`]) and the end-to-end [`demo`]. The `metakd` command wires
-//! them to the data preparation and report stages.
+//! Experiments with MetaKD, by stage: the command line ([`cli`]), the run folder ([`run`]:
+//! configuration, splits, model, checkpoint), training batches ([`batches`]), training with
+//! meta-learned importance weights ([`train`]), evaluation and the modality-subset sweep
+//! ([`eval`]), the classification tasks ([`classify`]: AV-MNIST, modality tables), metrics
+//! ([`metrics`]), experiment tracking ([`tracking`]), benches and the GPU check ([`perf`]), and
+//! the end-to-end [`demo`]. docs/architecture.md draws how they connect.
 
-pub mod alloc_stats;
-pub mod augment;
-pub mod avmnist;
-pub mod avmnist_protocol;
-pub mod bench;
-pub mod bench_prepare;
-pub mod bench_sweep;
-pub mod bench_train;
-pub mod case_slices;
-pub mod checkpoint;
-pub mod checks;
+pub mod batches;
+pub mod classify;
 pub mod cli;
-pub mod compute_device;
-pub mod config;
 pub mod demo;
-pub mod eval_labels;
-pub mod evaluate;
-pub mod export;
+pub mod eval;
 pub mod files;
-pub mod gpu_check;
-pub mod loader;
 pub mod metrics;
-pub mod parallel_zeroing;
-pub mod postprocess;
+pub mod perf;
 pub mod progress;
-pub mod resume;
-pub mod run_folder;
-pub mod sampler;
-pub mod schedule;
-pub mod split_command;
-pub mod splits;
-pub mod step;
-pub mod sweep;
+pub mod run;
 pub mod tables;
-pub mod tabular;
 #[cfg(test)]
 mod test_cases;
 pub mod tracking;

@@ -4,8 +4,8 @@
 
 mod common;
 
-use metakd_experiments::config::RunConfig;
 use metakd_experiments::files::LOG_FILE;
+use metakd_experiments::run::config::RunConfig;
 use metakd_experiments::train;
 use metakd_model::method::MetaRule;
 use polars::prelude::*;

@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use metakd_data::avmnist::dataset::{build, AvMnistOptions};
-use metakd_experiments::avmnist::{train_and_evaluate, AvMnistTrainConfig, RateModality, Variant};
+use metakd_experiments::classify::avmnist::{
+    train_and_evaluate, AvMnistTrainConfig, RateModality, Variant,
+};
 
 /// AV-MNIST built from the real FSDD and MNIST files of `../shared/data`.
 fn real_samples() -> Vec<metakd_data::avmnist::dataset::AvMnistSample> {
@@ -76,7 +78,7 @@ fn a_short_metakd_run_learns_the_digits() {
 
 #[test]
 fn the_protocol_runs_in_resumable_units_into_the_common_table() {
-    use metakd_experiments::avmnist_protocol::{run_protocol, ProtocolPlan};
+    use metakd_experiments::classify::avmnist_protocol::{run_protocol, ProtocolPlan};
     let samples = real_samples();
     let out = std::env::temp_dir().join(format!("metakd-avmnist-protocol-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);

@@ -3,7 +3,7 @@
 //! own, since a profile is process-wide.
 
 use candle_core::Device;
-use metakd_experiments::bench_train::{bench_train, StepRuns, StepShape};
+use metakd_experiments::perf::bench_train::{bench_train, StepRuns, StepShape};
 use metakd_model::nets::SegmenterConfig;
 use metakd_model::ops::Precision;
 

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use clap::{CommandFactory, Parser};
 use metakd_experiments::cli::{Cli, Command as Subcommand};
-use metakd_experiments::split_command::SplitRequest;
+use metakd_experiments::run::split_files::SplitRequest;
 
 /// The languages of fenced blocks whose lines are commands (`console`: only those after `$ `).
 const SHELL_LANGUAGES: [&str; 4] = ["sh", "bash", "shell", "console"];

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use metakd_data::nifti_io::{read_volume, write_volume, StoredType, Volume, MAX_VOXELS};
 use metakd_data::shards::{Manifest, ShardSet};
-use metakd_experiments::config::RunConfig;
+use metakd_experiments::run::config::RunConfig;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use rand::SeedableRng;

@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use metakd_experiments::augment::reference::{contrast, gamma_keeping_stats, low_resolution};
-use metakd_experiments::augment::{gaussian_filter_reflect, AugmentConfig};
+use metakd_experiments::batches::augment::reference::{
+    contrast, gamma_keeping_stats, low_resolution,
+};
+use metakd_experiments::batches::augment::{gaussian_filter_reflect, AugmentConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 

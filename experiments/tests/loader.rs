@@ -7,9 +7,9 @@ use std::sync::Arc;
 mod common;
 
 use metakd_data::shards::ShardSet;
-use metakd_experiments::augment::AugmentConfig;
-use metakd_experiments::loader::{BatchLoader, BatchPlan, CaseSet};
-use metakd_experiments::sampler::{
+use metakd_experiments::batches::augment::AugmentConfig;
+use metakd_experiments::batches::loader::{BatchLoader, BatchPlan, CaseSet};
+use metakd_experiments::batches::sampler::{
     extract, extract_resampled, CropSampler, ForegroundIndex, VoxelSource, FOREGROUND_SAMPLES,
     OUTPUT_REGIONS,
 };

@@ -2,10 +2,10 @@
 //! F(w) = L_val(θ − α ∇θ L_train(θ, w)) computed by brute force.
 
 use candle_core::{Device, Tensor};
-use metakd_experiments::checkpoint::Model;
-use metakd_experiments::config::TrainConfig;
-use metakd_experiments::resume::named_vars;
-use metakd_experiments::step::SegmentationTask;
+use metakd_experiments::run::checkpoint::named_vars;
+use metakd_experiments::run::config::TrainConfig;
+use metakd_experiments::run::model::Model;
+use metakd_experiments::train::step::SegmentationTask;
 use metakd_model::losses::segmentation_loss;
 use metakd_model::method::{lookahead_gradient, pairwise_kd_loss, TaskLoss};
 use metakd_model::nets::SegmenterConfig;

@@ -6,11 +6,11 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use metakd_data::shards::ShardSet;
-use metakd_experiments::checkpoint::Model;
-use metakd_experiments::config::{EvalConfig, RunConfig, TrainConfig};
-use metakd_experiments::evaluate::Inference;
-use metakd_experiments::resume::named_vars;
-use metakd_experiments::step::{training_step, StepOutcome};
+use metakd_experiments::eval::inference::Inference;
+use metakd_experiments::run::checkpoint::named_vars;
+use metakd_experiments::run::config::{EvalConfig, RunConfig, TrainConfig};
+use metakd_experiments::run::model::Model;
+use metakd_experiments::train::step::{training_step, StepOutcome};
 use metakd_model::method::Subset;
 use metakd_model::nets::SegmenterConfig;
 use metakd_model::ops::Precision;

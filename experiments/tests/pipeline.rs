@@ -2,9 +2,10 @@
 
 use metakd_data::prepare::PrepareOptions;
 use metakd_data::synth::{write_dataset, SynthConfig};
-use metakd_experiments::config::RunConfig;
+use metakd_experiments::eval::{label_files, predict, sweep};
 use metakd_experiments::files::{CONFIG_FILE, LOG_FILE, MODEL_FILE, SPLIT_FILE, SWEEP_FILE};
-use metakd_experiments::{eval_labels, export, prepare, sweep, train};
+use metakd_experiments::run::config::RunConfig;
+use metakd_experiments::{prepare, train};
 use metakd_model::method::Subset;
 use polars::prelude::*;
 
@@ -147,10 +148,10 @@ fn short_run_trains_sweeps_and_reports() {
     // against the release's own label files give the sweep's numbers for that subset.
     let predictions = dir.path().join("predictions");
     let written =
-        export::predict_run(&run, None, Subset::full(4), &predictions, false, false).unwrap();
+        predict::predict_run(&run, None, Subset::full(4), &predictions, false, false).unwrap();
     assert_eq!(written.written.len(), 2);
     assert!(written.skipped.is_empty());
-    let scored = eval_labels::evaluate_labels(&predictions, &data, |_, _| {}).unwrap();
+    let scored = label_files::evaluate_labels(&predictions, &data, |_, _| {}).unwrap();
     assert_eq!(scored.cases.len(), 2, "{scored:?}");
     assert!(scored.skipped.is_empty(), "{:?}", scored.skipped);
     assert_eq!(scored.missing_predictions.len(), 4, "the 4 training cases");
@@ -187,9 +188,9 @@ fn short_run_trains_sweeps_and_reports() {
     let references = dir.path().join("references");
     let shard_set = metakd_data::shards::ShardSet::open(&shards).unwrap();
     for case in shard_set.read_cases(|_| true).unwrap() {
-        export::write_label_map(&references, &case, &case.regions).unwrap();
+        predict::write_label_map(&references, &case, &case.regions).unwrap();
     }
-    let exact = eval_labels::evaluate_labels(&references, &data, |_, _| {}).unwrap();
+    let exact = label_files::evaluate_labels(&references, &data, |_, _| {}).unwrap();
     assert_eq!(exact.cases.len(), 6);
     for case in &exact.cases {
         for metrics in case.regions.values() {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use metakd_experiments::postprocess::{reference_postprocess, LabelGrid};
+use metakd_experiments::eval::postprocess::{reference_postprocess, LabelGrid};
 
 const SHAPE: [usize; 3] = [40, 36, 32];
 
@@ -81,8 +81,8 @@ fn the_edge_slice_rule_counts_slices_of_the_original_volume() {
 fn the_26_connected_option_keeps_edge_slices_and_diagonal_neighbours() {
     use metakd_data::metadata::CaseMetadata;
     use metakd_data::preprocess::{regions_of_label, ClipOutcome, PreparedCase};
-    use metakd_experiments::evaluate::label_of_regions;
-    use metakd_experiments::postprocess::{postprocess_regions, PostprocessRule};
+    use metakd_experiments::eval::inference::label_of_regions;
+    use metakd_experiments::eval::postprocess::{postprocess_regions, PostprocessRule};
 
     let tensors = fixtures();
     let labels = bytes(&tensors["components.labels"]);

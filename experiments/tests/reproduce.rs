@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use metakd_experiments::config::{EvalWindow, RunConfig};
-use metakd_experiments::sampler::CropRule;
-use metakd_experiments::schedule::LrSchedule;
+use metakd_experiments::batches::sampler::CropRule;
+use metakd_experiments::run::config::{EvalWindow, RunConfig};
+use metakd_experiments::train::schedule::LrSchedule;
 use metakd_model::losses::DiceReduction;
 use metakd_model::method::MetaModalities;
 use metakd_model::nets::Preset;
@@ -240,7 +240,7 @@ fn reproduce_without_split_lists_draws_three_protocol_b_folds() {
     let mut test_sets = Vec::new();
     for fold in 1..=3 {
         let file = work.join(format!("splits/split{fold}.json"));
-        let split = metakd_experiments::splits::Splits::read(&file).unwrap();
+        let split = metakd_experiments::run::splits::Splits::read(&file).unwrap();
         assert_eq!(split.protocol, format!("protocol-b split {fold} (seed 0)"));
         // 9 cases: 2 test, 1 validation, 6 training cases of which 5 meta-validate.
         assert_eq!(

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use metakd_experiments::augment::spatial::{Elastic, SpatialDraw};
-use metakd_experiments::augment::AugmentConfig;
+use metakd_experiments::batches::augment::spatial::{Elastic, SpatialDraw};
+use metakd_experiments::batches::augment::AugmentConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 use serde_json::Value;

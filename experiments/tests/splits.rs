@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use metakd_data::prepare::{prepare_brats, PrepareOptions};
 use metakd_data::synth::{write_dataset, SynthConfig};
-use metakd_experiments::split_command::{write_splits, MetaValChoice, SplitRequest};
-use metakd_experiments::splits::{read_id_list, Splits};
+use metakd_experiments::run::split_files::{write_splits, MetaValChoice, SplitRequest};
+use metakd_experiments::run::splits::{read_id_list, Splits};
 
 fn shared_splits() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/brats-splits")
@@ -209,7 +209,7 @@ fn a_run_takes_its_splits_from_the_configured_file() {
     .unwrap()
     .remove(0);
     let manifest = metakd_data::shards::Manifest::read(&shards).unwrap();
-    let mut cfg = metakd_experiments::config::DataConfig {
+    let mut cfg = metakd_experiments::run::config::DataConfig {
         shards: shards.clone(),
         split: Some(file.clone()),
         ..Default::default()

@@ -7,9 +7,9 @@ mod common;
 
 use candle_core::Device;
 use metakd_data::shards::ShardSet;
-use metakd_experiments::checkpoint::Model;
-use metakd_experiments::config::{EvalConfig, EvalWindow, TileWeighting};
-use metakd_experiments::evaluate::{tile_weights, zero_features, Inference};
+use metakd_experiments::eval::inference::{tile_weights, zero_features, Inference};
+use metakd_experiments::run::config::{EvalConfig, EvalWindow, TileWeighting};
+use metakd_experiments::run::model::Model;
 use metakd_model::method::Subset;
 use metakd_model::nets::{FillSkips, SegmenterConfig};
 

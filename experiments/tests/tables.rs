@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use metakd_data::adni::{ad_csf_tables, read_tables, AD_CSF_CLASSES, AD_CSF_MODALITIES};
-use metakd_experiments::tabular::{
+use metakd_experiments::classify::tables::{
     run_tables, train_and_evaluate, TabularTrainConfig, TabularVariant,
 };
 

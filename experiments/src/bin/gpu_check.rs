@@ -2,7 +2,7 @@
 //! machine (see docs/gpu.md).
 
 use clap::Parser;
-use metakd_experiments::gpu_check::{run, GpuCheckOptions};
+use metakd_experiments::perf::gpu_check::{run, GpuCheckOptions};
 
 /// Every 3D op on CUDA against the CPU, timed training steps of the `reference` and `small`
 /// presets beside the PyTorch twin on the same GPU, and a table of the figures.

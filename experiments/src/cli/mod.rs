@@ -1,16 +1,26 @@
 //! The `metakd` command line: every subcommand and its arguments, parsed by clap. The binary
 //! parses [`Cli`] and dispatches on [`Command`].
 
+mod classify;
+mod data;
+mod demo;
+mod evaluation;
+mod perf;
+mod training;
+
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use metakd_data::release::Release;
+use metakd_model::nets::Preset;
 use metakd_reports::regress::Tolerances;
 
-use crate::avmnist::Variant;
+use crate::classify::avmnist::Variant;
 use crate::demo::default_workdir;
-use crate::gpu_check::parse_extents;
-use crate::split_command::SplitRequest;
+use crate::perf::gpu_check::parse_extents;
+use crate::run::split_files::SplitRequest;
 use crate::tracking::TrackingOptions;
 
 /// MetaKD: meta-learned modality-weighted knowledge distillation for multi-modal learning with
@@ -20,6 +30,30 @@ use crate::tracking::TrackingOptions;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Carries out the command, with progress bars when standard error is a terminal.
+    pub fn run(self) -> Result<()> {
+        let show = std::io::stderr().is_terminal();
+        match self.command {
+            Command::Synth { dataset } => data::synth(dataset, show),
+            Command::Prepare { dataset } => data::prepare(dataset, show),
+            Command::Split { request } => data::split(request),
+            Command::Train(a) => training::train(a, show),
+            Command::Tracking { what } => training::tracking(what),
+            Command::Sweep(a) => evaluation::sweep(a, show),
+            Command::Predict(a) => evaluation::predict(a, show),
+            Command::EvalLabels(a) => evaluation::eval_labels(a, show),
+            Command::Report(a) => evaluation::report(a),
+            Command::Regress(a) => evaluation::regress(a),
+            Command::Avmnist { what } => classify::avmnist(what, show),
+            Command::Tables(a) => classify::tables(a, show),
+            Command::Bench { what } => perf::bench(what),
+            Command::GpuCheck(a) => crate::perf::gpu_check::run(&a),
+            Command::Demo(a) => demo::demo(a, show),
+        }
+    }
 }
 
 /// The subcommands of `metakd`.
@@ -75,7 +109,7 @@ pub enum Command {
     /// On a CUDA device (a build with the `cuda` feature): every 3D op against the CPU, a timed
     /// training step of the `reference` and `small` presets beside the PyTorch twin on the same
     /// GPU, and a table of the figures; exits with status 1 when an op differs.
-    GpuCheck(crate::gpu_check::GpuCheckOptions),
+    GpuCheck(crate::perf::gpu_check::GpuCheckOptions),
     /// Time the 3D ops, forward + backward.
     Bench {
         #[command(subcommand)]
@@ -102,8 +136,8 @@ pub enum BenchWhat {
     /// evaluation: with the cached encoder features, and with one forward pass per subset.
     Sweep {
         /// Network preset.
-        #[arg(long, value_enum, default_value_t = PresetArg::Reference)]
-        preset: PresetArg,
+        #[arg(long, value_enum, default_value_t = Preset::Reference)]
+        preset: Preset,
         /// Timed runs of each evaluation (the median is printed).
         #[arg(long, default_value_t = 1)]
         runs: usize,
@@ -118,8 +152,8 @@ pub enum BenchWhat {
     /// beside the same step of its PyTorch twin on the same weights and batch.
     Train {
         /// Network preset.
-        #[arg(long, value_enum, default_value_t = PresetArg::Reference)]
-        preset: PresetArg,
+        #[arg(long, value_enum, default_value_t = Preset::Reference)]
+        preset: Preset,
         /// Timed steps per shape (the median is printed).
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -162,15 +196,6 @@ pub enum BenchWhat {
         #[arg(long, default_value = "tools/prepare_reference.py")]
         script: PathBuf,
     },
-}
-
-/// Network presets on the command line.
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum PresetArg {
-    /// The plain CPU network.
-    Small,
-    /// The 3D ResNet-50 + ASPP network (about 44 M parameters).
-    Reference,
 }
 
 /// The data sets `metakd synth` generates.
@@ -284,7 +309,7 @@ pub struct TablesRunArgs {
     pub seeds: Vec<u64>,
     /// Variants (default: MetaKD, no KD, no meta, late fusion).
     #[arg(long, value_enum, value_delimiter = ',')]
-    pub variants: Vec<crate::tabular::TabularVariant>,
+    pub variants: Vec<crate::classify::tables::TabularVariant>,
     /// Training iterations (default: the configuration's).
     #[arg(long)]
     pub iterations: Option<usize>,
@@ -464,8 +489,8 @@ pub struct TrainArgs {
     pub from: Option<PathBuf>,
     /// Where the network trains: `cpu`, or `cuda` (the first GPU; a build with `--features
     /// cuda`). Data loading and augmentation stay on the CPU.
-    #[arg(long, value_enum, default_value_t = crate::compute_device::ComputeDevice::Cpu)]
-    pub device: crate::compute_device::ComputeDevice,
+    #[arg(long, value_enum, default_value_t = crate::run::device::ComputeDevice::Cpu)]
+    pub device: crate::run::device::ComputeDevice,
     #[command(flatten)]
     pub tracking: TrackingArgs,
 }

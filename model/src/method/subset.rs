@@ -54,6 +54,29 @@ impl Subset {
         self.0 == 0
     }
 
+    /// The subset of the modalities named (case-insensitive) among `names` (`names[i]` for
+    /// modality i); every modality when none is named.
+    pub fn from_names<S: AsRef<str>>(
+        named: &[S],
+        names: &[&str],
+    ) -> std::result::Result<Subset, String> {
+        if named.is_empty() {
+            return Ok(Subset::full(names.len()));
+        }
+        let mut mask = 0;
+        for name in named {
+            let name = name.as_ref().trim();
+            let index = names
+                .iter()
+                .position(|known| known.eq_ignore_ascii_case(name))
+                .ok_or_else(|| {
+                    format!("unknown modality {name:?} (known: {})", names.join(", "))
+                })?;
+            mask |= 1 << index;
+        }
+        Ok(Subset(mask))
+    }
+
     /// The names of the available modalities (`names[i]` for modality i) joined by `+`, e.g.
     /// `FLAIR+T1ce`.
     pub fn name<S: AsRef<str>>(self, names: &[S]) -> String {
@@ -98,6 +121,20 @@ mod tests {
         assert_eq!(names[10], "FLAIR+T1+T1ce");
         assert_eq!(all[14], Subset::full(4));
         assert_eq!(all[14].name(&BRATS), "FLAIR+T1+T1ce+T2");
+    }
+
+    #[test]
+    fn subsets_are_read_from_names() {
+        assert_eq!(
+            Subset::from_names(&["t1CE", " flair"], &BRATS),
+            Ok(Subset(0b0101))
+        );
+        assert_eq!(Subset::from_names::<&str>(&[], &BRATS), Ok(Subset::full(4)));
+        let err = Subset::from_names(&["pd"], &BRATS).unwrap_err();
+        assert!(
+            err.contains("\"pd\"") && err.contains("FLAIR, T1, T1ce, T2"),
+            "{err}"
+        );
     }
 
     #[test]

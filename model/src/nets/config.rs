@@ -13,9 +13,10 @@ pub enum FillSkips {
     Mean,
 }
 
-/// The network topology.
+/// The network topology (`small` or `reference`, in configurations and on the command line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Preset {
     /// A plain convolutional encoder-decoder for CPU demos and tests (sizes in `[model.small]`).
     #[default]
@@ -23,6 +24,16 @@ pub enum Preset {
     /// The reference network: 3D ResNet-50 + ASPP encoder and residual decoder (method spec,
     /// section 3; sizes in `[model.reference]`).
     Reference,
+}
+
+impl Preset {
+    /// The name in configurations and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Small => "small",
+            Preset::Reference => "reference",
+        }
+    }
 }
 
 /// Sizes of the `small` preset.
@@ -139,6 +150,14 @@ pub struct SegmenterConfig {
 }
 
 impl SegmenterConfig {
+    /// The network of `preset` at its default sizes.
+    pub fn of(preset: Preset) -> Self {
+        match preset {
+            Preset::Small => Self::small(),
+            Preset::Reference => Self::reference(),
+        }
+    }
+
     /// The `small` preset: four levels of 8, 16, 32 and 64 channels, for CPU demos and tests.
     pub fn small() -> Self {
         Self {

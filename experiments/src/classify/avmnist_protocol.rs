@@ -15,7 +15,7 @@ use metakd_data::avmnist::dataset::AvMnistSample;
 use metakd_reports::sweep_table::{self, SweepInfo};
 use polars::prelude::*;
 
-use crate::avmnist::{
+use crate::classify::avmnist::{
     reads_only_the_other, train_and_evaluate, AvMnistResult, AvMnistTrainConfig, RateModality,
     Variant, MODALITIES,
 };

@@ -3,6 +3,9 @@
 //! momentum, poly schedule); meta phases that take Adam steps on the importance logits w on
 //! meta-validation crops with every bottleneck feature scaled by its importance.
 
+pub mod schedule;
+pub mod step;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,26 +20,26 @@ use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
-use crate::augment::AugmentConfig;
-use crate::checkpoint::Model;
-use crate::config::RunConfig;
+use crate::batches::augment::AugmentConfig;
+use crate::batches::loader::{BatchLoader, BatchPlan, CaseSet};
+use crate::batches::sampler::CropSampler;
 use crate::files::{
     write_atomic, CHECKPOINT_FILE, CONFIG_FILE, FINISHED_FILE, LOG_FILE, META_LOG_FILE, MODEL_FILE,
     SPLIT_FILE,
 };
-use crate::loader::{BatchLoader, BatchPlan, CaseSet};
 use crate::progress;
-use crate::resume::{
+use crate::run::checkpoint::{
     load_checkpoint, named_vars, save_checkpoint, LogRow, MetaLogRow, TrainingState,
 };
-use crate::run_folder::{self, Existing};
-use crate::sampler::CropSampler;
-use crate::schedule::learning_rate;
-use crate::splits::Splits;
-use crate::step::{training_step, SegmentationTask};
+use crate::run::config::RunConfig;
+use crate::run::folder::{self, Existing};
+use crate::run::model::Model;
+use crate::run::splits::Splits;
 use crate::tables::write_parquet;
 use crate::tracking::client::KeyValue;
 use crate::tracking::{config_params, Tracker, TrackingOptions, TrackingReport};
+use crate::train::schedule::learning_rate;
+use crate::train::step::{training_step, SegmentationTask};
 
 /// What a finished training run reports.
 #[derive(Debug, Clone)]
@@ -68,7 +71,7 @@ pub enum Stage {
     Warmup,
     /// Stage 2 only: starts from the checkpoint of the stage-1 run folder `from` (network, both
     /// optimisers, generator) and trains to `train.iterations`; the learning rate follows
-    /// `train.lr_schedule` at the same iterations as in one run (see [`crate::schedule`]).
+    /// `train.lr_schedule` at the same iterations as in one run (see [`crate::train::schedule`]).
     Missing {
         /// The stage-1 run folder.
         from: PathBuf,
@@ -91,7 +94,7 @@ pub struct TrainOptions {
     /// Track the run on an MLflow server.
     pub tracking: Option<TrackingOptions>,
     /// Where the network trains.
-    pub device: crate::compute_device::ComputeDevice,
+    pub device: crate::run::device::ComputeDevice,
 }
 
 /// Trains the run described by `cfg` into `run_dir` (config, splits, model, log, checkpoint),
@@ -104,7 +107,7 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, options: &TrainOptions) -> Result<
         (false, true) => Existing::Overwrite,
         (false, false) => Existing::Refuse,
     };
-    let _lock = run_folder::take(run_dir, existing)?;
+    let _lock = folder::take(run_dir, existing)?;
     let Some(tracking) = &options.tracking else {
         return train_run(cfg, run_dir, options, None);
     };
@@ -448,7 +451,7 @@ fn first_non_finite_parameter(model: &Model) -> Result<Option<String>> {
         }
     }
     if !finite(model.importance.logits().as_tensor())? {
-        return Ok(Some(crate::checkpoint::IMPORTANCE_KEY.to_owned()));
+        return Ok(Some(crate::run::model::IMPORTANCE_KEY.to_owned()));
     }
     Ok(None)
 }

@@ -19,8 +19,8 @@ use metakd_data::shards::{CaseView, ShardSet};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
-use crate::augment::AugmentConfig;
-use crate::sampler::{CropSampler, ForegroundIndex};
+use crate::batches::augment::AugmentConfig;
+use crate::batches::sampler::{CropSampler, ForegroundIndex};
 
 /// Mixed into the run's seed for the per-batch generators, so they differ from the run's main
 /// generator.

@@ -25,7 +25,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::avmnist_protocol::{ClassificationRow, ClassificationRows, TEST_CASE};
+use crate::classify::avmnist_protocol::{ClassificationRow, ClassificationRows, TEST_CASE};
 use crate::files::write_atomic;
 use crate::metrics::classification::{class_scores, ClassScores};
 use crate::progress;

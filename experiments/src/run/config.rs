@@ -11,9 +11,9 @@ use metakd_model::nets::SegmenterConfig;
 use metakd_model::ops::Precision;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::KeyChecks;
-use crate::sampler::CropRule;
-use crate::schedule::LrSchedule;
+use crate::batches::sampler::CropRule;
+use crate::run::checks::KeyChecks;
+use crate::train::schedule::LrSchedule;
 
 /// Which cases train, meta-validate and test.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -241,7 +241,7 @@ pub struct EvalConfig {
     pub postprocess: bool,
     /// Which post-processing `postprocess` runs: `reference` (the reference's `postprocess.py`)
     /// or `components26`.
-    pub postprocess_rule: crate::postprocess::PostprocessRule,
+    pub postprocess_rule: crate::eval::postprocess::PostprocessRule,
     /// Arithmetic of the convolutions at inference: `f32`, or `bf16` (as `train.precision`).
     pub precision: Precision,
 }
@@ -255,7 +255,7 @@ impl Default for EvalConfig {
             tile_batch: 2,
             window: EvalWindow::WholeVolume,
             postprocess: false,
-            postprocess_rule: crate::postprocess::PostprocessRule::Reference,
+            postprocess_rule: crate::eval::postprocess::PostprocessRule::Reference,
             precision: Precision::F32,
         }
     }
@@ -274,7 +274,7 @@ pub struct RunConfig {
     /// Meta-learning of the importance weights.
     pub meta: MetaConfig,
     /// Intensity augmentation of the training crops.
-    pub augment: crate::augment::AugmentConfig,
+    pub augment: crate::batches::augment::AugmentConfig,
     /// Evaluation.
     pub eval: EvalConfig,
 }

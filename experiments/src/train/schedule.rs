@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::TrainConfig;
+use crate::run::config::TrainConfig;
 
 /// How the poly schedule lr = lr0 · (1 − t/T)^power spans the two stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -13,7 +13,7 @@ use metakd_model::ops::{
 };
 use serde::Serialize;
 
-use crate::alloc_stats;
+use crate::perf::alloc_stats;
 
 /// One benchmarked operation (the fields `tools/bench_torch.py` reads).
 #[derive(Debug, Clone, Serialize)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use metakd_data::shards::Manifest;
 
-use crate::splits::{read_id_list, Splits};
+use crate::run::splits::{read_id_list, Splits};
 
 /// How the meta-validation set is chosen inside the training set.
 #[derive(Debug, Clone, PartialEq, clap::Args)]

@@ -18,14 +18,14 @@ use metakd_reports::sweep_table::{self, SweepInfo};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::case_slices::case_slices;
-use crate::checkpoint::Model;
-use crate::config::RunConfig;
-use crate::evaluate::{zero_features, Inference, SubsetScores};
+use crate::eval::case_slices::case_slices;
+use crate::eval::inference::{zero_features, Inference, SubsetScores};
 use crate::files::{write_atomic, CONFIG_FILE, MODEL_FILE, SPLIT_FILE};
 use crate::metrics::{RegionMetrics, REGIONS};
 use crate::progress;
-use crate::splits::Splits;
+use crate::run::config::RunConfig;
+use crate::run::model::Model;
+use crate::run::splits::Splits;
 use metakd_model::method::Subset;
 
 /// How a sweep is cut into units.

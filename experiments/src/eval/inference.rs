@@ -11,12 +11,12 @@ use metakd_data::preprocess::{regions_of_label, PreparedCase, REGION_ET, REGION_
 use metakd_model::nets::ModalityFeatures;
 use metakd_model::ops::autocast;
 
-use crate::checkpoint::Model;
-use crate::config::{EvalConfig, RunConfig, TileWeighting};
+use crate::batches::sampler::{extract, OUTPUT_REGIONS};
+use crate::eval::postprocess::postprocess_regions;
 use crate::metrics::{case_metrics, Grid, RegionMetrics};
-use crate::postprocess::postprocess_regions;
-use crate::sampler::{extract, OUTPUT_REGIONS};
-use crate::step::mask_missing;
+use crate::run::config::{EvalConfig, RunConfig, TileWeighting};
+use crate::run::model::Model;
+use crate::train::step::mask_missing;
 use metakd_model::method::Subset;
 
 /// Start positions of the tiles along one axis: `tile`-long windows whose neighbours share about

@@ -16,7 +16,7 @@ mod spline;
 
 pub use spline::gaussian_filter_reflect;
 
-use crate::checks::KeyChecks;
+use crate::run::checks::KeyChecks;
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};

@@ -15,11 +15,11 @@ use metakd_model::ops::profile::{self, Profile};
 use metakd_model::ops::Precision;
 use metakd_model::optim::SgdNesterov;
 
-use crate::alloc_stats;
-use crate::checkpoint::{save_tensors, Model};
-use crate::config::TrainConfig;
-use crate::resume::named_vars;
-use crate::step::training_step;
+use crate::perf::alloc_stats;
+use crate::run::checkpoint::named_vars;
+use crate::run::config::TrainConfig;
+use crate::run::model::{save_tensors, Model};
+use crate::train::step::training_step;
 
 /// One benchmarked step shape.
 #[derive(Debug, Clone, Copy)]

@@ -12,8 +12,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::DataConfig;
 use crate::files::write_atomic;
+use crate::run::config::DataConfig;
 
 /// Case ids of each split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,9 +12,9 @@ use metakd_data::shards::ShardSet;
 use metakd_data::synth::{write_dataset, SynthConfig};
 use metakd_model::nets::SegmenterConfig;
 
-use crate::checkpoint::Model;
-use crate::config::EvalConfig;
-use crate::evaluate::{zero_features, Inference};
+use crate::eval::inference::{zero_features, Inference};
+use crate::run::config::EvalConfig;
+use crate::run::model::Model;
 use metakd_model::method::Subset;
 
 /// Seconds of each way of evaluating one case.

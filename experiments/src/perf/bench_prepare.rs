@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use metakd_data::prepare::{prepare_brats, PrepareOptions};
 use metakd_data::synth::{write_dataset, SynthConfig};
 
-use crate::alloc_stats;
+use crate::perf::alloc_stats;
 
 /// What `metakd bench prepare` measured.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,9 +11,9 @@ use metakd_model::nets::ModalityFeatures;
 use metakd_model::ops::{autocast, profile};
 use metakd_model::optim::SgdNesterov;
 
-use crate::checkpoint::Model;
-use crate::config::TrainConfig;
-use crate::resume::named_vars;
+use crate::run::checkpoint::named_vars;
+use crate::run::config::TrainConfig;
+use crate::run::model::Model;
 
 /// The loss parts of one step, and the logits it computed.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use metakd_model::optim::{Adam, SgdNesterov};
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{save_tensors, Model, IMPORTANCE_KEY};
+use crate::run::model::{save_tensors, Model, IMPORTANCE_KEY};
 
 /// Name of the JSON state tensor inside a checkpoint.
 const STATE_KEY: &str = "training_state";

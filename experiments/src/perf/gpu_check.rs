@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 
-use crate::bench_train::StepProfile;
+use crate::perf::bench_train::StepProfile;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
-use metakd_model::nets::SegmenterConfig;
+use metakd_model::nets::{Preset, SegmenterConfig};
 use metakd_model::ops::{
     add_channel_bias, add_leaky_relu, autocast, avg_pool3d, conv3d, conv_transpose3d, group_norm,
     instance_norm3d, instance_norm3d_leaky_relu, leaky_relu, max_pool3d, standardize_weight,
@@ -52,7 +52,7 @@ pub struct GpuCheckOptions {
     pub no_autotune: bool,
     /// The presets to time (`reference`, `small`; both by default).
     #[arg(long, value_delimiter = ',', default_value = "reference,small")]
-    pub presets: Vec<StepPreset>,
+    pub presets: Vec<Preset>,
     /// Also profile one step of each preset op by op (kernels and convolutions, the slowest
     /// first).
     #[arg(long)]
@@ -67,31 +67,6 @@ pub struct GpuCheckOptions {
     /// (PyTorch's twin under `torch.autocast`); `f32,bf16` times both.
     #[arg(long = "precision", value_delimiter = ',', default_value = "f32")]
     pub precisions: Vec<Precision>,
-}
-
-/// A network preset of the timed step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StepPreset {
-    /// `SegmenterConfig::reference()`.
-    Reference,
-    /// `SegmenterConfig::small()`.
-    Small,
-}
-
-impl StepPreset {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Reference => "reference",
-            Self::Small => "small",
-        }
-    }
-
-    fn config(self) -> SegmenterConfig {
-        match self {
-            Self::Reference => SegmenterConfig::reference(),
-            Self::Small => SegmenterConfig::small(),
-        }
-    }
 }
 
 /// Parses extents `D,H,W` such as `80,160,160`.
@@ -392,14 +367,14 @@ fn print_profile(preset: &str, profile: &StepProfile, rows: usize) {
 /// `small` presets (2) beside the PyTorch twin on the same GPU (3), then a table; an error when
 /// an op differs.
 pub fn run(a: &GpuCheckOptions) -> Result<()> {
-    use crate::bench_train::{bench_train, StepRuns, StepShape, TorchTwin};
+    use crate::perf::bench_train::{bench_train, StepRuns, StepShape, TorchTwin};
     if a.presets.is_empty() {
         anyhow::bail!("--presets: name at least one of reference, small")
     }
     if a.precisions.is_empty() {
         anyhow::bail!("--precision: name at least one of f32, bf16")
     }
-    let gpu = crate::compute_device::open_cuda(a.gpu)?;
+    let gpu = crate::run::device::open_cuda(a.gpu)?;
     #[cfg(feature = "cuda")]
     {
         metakd_model::ops::cuda::set_tf32(a.tf32);
@@ -449,7 +424,7 @@ pub fn run(a: &GpuCheckOptions) -> Result<()> {
                 profile: a.profile,
             };
             let (parameters, timings) = bench_train(
-                &preset.config(),
+                &SegmenterConfig::of(*preset),
                 &[shape],
                 &steps,
                 (!a.no_torch).then_some(&twin),

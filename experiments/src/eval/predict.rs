@@ -10,13 +10,13 @@ use metakd_data::preprocess::PreparedCase;
 use metakd_data::shards::ShardSet;
 use ndarray::Array3;
 
-use crate::checkpoint::Model;
-use crate::config::RunConfig;
-use crate::evaluate::{label_of_regions, predicted_regions, Inference};
+use crate::eval::inference::{label_of_regions, predicted_regions, Inference};
+use crate::eval::postprocess::postprocess_regions;
 use crate::files::{CONFIG_FILE, MODEL_FILE, SPLIT_FILE};
-use crate::postprocess::postprocess_regions;
 use crate::progress;
-use crate::splits::Splits;
+use crate::run::config::RunConfig;
+use crate::run::model::Model;
+use crate::run::splits::Splits;
 use metakd_model::method::Subset;
 
 /// The label map of region bits `regions` (the case's cropped grid, C order) placed back into
@@ -66,7 +66,7 @@ pub struct PredictReport {
 /// Predicts the label maps of the run in `run_dir` with the modalities of `subset` and writes
 /// them to `out`: every case of `shards` when given (a validation release, Protocol A),
 /// otherwise the run's test cases from its own shards; `postprocess` applies the optional
-/// post-processing ([`crate::postprocess`]) to every map. Cases already written are kept, so an
+/// post-processing ([`crate::eval::postprocess`]) to every map. Cases already written are kept, so an
 /// interrupted run resumes; a case that fails is skipped and reported.
 pub fn predict_run(
     run_dir: &Path,

@@ -1,0 +1,6 @@
+//! MetaKD on classification tasks: AV-MNIST ([`avmnist`], its protocol in [`avmnist_protocol`])
+//! and modality tables ([`tables`]); each unit of their protocols is trained once and kept.
+
+pub mod avmnist;
+pub mod avmnist_protocol;
+pub mod tables;
