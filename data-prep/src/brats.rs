@@ -6,13 +6,22 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use ndarray::Array3;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 use crate::metadata::{read_metadata, CaseMetadata};
 use crate::modality::Modality;
 use crate::nifti_io::{read_volume_within, Volume};
 use crate::release::{detect_release, Grade, Release, ReleaseSplit};
-use crate::shards::SkippedCase;
+
+/// A case left out of the shards, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedCase {
+    /// The case id.
+    pub id: String,
+    /// The error that stopped it.
+    pub reason: String,
+}
 
 /// How deep below the source folder case folders are looked for.
 const SEARCH_DEPTH: usize = 3;

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::brats::{discover, load_case_within, CaseFiles, Discovery};
+use crate::brats::{discover, load_case_within, CaseFiles, Discovery, SkippedCase};
 use crate::error::{DataError, Result};
 use crate::lock::Lock;
 use crate::modality::Modality;
@@ -18,7 +18,7 @@ use crate::preprocess::{prepare_case, PreparedCase, PreprocessSettings};
 use crate::release::Release;
 use crate::shards::{
     verify_file, CaseEntry, FinishedShard, ImageDtype, Manifest, PrepareSettings, ShardEntry,
-    ShardWriter, SkippedCase, FORMAT_VERSION,
+    ShardWriter, FORMAT_VERSION,
 };
 
 /// Default target size of a shard.

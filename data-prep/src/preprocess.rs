@@ -47,6 +47,22 @@ pub fn regions_of_label(label: u8) -> u8 {
     }
 }
 
+/// The BraTS label of a voxel's region bits: WT → 2, then TC → 1, then ET → 4, each later one
+/// overriding the earlier (method spec, section 8).
+pub fn label_of_regions(regions: u8) -> u8 {
+    let mut label = 0;
+    if regions & REGION_WT != 0 {
+        label = 2;
+    }
+    if regions & REGION_TC != 0 {
+        label = 1;
+    }
+    if regions & REGION_ET != 0 {
+        label = 4;
+    }
+    label
+}
+
 /// The preprocessing settings recorded in a shard manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreprocessSettings {
@@ -630,4 +646,22 @@ pub fn prepare_case(case: RawCase, settings: &PreprocessSettings) -> Result<Prep
         clipping,
         normalisation: Some(normalisation),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_regions_override_earlier_ones_and_labels_round_trip() {
+        assert_eq!(label_of_regions(0), 0);
+        assert_eq!(label_of_regions(REGION_WT), 2);
+        assert_eq!(label_of_regions(REGION_WT | REGION_TC), 1);
+        assert_eq!(label_of_regions(REGION_WT | REGION_TC | REGION_ET), 4);
+        // An ET voxel outside the predicted core is still enhancing tumour.
+        assert_eq!(label_of_regions(REGION_ET), 4);
+        for label in [0, 1, 2, 4] {
+            assert_eq!(label_of_regions(regions_of_label(label)), label);
+        }
+    }
 }

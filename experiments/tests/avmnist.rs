@@ -99,8 +99,7 @@ fn the_protocol_runs_in_resumable_units_into_the_common_table() {
     let again = run_protocol(&samples, &base, &plan, &out, false).unwrap();
     assert_eq!((again.trained, again.already_done), (0, 6));
 
-    let read =
-        metakd_reports::sweep_table::read_tables(std::slice::from_ref(&first.table)).unwrap();
+    let read = metakd_reports::results::read_tables(std::slice::from_ref(&first.table)).unwrap();
     // MetaKD: 4 units × 3 test subsets; image only: 2 units shown at 2 rates × 2 subsets.
     assert_eq!(read.df.height(), 4 * 3 + 2 * 2 * 2);
     let tasks = read.df.column("task").unwrap().str().unwrap().clone();

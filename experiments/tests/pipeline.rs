@@ -73,7 +73,7 @@ fn short_run_trains_sweeps_and_reports() {
         .iter()
         .map(|n| n.to_string())
         .collect();
-    assert_eq!(names, metakd_reports::sweep_table::COLUMNS.to_vec());
+    assert_eq!(names, metakd_reports::results::COLUMNS.to_vec());
     let masks = df.column("subset_mask").unwrap().u32().unwrap().clone();
     let mut distinct: Vec<u32> = masks.into_no_null_iter().collect();
     distinct.sort();
@@ -284,7 +284,7 @@ fn cluster_units_give_the_same_rows(
         )
         .unwrap()
     };
-    let merged = metakd_reports::sweep_table::read_tables(std::slice::from_ref(&units)).unwrap();
+    let merged = metakd_reports::results::read_tables(std::slice::from_ref(&units)).unwrap();
     assert!(sorted(&merged.df).equals_missing(&sorted(whole)));
 
     // Nothing moved between the unit-wise and the case-wise sweep.

@@ -59,8 +59,7 @@ fn the_stand_in_is_learned_and_every_subset_is_scored() {
     assert_eq!((first.trained, first.already_done), (4, 0));
     let again = run_tables(&data, &small, &[0, 1], &variants, &out, false).unwrap();
     assert_eq!((again.trained, again.already_done), (0, 4));
-    let read =
-        metakd_reports::sweep_table::read_tables(std::slice::from_ref(&first.table)).unwrap();
+    let read = metakd_reports::results::read_tables(std::slice::from_ref(&first.table)).unwrap();
     assert_eq!(read.df.height(), 4 * 7);
     let reports =
         metakd_reports::write_reports(std::slice::from_ref(&first.table), &dir.join("report"))

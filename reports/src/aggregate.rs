@@ -8,7 +8,7 @@ use std::path::Path;
 use polars::prelude::*;
 
 use crate::error::{ReportError, Result};
-use crate::sweep_table::table_error;
+use crate::results::table_error;
 
 /// The regions in table order.
 pub const REGIONS: [&str; 3] = ["ET", "TC", "WT"];

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Stat;
 use crate::error::{ReportError, Result};
-use crate::sweep_table::{table_error, CLASSIFICATION};
+use crate::results::{table_error, CLASSIFICATION};
 
 /// The published classification numbers, as shipped with the program.
 const PUBLISHED: &str = include_str!("../data/published-classification.csv");

@@ -9,7 +9,7 @@ use crate::ablation::Ablation;
 use crate::aggregate::{GroupTable, Stat, REGIONS};
 use crate::error::Result;
 use crate::published::Comparison;
-use crate::sweep_table::table_error;
+use crate::results::table_error;
 
 /// One row of `comparison.csv`.
 struct ComparisonRow {

@@ -12,9 +12,9 @@ pub mod markdown;
 pub mod plots;
 pub mod published;
 pub mod regress;
+pub mod results;
 pub mod slices;
 pub mod summary;
-pub mod sweep_table;
 
 use std::path::{Path, PathBuf};
 
@@ -64,7 +64,7 @@ pub struct Reports {
 /// classification rows into `out_dir` too when there are no segmentation rows, else into
 /// `out_dir/classification`.
 pub fn write_reports(inputs: &[PathBuf], out_dir: &Path) -> Result<Reports> {
-    let read = sweep_table::read_tables(inputs)?;
+    let read = results::read_tables(inputs)?;
     let origin = read.files[0].clone();
     let classification_rows = classification::has_classification(&read.df);
     let segmentation = if has_segmentation(&read.df) {
@@ -103,7 +103,7 @@ fn has_segmentation(df: &polars::prelude::DataFrame) -> bool {
         .and_then(|c| {
             c.str()
                 .ok()
-                .map(|s| s.iter().any(|v| v == Some(sweep_table::SEGMENTATION)))
+                .map(|s| s.iter().any(|v| v == Some(results::SEGMENTATION)))
         })
         .unwrap_or(false)
 }
@@ -111,20 +111,20 @@ fn has_segmentation(df: &polars::prelude::DataFrame) -> bool {
 /// Writes the segmentation report of the sweep tables `inputs` (files or folders of unit
 /// files, each with its `.json` sidecar) into `out_dir`.
 pub fn write_report(inputs: &[PathBuf], out_dir: &Path) -> Result<ReportOutcome> {
-    let read = sweep_table::read_tables(inputs)?;
+    let read = results::read_tables(inputs)?;
     segmentation_report(&read, out_dir)
 }
 
-fn segmentation_report(read: &sweep_table::SweepTables, out_dir: &Path) -> Result<ReportOutcome> {
+fn segmentation_report(read: &results::ResultTables, out_dir: &Path) -> Result<ReportOutcome> {
     use polars::prelude::*;
     let origin = read.files[0].clone();
     let df = read
         .df
         .clone()
         .lazy()
-        .filter(col("task").eq(lit(sweep_table::SEGMENTATION)))
+        .filter(col("task").eq(lit(results::SEGMENTATION)))
         .collect()
-        .map_err(sweep_table::table_error(&origin))?;
+        .map_err(results::table_error(&origin))?;
     let mut subsets = aggregate::subset_frame(&df, &origin)?;
     let mut averages = aggregate::average_frame(&df, &origin)?;
     let tables = aggregate::group_tables(&subsets, &averages, &origin)?;
@@ -188,7 +188,7 @@ fn segmentation_report(read: &sweep_table::SweepTables, out_dir: &Path) -> Resul
 /// named in the second list.
 fn draw_figures(
     tables: &[GroupTable],
-    infos: &[sweep_table::SweepInfo],
+    infos: &[results::RunInfo],
     modalities: &[String],
     out_dir: &Path,
 ) -> (Vec<markdown::Figure>, Vec<String>) {

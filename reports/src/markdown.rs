@@ -8,8 +8,8 @@ use std::fmt::Write;
 use crate::ablation::Ablation;
 use crate::aggregate::{GroupTable, RegionStats, Stat};
 use crate::published::{Comparison, PublishedResult};
+use crate::results::RunInfo;
 use crate::summary::Summary;
-use crate::sweep_table::SweepInfo;
 
 /// A figure of the report: its caption and file name (beside the report).
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +27,7 @@ pub struct ReportContent<'a> {
     /// The paper-style tables.
     pub tables: &'a [GroupTable],
     /// The runs and checkpoints.
-    pub infos: &'a [SweepInfo],
+    pub infos: &'a [RunInfo],
     /// Comparisons with published numbers.
     pub comparisons: &'a [Comparison],
     /// Ablation tables.

@@ -13,8 +13,8 @@ use polars::prelude::*;
 
 use crate::aggregate::{GroupTable, REGIONS};
 use crate::error::{ReportError, Result};
+use crate::results::{read_parquet, table_error};
 use crate::slices::CaseSlices;
-use crate::sweep_table::{read_parquet, table_error};
 
 /// A figure that can be drawn on any plotters backend.
 pub trait Figure {

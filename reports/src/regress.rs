@@ -8,7 +8,7 @@ use polars::prelude::*;
 
 use crate::aggregate::{read_subsets_csv, subset_frame};
 use crate::error::{ReportError, Result};
-use crate::sweep_table::{read_tables, table_error};
+use crate::results::{read_tables, table_error};
 
 /// How far a value may move before it counts as a regression.
 #[derive(Debug, Clone, Copy, PartialEq)]

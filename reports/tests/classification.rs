@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use metakd_reports::classification::classification_frame;
-use metakd_reports::sweep_table::{read_tables, write_sidecar, write_table, SweepInfo, COLUMNS};
+use metakd_reports::results::{read_tables, write_sidecar, write_table, RunInfo, COLUMNS};
 use metakd_reports::write_reports;
 use polars::prelude::*;
 
@@ -80,9 +80,9 @@ fn write_rows(path: &Path, rows: &[Row]) {
     write_table(&mut df, path).unwrap();
     let mut ids: Vec<&String> = rows.iter().map(|r| &r.run_id).collect();
     ids.dedup();
-    let infos: Vec<SweepInfo> = ids
+    let infos: Vec<RunInfo> = ids
         .iter()
-        .map(|id| SweepInfo {
+        .map(|id| RunInfo {
             run_id: (*id).clone(),
             run_dir: PathBuf::from("units"),
             dataset: rows[0].dataset.into(),

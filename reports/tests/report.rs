@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use metakd_reports::aggregate::{read_subsets_csv, REGIONS};
 use metakd_reports::regress::{regress_files, Tolerances};
-use metakd_reports::sweep_table::{write_sidecar, write_table, SweepInfo};
+use metakd_reports::results::{write_sidecar, write_table, RunInfo};
 use metakd_reports::{write_report, ReportError};
 use polars::prelude::*;
 
@@ -80,7 +80,7 @@ fn write_run(path: &Path, k: usize, run: &Run<'_>) {
     )
     .unwrap();
     write_table(&mut df, path).unwrap();
-    let info = SweepInfo {
+    let info = RunInfo {
         run_id: run.id.into(),
         run_dir: PathBuf::from(run.id),
         dataset: run.dataset.into(),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::brats::SkippedCase;
 use crate::error::{DataError, Result};
 use crate::preprocess::{Normalisation, PreprocessSettings};
 use crate::release::{Grade, Release, ReleaseSplit};
@@ -85,15 +86,6 @@ pub struct CaseEntry {
     /// recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalisation: Option<[Normalisation; 4]>,
-}
-
-/// A case left out of the shards, and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SkippedCase {
-    /// The case id.
-    pub id: String,
-    /// The error that stopped it.
-    pub reason: String,
 }
 
 /// The index of a shard folder.

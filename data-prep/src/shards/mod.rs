@@ -10,7 +10,7 @@ mod writer;
 
 pub use checksum::{file_blake3, verify_file};
 pub use manifest::{
-    CaseEntry, ImageDtype, Manifest, PrepareSettings, ShardEntry, SkippedCase, FORMAT_VERSION,
+    CaseEntry, ImageDtype, Manifest, PrepareSettings, ShardEntry, FORMAT_VERSION,
     MANIFEST_FILE,
 };
 pub use reader::{CaseView, Crop, ImageValues, ShardSet};

@@ -8,19 +8,16 @@
 //! per seed, and its rows are repeated under every rate.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use metakd_data::avmnist::dataset::AvMnistSample;
-use metakd_reports::sweep_table::{self, SweepInfo};
-use polars::prelude::*;
+use metakd_reports::results::{self, ResultRow, ResultRows, RowScores, RunInfo, TEST_CASE};
 
 use crate::classify::avmnist::{
     reads_only_the_other, train_and_evaluate, AvMnistResult, AvMnistTrainConfig, RateModality,
     Variant, MODALITIES,
 };
-use crate::files::write_atomic;
-use crate::progress;
+use crate::classify::units::{run_units, Schedule};
 
 /// What the protocol runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,16 +158,6 @@ pub struct ProtocolOutcome {
     pub table: PathBuf,
 }
 
-fn unit_path(out_dir: &Path, unit: &Unit) -> PathBuf {
-    out_dir.join("units").join(format!("{}.json", unit.key()))
-}
-
-fn read_unit(path: &Path) -> Result<AvMnistResult> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not a unit result", path.display()))
-}
-
 /// Trains and scores every unit of `plan` missing from `out_dir` (as many at a time as the
 /// compute pool has threads), then writes the result table of all of them.
 pub fn run_protocol(
@@ -181,53 +168,21 @@ pub fn run_protocol(
     show_progress: bool,
 ) -> Result<ProtocolOutcome> {
     let all = units(plan, base);
-    std::fs::create_dir_all(out_dir.join("units"))
-        .with_context(|| format!("creating {}", out_dir.join("units").display()))?;
-    let todo: Vec<&Unit> = all
-        .iter()
-        .filter(|u| !unit_path(out_dir, u).exists())
-        .collect();
-    let already_done = all.len() - todo.len();
-    let bar = progress::bar(todo.len() as u64, "AV-MNIST units", show_progress);
-    let next = AtomicUsize::new(0);
-    let finished = AtomicUsize::new(0);
-    // One worker per compute thread, each training its units on a single-thread pool of its
-    // own: the small network gains nothing from two threads per step, and a unit's result does
-    // not depend on how many run beside it.
-    let workers = rayon::current_num_threads().min(todo.len()).max(1);
-    std::thread::scope(|scope| -> Result<()> {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
-                    while let Some(unit) = todo.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let result = pool
-                            .install(|| train_and_evaluate(samples, &unit.config))
-                            .with_context(|| format!("unit {}", unit.key()))?;
-                        let json = serde_json::to_string_pretty(&result)?;
-                        write_atomic(&unit_path(out_dir, unit), format!("{json}\n").as_bytes())?;
-                        finished.fetch_add(1, Ordering::Relaxed);
-                        bar.inc(1);
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for handle in handles {
-            handle.join().expect("a unit worker panicked")?;
-        }
-        Ok(())
-    })?;
-    bar.finish_and_clear();
-    let results = all
-        .iter()
-        .map(|u| Ok((u, read_unit(&unit_path(out_dir, u))?)))
-        .collect::<Result<Vec<_>>>()?;
+    let keyed: Vec<(String, &Unit)> = all.iter().map(|u| (u.key(), u)).collect();
+    let done = run_units(
+        &keyed,
+        out_dir,
+        Schedule::OnePerThread,
+        "AV-MNIST units",
+        show_progress,
+        |unit| train_and_evaluate(samples, &unit.config),
+    )?;
+    let results: Vec<(&Unit, AvMnistResult)> = all.iter().zip(done.results).collect();
     let table = out_dir.join("results.parquet");
     write_results(&results, out_dir, &table)?;
     Ok(ProtocolOutcome {
-        trained: finished.into_inner(),
-        already_done,
+        trained: done.trained,
+        already_done: done.already_done,
         table,
     })
 }
@@ -250,140 +205,57 @@ fn subset_of(available: [bool; 2]) -> (u32, String) {
 
 /// Writes the units' scores as one result table with its sidecar.
 fn write_results(results: &[(&Unit, AvMnistResult)], out_dir: &Path, table: &Path) -> Result<()> {
-    let mut rows = ClassificationRows::default();
-    let mut infos = Vec::new();
-    for (unit, result) in results {
-        let c = &unit.config;
-        let run_id = unit.key();
+    let infos = results
+        .iter()
+        .map(|(unit, result)| {
+            let c = &unit.config;
+            Ok(RunInfo {
+                run_id: unit.key(),
+                run_dir: out_dir.join("units"),
+                dataset: "avmnist".into(),
+                protocol: protocol_label(c.rate_modality).into(),
+                fold: None,
+                seed: c.seed,
+                variant: variant_label(c.variant).into(),
+                checkpoint: "final".into(),
+                modalities: MODALITIES.iter().map(|m| m.to_string()).collect(),
+                importance_logits: result.omega.iter().map(|w| w.ln()).collect(),
+                importance: result.omega.clone(),
+                config_toml: toml::to_string(c)?,
+                subsets: result
+                    .scores
+                    .iter()
+                    .map(|s| subset_of(s.available).0)
+                    .collect(),
+                cases: vec![TEST_CASE.into()],
+                skipped: Vec::new(),
+                slices: None,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut rows = ResultRows::default();
+    for ((unit, result), info) in results.iter().zip(&infos) {
         for &rate in &unit.shown_at {
             for s in &result.scores {
                 let (mask, name) = subset_of(s.available);
-                rows.push(ClassificationRow {
-                    run_id: run_id.clone(),
-                    dataset: "avmnist".into(),
-                    protocol: protocol_label(c.rate_modality).into(),
-                    rate: Some(rate),
-                    seed: c.seed,
-                    variant: variant_label(c.variant).into(),
+                rows.push(ResultRow {
+                    info,
+                    case: TEST_CASE.into(),
                     subset_mask: mask,
                     subset: name,
-                    accuracy: s.scores.accuracy,
-                    f1: s.scores.macro_f1,
+                    scores: RowScores::Classification {
+                        rate: Some(rate),
+                        accuracy: s.scores.accuracy,
+                        f1: s.scores.macro_f1,
+                    },
                 });
             }
         }
-        infos.push(SweepInfo {
-            run_id: run_id.clone(),
-            run_dir: out_dir.join("units"),
-            dataset: "avmnist".into(),
-            protocol: protocol_label(c.rate_modality).into(),
-            fold: None,
-            seed: c.seed,
-            variant: variant_label(c.variant).into(),
-            checkpoint: "final".into(),
-            modalities: MODALITIES.iter().map(|m| m.to_string()).collect(),
-            importance_logits: result.omega.iter().map(|w| w.ln()).collect(),
-            importance: result.omega.clone(),
-            config_toml: toml::to_string(c)?,
-            subsets: result
-                .scores
-                .iter()
-                .map(|s| subset_of(s.available).0)
-                .collect(),
-            cases: vec![TEST_CASE.into()],
-            skipped: Vec::new(),
-            slices: None,
-        });
     }
     let mut df = rows.frame()?;
-    sweep_table::write_sidecar(table, &infos)?;
-    sweep_table::write_table(&mut df, table)?;
+    results::write_sidecar(table, &infos)?;
+    results::write_table(&mut df, table)?;
     Ok(())
-}
-
-/// The `case` of a classification row: the whole test split.
-pub const TEST_CASE: &str = "test";
-
-/// One row of a classification result table.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClassificationRow {
-    /// The run.
-    pub run_id: String,
-    /// The data set.
-    pub dataset: String,
-    /// The protocol (`audio rate`, `visual rate`, `real missingness`).
-    pub protocol: String,
-    /// The missing rate the row is shown under (fraction keeping the modality), if any.
-    pub rate: Option<f64>,
-    /// Training seed.
-    pub seed: u64,
-    /// The variant.
-    pub variant: String,
-    /// Test modalities as a bitmask.
-    pub subset_mask: u32,
-    /// Test modalities by name.
-    pub subset: String,
-    /// Accuracy (fraction).
-    pub accuracy: f64,
-    /// Macro-F1 (fraction).
-    pub f1: f64,
-}
-
-/// Rows gathered for a table with the common columns ([`sweep_table::COLUMNS`]).
-#[derive(Debug, Clone, Default)]
-pub struct ClassificationRows(Vec<ClassificationRow>);
-
-impl ClassificationRows {
-    /// Adds a row.
-    pub fn push(&mut self, row: ClassificationRow) {
-        self.0.push(row);
-    }
-
-    /// The rows as a table: task `classification`, case `test`, no fold, region or
-    /// segmentation metrics.
-    pub fn frame(&self) -> Result<DataFrame> {
-        let rows = &self.0;
-        let n = rows.len();
-        let text = |f: fn(&ClassificationRow) -> &str| {
-            rows.iter().map(|r| f(r).to_owned()).collect::<Vec<_>>()
-        };
-        let null_f64 = |name: &str| Column::full_null(name.into(), n, &DataType::Float64);
-        let columns = vec![
-            Column::new("run_id".into(), text(|r| &r.run_id)),
-            Column::new("task".into(), vec![sweep_table::CLASSIFICATION; n]),
-            Column::new("dataset".into(), text(|r| &r.dataset)),
-            Column::new("protocol".into(), text(|r| &r.protocol)),
-            Column::new(
-                "rate".into(),
-                rows.iter().map(|r| r.rate).collect::<Vec<_>>(),
-            ),
-            Column::new("fold".into(), vec![None::<u32>; n]),
-            Column::new(
-                "seed".into(),
-                rows.iter().map(|r| r.seed).collect::<Vec<_>>(),
-            ),
-            Column::new("variant".into(), text(|r| &r.variant)),
-            Column::new("checkpoint".into(), vec!["final"; n]),
-            Column::new("case".into(), vec![TEST_CASE; n]),
-            Column::new(
-                "subset_mask".into(),
-                rows.iter().map(|r| r.subset_mask).collect::<Vec<_>>(),
-            ),
-            Column::new("subset".into(), text(|r| &r.subset)),
-            Column::new("region".into(), vec![None::<&str>; n]),
-            Column::new("postprocessed".into(), vec![false; n]),
-            null_f64("dice"),
-            null_f64("hd95"),
-            null_f64("sensitivity"),
-            null_f64("specificity"),
-            Column::new(
-                "accuracy".into(),
-                rows.iter().map(|r| r.accuracy).collect::<Vec<_>>(),
-            ),
-            Column::new("f1".into(), rows.iter().map(|r| r.f1).collect::<Vec<_>>()),
-        ];
-        Ok(DataFrame::new(n, columns)?)
-    }
 }
 
 #[cfg(test)]

@@ -4,3 +4,4 @@
 pub mod avmnist;
 pub mod avmnist_protocol;
 pub mod tables;
+pub mod units;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use metakd_data::adni::{TabularDataset, TabularSubject};
@@ -19,16 +19,14 @@ use metakd_model::method::{
 use metakd_model::nets::init::reinitialize_seeded;
 use metakd_model::nets::tabular::{TabularClassifier, TabularConfig};
 use metakd_model::optim::Adam;
-use metakd_reports::sweep_table::{self, SweepInfo};
+use metakd_reports::results::{self, ResultRow, ResultRows, RowScores, RunInfo, TEST_CASE};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::classify::avmnist_protocol::{ClassificationRow, ClassificationRows, TEST_CASE};
-use crate::files::write_atomic;
+use crate::classify::units::{run_units, Schedule};
 use crate::metrics::classification::{class_scores, ClassScores};
-use crate::progress;
 
 /// What is trained on the tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -457,91 +455,78 @@ pub fn run_tables(
     out_dir: &Path,
     show_progress: bool,
 ) -> Result<TablesOutcome> {
-    let units_dir = out_dir.join("units");
-    std::fs::create_dir_all(&units_dir)
-        .with_context(|| format!("creating {}", units_dir.display()))?;
-    let configs: Vec<TabularTrainConfig> = variants
+    let units: Vec<(String, TabularTrainConfig)> = variants
         .iter()
         .flat_map(|&variant| {
-            seeds.iter().map(move |&seed| TabularTrainConfig {
-                variant,
-                seed,
-                ..base.clone()
+            seeds.iter().map(move |&seed| {
+                let config = TabularTrainConfig {
+                    variant,
+                    seed,
+                    ..base.clone()
+                };
+                (format!("{}-seed-{seed}", variant.key()), config)
             })
         })
         .collect();
-    let path = |c: &TabularTrainConfig| {
-        units_dir.join(format!("{}-seed-{}.json", c.variant.key(), c.seed))
-    };
-    let bar = progress::bar(configs.len() as u64, "table units", show_progress);
-    let (mut trained, mut already_done) = (0, 0);
-    let mut results = Vec::new();
-    for c in &configs {
-        let file = path(c);
-        let result: TabularResult = if file.exists() {
-            already_done += 1;
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{}: not a unit result", file.display()))?
-        } else {
-            let result = train_and_evaluate(data, c)?;
-            let json = serde_json::to_string_pretty(&result)?;
-            write_atomic(&file, format!("{json}\n").as_bytes())?;
-            trained += 1;
-            result
-        };
-        bar.inc(1);
-        results.push(result);
-    }
-    bar.finish_and_clear();
+    let done = run_units(
+        &units,
+        out_dir,
+        Schedule::OneAtATime,
+        "table units",
+        show_progress,
+        |config| train_and_evaluate(data, config),
+    )?;
+    let (trained, already_done, results) = (done.trained, done.already_done, done.results);
+    let units_dir = out_dir.join("units");
 
     let dataset = &data.manifest.dataset;
-    let mut rows = ClassificationRows::default();
-    let mut infos = Vec::new();
-    for r in &results {
-        let run_id = format!(
-            "{dataset}-{}-seed-{}",
-            r.config.variant.key(),
-            r.config.seed
-        );
-        for s in &r.scores {
-            rows.push(ClassificationRow {
-                run_id: run_id.clone(),
+    let infos = results
+        .iter()
+        .map(|r| {
+            Ok(RunInfo {
+                run_id: format!(
+                    "{dataset}-{}-seed-{}",
+                    r.config.variant.key(),
+                    r.config.seed
+                ),
+                run_dir: units_dir.clone(),
                 dataset: dataset.clone(),
                 protocol: REAL_MISSINGNESS.into(),
-                rate: None,
+                fold: None,
                 seed: r.config.seed,
                 variant: r.config.variant.label().into(),
+                checkpoint: "final".into(),
+                modalities: data.manifest.modalities.clone(),
+                importance_logits: r.omega.iter().map(|w| w.ln()).collect(),
+                importance: r.omega.clone(),
+                config_toml: toml::to_string(&r.config)?,
+                subsets: r.scores.iter().map(|s| s.mask).collect(),
+                cases: vec![TEST_CASE.into()],
+                skipped: Vec::new(),
+                slices: None,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut rows = ResultRows::default();
+    for (r, info) in results.iter().zip(&infos) {
+        for s in &r.scores {
+            rows.push(ResultRow {
+                info,
+                case: TEST_CASE.into(),
                 subset_mask: s.mask,
                 subset: s.subset.clone(),
-                accuracy: s.scores.accuracy,
-                f1: s.scores.macro_f1,
+                scores: RowScores::Classification {
+                    rate: None,
+                    accuracy: s.scores.accuracy,
+                    f1: s.scores.macro_f1,
+                },
             });
         }
-        infos.push(SweepInfo {
-            run_id,
-            run_dir: units_dir.clone(),
-            dataset: dataset.clone(),
-            protocol: REAL_MISSINGNESS.into(),
-            fold: None,
-            seed: r.config.seed,
-            variant: r.config.variant.label().into(),
-            checkpoint: "final".into(),
-            modalities: data.manifest.modalities.clone(),
-            importance_logits: r.omega.iter().map(|w| w.ln()).collect(),
-            importance: r.omega.clone(),
-            config_toml: toml::to_string(&r.config)?,
-            subsets: r.scores.iter().map(|s| s.mask).collect(),
-            cases: vec![TEST_CASE.into()],
-            skipped: Vec::new(),
-            slices: None,
-        });
     }
     let table = out_dir.join("results.parquet");
     let mut df = rows.frame()?;
-    sweep_table::write_sidecar(&table, &infos)?;
-    sweep_table::write_table(&mut df, &table)?;
+    results::write_sidecar(&table, &infos)?;
+    results::write_table(&mut df, &table)?;
     Ok(TablesOutcome {
         trained,
         already_done,

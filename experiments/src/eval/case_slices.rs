@@ -8,7 +8,8 @@ use metakd_data::Modality;
 use metakd_model::nets::ModalityFeatures;
 use metakd_reports::slices::CaseSlices;
 
-use crate::eval::inference::{label_of_regions, predicted_regions, Inference};
+use crate::eval::inference::{predicted_regions, Inference};
+use metakd_data::preprocess::label_of_regions;
 use metakd_model::method::Subset;
 
 /// The axial slice (first axis) of `regions [d, h, w]` with the most whole-tumour voxels; the

@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
-use metakd_data::preprocess::{regions_of_label, PreparedCase, REGION_ET, REGION_TC, REGION_WT};
+use metakd_data::preprocess::{label_of_regions, regions_of_label, PreparedCase};
 use metakd_model::nets::ModalityFeatures;
 use metakd_model::ops::autocast;
 
@@ -71,22 +71,6 @@ pub fn tile_weights(tile: [usize; 3], weighting: TileWeighting) -> Vec<f32> {
             out
         }
     }
-}
-
-/// The BraTS label of a voxel's region bits: WT → 2, then TC → 1, then ET → 4, each later one
-/// overriding the earlier (method spec, section 8).
-pub fn label_of_regions(regions: u8) -> u8 {
-    let mut label = 0;
-    if regions & REGION_WT != 0 {
-        label = 2;
-    }
-    if regions & REGION_TC != 0 {
-        label = 1;
-    }
-    if regions & REGION_ET != 0 {
-        label = 4;
-    }
-    label
 }
 
 /// Region bits per voxel (`REGION_*`) of probabilities `[3, voxels]` in output-channel order,
@@ -327,16 +311,7 @@ pub struct SubsetScores {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn later_regions_override_earlier_ones() {
-        assert_eq!(label_of_regions(0), 0);
-        assert_eq!(label_of_regions(REGION_WT), 2);
-        assert_eq!(label_of_regions(REGION_WT | REGION_TC), 1);
-        assert_eq!(label_of_regions(REGION_WT | REGION_TC | REGION_ET), 4);
-        // An ET voxel outside the predicted core is still enhancing tumour.
-        assert_eq!(label_of_regions(REGION_ET), 4);
-    }
+    use metakd_data::preprocess::{REGION_ET, REGION_TC, REGION_WT};
 
     #[test]
     fn predicted_regions_are_those_of_the_label_map() {

@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::eval::inference::label_of_regions;
+use metakd_data::preprocess::label_of_regions;
 
 /// Components smaller than this many voxels are removed, whatever the largest one's size.
 pub const MIN_COMPONENT_VOXELS: usize = 2000;

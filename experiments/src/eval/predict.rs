@@ -10,7 +10,8 @@ use metakd_data::preprocess::PreparedCase;
 use metakd_data::shards::ShardSet;
 use ndarray::Array3;
 
-use crate::eval::inference::{label_of_regions, predicted_regions, Inference};
+use crate::eval::inference::{predicted_regions, Inference};
+use metakd_data::preprocess::label_of_regions;
 use crate::eval::postprocess::postprocess_regions;
 use crate::files::{CONFIG_FILE, MODEL_FILE, SPLIT_FILE};
 use crate::progress;

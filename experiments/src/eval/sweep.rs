@@ -4,7 +4,7 @@
 //! folder's `plan.json`); each unit writes its own Parquet table and sidecar, so units can run
 //! as the tasks of a cluster array job, and an interrupted sweep resumes with the units not yet
 //! written. The whole sweep is the units' tables merged into one (`sweep.parquet` and its
-//! `sweep.json`). Columns: see [`metakd_reports::sweep_table::COLUMNS`].
+//! `sweep.json`). Columns: see [`metakd_reports::results::COLUMNS`].
 
 use std::path::{Path, PathBuf};
 
@@ -14,14 +14,14 @@ use metakd_data::lock::Lock;
 use metakd_data::shards::{file_blake3, ShardSet};
 use metakd_data::Modality;
 use metakd_model::nets::ModalityFeatures;
-use metakd_reports::sweep_table::{self, SweepInfo};
+use metakd_reports::results::{self, RegionScores, ResultRow, ResultRows, RowScores, RunInfo};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::eval::case_slices::case_slices;
 use crate::eval::inference::{zero_features, Inference, SubsetScores};
 use crate::files::{write_atomic, CONFIG_FILE, MODEL_FILE, SPLIT_FILE};
-use crate::metrics::{RegionMetrics, REGIONS};
+use crate::metrics::REGIONS;
 use crate::progress;
 use crate::run::config::RunConfig;
 use crate::run::model::Model;
@@ -253,7 +253,7 @@ pub fn check_table_path(table: &Path) -> Result<()> {
             table.display()
         )
     }
-    let sidecar = sweep_table::sidecar_path(table);
+    let sidecar = results::sidecar_path(table);
     let refuse = |path: &Path, why: String| -> Result<()> {
         bail!(
             "{}: exists and is not a sweep table's ({why}); it is left as it is: choose another --out",
@@ -261,12 +261,12 @@ pub fn check_table_path(table: &Path) -> Result<()> {
         )
     };
     if table.exists() {
-        if let Err(e) = sweep_table::read_table(table) {
+        if let Err(e) = results::read_table(table) {
             refuse(table, e.describe())?;
         }
     }
     if sidecar.exists() {
-        if let Err(e) = sweep_table::read_sidecar(table) {
+        if let Err(e) = results::read_sidecar(table) {
             refuse(&sidecar, e.describe())?;
         }
     }
@@ -528,7 +528,7 @@ fn evaluate_unit(
         return Ok(UnitOutcome::NothingScored { skipped });
     }
 
-    let info = SweepInfo {
+    let info = RunInfo {
         run_id: run_id(run_dir),
         run_dir: run_dir.clone(),
         dataset: setup.dataset.clone(),
@@ -547,8 +547,8 @@ fn evaluate_unit(
         slices,
     };
     let mut df = result_frame(&info, &rows)?;
-    sweep_table::write_sidecar(out, std::slice::from_ref(&info))?;
-    sweep_table::write_table(&mut df, out)?;
+    results::write_sidecar(out, std::slice::from_ref(&info))?;
+    results::write_table(&mut df, out)?;
     Ok(UnitOutcome::Done {
         scored: info.cases.len(),
         skipped,
@@ -556,74 +556,34 @@ fn evaluate_unit(
 }
 
 /// The rows of one unit: run × case × subset × region (× post-processing).
-fn result_frame(info: &SweepInfo, rows: &[(String, Subset, SubsetScores)]) -> Result<DataFrame> {
-    struct Row<'a> {
-        case: &'a str,
-        subset: Subset,
-        region: &'static str,
-        postprocessed: bool,
-        metrics: RegionMetrics,
-    }
-    let mut long = Vec::new();
+fn result_frame(info: &RunInfo, rows: &[(String, Subset, SubsetScores)]) -> Result<DataFrame> {
+    let mut table = ResultRows::default();
     for (case, subset, scores) in rows {
         let versions =
             std::iter::once((false, scores.raw)).chain(scores.postprocessed.map(|p| (true, p)));
         for (postprocessed, metrics) in versions {
             for (r, (_, region)) in REGIONS.iter().enumerate() {
-                long.push(Row {
-                    case,
-                    subset: *subset,
-                    region,
-                    postprocessed,
-                    metrics: metrics[r],
+                let m = metrics[r];
+                table.push(ResultRow {
+                    info,
+                    case: case.clone(),
+                    subset_mask: subset.0,
+                    subset: subset.name(&Modality::DISPLAY_NAMES),
+                    scores: RowScores::Segmentation {
+                        region: (*region).to_owned(),
+                        postprocessed,
+                        scores: RegionScores {
+                            dice: m.dice,
+                            hd95: m.hd95,
+                            sensitivity: m.sensitivity,
+                            specificity: m.specificity,
+                        },
+                    },
                 });
             }
         }
     }
-    let n = long.len();
-    let repeat = |s: &str| vec![s.to_owned(); n];
-    let metric =
-        |f: fn(&RegionMetrics) -> f64| long.iter().map(|r| f(&r.metrics)).collect::<Vec<_>>();
-    let columns = vec![
-        Column::new("run_id".into(), repeat(&info.run_id)),
-        Column::new("task".into(), repeat(sweep_table::SEGMENTATION)),
-        Column::new("dataset".into(), repeat(&info.dataset)),
-        Column::new("protocol".into(), repeat(&info.protocol)),
-        Column::full_null("rate".into(), n, &DataType::Float64),
-        Column::new("fold".into(), vec![info.fold; n]),
-        Column::new("seed".into(), vec![info.seed; n]),
-        Column::new("variant".into(), repeat(&info.variant)),
-        Column::new("checkpoint".into(), repeat(&info.checkpoint)),
-        Column::new(
-            "case".into(),
-            long.iter().map(|r| r.case.to_owned()).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "subset_mask".into(),
-            long.iter().map(|r| r.subset.0).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "subset".into(),
-            long.iter()
-                .map(|r| r.subset.name(&Modality::DISPLAY_NAMES))
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "region".into(),
-            long.iter().map(|r| r.region.to_owned()).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "postprocessed".into(),
-            long.iter().map(|r| r.postprocessed).collect::<Vec<_>>(),
-        ),
-        Column::new("dice".into(), metric(|m| m.dice)),
-        Column::new("hd95".into(), metric(|m| m.hd95)),
-        Column::new("sensitivity".into(), metric(|m| m.sensitivity)),
-        Column::new("specificity".into(), metric(|m| m.specificity)),
-        Column::full_null("accuracy".into(), n, &DataType::Float64),
-        Column::full_null("f1".into(), n, &DataType::Float64),
-    ];
-    Ok(DataFrame::new(n, columns)?)
+    Ok(table.frame()?)
 }
 
 /// What a whole sweep did.
@@ -636,7 +596,7 @@ pub struct SweepOutcome {
     /// Units found finished.
     pub already_done: usize,
     /// The merged runs and checkpoints.
-    pub infos: Vec<SweepInfo>,
+    pub infos: Vec<RunInfo>,
 }
 
 /// Runs every unit of the sweep of `run_dir` not yet written and merges the units into `table`
@@ -691,7 +651,7 @@ pub fn sweep(
 }
 
 /// Merges the units of `plan` into `table` and its sidecar; every unit must be finished.
-pub fn merge_units(plan: &Plan, table: &Path) -> Result<Vec<SweepInfo>> {
+pub fn merge_units(plan: &Plan, table: &Path) -> Result<Vec<RunInfo>> {
     let units = units_dir(table);
     let files: Vec<PathBuf> = plan
         .units
@@ -712,9 +672,9 @@ pub fn merge_units(plan: &Plan, table: &Path) -> Result<Vec<SweepInfo>> {
             missing.join(", ")
         )
     }
-    let mut read = sweep_table::read_tables(&files)?;
-    sweep_table::write_sidecar(table, &read.infos)?;
-    sweep_table::write_table(&mut read.df, table)?;
+    let mut read = results::read_tables(&files)?;
+    results::write_sidecar(table, &read.infos)?;
+    results::write_table(&mut read.df, table)?;
     Ok(read.infos)
 }
 

@@ -377,8 +377,8 @@ pub fn run(a: &GpuCheckOptions) -> Result<()> {
     let gpu = crate::run::device::open_cuda(a.gpu)?;
     #[cfg(feature = "cuda")]
     {
-        metakd_model::ops::cuda::set_tf32(a.tf32);
-        metakd_model::ops::cuda::set_autotune(!a.no_autotune);
+        metakd_model::ops::cudnn::set_tf32(a.tf32);
+        metakd_model::ops::cudnn::set_autotune(!a.no_autotune);
         candle_core::cuda_backend::set_gemm_reduced_precision_f32(a.tf32);
     }
     let parity = if a.no_ops {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batches::sampler::CropRule;
 use crate::run::checks::KeyChecks;
-use crate::train::schedule::LrSchedule;
+use crate::train::schedule::{LrSchedule, PolySchedule};
 
 /// Which cases train, meta-validate and test.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +104,17 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// The learning-rate schedule of the network's SGD.
+    pub fn schedule(&self) -> PolySchedule {
+        PolySchedule {
+            lr: self.lr,
+            power: self.poly_power,
+            warmup_iterations: self.warmup_iterations,
+            iterations: self.iterations,
+            kind: self.lr_schedule,
+        }
+    }
+
     /// The distillation term of the training loss.
     pub fn kd_settings(&self) -> KdSettings {
         KdSettings {

@@ -38,7 +38,6 @@ use crate::run::splits::Splits;
 use crate::tables::write_parquet;
 use crate::tracking::client::KeyValue;
 use crate::tracking::{config_params, Tracker, TrackingOptions, TrackingReport};
-use crate::train::schedule::learning_rate;
 use crate::train::step::{training_step, SegmentationTask};
 
 /// What a finished training run reports.
@@ -285,7 +284,7 @@ fn train_run(
         };
         let available = subset.flags(m);
         let (x, y) = loader.next_batch()?.into_tensors(&device)?;
-        let lr = learning_rate(t, it);
+        let lr = t.schedule().learning_rate(it);
         let step = training_step(&model, &mut sgd, (&x, &y), &available, t, lr)?;
         if !step.loss.is_finite() {
             bail!(

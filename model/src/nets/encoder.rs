@@ -6,16 +6,8 @@ use candle_nn::VarBuilder;
 
 use super::config::{Preset, SegmenterConfig};
 use super::layers::ConvBlock;
+use super::encoding::EncoderOutput;
 use super::resnet::ResnetAsppEncoder;
-
-/// What an encoder returns for a batch of single-channel images.
-#[derive(Debug, Clone)]
-pub struct EncoderOutput {
-    /// Skip features, finest level first.
-    pub skips: Vec<Tensor>,
-    /// The bottleneck feature f.
-    pub bottleneck: Tensor,
-}
 
 /// The encoder of a preset.
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@ pub mod classifier;
 pub mod config;
 pub mod decoder;
 pub mod encoder;
+pub mod encoding;
 pub mod fused_head;
 pub mod init;
 pub mod layers;

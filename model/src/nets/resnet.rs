@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 
 use super::aspp::Aspp;
 use super::config::SegmenterConfig;
-use super::encoder::EncoderOutput;
+use super::encoding::EncoderOutput;
 use super::layers::{ConvBlock, InstanceNorm3d, StandardizedConv3d};
 use crate::ops::{self, Conv3dParams, Pool3dParams};
 

@@ -1,7 +1,7 @@
 //! Mixed precision: the convolutions in bf16 inside an autocast scope, as PyTorch's
 //! `torch.autocast(dtype=torch.bfloat16)` runs them.
 //!
-//! Inside [`autocast`]`(Precision::Bf16)`, [`super::conv3d`] and [`super::conv_transpose3d`]
+//! Inside [`autocast`]`(Precision::Bf16)`, [`super::conv`] and [`super::conv_transpose3d`]
 //! round their f32 operands to bf16, convolve with f32 accumulation and round the result to bf16;
 //! tensors stay f32, so everything else (norms, activations, losses, the optimiser and the
 //! parameters themselves) keeps full precision. A convolution's gradients run in the precision

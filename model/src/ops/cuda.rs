@@ -10,7 +10,6 @@ pub(crate) use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKer
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
 use candle_core::{bail, DType, Layout, Result};
 
-pub use super::cudnn::{autotune, set_autotune, set_tf32, tf32};
 use super::profile;
 
 /// The PTX of `model/cuda/ops.cu`.

@@ -29,7 +29,7 @@ use half::bf16;
 
 use super::autocast::Precision;
 use super::cuda::{output, storage, timed, view};
-use super::geometry::Geometry;
+use super::conv::geometry::Geometry;
 
 /// An element type cuDNN convolves: f32, or bf16 (with f32 accumulation).
 trait Element: CudnnDataType + DeviceRepr + ValidAsZeroBits + CudaDType + WithDType {

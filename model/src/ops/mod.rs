@@ -1,7 +1,7 @@
 //! 3D tensor operations that Candle lacks, differentiable through Candle's autograd.
 //!
 //! - [`conv3d`] and [`conv_transpose3d`]: 3D convolution and transposed convolution (CPU kernels
-//!   built on vol2col and `gemm`);
+//!   built on vol2col and `gemm`, in `conv/`);
 //! - [`instance_norm3d`], [`group_norm`] and [`standardize_weight`]: instance and group norm with
 //!   affine parameters and weight standardisation as the MetaKD reference network uses them;
 //! - [`max_pool3d`], [`avg_pool3d`] and [`global_avg_pool3d`]: 3D pooling;
@@ -18,30 +18,25 @@
 mod activation;
 pub mod autocast;
 mod channel_bias;
-mod conv3d;
-mod conv3d_batched;
-mod conv3d_kernels;
-mod conv3d_shifted;
+mod conv;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 #[cfg(feature = "cuda")]
 mod cudnn;
 mod elementwise;
-mod geometry;
 mod normalization;
 mod pooling;
 pub mod profile;
 mod resample;
-mod strided_gemm;
 mod transpose;
 mod weight_standardization;
 
 pub use activation::{add_leaky_relu, leaky_relu};
 pub use autocast::{autocast, Precision};
 pub use channel_bias::{add_channel_bias, channel_sums};
-pub use conv3d::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
+pub use conv::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 pub(crate) use elementwise::contiguous_f32;
-pub use geometry::Geometry;
+pub use conv::geometry::Geometry;
 pub use normalization::{group_norm, instance_norm3d, instance_norm3d_leaky_relu};
 pub use pooling::{avg_pool3d, global_avg_pool3d, max_pool3d, Pool3dParams};
 pub use resample::{

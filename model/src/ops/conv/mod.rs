@@ -4,15 +4,21 @@
 //! gradient with respect to the input `data(dy, w)` (which is also the transposed convolution) and
 //! its gradient with respect to the weight `filter(x, dy)`. Each one's gradients are the other two,
 //! so each op's backward pass is built from the ops themselves, in the precision
-//! ([`super::autocast`]) its forward pass ran in.
+//! ([`crate::ops::autocast`]) its forward pass ran in.
+
+
+mod batched;
+pub(crate) mod geometry;
+mod kernels;
+mod shifted;
+pub(crate) mod strided_gemm;
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::autocast::{self, Precision};
-use super::conv3d_kernels as kernels;
-use super::elementwise::contiguous_f32;
-pub use super::geometry::Conv3dParams;
-use super::geometry::Geometry;
+use crate::ops::autocast::{self, Precision};
+use crate::ops::elementwise::contiguous_f32;
+pub use self::geometry::Conv3dParams;
+use self::geometry::Geometry;
 
 /// `y = conv3d(x, w)`.
 struct Conv3dForward {
@@ -64,7 +70,7 @@ impl CustomOp2 for Conv3dForward {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use super::cudnn::{convolution, Pass};
+        use crate::ops::cudnn::{convolution, Pass};
         let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
         let y = convolution(Pass::Forward, self.precision, (s1, l1), (s2, l2), &g)?;
         Ok((y, Shape::from(g.output_dims().to_vec())))
@@ -118,7 +124,7 @@ impl CustomOp2 for Conv3dData {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use super::cudnn::{convolution, Pass};
+        use crate::ops::cudnn::{convolution, Pass};
         let g = gradient_geometry(self.name(), &self.input_dims, l2.dims(), self.params, l1)?;
         let dx = convolution(Pass::Data, self.precision, (s1, l1), (s2, l2), &g)?;
         Ok((dx, Shape::from(self.input_dims.to_vec())))
@@ -166,7 +172,7 @@ impl CustomOp2 for Conv3dFilter {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use super::cudnn::{convolution, Pass};
+        use crate::ops::cudnn::{convolution, Pass};
         let g = gradient_geometry(self.name(), l1.dims(), &self.weight_dims, self.params, l2)?;
         let dw = convolution(Pass::Filter, self.precision, (s1, l1), (s2, l2), &g)?;
         Ok((dw, Shape::from(self.weight_dims.to_vec())))
@@ -249,7 +255,7 @@ fn filter(
 
 /// 3D convolution (cross-correlation, as PyTorch's `conv3d`) of `x [n, c, d, h, w]` with
 /// `w [co, c/groups, kd, kh, kw]`, without bias. Returns `[n, co, od, oh, ow]`. Inside an
-/// [`autocast`](super::autocast::autocast) scope it runs in the scope's precision.
+/// [`autocast`](crate::ops::autocast::autocast) scope it runs in the scope's precision.
 pub fn conv3d(x: &Tensor, w: &Tensor, params: Conv3dParams) -> Result<Tensor> {
     forward(x, w, params, autocast::precision())
 }
@@ -284,7 +290,7 @@ impl ConvTranspose3dParams {
 
 /// 3D transposed convolution of `x [n, ci, d, h, w]` with `w [ci, co/groups, kd, kh, kw]`
 /// (PyTorch's layout for `conv_transpose3d`), without bias. Inside an
-/// [`autocast`](super::autocast::autocast) scope it runs in the scope's precision.
+/// [`autocast`](crate::ops::autocast::autocast) scope it runs in the scope's precision.
 pub fn conv_transpose3d(x: &Tensor, w: &Tensor, p: ConvTranspose3dParams) -> Result<Tensor> {
     let (n, ci, d, h, wd) = x.dims5()?;
     let (wci, co_per_group, kd, kh, kw) = w.dims5()?;

@@ -1,4 +1,4 @@
-//! The result table of a sweep and its sidecar: one Parquet row per run × checkpoint × case ×
+//! The common result table of every task and its sidecar: one Parquet row per run × checkpoint × case ×
 //! modality subset × region (× post-processing) for segmentation, and one row per run × test
 //! modality subset for classification (`task` tells them apart; segmentation fills `dice`,
 //! `hd95`, `sensitivity` and `specificity`, classification `accuracy` and `f1`). Beside it
@@ -6,6 +6,10 @@
 //! cases evaluated and skipped.
 //!
 //! A table may be a whole sweep or one unit of one; any set of them reads back as one table.
+
+mod rows;
+
+pub use rows::{RegionScores, ResultRow, ResultRows, RowScores, TEST_CASE};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ReportError, Result};
 
-/// The columns every sweep table has, in order.
+/// The columns every result table has, in order.
 pub const COLUMNS: [&str; 20] = [
     "run_id",
     "task",
@@ -48,9 +52,9 @@ pub const CLASSIFICATION: &str = "classification";
 /// older table's rows take: `task` segmentation, the others empty.
 const LATER_COLUMNS: [&str; 4] = ["task", "rate", "accuracy", "f1"];
 
-/// What one run and checkpoint of a sweep table is.
+/// What one run and checkpoint of a result table is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SweepInfo {
+pub struct RunInfo {
     /// The run's id (its folder name).
     pub run_id: String,
     /// The run folder.
@@ -87,7 +91,7 @@ pub struct SweepInfo {
     pub slices: Option<PathBuf>,
 }
 
-impl SweepInfo {
+impl RunInfo {
     /// The key that tells runs and checkpoints apart.
     pub fn key(&self) -> (String, String) {
         (self.run_id.clone(), self.checkpoint.clone())
@@ -100,7 +104,7 @@ pub fn sidecar_path(table: &Path) -> PathBuf {
 }
 
 /// Reads the sidecar of `table`.
-pub fn read_sidecar(table: &Path) -> Result<Vec<SweepInfo>> {
+pub fn read_sidecar(table: &Path) -> Result<Vec<RunInfo>> {
     let path = sidecar_path(table);
     let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Io {
         path: path.clone(),
@@ -110,15 +114,15 @@ pub fn read_sidecar(table: &Path) -> Result<Vec<SweepInfo>> {
 }
 
 /// Writes `infos` as the sidecar of `table`, atomically.
-pub fn write_sidecar(table: &Path, infos: &[SweepInfo]) -> Result<()> {
+pub fn write_sidecar(table: &Path, infos: &[RunInfo]) -> Result<()> {
     let json = serde_json::to_string_pretty(infos).expect("sweep infos serialise");
     crate::write_atomic(&sidecar_path(table), json.as_bytes())
 }
 
 /// Merges the infos of the same run and checkpoint (units of one sweep): their subsets, cases
 /// and skipped cases are joined. Sorted by run and checkpoint.
-pub fn merge_infos(infos: Vec<SweepInfo>) -> Vec<SweepInfo> {
-    let mut merged: BTreeMap<(String, String), SweepInfo> = BTreeMap::new();
+pub fn merge_infos(infos: Vec<RunInfo>) -> Vec<RunInfo> {
+    let mut merged: BTreeMap<(String, String), RunInfo> = BTreeMap::new();
     for info in infos {
         match merged.get_mut(&info.key()) {
             Some(existing) => {
@@ -132,7 +136,7 @@ pub fn merge_infos(infos: Vec<SweepInfo>) -> Vec<SweepInfo> {
             }
         }
     }
-    let mut out: Vec<SweepInfo> = merged.into_values().collect();
+    let mut out: Vec<RunInfo> = merged.into_values().collect();
     for info in &mut out {
         info.subsets.sort();
         info.subsets.dedup();
@@ -240,11 +244,11 @@ pub fn table_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// Any set of sweep tables read as one.
 #[derive(Debug, Clone)]
-pub struct SweepTables {
+pub struct ResultTables {
     /// Every row of every table.
     pub df: DataFrame,
     /// Every run and checkpoint in them.
-    pub infos: Vec<SweepInfo>,
+    pub infos: Vec<RunInfo>,
     /// The files read.
     pub files: Vec<PathBuf>,
     /// What the reader noticed that leaves the tables usable but incomplete: units that a
@@ -286,7 +290,7 @@ fn missing_units(dir: &Path) -> Vec<String> {
 
 /// Reads the tables of `inputs` (files or folders of them, each with its sidecar) as one. The
 /// same run, checkpoint, case and subset in two inputs is an error naming both files.
-pub fn read_tables(inputs: &[PathBuf]) -> Result<SweepTables> {
+pub fn read_tables(inputs: &[PathBuf]) -> Result<ResultTables> {
     let files = table_files(inputs)?;
     let (first, rest) = match files.split_first() {
         Some(split) => split,
@@ -301,7 +305,7 @@ pub fn read_tables(inputs: &[PathBuf]) -> Result<SweepTables> {
     let mut infos = read_sidecar(first)?;
     check_rows(&df, &infos, first)?;
     let mut seen: BTreeMap<(String, String, String, u32), PathBuf> = BTreeMap::new();
-    let mut note = |info_list: &[SweepInfo], path: &Path| -> Result<()> {
+    let mut note = |info_list: &[RunInfo], path: &Path| -> Result<()> {
         for info in info_list {
             for case in &info.cases {
                 for &subset in &info.subsets {
@@ -342,7 +346,7 @@ pub fn read_tables(inputs: &[PathBuf]) -> Result<SweepTables> {
         .filter(|i| i.is_dir())
         .flat_map(|dir| missing_units(dir))
         .collect();
-    Ok(SweepTables {
+    Ok(ResultTables {
         df,
         infos: merge_infos(infos),
         files,
@@ -357,7 +361,7 @@ const KEY_COLUMNS: &[&str] = COLUMNS.split_at(COLUMNS.len() - 6).0;
 /// Checks that the table at `path` is one a report can trust: its sidecar describes at least one
 /// run, every Dice lies in [0, 1], every subset mask names a non-empty subset of the sidecar's
 /// modalities, and no row repeats another.
-fn check_rows(df: &DataFrame, infos: &[SweepInfo], path: &Path) -> Result<()> {
+fn check_rows(df: &DataFrame, infos: &[RunInfo], path: &Path) -> Result<()> {
     let bad = |problem: String| ReportError::BadTable {
         path: path.to_owned(),
         problem,
@@ -425,8 +429,8 @@ fn check_rows(df: &DataFrame, infos: &[SweepInfo], path: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn info(run: &str, cases: &[&str]) -> SweepInfo {
-        SweepInfo {
+    fn info(run: &str, cases: &[&str]) -> RunInfo {
+        RunInfo {
             run_id: run.into(),
             run_dir: PathBuf::from(run),
             dataset: "synthetic".into(),

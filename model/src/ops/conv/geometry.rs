@@ -154,3 +154,55 @@ impl Geometry {
         ]
     }
 }
+
+/// Where one output row of one kernel tap reads its input row.
+pub(crate) struct RowMap {
+    /// Offset of the input row inside one channel.
+    pub base: usize,
+    /// First output position that reads inside the input.
+    pub lo: usize,
+    /// One past the last output position that reads inside the input.
+    pub hi: usize,
+    /// Input column read by output position `lo`.
+    pub ix0: usize,
+}
+
+/// Maps output row `(od, oh)` of kernel tap `tap = (kz, ky, kx)` onto the input, or `None` when
+/// the whole row falls into the padding.
+pub(crate) fn row_map(g: &Geometry, tap: [usize; 3], od: usize, oh: usize) -> Option<RowMap> {
+    let p = &g.params;
+    let iz = (od * p.stride[0] + tap[0] * p.dilation[0]).checked_sub(p.padding[0])?;
+    let iy = (oh * p.stride[1] + tap[1] * p.dilation[1]).checked_sub(p.padding[1])?;
+    if iz >= g.input[0] || iy >= g.input[1] {
+        return None;
+    }
+    let (width, pad, stride) = (g.input[2], p.padding[2], p.stride[2]);
+    let offset = tap[2] * p.dilation[2];
+    let lo = if offset >= pad {
+        0
+    } else {
+        (pad - offset).div_ceil(stride)
+    };
+    if width + pad <= offset {
+        return None;
+    }
+    let hi = ((width - 1 + pad - offset) / stride + 1).min(g.output[2]);
+    if lo >= hi {
+        return None;
+    }
+    Some(RowMap {
+        base: (iz * g.input[1] + iy) * width,
+        lo,
+        hi,
+        ix0: lo * stride + offset - pad,
+    })
+}
+
+/// Kernel tap `(kz, ky, kx)` of flat tap index `index`.
+pub(crate) fn unravel_tap(index: usize, kernel: [usize; 3]) -> [usize; 3] {
+    [
+        index / (kernel[1] * kernel[2]),
+        (index / kernel[2]) % kernel[1],
+        index % kernel[2],
+    ]
+}

@@ -16,10 +16,10 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::{add_parts, assume_written, output_buffer};
+use crate::ops::elementwise::{add_parts, assume_written, output_buffer};
 use super::geometry::{Conv3dParams, Geometry};
 use super::strided_gemm::{matmul, View, ViewMut};
-use super::transpose::{transpose_into, transpose_pays, transposed_blocks};
+use crate::ops::transpose::{transpose_into, transpose_pays, transposed_blocks};
 
 /// Output columns per work item of the forward pass.
 const CHUNK: usize = 2048;

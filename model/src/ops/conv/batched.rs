@@ -7,10 +7,10 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use super::conv3d_kernels::{row_map, unravel_tap};
+use super::geometry::{row_map, unravel_tap};
 use super::geometry::Geometry;
 use super::strided_gemm::{matmul, View, ViewMut};
-use super::transpose::{par_transpose_into, transpose_into, transpose_pays};
+use crate::ops::transpose::{par_transpose_into, transpose_into, transpose_pays};
 
 /// Largest output volume per sample handled here.
 const SMALL_OUTPUT_VOLUME: usize = 512;

@@ -8,72 +8,21 @@
 //! input (col2vol). Unfolding and folding run in parallel over channels with rayon; the matrix
 //! products run on gemm's rayon parallelism. A 1×1×1 kernel with stride 1 and no padding skips the
 //! unfolding: the input already is its column matrix. Other stride-1 convolutions go through
-//! [`conv3d_shifted`], which needs no column matrix at all.
+//! [`super::shifted`], which needs no column matrix at all.
 
 use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::elementwise::{add_parts, assume_written, output_buffer};
+use crate::ops::elementwise::{add_parts, assume_written, output_buffer};
 use super::geometry::Geometry;
 use super::strided_gemm::{matmul, View, ViewMut};
-use super::transpose::{transpose_into, transpose_pays, transposed_blocks};
-use super::{conv3d_batched, conv3d_shifted};
+use crate::ops::transpose::{transpose_into, transpose_pays, transposed_blocks};
+use super::geometry::{row_map, unravel_tap, RowMap};
+use super::{batched, shifted};
 
 /// Largest column matrix built at once, in `f32` elements (8 MiB).
 const COL_BUDGET_ELEMENTS: usize = 2 << 20;
-
-/// Where one output row of one kernel tap reads its input row.
-pub(crate) struct RowMap {
-    /// Offset of the input row inside one channel.
-    pub base: usize,
-    /// First output position that reads inside the input.
-    pub lo: usize,
-    /// One past the last output position that reads inside the input.
-    pub hi: usize,
-    /// Input column read by output position `lo`.
-    pub ix0: usize,
-}
-
-/// Maps output row `(od, oh)` of kernel tap `tap = (kz, ky, kx)` onto the input, or `None` when
-/// the whole row falls into the padding.
-pub(crate) fn row_map(g: &Geometry, tap: [usize; 3], od: usize, oh: usize) -> Option<RowMap> {
-    let p = &g.params;
-    let iz = (od * p.stride[0] + tap[0] * p.dilation[0]).checked_sub(p.padding[0])?;
-    let iy = (oh * p.stride[1] + tap[1] * p.dilation[1]).checked_sub(p.padding[1])?;
-    if iz >= g.input[0] || iy >= g.input[1] {
-        return None;
-    }
-    let (width, pad, stride) = (g.input[2], p.padding[2], p.stride[2]);
-    let offset = tap[2] * p.dilation[2];
-    let lo = if offset >= pad {
-        0
-    } else {
-        (pad - offset).div_ceil(stride)
-    };
-    if width + pad <= offset {
-        return None;
-    }
-    let hi = ((width - 1 + pad - offset) / stride + 1).min(g.output[2]);
-    if lo >= hi {
-        return None;
-    }
-    Some(RowMap {
-        base: (iz * g.input[1] + iy) * width,
-        lo,
-        hi,
-        ix0: lo * stride + offset - pad,
-    })
-}
-
-/// Kernel tap `(kz, ky, kx)` of flat tap index `index`.
-pub(crate) fn unravel_tap(index: usize, kernel: [usize; 3]) -> [usize; 3] {
-    [
-        index / (kernel[1] * kernel[2]),
-        (index / kernel[2]) % kernel[1],
-        index % kernel[2],
-    ]
-}
 
 /// Visits every (tap, output row) pair of the chunk `rows` for one channel: `visit(tap_index,
 /// row_in_chunk, map)`.
@@ -239,11 +188,11 @@ fn gradient_block<'a>(dy: &'a [f32], yo: usize, rows: &Range<usize>, g: &Geometr
 /// `y = conv3d(x, w)`: `x [n, c, d, h, w]`, `w [co, c/groups, kd, kh, kw]`, returns
 /// `y [n, co, od, oh, ow]`.
 pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
-    if conv3d_batched::applies(g) {
-        return conv3d_batched::forward(x, w, g);
+    if batched::applies(g) {
+        return batched::forward(x, w, g);
     }
-    if conv3d_shifted::applies(g) && !is_pointwise(g) {
-        return conv3d_shifted::forward(x, w, g);
+    if shifted::applies(g) && !is_pointwise(g) {
+        return shifted::forward(x, w, g);
     }
     let u = g.unit();
     let out_vol = g.output_volume();
@@ -288,11 +237,11 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 /// kd, kh, kw]`, returns `dx [n, c, d, h, w]`. This is also the transposed convolution of `dy`
 /// by `w`.
 pub fn backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
-    if conv3d_batched::applies(g) {
-        return conv3d_batched::backward_data(dy, w, g);
+    if batched::applies(g) {
+        return batched::backward_data(dy, w, g);
     }
-    if conv3d_shifted::applies(g) && !is_pointwise(g) {
-        if let Some(dx) = conv3d_shifted::backward_data(dy, w, g) {
+    if shifted::applies(g) && !is_pointwise(g) {
+        if let Some(dx) = shifted::backward_data(dy, w, g) {
             return dx;
         }
     }
@@ -378,11 +327,11 @@ fn pointwise_backward_data(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 /// of the two (the output gradient's block or the column matrix) is transposed first, so that
 /// each product reads its right-hand operand along its rows.
 pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
-    if conv3d_batched::applies(g) {
-        return conv3d_batched::backward_filter(x, dy, g);
+    if batched::applies(g) {
+        return batched::backward_filter(x, dy, g);
     }
-    if conv3d_shifted::applies(g) && !is_pointwise(g) {
-        return conv3d_shifted::backward_filter(x, dy, g);
+    if shifted::applies(g) && !is_pointwise(g) {
+        return shifted::backward_filter(x, dy, g);
     }
     let u = g.unit();
     let (cols, co) = (u.col_rows(), u.co);
