@@ -1,8 +1,4 @@
-//! Atomic file writes and the names of the files in a run folder.
-
-use std::path::Path;
-
-use anyhow::Result;
+//! The names of the files in a run folder.
 
 /// The run's configuration, as trained.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -21,9 +17,3 @@ pub const LOG_FILE: &str = "train_log.parquet";
 pub const META_LOG_FILE: &str = "meta_log.parquet";
 /// The sweep's result table.
 pub const SWEEP_FILE: &str = "sweep.parquet";
-
-/// Writes `bytes` to `path` through a temporary file in the same folder, then renames it, so a
-/// reader never sees a partial file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    Ok(metakd_data::files::write_atomic(path, bytes)?)
-}

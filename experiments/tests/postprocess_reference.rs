@@ -80,8 +80,8 @@ fn the_edge_slice_rule_counts_slices_of_the_original_volume() {
 #[test]
 fn the_26_connected_option_keeps_edge_slices_and_diagonal_neighbours() {
     use metakd_data::metadata::CaseMetadata;
-    use metakd_data::preprocess::{regions_of_label, ClipOutcome, PreparedCase};
     use metakd_data::preprocess::label_of_regions;
+    use metakd_data::preprocess::{regions_of_label, ClipOutcome, PreparedCase};
     use metakd_experiments::eval::postprocess::{postprocess_regions, PostprocessRule};
 
     let tensors = fixtures();

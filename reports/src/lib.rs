@@ -268,15 +268,7 @@ fn create_dir(dir: &Path) -> Result<()> {
     })
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` atomically ([`metakd_data::files::write_atomic`]).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temp = path.with_extension("partial");
-    std::fs::write(&temp, bytes).map_err(|source| ReportError::Io {
-        path: temp.clone(),
-        source,
-    })?;
-    std::fs::rename(&temp, path).map_err(|source| ReportError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    Ok(metakd_data::files::write_atomic(path, bytes)?)
 }

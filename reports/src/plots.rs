@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use metakd_data::files::{partial_path_with_extension, write_atomic_via};
 use plotters::backend::RGBPixel;
 use plotters::coord::Shift;
 use plotters::element::BitMapElement;
@@ -40,24 +41,21 @@ pub fn save(figure: &impl Figure, stem: &Path) -> Result<[PathBuf; 2]> {
     };
     let png = stem.with_extension("png");
     let svg = stem.with_extension("svg");
-    let png_temp = stem.with_extension("partial.png");
-    let svg_temp = stem.with_extension("partial.svg");
-    {
-        let area = BitMapBackend::new(&png_temp, figure.size()).into_drawing_area();
-        figure.draw(&area).map_err(failed)?;
-        area.present().map_err(|e| failed(e.to_string()))?;
-    }
-    {
-        let area = SVGBackend::new(&svg_temp, figure.size()).into_drawing_area();
-        figure.draw(&area).map_err(failed)?;
-        area.present().map_err(|e| failed(e.to_string()))?;
-    }
-    for (temp, path) in [(&png_temp, &png), (&svg_temp, &svg)] {
-        std::fs::rename(temp, path).map_err(|source| ReportError::Io {
-            path: path.clone(),
-            source,
-        })?;
-    }
+    let draw = |path: &Path, temp: &Path, svg: bool| {
+        write_atomic_via(path, temp, |temp| -> Result<()> {
+            if svg {
+                let area = SVGBackend::new(temp, figure.size()).into_drawing_area();
+                figure.draw(&area).map_err(failed)?;
+                area.present().map_err(|e| failed(e.to_string()))
+            } else {
+                let area = BitMapBackend::new(temp, figure.size()).into_drawing_area();
+                figure.draw(&area).map_err(failed)?;
+                area.present().map_err(|e| failed(e.to_string()))
+            }
+        })
+    };
+    draw(&png, &partial_path_with_extension(&png, "png"), false)?;
+    draw(&svg, &partial_path_with_extension(&svg, "svg"), true)?;
     Ok([png, svg])
 }
 

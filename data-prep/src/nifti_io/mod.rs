@@ -14,6 +14,7 @@ use nifti::writer::WriterOptions;
 use nifti::{InMemNiftiVolume, IntoNdArray, NiftiHeader, NiftiType};
 
 use crate::error::{DataError, Result};
+use crate::files::{partial_path_with_extension, write_atomic_via};
 
 /// A 3D volume indexed in (D, H, W) = (z, x, y) order with its geometry.
 #[derive(Debug, Clone, PartialEq)]
@@ -365,32 +366,19 @@ pub fn write_volume(path: &Path, volume: &Volume, stored: StoredType) -> Result<
         .permuted_axes([1, 2, 0])
         .as_standard_layout()
         .into_owned();
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| DataError::InvalidArgument(format!("{}: not a file path", path.display())))?
-        .to_string_lossy()
-        .into_owned();
-    // The writer re-derives the extension from the name, so the temporary name has no other dot.
-    let extension = if file_name.ends_with(".gz") {
-        "nii.gz"
-    } else {
-        "nii"
-    };
-    let temp = path.with_file_name(format!(
-        ".{}_partial{}.{extension}",
-        file_name.replace('.', "_"),
-        std::process::id()
-    ));
-    let options = WriterOptions::new(&temp).reference_header(&header);
-    let written = match stored {
-        StoredType::Int16 => {
-            options.write_nifti_with_type(&xyz.mapv(|v| v.round() as i16), NiftiType::Int16)
-        }
-        StoredType::Uint8 => {
-            options.write_nifti_with_type(&xyz.mapv(|v| v.round() as u8), NiftiType::Uint8)
-        }
-        StoredType::Float32 => options.write_nifti_with_type(&xyz, NiftiType::Float32),
-    };
-    written.map_err(nifti_error(&temp))?;
-    std::fs::rename(&temp, path).map_err(|e| DataError::io(path, e))
+    let is_gz = path.to_string_lossy().ends_with(".gz");
+    let temp = partial_path_with_extension(path, if is_gz { "nii.gz" } else { "nii" });
+    write_atomic_via(path, &temp, |temp| {
+        let options = WriterOptions::new(temp).reference_header(&header);
+        let written = match stored {
+            StoredType::Int16 => {
+                options.write_nifti_with_type(&xyz.mapv(|v| v.round() as i16), NiftiType::Int16)
+            }
+            StoredType::Uint8 => {
+                options.write_nifti_with_type(&xyz.mapv(|v| v.round() as u8), NiftiType::Uint8)
+            }
+            StoredType::Float32 => options.write_nifti_with_type(&xyz, NiftiType::Float32),
+        };
+        written.map_err(nifti_error(temp))
+    })
 }

@@ -10,8 +10,7 @@ mod writer;
 
 pub use checksum::{file_blake3, verify_file};
 pub use manifest::{
-    CaseEntry, ImageDtype, Manifest, PrepareSettings, ShardEntry, FORMAT_VERSION,
-    MANIFEST_FILE,
+    CaseEntry, ImageDtype, Manifest, PrepareSettings, ShardEntry, FORMAT_VERSION, MANIFEST_FILE,
 };
 pub use reader::{CaseView, Crop, ImageValues, ShardSet};
 pub use schema::shard_schema;

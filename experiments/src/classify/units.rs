@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::files::write_atomic;
 use crate::progress;
+use metakd_data::files::write_atomic;
 
 /// How the units that are not finished yet are trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

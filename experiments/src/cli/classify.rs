@@ -6,7 +6,6 @@ use anyhow::{bail, Context, Result};
 use metakd_data::avmnist::dataset as avmnist;
 
 use super::{AvmnistCommand, AvmnistRunArgs, AvmnistTrainArgs, RateProtocol, TablesRunArgs};
-use crate::files;
 
 /// `metakd avmnist`.
 pub fn avmnist(what: AvmnistCommand, show: bool) -> Result<()> {
@@ -37,7 +36,7 @@ fn avmnist_train(a: AvmnistTrainArgs) -> Result<()> {
     let result = train_and_evaluate(&samples, &cfg)?;
     let json = serde_json::to_string_pretty(&result)?;
     if let Some(out) = &a.out {
-        files::write_atomic(out, format!("{json}\n").as_bytes())?;
+        metakd_data::files::write_atomic(out, format!("{json}\n").as_bytes())?;
     }
     println!("{json}");
     Ok(())

@@ -120,7 +120,7 @@ pub fn eval_labels(a: EvalLabelsArgs, show: bool) -> Result<()> {
     bar.finish_and_clear();
     let json = serde_json::to_string_pretty(&evaluation)?;
     if let Some(out) = &a.out {
-        files::write_atomic(out, format!("{json}\n").as_bytes())?;
+        metakd_data::files::write_atomic(out, format!("{json}\n").as_bytes())?;
     }
     println!("{json}");
     for s in &evaluation.skipped {

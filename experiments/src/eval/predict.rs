@@ -11,13 +11,13 @@ use metakd_data::shards::ShardSet;
 use ndarray::Array3;
 
 use crate::eval::inference::{predicted_regions, Inference};
-use metakd_data::preprocess::label_of_regions;
 use crate::eval::postprocess::postprocess_regions;
 use crate::files::{CONFIG_FILE, MODEL_FILE, SPLIT_FILE};
 use crate::progress;
 use crate::run::config::RunConfig;
 use crate::run::model::Model;
 use crate::run::splits::Splits;
+use metakd_data::preprocess::label_of_regions;
 use metakd_model::method::Subset;
 
 /// The label map of region bits `regions` (the case's cropped grid, C order) placed back into

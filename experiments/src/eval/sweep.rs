@@ -20,12 +20,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::eval::case_slices::case_slices;
 use crate::eval::inference::{zero_features, Inference, SubsetScores};
-use crate::files::{write_atomic, CONFIG_FILE, MODEL_FILE, SPLIT_FILE};
+use crate::files::{CONFIG_FILE, MODEL_FILE, SPLIT_FILE};
 use crate::metrics::REGIONS;
 use crate::progress;
 use crate::run::config::RunConfig;
 use crate::run::model::Model;
 use crate::run::splits::Splits;
+use metakd_data::files::write_atomic;
 use metakd_model::method::Subset;
 
 /// How a sweep is cut into units.
@@ -152,7 +153,10 @@ impl Plan {
             run_dir: relative_path(&self.run_dir, here)?,
             ..self.clone()
         };
-        write_atomic(path, serde_json::to_string_pretty(&stored)?.as_bytes())
+        Ok(write_atomic(
+            path,
+            serde_json::to_string_pretty(&stored)?.as_bytes(),
+        )?)
     }
 }
 

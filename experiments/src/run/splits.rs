@@ -12,8 +12,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::files::write_atomic;
 use crate::run::config::DataConfig;
+use metakd_data::files::write_atomic;
 
 /// Case ids of each split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,7 +240,10 @@ impl Splits {
 
     /// Writes `path` atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
-        write_atomic(path, serde_json::to_string_pretty(self)?.as_bytes())
+        Ok(write_atomic(
+            path,
+            serde_json::to_string_pretty(self)?.as_bytes(),
+        )?)
     }
 
     /// Reads `path`.

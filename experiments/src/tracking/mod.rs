@@ -19,11 +19,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::files::write_atomic;
 use client::{
     KeyValue, Metric, MlflowClient, RunInfo, MAX_BATCH_ENTITIES, MAX_BATCH_METRICS,
     MAX_BATCH_PARAMS,
 };
+use metakd_data::files::write_atomic;
 use queue::{Event, EventQueue};
 
 /// Folder of the tracking queue inside a run folder.

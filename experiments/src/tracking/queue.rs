@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::client::{KeyValue, Metric};
-use crate::files::write_atomic;
+use metakd_data::files::write_atomic;
 
 /// One thing to tell the tracking server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,7 +137,7 @@ impl EventQueue {
 
     /// Records that the first `count` events have reached the server.
     pub fn mark_sent(&self, count: usize) -> Result<()> {
-        write_atomic(&self.sent, count.to_string().as_bytes())
+        Ok(write_atomic(&self.sent, count.to_string().as_bytes())?)
     }
 
     /// Up to `limit` events not yet acknowledged, with their positions. A line cut short by a

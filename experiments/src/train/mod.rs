@@ -24,8 +24,7 @@ use crate::batches::augment::AugmentConfig;
 use crate::batches::loader::{BatchLoader, BatchPlan, CaseSet};
 use crate::batches::sampler::CropSampler;
 use crate::files::{
-    write_atomic, CHECKPOINT_FILE, CONFIG_FILE, FINISHED_FILE, LOG_FILE, META_LOG_FILE, MODEL_FILE,
-    SPLIT_FILE,
+    CHECKPOINT_FILE, CONFIG_FILE, FINISHED_FILE, LOG_FILE, META_LOG_FILE, MODEL_FILE, SPLIT_FILE,
 };
 use crate::progress;
 use crate::run::checkpoint::{
@@ -39,6 +38,7 @@ use crate::tables::write_parquet;
 use crate::tracking::client::KeyValue;
 use crate::tracking::{config_params, Tracker, TrackingOptions, TrackingReport};
 use crate::train::step::{training_step, SegmentationTask};
+use metakd_data::files::write_atomic;
 
 /// What a finished training run reports.
 #[derive(Debug, Clone)]

@@ -207,7 +207,7 @@ fn a_run_whose_final_log_failed_to_write_finishes_on_resume() {
         run.join("checkpoint.safetensors").is_file()
     });
     // A folder in the place of the log's temporary file makes the final write fail.
-    let blocker = run.join("train_log.parquet.partial");
+    let blocker = run.join(".train_log.parquet.partial");
     std::fs::create_dir(&blocker).unwrap();
     let failed = running.wait_with_output().unwrap();
     assert!(!failed.status.success());

@@ -5,8 +5,8 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::{Preset, SegmenterConfig};
-use super::layers::ConvBlock;
 use super::encoding::EncoderOutput;
+use super::layers::ConvBlock;
 use super::resnet::ResnetAsppEncoder;
 
 /// The encoder of a preset.

@@ -28,8 +28,8 @@ use candle_core::{bail, DType, Layout, Result, WithDType};
 use half::bf16;
 
 use super::autocast::Precision;
-use super::cuda::{output, storage, timed, view};
 use super::conv::geometry::Geometry;
+use super::cuda::{output, storage, timed, view};
 
 /// An element type cuDNN convolves: f32, or bf16 (with f32 accumulation).
 trait Element: CudnnDataType + DeviceRepr + ValidAsZeroBits + CudaDType + WithDType {

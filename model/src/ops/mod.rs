@@ -34,9 +34,9 @@ mod weight_standardization;
 pub use activation::{add_leaky_relu, leaky_relu};
 pub use autocast::{autocast, Precision};
 pub use channel_bias::{add_channel_bias, channel_sums};
+pub use conv::geometry::Geometry;
 pub use conv::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 pub(crate) use elementwise::contiguous_f32;
-pub use conv::geometry::Geometry;
 pub use normalization::{group_norm, instance_norm3d, instance_norm3d_leaky_relu};
 pub use pooling::{avg_pool3d, global_avg_pool3d, max_pool3d, Pool3dParams};
 pub use resample::{

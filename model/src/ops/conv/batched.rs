@@ -7,8 +7,8 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use super::geometry::{row_map, unravel_tap};
 use super::geometry::Geometry;
+use super::geometry::{row_map, unravel_tap};
 use super::strided_gemm::{matmul, View, ViewMut};
 use crate::ops::transpose::{par_transpose_into, transpose_into, transpose_pays};
 

@@ -14,12 +14,12 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::ops::elementwise::{add_parts, assume_written, output_buffer};
 use super::geometry::Geometry;
-use super::strided_gemm::{matmul, View, ViewMut};
-use crate::ops::transpose::{transpose_into, transpose_pays, transposed_blocks};
 use super::geometry::{row_map, unravel_tap, RowMap};
+use super::strided_gemm::{matmul, View, ViewMut};
 use super::{batched, shifted};
+use crate::ops::elementwise::{add_parts, assume_written, output_buffer};
+use crate::ops::transpose::{transpose_into, transpose_pays, transposed_blocks};
 
 /// Largest column matrix built at once, in `f32` elements (8 MiB).
 const COL_BUDGET_ELEMENTS: usize = 2 << 20;

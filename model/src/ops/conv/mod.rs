@@ -6,7 +6,6 @@
 //! so each op's backward pass is built from the ops themselves, in the precision
 //! ([`crate::ops::autocast`]) its forward pass ran in.
 
-
 mod batched;
 pub(crate) mod geometry;
 mod kernels;
@@ -15,10 +14,10 @@ pub(crate) mod strided_gemm;
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use crate::ops::autocast::{self, Precision};
-use crate::ops::elementwise::contiguous_f32;
 pub use self::geometry::Conv3dParams;
 use self::geometry::Geometry;
+use crate::ops::autocast::{self, Precision};
+use crate::ops::elementwise::contiguous_f32;
 
 /// `y = conv3d(x, w)`.
 struct Conv3dForward {

@@ -16,9 +16,9 @@
 
 use rayon::prelude::*;
 
-use crate::ops::elementwise::{add_parts, assume_written, output_buffer};
 use super::geometry::{Conv3dParams, Geometry};
 use super::strided_gemm::{matmul, View, ViewMut};
+use crate::ops::elementwise::{add_parts, assume_written, output_buffer};
 use crate::ops::transpose::{transpose_into, transpose_pays, transposed_blocks};
 
 /// Output columns per work item of the forward pass.
