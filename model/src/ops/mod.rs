@@ -22,7 +22,7 @@ mod conv;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 #[cfg(feature = "cuda")]
-mod cudnn;
+pub mod cudnn;
 mod elementwise;
 mod normalization;
 mod pooling;
