@@ -20,6 +20,7 @@ pub mod tables;
 mod test_cases;
 pub mod tracking;
 pub mod train;
+pub mod units;
 
 use std::path::Path;
 

@@ -8,9 +8,10 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use metakd_data::avmnist::dataset::{AudioFeatures, AvMnistSample};
 use metakd_model::method::{
-    direct_meta_step, training_loss, ImportanceWeights, KdDistance, KdPairs, KdSettings, MetaKdTask,
+    direct_meta_step, training_loss, ImportanceWeights, KdDistance, KdPairs, KdSettings,
 };
 use metakd_model::nets::classifier::{ClassifierConfig, MetaKdClassifier};
+use metakd_model::nets::fused_head::ClassificationTask;
 use metakd_model::nets::init::reinitialize_seeded;
 use metakd_model::optim::Adam;
 use rand::seq::SliceRandom;
@@ -267,55 +268,6 @@ fn random_subset(rng: &mut impl Rng) -> [bool; 2] {
     }
 }
 
-/// AV-MNIST as a MetaKD task: a CNN per modality, the fused linear head, cross-entropy. A
-/// missing modality's embedding is zeros without running its CNN (the fill replaces it).
-struct AvMnistTask<'a> {
-    net: &'a MetaKdClassifier,
-    params: &'a [Var],
-}
-
-impl MetaKdTask for AvMnistTask<'_> {
-    type Inputs = Vec<Tensor>;
-    type Targets = Tensor;
-    type Encoding = Tensor;
-    type Loss = Tensor;
-
-    fn encode(&self, inputs: &Vec<Tensor>, available: &[bool]) -> candle_core::Result<Tensor> {
-        self.net.encode_available(inputs, available)
-    }
-
-    fn detach(&self, embeddings: &Tensor) -> Tensor {
-        embeddings.detach()
-    }
-
-    fn distilled_features(&self, embeddings: &Tensor) -> candle_core::Result<Vec<Tensor>> {
-        per_modality(embeddings)
-    }
-
-    fn head(&self, embeddings: &Tensor, available: &[bool]) -> candle_core::Result<Tensor> {
-        self.net.classify(embeddings, available)
-    }
-
-    fn weighted_head(&self, embeddings: &Tensor, omega: &Tensor) -> candle_core::Result<Tensor> {
-        self.net.classify_weighted(embeddings, omega)
-    }
-
-    fn loss(&self, logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::loss::cross_entropy(logits, labels)
-    }
-
-    fn parameters(&self) -> Vec<Var> {
-        self.params.to_vec()
-    }
-}
-
-/// Each modality's embedding `[n, 1, e]` of embeddings `[n, m, e]`.
-fn per_modality(embeddings: &Tensor) -> candle_core::Result<Vec<Tensor>> {
-    (0..embeddings.dim(1)?)
-        .map(|i| embeddings.narrow(1, i, 1))
-        .collect()
-}
-
 /// Trains `cfg.variant` on the training samples of `samples` and scores it on the test samples.
 pub fn train_and_evaluate(
     samples: &[AvMnistSample],
@@ -369,10 +321,7 @@ pub fn train_and_evaluate(
     let importance = ImportanceWeights::from_logits(&[0.0, 0.0], &device)?;
     let params: Vec<Var> = varmap.all_vars();
     let mut adam = Adam::new(params.clone(), cfg.lr, 0.0)?;
-    let task = AvMnistTask {
-        net: &net,
-        params: &params,
-    };
+    let task = ClassificationTask::new(&net, &params);
     let mut meta_adam = Adam::new(vec![importance.logits().clone()], cfg.meta_lr, 5e-4)?;
     for iteration in 0..cfg.iterations {
         // A batch from one availability group, drawn in proportion to the groups' sizes.

@@ -17,7 +17,7 @@ use crate::classify::avmnist::{
     reads_only_the_other, train_and_evaluate, AvMnistResult, AvMnistTrainConfig, RateModality,
     Variant, MODALITIES,
 };
-use crate::classify::units::{run_units, Schedule};
+use crate::units::{run_units, Schedule};
 
 /// What the protocol runs.
 #[derive(Debug, Clone, PartialEq)]

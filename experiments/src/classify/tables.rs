@@ -13,9 +13,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use metakd_data::adni::{TabularDataset, TabularSubject};
 use metakd_model::method::{
-    direct_meta_step, training_loss, ImportanceWeights, KdDistance, KdPairs, KdSettings,
-    MetaKdTask, Subset,
+    direct_meta_step, training_loss, ImportanceWeights, KdDistance, KdPairs, KdSettings, Subset,
 };
+use metakd_model::nets::fused_head::ClassificationTask;
 use metakd_model::nets::init::reinitialize_seeded;
 use metakd_model::nets::tabular::{TabularClassifier, TabularConfig};
 use metakd_model::optim::Adam;
@@ -25,8 +25,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::classify::units::{run_units, Schedule};
 use crate::metrics::classification::{class_scores, ClassScores};
+use crate::units::{run_units, Schedule};
 
 /// What is trained on the tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -233,50 +233,6 @@ fn labels(subjects: &[&TabularSubject], device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(l, subjects.len(), device)?)
 }
 
-/// Modality tables as a MetaKD task: an MLP per modality (a missing modality's rows hold the
-/// training mean, its embedding is replaced by the fill), the fused linear head, cross-entropy.
-struct TablesTask<'a> {
-    net: &'a TabularClassifier,
-    params: &'a [Var],
-}
-
-impl MetaKdTask for TablesTask<'_> {
-    type Inputs = Vec<Tensor>;
-    type Targets = Tensor;
-    type Encoding = Tensor;
-    type Loss = Tensor;
-
-    fn encode(&self, inputs: &Vec<Tensor>, _available: &[bool]) -> candle_core::Result<Tensor> {
-        self.net.encode(inputs)
-    }
-
-    fn detach(&self, embeddings: &Tensor) -> Tensor {
-        embeddings.detach()
-    }
-
-    fn distilled_features(&self, embeddings: &Tensor) -> candle_core::Result<Vec<Tensor>> {
-        (0..embeddings.dim(1)?)
-            .map(|i| embeddings.narrow(1, i, 1))
-            .collect()
-    }
-
-    fn head(&self, embeddings: &Tensor, available: &[bool]) -> candle_core::Result<Tensor> {
-        self.net.classify(embeddings, available)
-    }
-
-    fn weighted_head(&self, embeddings: &Tensor, omega: &Tensor) -> candle_core::Result<Tensor> {
-        self.net.classify_weighted(embeddings, omega)
-    }
-
-    fn loss(&self, logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::loss::cross_entropy(logits, labels)
-    }
-
-    fn parameters(&self) -> Vec<Var> {
-        self.params.to_vec()
-    }
-}
-
 /// Trains `cfg.variant` on `data` and scores every subset of its modalities on the test split.
 pub fn train_and_evaluate(
     data: &TabularDataset,
@@ -320,10 +276,7 @@ pub fn train_and_evaluate(
     let importance = ImportanceWeights::from_logits(&vec![0.0; m], &device)?;
     let params: Vec<Var> = varmap.all_vars();
     let mut adam = Adam::new(params.clone(), cfg.lr, cfg.weight_decay)?;
-    let task = TablesTask {
-        net: &net,
-        params: &params,
-    };
+    let task = ClassificationTask::new(&net, &params);
     let mut meta_adam = Adam::new(vec![importance.logits().clone()], cfg.meta_lr, 5e-4)?;
 
     // The meta step sees every modality: held-out subjects that have all (all held-out ones

@@ -12,6 +12,7 @@ use crate::eval::{label_files, predict, sweep};
 use crate::files::{self, SWEEP_FILE};
 use crate::progress;
 use crate::run::config::RunConfig;
+use crate::units::is_finished;
 
 /// `metakd sweep`: every modality subset of a run into the result table.
 pub fn sweep(a: SweepArgs, show: bool) -> Result<()> {
@@ -204,7 +205,7 @@ fn print_plan(plan: &sweep::Plan, table: &std::path::Path) {
     );
     println!("index\tdone\tcheckpoint\tsubsets\tcases");
     for unit in &plan.units {
-        let done = sweep::unit_table(&units, unit.index).is_file();
+        let done = is_finished(&sweep::unit_table(&units, unit.index));
         println!(
             "{}\t{}\t{}\t{}\t{}",
             unit.index,

@@ -26,6 +26,7 @@ use crate::progress;
 use crate::run::config::RunConfig;
 use crate::run::model::Model;
 use crate::run::splits::Splits;
+use crate::units::{is_finished, run_unit};
 use metakd_data::files::write_atomic;
 use metakd_model::method::Subset;
 
@@ -431,17 +432,24 @@ impl<'a> UnitRunner<'a> {
     /// Runs unit `index`, unless its table exists.
     pub fn run(&mut self, index: usize, show_progress: bool) -> Result<UnitOutcome> {
         let plan = self.plan;
-        let Some(unit) = plan.units.get(index) else {
+        if index >= plan.units.len() {
             bail!(
                 "unit {index} does not exist: the plan has units 0 to {}",
                 plan.units.len().saturating_sub(1)
             )
-        };
-        let out = unit_table(&units_dir(self.table), index);
-        let _lock = Lock::file(&out, "sweep unit")?;
-        if out.is_file() {
-            return Ok(UnitOutcome::AlreadyDone);
         }
+        let out = unit_table(&units_dir(self.table), index);
+        let outcome = run_unit(&out, "sweep unit", || {
+            self.evaluate(index, &out, show_progress)
+        })?;
+        Ok(outcome.unwrap_or(UnitOutcome::AlreadyDone))
+    }
+
+    /// Evaluates unit `index` into its table `out`, loading its checkpoint unless the last unit
+    /// had the same.
+    fn evaluate(&mut self, index: usize, out: &Path, show_progress: bool) -> Result<UnitOutcome> {
+        let plan = self.plan;
+        let unit = &plan.units[index];
         if self.loaded.as_ref().map(|l| &l.checkpoint) != Some(&unit.checkpoint) {
             self.loaded = None;
             self.loaded = Some(LoadedCheckpoint::load(
@@ -452,7 +460,7 @@ impl<'a> UnitRunner<'a> {
             )?);
         }
         let loaded = self.loaded.as_ref().expect("loaded above");
-        evaluate_unit(plan, unit, loaded, &self.device, &out, show_progress)
+        evaluate_unit(plan, unit, loaded, &self.device, out, show_progress)
     }
 }
 
@@ -666,7 +674,7 @@ pub fn merge_units(plan: &Plan, table: &Path) -> Result<Vec<RunInfo>> {
         .units
         .iter()
         .zip(&files)
-        .filter(|(_, f)| !f.is_file())
+        .filter(|(_, f)| !is_finished(f))
         .map(|(u, _)| u.index.to_string())
         .collect();
     if !missing.is_empty() {

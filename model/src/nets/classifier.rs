@@ -7,7 +7,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::fused_head::{fused_logits, importance_weighted_logits};
+use super::fused_head::{fused_logits, importance_weighted_logits, ModalityClassifier};
 use crate::ops::{add_channel_bias, conv3d, max_pool3d, Conv3dParams, Pool3dParams};
 
 /// Sizes of the classifier.
@@ -181,6 +181,17 @@ impl MetaKdClassifier {
     /// meta step's forward pass, all modalities present).
     pub fn classify_weighted(&self, embeddings: &Tensor, omega: &Tensor) -> Result<Tensor> {
         importance_weighted_logits(&self.head, embeddings, omega)
+    }
+}
+
+impl ModalityClassifier for MetaKdClassifier {
+    /// Runs only the available modalities' CNNs ([`MetaKdClassifier::encode_available`]).
+    fn embed(&self, inputs: &[Tensor], available: &[bool]) -> Result<Tensor> {
+        self.encode_available(inputs, available)
+    }
+
+    fn head(&self) -> &Linear {
+        &self.head
     }
 }
 

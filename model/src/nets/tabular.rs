@@ -7,7 +7,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::fused_head::{fused_logits, importance_weighted_logits};
+use super::fused_head::{fused_logits, importance_weighted_logits, ModalityClassifier};
 
 /// Sizes of the tabular classifier.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +96,17 @@ impl TabularClassifier {
     /// Class logits with every embedding scaled by its importance `omega [modalities]`.
     pub fn classify_weighted(&self, embeddings: &Tensor, omega: &Tensor) -> Result<Tensor> {
         importance_weighted_logits(&self.head, embeddings, omega)
+    }
+}
+
+impl ModalityClassifier for TabularClassifier {
+    /// Runs every modality's MLP (a missing modality's rows hold the training mean).
+    fn embed(&self, inputs: &[Tensor], _available: &[bool]) -> Result<Tensor> {
+        self.encode(inputs)
+    }
+
+    fn head(&self) -> &Linear {
+        &self.head
     }
 }
 

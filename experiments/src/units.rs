@@ -1,6 +1,9 @@
-//! The resumable unit runner of the classification protocols: each unit (one seed × variant ×
-//! setting) is trained once and its result kept as `units/<key>.json`; a later run trains only
-//! the units without a file, then every unit's result is read back in order.
+//! The resumable unit runner of every protocol: a unit (a sweep's checkpoint × subsets × cases,
+//! a classification protocol's seed × variant × setting) is finished when its result file
+//! exists. [`run_unit`] runs one unit under its file's lock unless it has finished; the sweep's
+//! units (`metakd sweep`, also one per job) and the classification protocols' ([`run_units`],
+//! results as `units/<key>.json`) go through it, so an interrupted run resumes with the
+//! unfinished units and two processes never run the same unit.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +14,7 @@ use serde::Serialize;
 
 use crate::progress;
 use metakd_data::files::write_atomic;
+use metakd_data::lock::Lock;
 
 /// How the units that are not finished yet are trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +36,22 @@ pub struct UnitResults<R> {
     pub trained: usize,
     /// Units found finished.
     pub already_done: usize,
+}
+
+/// Whether the unit whose result file is `out` has finished.
+pub fn is_finished(out: &Path) -> bool {
+    out.is_file()
+}
+
+/// Runs the unit whose result file is `out` unless it has finished, holding `out`'s lock
+/// (`role` names the unit in a refusal, "sweep unit"); `run` writes `out` (atomically) when it
+/// succeeds. `None` when the unit had finished.
+pub fn run_unit<T>(out: &Path, role: &str, run: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+    let _lock = Lock::file(out, role)?;
+    if is_finished(out) {
+        return Ok(None);
+    }
+    run().map(Some)
 }
 
 /// The file of the unit named `key` under `out_dir`.
@@ -59,7 +79,7 @@ where
         .with_context(|| format!("creating {}", units_dir.display()))?;
     let todo: Vec<&(String, C)> = units
         .iter()
-        .filter(|(key, _)| !unit_path(out_dir, key).exists())
+        .filter(|(key, _)| !is_finished(&unit_path(out_dir, key)))
         .collect();
     let already_done = units.len() - todo.len();
     let bar = progress::bar(todo.len() as u64, label, show_progress);
@@ -67,10 +87,15 @@ where
     let finished = AtomicUsize::new(0);
     let work = || -> Result<()> {
         while let Some((key, config)) = todo.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let result = train(config).with_context(|| format!("unit {key}"))?;
-            let json = serde_json::to_string_pretty(&result)?;
-            write_atomic(&unit_path(out_dir, key), format!("{json}\n").as_bytes())?;
-            finished.fetch_add(1, Ordering::Relaxed);
+            let path = unit_path(out_dir, key);
+            let trained = run_unit(&path, "unit", || {
+                let result = train(config).with_context(|| format!("unit {key}"))?;
+                let json = serde_json::to_string_pretty(&result)?;
+                Ok(write_atomic(&path, format!("{json}\n").as_bytes())?)
+            })?;
+            if trained.is_some() {
+                finished.fetch_add(1, Ordering::Relaxed);
+            }
             bar.inc(1);
         }
         Ok(())
@@ -114,4 +139,59 @@ fn read_unit<R: DeserializeOwned>(path: &Path) -> Result<R> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: not a unit result", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_unit_runs_once_and_never_beside_another_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("units").join("a.json");
+        let ran = run_unit(&out, "unit", || Ok(write_atomic(&out, b"1")?)).unwrap();
+        assert!(ran.is_some());
+        assert!(is_finished(&out));
+        let again = run_unit(&out, "unit", || -> Result<()> {
+            panic!("a finished unit ran")
+        });
+        assert!(again.unwrap().is_none());
+
+        let other = dir.path().join("units").join("b.json");
+        let _held = Lock::file(&other, "unit").unwrap();
+        let refused = run_unit(&other, "unit", || Ok(write_atomic(&other, b"2")?));
+        let message = format!("{:#}", refused.unwrap_err());
+        assert!(message.contains("in use"), "{message}");
+        assert!(!is_finished(&other));
+    }
+
+    #[test]
+    fn units_resume_with_the_unfinished_ones_and_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let units: Vec<(String, u32)> = (0..4).map(|i| (format!("u{i}"), i)).collect();
+        let first = run_units(
+            &units[..2],
+            dir.path(),
+            Schedule::OneAtATime,
+            "t",
+            false,
+            |&c| Ok(c * 10),
+        )
+        .unwrap();
+        assert_eq!((first.trained, first.already_done), (2, 0));
+        let all = run_units(
+            &units,
+            dir.path(),
+            Schedule::OnePerThread,
+            "t",
+            false,
+            |&c| {
+                anyhow::ensure!(c >= 2, "unit {c} was finished and must not run again");
+                Ok(c * 10)
+            },
+        )
+        .unwrap();
+        assert_eq!((all.trained, all.already_done), (2, 2));
+        assert_eq!(all.results, [0, 10, 20, 30]);
+    }
 }
