@@ -121,81 +121,97 @@ pub enum Command {
 #[derive(Subcommand)]
 pub enum BenchWhat {
     /// conv3d, transposed conv3d, instance norm and LeakyReLU at the shapes the networks use.
-    Ops {
-        /// Timed runs per op (the median is printed).
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        /// Python interpreter for the PyTorch comparison.
-        #[arg(long, default_value = "python3")]
-        python: String,
-        /// The PyTorch benchmark script.
-        #[arg(long, default_value = "tools/bench_torch.py")]
-        torch_script: PathBuf,
-    },
+    Ops(OpsBenchArgs),
     /// Evaluating one case for all 15 modality subsets, relative to one full-modality
     /// evaluation: with the cached encoder features, and with one forward pass per subset.
-    Sweep {
-        /// Network preset.
-        #[arg(long, value_enum, default_value_t = Preset::Reference)]
-        preset: Preset,
-        /// Timed runs of each evaluation (the median is printed).
-        #[arg(long, default_value_t = 1)]
-        runs: usize,
-        /// Extents D,H,W of the synthetic case.
-        #[arg(long, value_parser = parse_extents, default_value = "48,64,64")]
-        case: [usize; 3],
-        /// Tile extents D,H,W.
-        #[arg(long, value_parser = parse_extents, default_value = "32,64,64")]
-        tile: [usize; 3],
-    },
+    Sweep(SweepBenchArgs),
     /// One training step of a network preset at 32×64×64 (batch 2) and 16×64×64 (batch 1),
     /// beside the same step of its PyTorch twin on the same weights and batch.
-    Train {
-        /// Network preset.
-        #[arg(long, value_enum, default_value_t = Preset::Reference)]
-        preset: Preset,
-        /// Timed steps per shape (the median is printed).
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// Untimed steps before them, on both sides (the first one's logits are compared).
-        #[arg(long, default_value_t = 2)]
-        warmup: usize,
-        /// Python interpreter with torch and safetensors for the comparison.
-        #[arg(long, default_value = "python3")]
-        python: String,
-        /// The PyTorch twin.
-        #[arg(long, default_value = "tools/metakd_twin.py")]
-        twin_script: PathBuf,
-        /// Skip the PyTorch comparison.
-        #[arg(long)]
-        no_torch: bool,
-        /// Arithmetic of the convolutions: f32, or bf16 mixed precision (PyTorch's twin under
-        /// `torch.autocast`).
-        #[arg(long, default_value = "f32")]
-        precision: metakd_model::ops::Precision,
-    },
+    Train(TrainBenchArgs),
     /// Data preparation: cases per second on synthetic 240×240×155 cases, against a Python
     /// script (nibabel + numpy) doing the same reading, clipping, normalisation and cropping.
-    Prepare {
-        /// Synthetic cases to prepare.
-        #[arg(long, default_value_t = 6)]
-        cases: usize,
-        /// Timed runs of `prepare` (the median is compared).
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// Volume extents D,H,W.
-        #[arg(long, value_parser = parse_extents, default_value = "155,240,240")]
-        shape: [usize; 3],
-        /// Working folder for the synthetic release and the shards (default: a temporary one).
-        #[arg(long)]
-        workdir: Option<PathBuf>,
-        /// Python interpreter with nibabel and numpy for the comparison.
-        #[arg(long, default_value = "python3")]
-        python: String,
-        /// The Python preparation script.
-        #[arg(long, default_value = "tools/prepare_reference.py")]
-        script: PathBuf,
-    },
+    Prepare(PrepareBenchArgs),
+}
+
+/// Options of `metakd bench ops`.
+#[derive(Args)]
+pub struct OpsBenchArgs {
+    /// Timed runs per op (the median is printed).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Python interpreter for the PyTorch comparison.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// The PyTorch benchmark script.
+    #[arg(long, default_value = "tools/bench_torch.py")]
+    pub torch_script: PathBuf,
+}
+
+/// Options of `metakd bench sweep`.
+#[derive(Args)]
+pub struct SweepBenchArgs {
+    /// Network preset.
+    #[arg(long, value_enum, default_value_t = Preset::Reference)]
+    pub preset: Preset,
+    /// Timed runs of each evaluation (the median is printed).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Extents D,H,W of the synthetic case.
+    #[arg(long, value_parser = parse_extents, default_value = "48,64,64")]
+    pub case: [usize; 3],
+    /// Tile extents D,H,W.
+    #[arg(long, value_parser = parse_extents, default_value = "32,64,64")]
+    pub tile: [usize; 3],
+}
+
+/// Options of `metakd bench train`.
+#[derive(Args)]
+pub struct TrainBenchArgs {
+    /// Network preset.
+    #[arg(long, value_enum, default_value_t = Preset::Reference)]
+    pub preset: Preset,
+    /// Timed steps per shape (the median is printed).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Untimed steps before them, on both sides (the first one's logits are compared).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Python interpreter with torch and safetensors for the comparison.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// The PyTorch twin.
+    #[arg(long, default_value = "tools/metakd_twin.py")]
+    pub twin_script: PathBuf,
+    /// Skip the PyTorch comparison.
+    #[arg(long)]
+    pub no_torch: bool,
+    /// Arithmetic of the convolutions: f32, or bf16 mixed precision (PyTorch's twin under
+    /// `torch.autocast`).
+    #[arg(long, default_value = "f32")]
+    pub precision: metakd_model::ops::Precision,
+}
+
+/// Options of `metakd bench prepare`.
+#[derive(Args)]
+pub struct PrepareBenchArgs {
+    /// Synthetic cases to prepare.
+    #[arg(long, default_value_t = 6)]
+    pub cases: usize,
+    /// Timed runs of `prepare` (the median is compared).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Volume extents D,H,W.
+    #[arg(long, value_parser = parse_extents, default_value = "155,240,240")]
+    pub shape: [usize; 3],
+    /// Working folder for the synthetic release and the shards (default: a temporary one).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Python interpreter with nibabel and numpy for the comparison.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// The Python preparation script.
+    #[arg(long, default_value = "tools/prepare_reference.py")]
+    pub script: PathBuf,
 }
 
 /// The data sets `metakd synth` generates.

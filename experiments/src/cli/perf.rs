@@ -1,55 +1,28 @@
 //! `metakd bench`: timings of the ops, a training step, the sweep and preparation.
 
 use anyhow::Result;
-use metakd_model::nets::{Preset, SegmenterConfig};
+use metakd_model::nets::SegmenterConfig;
 
-use super::BenchWhat;
+use super::{BenchWhat, OpsBenchArgs, PrepareBenchArgs, SweepBenchArgs, TrainBenchArgs};
 use crate::perf::{bench, bench_prepare, bench_sweep, bench_train};
 
 /// `metakd bench`.
 pub fn bench(what: BenchWhat) -> Result<()> {
     match what {
-        BenchWhat::Ops {
-            runs,
-            python,
-            torch_script,
-        } => bench_ops(runs, python, torch_script),
-        BenchWhat::Sweep {
-            preset,
-            runs,
-            case,
-            tile,
-        } => bench_sweep(preset, runs, case, tile),
-        BenchWhat::Train {
-            preset,
-            runs,
-            warmup,
-            python,
-            twin_script,
-            no_torch,
-            precision,
-        } => bench_train(
-            preset,
-            runs,
-            warmup,
-            python,
-            twin_script,
-            no_torch,
-            precision,
-        ),
-        BenchWhat::Prepare {
-            cases,
-            runs,
-            shape,
-            workdir,
-            python,
-            script,
-        } => bench_prepare(cases, runs, shape, workdir, python, script),
+        BenchWhat::Ops(a) => bench_ops(a),
+        BenchWhat::Sweep(a) => bench_sweep(a),
+        BenchWhat::Train(a) => bench_train(a),
+        BenchWhat::Prepare(a) => bench_prepare(a),
     }
 }
 
 /// `metakd bench ops`.
-fn bench_ops(runs: usize, python: String, torch_script: std::path::PathBuf) -> Result<()> {
+fn bench_ops(a: OpsBenchArgs) -> Result<()> {
+    let OpsBenchArgs {
+        runs,
+        python,
+        torch_script,
+    } = a;
     let cases = bench::standard_cases();
     let ours = bench::bench_ops(&cases, runs)?;
     let threads = rayon::current_num_threads();
@@ -89,7 +62,13 @@ fn bench_ops(runs: usize, python: String, torch_script: std::path::PathBuf) -> R
 }
 
 /// `metakd bench sweep`.
-fn bench_sweep(preset: Preset, runs: usize, case: [usize; 3], tile: [usize; 3]) -> Result<()> {
+fn bench_sweep(a: SweepBenchArgs) -> Result<()> {
+    let SweepBenchArgs {
+        preset,
+        runs,
+        case,
+        tile,
+    } = a;
     let cfg = SegmenterConfig::of(preset);
     let workdir = tempfile::tempdir()?;
     let t = bench_sweep::bench_sweep(&cfg, case, tile, runs, workdir.path())?;
@@ -113,15 +92,16 @@ fn bench_sweep(preset: Preset, runs: usize, case: [usize; 3], tile: [usize; 3]) 
 }
 
 /// `metakd bench train`.
-fn bench_train(
-    preset: Preset,
-    runs: usize,
-    warmup: usize,
-    python: String,
-    twin_script: std::path::PathBuf,
-    no_torch: bool,
-    precision: metakd_model::ops::Precision,
-) -> Result<()> {
+fn bench_train(a: TrainBenchArgs) -> Result<()> {
+    let TrainBenchArgs {
+        preset,
+        runs,
+        warmup,
+        python,
+        twin_script,
+        no_torch,
+        precision,
+    } = a;
     let cfg = SegmenterConfig::of(preset);
     let threads = rayon::current_num_threads();
     let twin = bench_train::TorchTwin {
@@ -163,14 +143,15 @@ fn bench_train(
 }
 
 /// `metakd bench prepare`.
-fn bench_prepare(
-    cases: usize,
-    runs: usize,
-    shape: [usize; 3],
-    workdir: Option<std::path::PathBuf>,
-    python: String,
-    script: std::path::PathBuf,
-) -> Result<()> {
+fn bench_prepare(a: PrepareBenchArgs) -> Result<()> {
+    let PrepareBenchArgs {
+        cases,
+        runs,
+        shape,
+        workdir,
+        python,
+        script,
+    } = a;
     let temp = tempfile::tempdir()?;
     let workdir = workdir.unwrap_or_else(|| temp.path().to_owned());
     let result = bench_prepare::bench_prepare(cases, shape, runs, &workdir, &python, &script)?;
