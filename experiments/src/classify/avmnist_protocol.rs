@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use metakd_data::avmnist::dataset::AvMnistSample;
-use metakd_reports::results::{self, ResultRow, ResultRows, RowScores, RunInfo, TEST_CASE};
+use metakd_reports::results::{
+    self, ClassificationRun, ResultRow, ResultRows, RowScores, RunInfo, TEST_CASE,
+};
 
 use crate::classify::avmnist::{
     reads_only_the_other, train_and_evaluate, AvMnistResult, AvMnistTrainConfig, RateModality,
@@ -209,28 +211,22 @@ fn write_results(results: &[(&Unit, AvMnistResult)], out_dir: &Path, table: &Pat
         .iter()
         .map(|(unit, result)| {
             let c = &unit.config;
-            Ok(RunInfo {
+            let run = ClassificationRun {
                 run_id: unit.key(),
                 run_dir: out_dir.join("units"),
                 dataset: "avmnist".into(),
                 protocol: protocol_label(c.rate_modality).into(),
-                fold: None,
                 seed: c.seed,
                 variant: variant_label(c.variant).into(),
-                checkpoint: "final".into(),
                 modalities: MODALITIES.iter().map(|m| m.to_string()).collect(),
-                importance_logits: result.omega.iter().map(|w| w.ln()).collect(),
-                importance: result.omega.clone(),
                 config_toml: toml::to_string(c)?,
-                subsets: result
-                    .scores
-                    .iter()
-                    .map(|s| subset_of(s.available).0)
-                    .collect(),
-                cases: vec![TEST_CASE.into()],
-                skipped: Vec::new(),
-                slices: None,
-            })
+            };
+            let subsets = result
+                .scores
+                .iter()
+                .map(|s| subset_of(s.available).0)
+                .collect();
+            Ok(RunInfo::classification(run, &result.omega, subsets))
         })
         .collect::<Result<Vec<_>>>()?;
     let mut rows = ResultRows::default();

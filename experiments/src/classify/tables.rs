@@ -19,7 +19,9 @@ use metakd_model::nets::fused_head::ClassificationTask;
 use metakd_model::nets::init::reinitialize_seeded;
 use metakd_model::nets::tabular::{TabularClassifier, TabularConfig};
 use metakd_model::optim::Adam;
-use metakd_reports::results::{self, ResultRow, ResultRows, RowScores, RunInfo, TEST_CASE};
+use metakd_reports::results::{
+    self, ClassificationRun, ResultRow, ResultRows, RowScores, RunInfo, TEST_CASE,
+};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
@@ -436,7 +438,7 @@ pub fn run_tables(
     let infos = results
         .iter()
         .map(|r| {
-            Ok(RunInfo {
+            let run = ClassificationRun {
                 run_id: format!(
                     "{dataset}-{}-seed-{}",
                     r.config.variant.key(),
@@ -445,19 +447,13 @@ pub fn run_tables(
                 run_dir: units_dir.clone(),
                 dataset: dataset.clone(),
                 protocol: REAL_MISSINGNESS.into(),
-                fold: None,
                 seed: r.config.seed,
                 variant: r.config.variant.label().into(),
-                checkpoint: "final".into(),
                 modalities: data.manifest.modalities.clone(),
-                importance_logits: r.omega.iter().map(|w| w.ln()).collect(),
-                importance: r.omega.clone(),
                 config_toml: toml::to_string(&r.config)?,
-                subsets: r.scores.iter().map(|s| s.mask).collect(),
-                cases: vec![TEST_CASE.into()],
-                skipped: Vec::new(),
-                slices: None,
-            })
+            };
+            let subsets = r.scores.iter().map(|s| s.mask).collect();
+            Ok(RunInfo::classification(run, &r.omega, subsets))
         })
         .collect::<Result<Vec<_>>>()?;
     let mut rows = ResultRows::default();

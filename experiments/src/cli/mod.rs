@@ -19,6 +19,7 @@ use metakd_reports::regress::Tolerances;
 
 use crate::classify::avmnist::Variant;
 use crate::demo::default_workdir;
+use crate::perf::bench_train::TwinArgs;
 use crate::perf::gpu_check::parse_extents;
 use crate::run::split_files::SplitRequest;
 use crate::tracking::TrackingOptions;
@@ -176,15 +177,9 @@ pub struct TrainBenchArgs {
     /// Untimed steps before them, on both sides (the first one's logits are compared).
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Python interpreter with torch and safetensors for the comparison.
-    #[arg(long, default_value = "python3")]
-    pub python: String,
-    /// The PyTorch twin.
-    #[arg(long, default_value = "tools/metakd_twin.py")]
-    pub twin_script: PathBuf,
-    /// Skip the PyTorch comparison.
-    #[arg(long)]
-    pub no_torch: bool,
+    /// The PyTorch twin to compare with.
+    #[command(flatten)]
+    pub twin: TwinArgs,
     /// Arithmetic of the convolutions: f32, or bf16 mixed precision (PyTorch's twin under
     /// `torch.autocast`).
     #[arg(long, default_value = "f32")]

@@ -4,6 +4,7 @@ use anyhow::Result;
 use metakd_model::nets::SegmenterConfig;
 
 use super::{BenchWhat, OpsBenchArgs, PrepareBenchArgs, SweepBenchArgs, TrainBenchArgs};
+use crate::perf::bench_train::TwinArgs;
 use crate::perf::{bench, bench_prepare, bench_sweep, bench_train};
 
 /// `metakd bench`.
@@ -97,9 +98,12 @@ fn bench_train(a: TrainBenchArgs) -> Result<()> {
         preset,
         runs,
         warmup,
-        python,
-        twin_script,
-        no_torch,
+        twin:
+            TwinArgs {
+                python,
+                twin_script,
+                no_torch,
+            },
         precision,
     } = a;
     let cfg = SegmenterConfig::of(preset);

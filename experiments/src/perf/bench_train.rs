@@ -4,7 +4,7 @@
 //! the largest difference between the two first steps' logits.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -158,6 +158,20 @@ impl fmt::Display for StepTiming {
             _ => Ok(()),
         }
     }
+}
+
+/// The PyTorch twin on the command line (`metakd bench train`, `metakd-gpu-check`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TwinArgs {
+    /// Python interpreter with torch and safetensors for the comparison.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// The PyTorch twin.
+    #[arg(long, default_value = "tools/metakd_twin.py")]
+    pub twin_script: PathBuf,
+    /// Skip the PyTorch comparison.
+    #[arg(long)]
+    pub no_torch: bool,
 }
 
 /// Where to find the PyTorch twin.

@@ -2,9 +2,7 @@
 //! implementation on the same random inputs, forward and backward (the gradients of `Σ y·r` for
 //! a random `r`, with respect to every input), then timed training steps beside PyTorch.
 
-use std::path::PathBuf;
-
-use crate::perf::bench_train::StepProfile;
+use crate::perf::bench_train::{StepProfile, TwinArgs};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
 use metakd_model::nets::{Preset, SegmenterConfig};
@@ -34,15 +32,9 @@ pub struct GpuCheckOptions {
     /// Crops per batch of the timed step.
     #[arg(long, default_value_t = 2)]
     pub batch: usize,
-    /// Python interpreter with torch and safetensors for the comparison.
-    #[arg(long, default_value = "python3")]
-    pub python: String,
-    /// The PyTorch twin.
-    #[arg(long, default_value = "tools/metakd_twin.py")]
-    pub twin_script: PathBuf,
-    /// Skip the PyTorch comparison.
-    #[arg(long)]
-    pub no_torch: bool,
+    /// The PyTorch twin to compare with.
+    #[command(flatten)]
+    pub twin: TwinArgs,
     /// Let convolutions and matrix products use TF32, here and in PyTorch.
     #[arg(long)]
     pub tf32: bool,
@@ -401,8 +393,8 @@ pub fn run(a: &GpuCheckOptions) -> Result<()> {
         );
     }
     let twin = TorchTwin {
-        python: &a.python,
-        script: &a.twin_script,
+        python: &a.twin.python,
+        script: &a.twin.twin_script,
         threads: rayon::current_num_threads(),
         device: "cuda",
         tf32: a.tf32,
@@ -427,7 +419,7 @@ pub fn run(a: &GpuCheckOptions) -> Result<()> {
                 &SegmenterConfig::of(*preset),
                 &[shape],
                 &steps,
-                (!a.no_torch).then_some(&twin),
+                (!a.twin.no_torch).then_some(&twin),
                 workdir.path(),
                 &gpu,
             )?;

@@ -91,7 +91,53 @@ pub struct RunInfo {
     pub slices: Option<PathBuf>,
 }
 
+/// What tells one trained classifier's run apart (the rest of its [`RunInfo`] is the same for
+/// every classification unit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassificationRun {
+    /// The run's id.
+    pub run_id: String,
+    /// The folder of its unit results.
+    pub run_dir: PathBuf,
+    /// The data set.
+    pub dataset: String,
+    /// The protocol (`audio rate`, `visual rate`, `real missingness`).
+    pub protocol: String,
+    /// The training seed.
+    pub seed: u64,
+    /// The variant's label.
+    pub variant: String,
+    /// Modality names in input order.
+    pub modalities: Vec<String>,
+    /// The settings (TOML).
+    pub config_toml: String,
+}
+
 impl RunInfo {
+    /// The sidecar entry of a classifier trained once (checkpoint `final`) and scored on the
+    /// whole test split (case [`TEST_CASE`]) for `subsets`, with its learned importance `omega`
+    /// (logits w = ln ω).
+    pub fn classification(run: ClassificationRun, omega: &[f32], subsets: Vec<u32>) -> Self {
+        Self {
+            run_id: run.run_id,
+            run_dir: run.run_dir,
+            dataset: run.dataset,
+            protocol: run.protocol,
+            fold: None,
+            seed: run.seed,
+            variant: run.variant,
+            checkpoint: "final".into(),
+            modalities: run.modalities,
+            importance_logits: omega.iter().map(|w| w.ln()).collect(),
+            importance: omega.to_vec(),
+            config_toml: run.config_toml,
+            subsets,
+            cases: vec![TEST_CASE.into()],
+            skipped: Vec::new(),
+            slices: None,
+        }
+    }
+
     /// The key that tells runs and checkpoints apart.
     pub fn key(&self) -> (String, String) {
         (self.run_id.clone(), self.checkpoint.clone())
